@@ -1,0 +1,177 @@
+"""The experiment file schema (pydantic v2).
+
+Every model forbids unknown keys so a typo is an error, not a silently ignored setting.
+Method-specific options (rank, virtual tokens, ...) are validated by the method's own
+options model in `peftlab.methods`; here a method entry only needs a known name.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TaskName = Literal["causal-lm", "seq2seq", "classification", "image-classification"]
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """Where the base model comes from. A bare string in YAML becomes `path`."""
+
+    path: str = Field(description="Local folder, .gguf file, folder name on PEFTLAB_MODEL_PATH, or hub id.")
+    gguf_file: str | None = Field(None, description="GGUF file inside `path` (auto-detected if only one).")
+    revision: str | None = None
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model. Off unless you trust it.")
+    allow_pickle: bool = Field(False, description="Allow loading .bin/.pt weights (pickle). Off: safetensors/GGUF only.")
+
+
+class DataConfig(_Strict):
+    train: str = Field(description="JSONL, CSV or Parquet file, or hub dataset id (optionally 'id:split').")
+    validation: str | None = None
+    test: str | None = None
+    input: str | list[str] | None = Field(
+        None, description="Input column(s). Defaults to the placeholders of `prompt`."
+    )
+    target: str | None = Field(None, description="Target column (generation tasks).")
+    label: str | None = Field(None, description="Label column (classification tasks).")
+    image: str | None = Field(None, description="Image column: base64 string or file path (image tasks).")
+    prompt: str | None = Field(None, description="Template with {column} placeholders.")
+    system_prompt: str | None = Field(None, description="System message for chat-template models.")
+    max_train_examples: int | None = Field(None, gt=0)
+    max_validation_examples: int | None = Field(None, gt=0)
+    max_test_examples: int | None = Field(None, gt=0)
+    split_fractions: tuple[float, float] = Field(
+        (0.1, 0.1), description="Validation and test fractions carved from train when those files are absent."
+    )
+    on_bad_rows: Literal["error", "skip"] = "error"
+    on_long_rows: Literal["truncate", "error"] = "truncate"
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if any(f < 0 for f in v) or sum(v) >= 0.9:
+            raise ValueError("fractions must be >= 0 and sum to less than 0.9")
+        return v
+
+
+class TrainingConfig(_Strict):
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0, description="Overrides epochs when set.")
+    batch_size: int = Field(8, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    learning_rate: float | None = Field(None, gt=0, description="Default: the method's own learning rate.")
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    max_source_length: int = Field(256, gt=0)
+    max_target_length: int = Field(64, gt=0)
+    seed: int = 42
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    eval_every: int | None = Field(None, gt=0, description="Evaluate validation loss every N steps.")
+    logging_steps: int = Field(5, gt=0)
+    checkpoint_every: int | None = Field(
+        None, gt=0, description="Save a resumable checkpoint every N steps (default: ~10 per run, min 20 steps)."
+    )
+    group_by_length: bool = True
+    threads: int | None = Field(None, gt=0, description="CPU threads (default: all cores).")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
+
+
+class EvaluationConfig(_Strict):
+    metrics: list[Literal["rouge", "bleu", "accuracy", "f1", "loss"]] | None = Field(
+        None, description="Default: rouge+bleu+loss for generation, accuracy+f1+loss for classification."
+    )
+    max_new_tokens: int = Field(48, gt=0)
+    num_beams: int = Field(1, gt=0)
+    repetition_penalty: float = Field(1.0, gt=0)
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    batch_size: int = Field(16, gt=0)
+    bertscore_model: str | None = Field(None, description="Encoder for BERTScore (report issue).")
+
+
+class MethodEntry(_Strict):
+    """One row of the comparison: a method name plus overrides of its defaults."""
+
+    name: str
+    label: str | None = Field(None, description="Run name in the leaderboard (default: the method name).")
+    learning_rate: float | None = Field(None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def run_name(self) -> str:
+        return self.label or self.name
+
+
+class ExperimentConfig(_Strict):
+    name: str
+    model: ModelConfig
+    task: TaskName
+    data: DataConfig
+    methods: list[MethodEntry] = Field(min_length=1)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("use letters, digits, '.', '_' and '-' only (it becomes a folder name)")
+        return v
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_str(cls, v: Any) -> Any:
+        return {"path": v} if isinstance(v, str) else v
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, v: Any) -> Any:
+        """Accept `- lora`, `- {name: lora, r: 16}` or `- {lora: {r: 16}}`; unknown keys go to options."""
+        if not isinstance(v, list):
+            return v
+        out = []
+        for item in v:
+            if isinstance(item, str):
+                out.append({"name": item})
+            elif isinstance(item, dict) and "name" not in item and len(item) == 1:
+                (name, opts), = item.items()
+                out.append(_split_entry({"name": name, **(opts or {})}))
+            elif isinstance(item, dict):
+                out.append(_split_entry(item))
+            else:
+                out.append(item)
+        return out
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        names = [m.run_name for m in self.methods]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"methods: run names must be unique, {dup} appear twice; give one a `label`")
+        for n in names:
+            if not NAME_RE.match(n):
+                raise ValueError(f"methods: run name {n!r}: use letters, digits, '.', '_' and '-' only")
+        d = self.data
+        if self.task in ("causal-lm", "seq2seq") and not d.target:
+            raise ValueError(f"data.target: task {self.task!r} needs the target column (e.g. `target: title`)")
+        if self.task in ("classification", "image-classification") and not d.label:
+            raise ValueError(f"data.label: task {self.task!r} needs the label column (e.g. `label: label`)")
+        if self.task == "image-classification" and not d.image:
+            raise ValueError("data.image: task 'image-classification' needs the image column")
+        if self.task != "image-classification" and not (d.input or d.prompt):
+            raise ValueError("data: give `input` (the input column) or a `prompt` template with {column} fields")
+        return self
+
+
+def _split_entry(item: dict[str, Any]) -> dict[str, Any]:
+    known = {"name", "label", "learning_rate", "options"}
+    base = {k: v for k, v in item.items() if k in known}
+    extra = {k: v for k, v in item.items() if k not in known}
+    if extra:
+        base["options"] = {**base.get("options", {}), **extra}
+    return base

@@ -1,0 +1,243 @@
+"""Turn raw rows into checked examples for a task: columns, templates, labels, splits, limits.
+
+All checks run before any model loads, so bad data costs seconds, not a training run.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import io
+import random
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftlab.config.schema import DataConfig
+from peftlab.data.sources import RowSet, read_rows
+from peftlab.errors import ConfigError, DataError
+
+
+@dataclass
+class Example:
+    source: str  # the formatted input text (the prompt template applied); "" for images
+    target: str | None = None  # training target (generation tasks)
+    references: list[str] = field(default_factory=list)  # all references (multi-reference eval)
+    label: int | None = None
+    image: Any = None  # PIL.Image for image tasks
+    where: str = ""  # "file:line", for messages
+
+
+@dataclass
+class PreparedData:
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+    labels: list[str] | None = None
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    prompt_text: str = ""  # the template's fixed words (used to initialise prompt tuning)
+
+    def counts(self) -> dict[str, int]:
+        return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
+
+
+def template_fields(template: str) -> list[str]:
+    try:
+        return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise ConfigError(f"data.prompt: bad template ({e}); write placeholders as {{column}}, braces as {{{{ }}}}") from None
+
+
+def _source_columns(cfg: DataConfig) -> list[str]:
+    if cfg.prompt:
+        return template_fields(cfg.prompt)
+    if cfg.input is None:
+        return []
+    return [cfg.input] if isinstance(cfg.input, str) else list(cfg.input)
+
+
+def _format_source(cfg: DataConfig, row: dict[str, Any]) -> str:
+    if cfg.prompt:
+        return cfg.prompt.format_map({k: _text(v) for k, v in row.items()})
+    cols = _source_columns(cfg)
+    if len(cols) == 1:
+        return _text(row[cols[0]])
+    return "\n".join(f"{c}: {_text(row[c])}" for c in cols)
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    return v if isinstance(v, str) else str(v)
+
+
+def _check_columns(rs: RowSet, needed: list[str]) -> None:
+    present = [k for k in rs.rows[0] if k != "__line__"]
+    for col in needed:
+        if col not in rs.rows[0]:
+            guess = difflib.get_close_matches(col, present, n=1)
+            hint = f" Did you mean {guess[0]!r}?" if guess else ""
+            raise DataError(
+                f"{rs.source}: column {col!r} not found.{hint} Columns in the file: {', '.join(present)}"
+            )
+
+
+def decode_image(value: Any, base_dir: Path | None) -> Any:
+    """Decode a base64 string, data URL or file path into an RGB-or-L PIL image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(value, str | bytes) or not value:
+        raise ValueError("empty image value")
+    raw: bytes
+    if isinstance(value, bytes):
+        raw = value
+    else:
+        v = value.split(",", 1)[1] if value.startswith("data:") else value
+        path = Path(value) if len(value) < 1024 else None
+        if path is not None and base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        if path is not None and path.suffix and path.is_file():
+            raw = path.read_bytes()
+        else:
+            try:
+                raw = base64.b64decode(v, validate=True)
+            except (ValueError, TypeError):
+                raise ValueError("neither an existing image file nor valid base64") from None
+    try:
+        img = Image.open(io.BytesIO(raw))
+        img.load()
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise ValueError(f"bytes do not decode as an image ({type(e).__name__})") from None
+    return img
+
+
+def _examples(rs: RowSet, cfg: DataConfig, task: str, skipped: list[str]) -> list[Example]:
+    out = []
+    for row in rs.rows:
+        where = f"{rs.source}:{row.get('__line__', '?')}"
+
+        def bad(msg: str, where: str = where) -> None:
+            if cfg.on_bad_rows == "skip":
+                skipped.append(f"{where}: {msg}")
+            else:
+                raise DataError(f"{where}: {msg} (fix the row, or set data.on_bad_rows: skip)")
+
+        ex = Example(source="", where=where)
+        if task != "image-classification":
+            missing = [c for c in _source_columns(cfg) if row.get(c) is None]
+            if missing:
+                bad(f"input column(s) {missing} empty or missing")
+                continue
+            ex.source = _format_source(cfg, row)
+        if task in ("causal-lm", "seq2seq"):
+            t = row.get(cfg.target or "")
+            refs = [str(x) for x in t] if isinstance(t, list) else [_text(t)]
+            refs = [r for r in refs if r.strip()]
+            if not refs:
+                bad(f"empty or missing target {cfg.target!r}")
+                continue
+            ex.target, ex.references = refs[0], refs
+        else:
+            lab = row.get(cfg.label or "")
+            if lab is None or (isinstance(lab, str) and not lab.strip()):
+                bad(f"empty or missing label {cfg.label!r}")
+                continue
+            ex.label = lab  # type: ignore[assignment]  # mapped to an id once all splits are read
+        if task == "image-classification":
+            try:
+                ex.image = decode_image(row.get(cfg.image or ""), rs.base_dir)
+            except ValueError as e:
+                bad(f"image column {cfg.image!r}: {e}")
+                continue
+        out.append(ex)
+    return out
+
+
+def _sample(items: list[Example], n: int | None, seed: int) -> list[Example]:
+    if n is None or n >= len(items):
+        return items
+    rng = random.Random(seed)
+    idx = sorted(rng.sample(range(len(items)), n))
+    return [items[i] for i in idx]
+
+
+def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None = None) -> PreparedData:
+    """Read, check, split and limit the data for `task`. Raises DataError/ConfigError."""
+    skipped: list[str] = []
+    notes: list[str] = []
+    needed = list(_source_columns(cfg)) if task != "image-classification" else []
+    needed += [c for c in (cfg.target if task in ("causal-lm", "seq2seq") else cfg.label,) if c]
+    if task == "image-classification" and cfg.image:
+        needed.append(cfg.image)
+
+    sets: dict[str, list[Example]] = {}
+    for split in ("train", "validation", "test"):
+        spec = getattr(cfg, split)
+        if spec is None:
+            continue
+        rs = read_rows(spec, base, cfg.on_bad_rows)
+        skipped += rs.skipped
+        _check_columns(rs, needed)
+        sets[split] = _examples(rs, cfg, task, skipped)
+        if not sets[split]:
+            raise DataError(f"{rs.source}: no usable rows after checks ({len(skipped)} skipped)")
+
+    rng = random.Random(seed)
+    train = sets["train"]
+    if "validation" not in sets or "test" not in sets:
+        order = list(range(len(train)))
+        rng.shuffle(order)
+        n = len(order)
+        fv, ft = cfg.split_fractions
+        n_test = 0 if "test" in sets else max(1, int(n * ft))
+        n_val = 0 if "validation" in sets else max(1, int(n * fv))
+        if n - n_test - n_val < 2:
+            raise DataError(f"{cfg.train}: only {n} rows; too few to split into train/validation/test")
+        test_idx, val_idx = order[:n_test], order[n_test : n_test + n_val]
+        if "test" not in sets:
+            sets["test"] = [train[i] for i in sorted(test_idx)]
+            notes.append(f"no test file: held out {n_test} training rows (seed {seed}) as test")
+        if "validation" not in sets:
+            sets["validation"] = [train[i] for i in sorted(val_idx)]
+            notes.append(f"no validation file: held out {n_val} training rows (seed {seed}) as validation")
+        held = set(test_idx) | set(val_idx)
+        train = [e for i, e in enumerate(train) if i not in held]
+
+    train = _sample(train, cfg.max_train_examples, seed)
+    validation = _sample(sets["validation"], cfg.max_validation_examples, seed + 1)
+    test = _sample(sets["test"], cfg.max_test_examples, seed + 2)
+
+    labels = None
+    if task in ("classification", "image-classification"):
+        labels = _map_labels(train, validation, test, cfg)
+    static = "".join(lit for lit, *_ in string.Formatter().parse(cfg.prompt)) if cfg.prompt else ""
+    return PreparedData(train, validation, test, labels, skipped, notes, static.strip())
+
+
+def _map_labels(train: list[Example], val: list[Example], test: list[Example], cfg: DataConfig) -> list[str]:
+    names = sorted({str(e.label) for e in train}, key=_label_key)
+    if len(names) < 2:
+        raise DataError(
+            f"{cfg.train}: the training set has a single class ({names[0]!r}); classification needs at least two"
+        )
+    index = {n: i for i, n in enumerate(names)}
+    for split, exs in (("validation", val), ("test", test)):
+        unseen = sorted({str(e.label) for e in exs} - set(names))
+        if unseen:
+            first = next(e.where for e in exs if str(e.label) in unseen)
+            raise DataError(
+                f"{split} labels {unseen} never occur in training (first at {first}); "
+                f"training labels are {names}. Fix the labels or add training examples"
+            )
+    for e in (*train, *val, *test):
+        e.label = index[str(e.label)]
+    return names
+
+
+def _label_key(s: str) -> tuple[int, Any]:
+    try:
+        return (0, float(s))
+    except ValueError:
+        return (1, s)

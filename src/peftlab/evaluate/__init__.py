@@ -1,0 +1,1 @@
+"""Evaluation: metrics from maintained libraries, and generation health checks."""

@@ -1,0 +1,60 @@
+"""adalora: adaptive rank allocation (Zhang et al., 2023).
+
+AdaLoRA prunes ranks on a schedule, so it must know the total number of steps; the train
+loop calls `update_and_allocate` after every optimizer step (see train/callbacks.py).
+"""
+
+from typing import Any
+
+from peft import AdaLoraConfig
+from pydantic import Field
+
+from peftlab.errors import MethodNotApplicable
+from peftlab.methods.base import Method, MethodContext, MethodOptions
+from peftlab.methods.common import peft_kwargs, wrap
+from peftlab.methods.targets import lora_targets
+
+
+class AdaLoraOptions(MethodOptions):
+    init_r: int = Field(12, gt=0, description="Starting rank of every adapter.")
+    target_r: int = Field(8, gt=0, description="Average rank after pruning.")
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    tinit_fraction: float = Field(0.1, ge=0, lt=1, description="Share of steps before pruning starts.")
+    tfinal_fraction: float = Field(0.2, ge=0, lt=1, description="Share of steps at the end with ranks fixed.")
+    delta_t: int = Field(1, gt=0, description="Steps between two budget allocations.")
+    target_modules: list[str] | None = None
+
+
+def apply(model: Any, opts: AdaLoraOptions, ctx: MethodContext) -> Any:
+    total = ctx.total_steps
+    tinit = int(total * opts.tinit_fraction)
+    tfinal = int(total * opts.tfinal_fraction)
+    if total - tinit - tfinal < 1:
+        raise MethodNotApplicable(
+            f"adalora needs room to prune: total steps {total} leave no steps between tinit={tinit} and "
+            f"tfinal={tfinal}; train for more steps or lower tinit_fraction/tfinal_fraction"
+        )
+    cfg = AdaLoraConfig(
+        init_r=opts.init_r,
+        target_r=opts.target_r,
+        lora_alpha=opts.alpha,
+        lora_dropout=opts.dropout,
+        target_modules=lora_targets(model, ctx.model_type, ctx.task, opts.target_modules),
+        total_step=total,
+        tinit=tinit,
+        tfinal=tfinal,
+        deltaT=opts.delta_t,
+        **peft_kwargs(ctx),
+    )
+    return wrap(model, cfg)
+
+
+METHOD = Method(
+    name="adalora",
+    summary="LoRA with ranks pruned to where they matter.",
+    options=AdaLoraOptions,
+    learning_rates={"default": 5e-4, "classification": 1e-3, "image-classification": 1e-3},
+    apply=apply,
+    needs_total_steps=True,
+)

@@ -1,0 +1,24 @@
+"""full: every weight trains. The quality ceiling and the cost ceiling."""
+
+from typing import Any
+
+from peftlab.methods.base import Method, MethodContext, MethodOptions
+
+
+class FullOptions(MethodOptions):
+    pass
+
+
+def apply(model: Any, opts: FullOptions, ctx: MethodContext) -> Any:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+METHOD = Method(
+    name="full",
+    summary="Full fine-tuning of all weights.",
+    options=FullOptions,
+    learning_rates={"default": 5e-5},
+    apply=apply,
+)

@@ -1,0 +1,44 @@
+"""lora: low-rank adapters (Hu et al., 2021) via peft.LoraConfig."""
+
+from typing import Any
+
+from peft import LoraConfig
+from pydantic import Field
+
+from peftlab.methods.base import Method, MethodContext, MethodOptions
+from peftlab.methods.common import peft_kwargs, wrap
+from peftlab.methods.targets import lora_targets
+
+
+class LoraOptions(MethodOptions):
+    r: int = Field(16, gt=0, description="Rank of the update.")
+    alpha: int = Field(32, gt=0, description="Scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="Default: per architecture (see targets.py).")
+    use_rslora: bool = False
+
+
+def lora_config(model: Any, opts: LoraOptions, ctx: MethodContext, **extra: Any) -> LoraConfig:
+    targets = lora_targets(model, ctx.model_type, ctx.task, opts.target_modules)
+    return LoraConfig(
+        r=opts.r,
+        lora_alpha=opts.alpha,
+        lora_dropout=opts.dropout,
+        target_modules=targets,
+        use_rslora=opts.use_rslora,
+        **peft_kwargs(ctx),
+        **extra,
+    )
+
+
+def apply(model: Any, opts: LoraOptions, ctx: MethodContext) -> Any:
+    return wrap(model, lora_config(model, opts, ctx))
+
+
+METHOD = Method(
+    name="lora",
+    summary="Low-rank adapters on the linear layers.",
+    options=LoraOptions,
+    learning_rates={"default": 2e-4, "classification": 5e-4, "image-classification": 5e-4},
+    apply=apply,
+)

@@ -1,0 +1,50 @@
+"""qlora: LoRA on a 4-bit NF4 base (Dettmers et al., 2023), via bitsandbytes.
+
+bitsandbytes >= 0.50 runs 4-bit layers on CPU as well as CUDA, so this works on both.
+The base weights really are 4-bit (bnb Linear4bit, uint8 storage); tests check it.
+"""
+
+from typing import Any
+
+import torch
+from peft import prepare_model_for_kbit_training
+from pydantic import Field
+
+from peftlab.methods.base import Method, MethodContext
+from peftlab.methods.common import wrap
+from peftlab.methods.lora import LoraOptions, lora_config
+
+
+class QLoraOptions(LoraOptions):
+    quant_type: str = Field("nf4", pattern="^(nf4|fp4)$")
+    double_quant: bool = True
+
+
+def load_kwargs(opts: QLoraOptions, ctx: MethodContext) -> dict[str, Any]:
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if ctx.precision == "bf16" else torch.float32
+    return {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=opts.quant_type,
+            bnb_4bit_use_double_quant=opts.double_quant,
+            bnb_4bit_compute_dtype=compute,
+            llm_int8_skip_modules=["lm_head", "classifier", "score", "pooler"],
+        )
+    }
+
+
+def apply(model: Any, opts: QLoraOptions, ctx: MethodContext) -> Any:
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return wrap(model, lora_config(model, opts, ctx))
+
+
+METHOD = Method(
+    name="qlora",
+    summary="LoRA on a 4-bit quantized base model.",
+    options=QLoraOptions,
+    learning_rates={"default": 2e-4, "classification": 5e-4, "image-classification": 5e-4},
+    apply=apply,
+    load_kwargs=load_kwargs,
+)

@@ -1,0 +1,83 @@
+"""Target modules per architecture.
+
+peft ships per-architecture defaults (TRANSFORMERS_MODELS_TO_*_TARGET_MODULES_MAPPING); we
+use them and fill the gaps for architectures it lacks (ViT shares BERT's names). For LoRA on
+generative models we target every linear layer of the transformer blocks ("all-linear"
+in peft terms, resolved to explicit names), which QLoRA's authors found necessary to match
+full fine-tuning; encoders for classification use peft's attention defaults.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from peft.utils.constants import (
+    TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as IA3_FF,
+)
+from peft.utils.constants import (
+    TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as IA3_TARGETS,
+)
+from peft.utils.constants import (
+    TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS,
+)
+from peftlab.errors import ModelError
+
+# Architectures peft has no entry for, mapped to one with the same module names.
+_ALIASES = {"vit": "bert", "deit": "bert", "beit": "bert", "minilm": "bert"}
+HEAD_NAMES = ("lm_head", "classifier", "score", "pooler", "qa_outputs", "cls")
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """Leaf names of the linear layers inside the transformer blocks (heads excluded)."""
+    names = set()
+    for full, mod in model.named_modules():
+        if isinstance(mod, nn.Linear) and not any(h in full.split(".") for h in HEAD_NAMES):
+            names.add(full.split(".")[-1])
+    return sorted(names)
+
+
+def _suffix_exists(model: nn.Module, target: str) -> bool:
+    return any(n == target or n.endswith("." + target) for n, _ in model.named_modules())
+
+
+def check_targets(model: nn.Module, targets: list[str], key: str) -> None:
+    missing = [t for t in targets if not _suffix_exists(model, t)]
+    if missing:
+        raise ModelError(
+            f"{key}: {missing} not found in the model. Linear modules it has: {', '.join(linear_names(model))}"
+        )
+
+
+def lora_targets(model: nn.Module, model_type: str, task: str, given: list[str] | None) -> list[str]:
+    if given:
+        check_targets(model, given, "target_modules")
+        return list(given)
+    if task in ("causal-lm", "seq2seq"):
+        names = linear_names(model)
+        if names:
+            return names
+    mt = _ALIASES.get(model_type, model_type)
+    if mt in LORA_TARGETS:
+        return list(LORA_TARGETS[mt])
+    names = linear_names(model)
+    if not names:
+        raise ModelError(f"no linear layers found in a {model_type!r} model; set `target_modules`")
+    return names
+
+
+def ia3_targets(
+    model: nn.Module, model_type: str, given: list[str] | None, given_ff: list[str] | None
+) -> tuple[list[str], list[str]]:
+    if given:
+        check_targets(model, given, "target_modules")
+        ff = list(given_ff or [])
+        if any(f not in given for f in ff):
+            raise ModelError(f"feedforward_modules {ff} must be a subset of target_modules {given}")
+        return list(given), ff
+    mt = _ALIASES.get(model_type, model_type)
+    if mt not in IA3_TARGETS:
+        raise ModelError(
+            f"IA3 has no default target modules for {model_type!r}; set `target_modules` and "
+            f"`feedforward_modules`. Linear modules it has: {', '.join(linear_names(model))}"
+        )
+    return list(IA3_TARGETS[mt]), list(IA3_FF.get(mt, []))

@@ -1,0 +1,192 @@
+"""Find and load base models and tokenizers, safely.
+
+- Local folders, `.gguf` files, names on PEFTLAB_MODEL_PATH / shared/models, or hub ids.
+- GGUF checkpoints are dequantized once by transformers and cached as a plain safetensors
+  folder (PEFTLAB_CACHE_DIR, default ~/.cache/peftlab): later loads take seconds instead of
+  half a minute, and full fine-tuning works (transformers refuses to train "quantized" models).
+- Remote code never runs unless `trust_remote_code: true`; weights load from safetensors or
+  GGUF only unless `allow_pickle: true`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peftlab.config.schema import ModelConfig
+from peftlab.errors import ModelError
+from peftlab.paths import resolve, search_dirs
+
+TASK_AUTO_CLASSES = {
+    "causal-lm": "AutoModelForCausalLM",
+    "seq2seq": "AutoModelForSeq2SeqLM",
+    "classification": "AutoModelForSequenceClassification",
+    "image-classification": "AutoModelForImageClassification",
+}
+
+
+@dataclass
+class ResolvedModel:
+    path: str  # what from_pretrained receives: a local folder or a hub id
+    local: bool
+    gguf_source: str | None = None  # the original .gguf, when `path` is its cached plain copy
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PEFTLAB_CACHE_DIR", Path.home() / ".cache" / "peftlab"))
+
+
+def resolve_model(cfg: ModelConfig, base: Path | None = None) -> ResolvedModel:
+    p = resolve(cfg.path, "models", base)
+    if p is None:
+        looks_local = cfg.path.startswith((".", "/", "~")) or cfg.path.endswith(".gguf") or cfg.path.count("/") != 1
+        searched = ", ".join(str(d) for d in search_dirs("models", base)) or "(none)"
+        if looks_local:
+            raise ModelError(
+                f"model {cfg.path!r} not found. Searched relative to the experiment file, the current "
+                f"directory and: {searched}. Give a folder, a .gguf file or a hub id (org/name)."
+            )
+        return ResolvedModel(cfg.path, local=False)
+    gguf = _gguf_file(p, cfg.gguf_file)
+    if gguf is not None:
+        return ResolvedModel(str(_plain_copy(gguf, p if p.is_dir() else p.parent)), True, str(gguf))
+    if not (p / "config.json").is_file():
+        raise ModelError(f"{p}: no config.json; a model folder needs config.json and weights")
+    _check_weights(p, cfg.allow_pickle)
+    return ResolvedModel(str(p), local=True)
+
+
+def _gguf_file(p: Path, name: str | None) -> Path | None:
+    if p.is_file():
+        if p.suffix.lower() != ".gguf":
+            raise ModelError(f"{p}: a model file must be .gguf; otherwise give the model's folder")
+        f = p
+    elif name:
+        f = p / name
+        if not f.is_file():
+            raise ModelError(f"{f}: gguf_file not found in {p}")
+    else:
+        found = sorted(p.glob("*.gguf"))
+        if not found:
+            return None
+        if len(found) > 1:
+            raise ModelError(f"{p}: several .gguf files {[x.name for x in found]}; choose one with `gguf_file`")
+        f = found[0]
+    with open(f, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ModelError(f"{f}: not a GGUF file (bad magic bytes); re-download or convert it")
+    return f
+
+
+def _check_weights(p: Path, allow_pickle: bool) -> None:
+    if any(p.glob("*.safetensors")):
+        return
+    if any(p.glob("*.bin")) or any(p.glob("*.pt")):
+        if not allow_pickle:
+            raise ModelError(
+                f"{p}: weights are pickled (.bin/.pt), which can run arbitrary code when loaded. "
+                "Convert them to safetensors, or set model.allow_pickle: true if you trust the source."
+            )
+        return
+    raise ModelError(f"{p}: no weights (*.safetensors) found")
+
+
+def _plain_copy(gguf: Path, folder: Path) -> Path:
+    """Dequantize a GGUF checkpoint once into a cached float32 safetensors folder."""
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+    if (out / "config.json").is_file():
+        return out
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        q = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"{gguf}: transformers could not read this GGUF file ({type(e).__name__}: {e})") from None
+    cfg = q.config.to_dict()
+    cfg.pop("quantization_config", None)
+    plain_cfg = type(q.config).from_dict(cfg)
+    plain = AutoModelForCausalLM.from_config(plain_cfg, dtype=torch.float32)
+    plain.load_state_dict(q.state_dict(), strict=True)
+    plain.tie_weights()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+    try:
+        plain.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(str(folder)).save_pretrained(tmp)
+        for extra in ("generation_config.json", "chat_template.jinja"):
+            if (folder / extra).is_file() and not (tmp / extra).exists():
+                shutil.copy(folder / extra, tmp / extra)
+        try:
+            tmp.rename(out)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def load_tokenizer(rm: ResolvedModel, cfg: ModelConfig, task: str) -> Any:
+    if task == "image-classification":
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(rm.path, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"{rm.path}: could not load its tokenizer ({type(e).__name__}: {e})") from None
+    tok.model_max_length = 10**9  # we truncate ourselves; silences "longer than max length" noise
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    return tok
+
+
+def load_image_processor(rm: ResolvedModel, cfg: ModelConfig) -> Any:
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(rm.path, trust_remote_code=cfg.trust_remote_code)
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"{rm.path}: no image processor config (preprocessor_config.json): {e}") from None
+
+
+def load_model(
+    rm: ResolvedModel,
+    cfg: ModelConfig,
+    task: str,
+    labels: list[str] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Load the base model for `task` in float32 (autocast handles lower precision)."""
+    import torch
+    import transformers
+
+    auto = getattr(transformers, TASK_AUTO_CLASSES[task])
+    kw: dict[str, Any] = {
+        "trust_remote_code": cfg.trust_remote_code,
+        "revision": cfg.revision,
+        "dtype": torch.float32,
+        **kwargs,
+    }
+    if not cfg.allow_pickle:
+        kw["use_safetensors"] = True
+    if labels is not None:
+        kw.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={n: i for i, n in enumerate(labels)},
+            ignore_mismatched_sizes=True,
+        )
+    try:
+        model = auto.from_pretrained(rm.path, **kw)
+    except (OSError, ValueError, ImportError) as e:
+        raise ModelError(f"{rm.path}: could not load as a {task} model ({type(e).__name__}: {e})") from None
+    return model

@@ -1,0 +1,1 @@
+"""Reports: the leaderboard (terminal, JSON, CSV)."""

@@ -1,0 +1,79 @@
+"""What a task is to peftlab: how to encode examples, batch them, predict and score.
+
+A task is one module in this folder exporting a Task subclass, plus one line in the
+registry (`peftlab/tasks/__init__.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from peftlab.config.schema import EvaluationConfig, TrainingConfig
+from peftlab.data.prepare import Example
+
+
+@dataclass
+class Prediction:
+    input: str
+    reference: str | list[str]
+    output: str
+    stopped: bool | None = None  # generation ended with EOS before max_new_tokens
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {"input": self.input, "reference": self.reference, "output": self.output}
+        if self.stopped is not None:
+            d["stopped"] = self.stopped
+        return {**d, **self.extra}
+
+
+class Task:
+    name: str = ""
+    main_metric: str = ""
+    generative: bool = False
+    peft_prompt_learning: bool = True  # can prompt-based methods apply
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        processor: Any,
+        training: TrainingConfig,
+        evaluation: EvaluationConfig,
+        labels: list[str] | None = None,
+        system_prompt: str | None = None,
+    ) -> None:
+        self.tok = tokenizer
+        self.processor = processor
+        self.training = training
+        self.evaluation = evaluation
+        self.labels = labels
+        self.system_prompt = system_prompt
+        self.truncated = 0  # rows whose input or target was cut to the max length
+        self.precision = "fp32"  # set by the recipe once the device is known
+
+    # -- model ----------------------------------------------------------------
+    def head_modules(self, model: Any) -> list[str]:
+        """Freshly initialised modules that must train with every method (classifier heads)."""
+        return []
+
+    def prepare_model(self, model: Any) -> None:
+        """Task-specific model fix-ups after loading (pad token ids, ...)."""
+
+    # -- data -----------------------------------------------------------------
+    def encode(self, ex: Example) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- evaluation -----------------------------------------------------------
+    def predict(self, model: Any, examples: list[Example], desc: str = "predict") -> list[Prediction]:
+        raise NotImplementedError
+
+    def score(self, examples: list[Example], preds: list[Prediction]) -> dict[str, float]:
+        raise NotImplementedError
+
+
+def real_tokens(features: list[dict[str, Any]]) -> int:
+    return sum(len(f["input_ids"]) for f in features if "input_ids" in f)

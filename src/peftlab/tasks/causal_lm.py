@@ -1,0 +1,113 @@
+"""causal-lm: prompt then completion, loss only on the completion, EOS appended.
+
+The same `PromptFormatter` builds the prompt at training, evaluation and inference time,
+so the model sees identical token sequences: the model's chat template when it has one,
+otherwise the prompt template as written. The completion ends with EOS so the model
+learns to stop (no "Ghana Ghana Ghana").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from peftlab.data.prepare import Example
+from peftlab.evaluate.metrics import generation_metrics
+from peftlab.tasks.base import Prediction, Task
+from peftlab.tasks.generation import generate_batched
+
+_SENTINEL = "\u2063PEFTLAB_CONTENT\u2063"
+
+
+class PromptFormatter:
+    """Token ids for a prompt: [chat prefix] + truncated content + [chat suffix]."""
+
+    def __init__(self, tok: Any, system_prompt: str | None = None) -> None:
+        self.tok = tok
+        self.prefix_ids: list[int] = []
+        self.suffix_ids: list[int] = []
+        self.chat = bool(getattr(tok, "chat_template", None))
+        if self.chat:
+            msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
+            msgs.append({"role": "user", "content": _SENTINEL})
+            text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            prefix, suffix = text.split(_SENTINEL)
+            self.prefix_ids = tok(prefix, add_special_tokens=False)["input_ids"]
+            self.suffix_ids = tok(suffix, add_special_tokens=False)["input_ids"]
+        else:
+            probe = tok("a")["input_ids"]
+            if tok.bos_token_id is not None and probe and probe[0] == tok.bos_token_id:
+                self.prefix_ids = [tok.bos_token_id]
+        self.eos_id = stop_ids(tok)[0]
+
+    def prompt_ids(self, content: str, max_len: int) -> tuple[list[int], bool]:
+        ids = self.tok(content, add_special_tokens=False)["input_ids"]
+        budget = max(1, max_len - len(self.prefix_ids) - len(self.suffix_ids))
+        return self.prefix_ids + ids[:budget] + self.suffix_ids, len(ids) > budget
+
+    def target_ids(self, target: str, max_len: int) -> tuple[list[int], bool]:
+        ids = self.tok(target, add_special_tokens=False)["input_ids"]
+        return ids[: max_len - 1] + [self.eos_id], len(ids) > max_len - 1
+
+
+def stop_ids(tok: Any) -> list[int]:
+    """Token ids that end a completion: the chat end-of-turn token first, then EOS."""
+    ids: list[int] = []
+    for t in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        if getattr(tok, "chat_template", None) and t in tok.get_vocab():
+            ids.append(tok.convert_tokens_to_ids(t))
+    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
+        ids.append(tok.eos_token_id)
+    if not ids:
+        raise ValueError("tokenizer has no EOS token; set one so the model can learn to stop")
+    return ids
+
+
+class CausalLMTask(Task):
+    name = "causal-lm"
+    main_metric = "rougeL"
+    generative = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fmt = PromptFormatter(self.tok, self.system_prompt)
+
+    def prepare_model(self, model: Any) -> None:
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = self.tok.pad_token_id
+
+    def encode(self, ex: Example) -> dict[str, Any]:
+        p, cut_p = self.fmt.prompt_ids(ex.source, self.training.max_source_length)
+        t, cut_t = self.fmt.target_ids(ex.target or "", self.training.max_target_length)
+        self.truncated += int(cut_p or cut_t)
+        return {"input_ids": p + t, "labels": [-100] * len(p) + t}
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        n = max(len(f["input_ids"]) for f in features)
+        pad = self.tok.pad_token_id
+        ids = torch.full((len(features), n), pad, dtype=torch.long)
+        labels = torch.full((len(features), n), -100, dtype=torch.long)
+        mask = torch.zeros((len(features), n), dtype=torch.long)
+        for i, f in enumerate(features):
+            k = len(f["input_ids"])
+            ids[i, :k] = torch.tensor(f["input_ids"])
+            labels[i, :k] = torch.tensor(f["labels"])
+            mask[i, :k] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def prompt(self, source: str) -> list[int]:
+        return self.fmt.prompt_ids(source, self.training.max_source_length)[0]
+
+    def predict(self, model: Any, examples: list[Example], desc: str = "predict") -> list[Prediction]:
+        prompts = [self.prompt(e.source) for e in examples]
+        outs = generate_batched(
+            model, self.tok, prompts, self.evaluation, stop_ids(self.tok), desc=desc, precision=self.precision
+        )
+        return [
+            Prediction(e.source, e.references if len(e.references) > 1 else (e.target or ""), text, stopped)
+            for e, (text, stopped) in zip(examples, outs, strict=True)
+        ]
+
+    def score(self, examples: list[Example], preds: list[Prediction]) -> dict[str, float]:
+        return generation_metrics([p.output for p in preds], [e.references for e in examples])

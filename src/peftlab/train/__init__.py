@@ -1,0 +1,1 @@
+"""Training: the per-run recipe, the Trainer wiring, and the experiment runner."""

@@ -1,0 +1,57 @@
+"""Trainer callbacks: write curves and progress to the store, drive AdaLoRA's budget."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from peftlab.store import Store
+
+
+class StoreCallback(TrainerCallback):
+    """Logs train loss, learning rate, eval loss and progress (step, ETA) for each run."""
+
+    def __init__(self, store: Store, run_id: int) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.t0 = time.time()
+        self.start_step = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.t0 = time.time()
+        self.start_step = state.global_step
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
+        if not logs:
+            return
+        keep = {"loss": "train_loss", "eval_loss": "eval_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
+        values = {keep[k]: v for k, v in logs.items() if k in keep and isinstance(v, int | float) and math.isfinite(v)}
+        if values:
+            self.store.log_points(self.run_id, state.global_step, values)
+        done = state.global_step - self.start_step
+        elapsed = time.time() - self.t0
+        left = state.max_steps - state.global_step
+        eta = elapsed / done * left if done > 0 else None
+        self.store.update(
+            self.run_id,
+            progress={
+                "phase": "train",
+                "step": state.global_step,
+                "max_steps": state.max_steps,
+                "loss": logs.get("loss"),
+                "eta_seconds": round(eta, 1) if eta is not None else None,
+            },
+        )
+
+
+class AdaLoraCallback(TrainerCallback):
+    """AdaLoRA reallocates ranks from gradient statistics after every optimizer step."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.model.base_model.update_and_allocate(state.global_step)

@@ -1,0 +1,226 @@
+"""One run, top to bottom: data -> model -> method -> train -> save -> evaluate -> record.
+
+`execute_run(store, run_id)` is the whole flow for one method on one experiment. It is
+called in a worker subprocess by `peftlab run` (so each run's peak memory is its own and a
+crash cannot take the others down), or in-process by tests and the library API.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from peftlab.config.schema import ExperimentConfig, MethodEntry
+from peftlab.data.prepare import prepare_data
+from peftlab.device import describe, resolve_precision
+from peftlab.errors import DivergedError, PeftlabError
+from peftlab.evaluate.health import generation_health
+from peftlab.evaluate.loss import mean_loss
+from peftlab.methods import MethodContext, get_method
+from peftlab.models import load_image_processor, load_model, load_tokenizer, resolve_model
+from peftlab.store import Store
+from peftlab.tasks import TASKS
+from peftlab.train.cost import PeakMemory, dir_bytes, parameter_counts
+
+
+def execute_run(store: Store, run_id: int) -> str:
+    """Run (or resume) one claimed run to the end. Returns the final status."""
+    run = store.run(run_id)
+    assert run is not None, f"no run {run_id}"
+    cfg = ExperimentConfig.model_validate(run.config["experiment"])
+    entry = MethodEntry.model_validate(run.config["entry"])
+    base = Path(run.config["base_dir"]) if run.config.get("base_dir") else None
+    out_dir = store.run_dir(cfg.name, entry.run_name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store.log(run_id, f"run {entry.run_name} ({entry.name}) started")
+    try:
+        with PeakMemory() as mem:
+            result = _run(store, run_id, cfg, entry, base, out_dir, mem)
+        result["cost"]["peak_memory_mb"] = round(mem.peak_mb, 1)
+        store.finish(run_id, "done", metrics=result["metrics"], cost=result["cost"], info=result["info"],
+                     resolved=result["resolved"], progress={"phase": "done"})
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+        store.log(run_id, "run finished")
+        return "done"
+    except DivergedError as e:
+        store.finish(run_id, "diverged", error=str(e), diverged_step=e.step)
+        store.log(run_id, f"diverged: {e}", "error")
+        return "diverged"
+    except KeyboardInterrupt:
+        store.mark_interrupted(run_id, "stopped by the user (Ctrl-C); run again to resume")
+        raise
+    except PeftlabError as e:
+        store.finish(run_id, "failed", error=f"{type(e).__name__}: {e}")
+        store.log(run_id, str(e), "error")
+        return "failed"
+    except Exception as e:  # noqa: BLE001 - record, never lose, any failure
+        msg = f"{type(e).__name__}: {e}"
+        if isinstance(e, OSError) and e.errno == 28:
+            msg = f"disk full while writing ({e}); earlier checkpoints are kept, free space and run again"
+        store.finish(run_id, "failed", error=msg)
+        store.log(run_id, msg, "error")
+        return "failed"
+
+
+def _run(
+    store: Store, run_id: int, cfg: ExperimentConfig, entry: MethodEntry, base: Path | None, out_dir: Path,
+    mem: PeakMemory,
+) -> dict[str, Any]:
+    tcfg, ecfg = cfg.training, cfg.evaluation
+    method = get_method(entry.name)
+    opts = method.parse_options(entry.options)
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+    torch.manual_seed(tcfg.seed)
+    precision = resolve_precision(tcfg.precision)
+    store.update(run_id, progress={"phase": "loading data"})
+
+    # 1. Data: read, check, split, limit. Fails here, before any model loads.
+    data = prepare_data(cfg.data, cfg.task, tcfg.seed, base)
+
+    # 2. Tokenizer / processor and the task's encoding.
+    rm = resolve_model(cfg.model, base)
+    tok = load_tokenizer(rm, cfg.model, cfg.task)
+    processor = load_image_processor(rm, cfg.model) if cfg.task == "image-classification" else None
+    task = TASKS[cfg.task](tok, processor, tcfg, ecfg, data.labels, cfg.data.system_prompt)
+    task.precision = precision
+
+    # 3. Steps, then the base model (some methods change how it loads: 4-bit for qlora).
+    n_train = len(data.train)
+    steps_per_epoch = max(1, math.ceil(math.ceil(n_train / tcfg.batch_size) / tcfg.gradient_accumulation_steps))
+    total_steps = tcfg.max_steps or max(1, math.ceil(tcfg.epochs * steps_per_epoch))
+    ctx = MethodContext(
+        task=cfg.task, model_type="", total_steps=total_steps, tokenizer_path=rm.path,
+        prompt_text=data.prompt_text, precision=precision,
+    )
+    store.update(run_id, progress={"phase": "loading model"})
+    extra = method.load_kwargs(opts, ctx) if method.load_kwargs else {}
+    model = load_model(rm, cfg.model, cfg.task, data.labels, **extra)
+    task.prepare_model(model)
+    ctx.model_type = model.config.model_type
+    ctx.head_modules = task.head_modules(model)
+    if torch.cuda.is_available() and not extra:
+        model.to("cuda")
+
+    # 4. Method: wrap the model (or leave it: zero-shot).
+    if method.apply is not None:
+        model = method.apply(model, opts, ctx)
+    trainable, total = parameter_counts(model)
+    if not method.trains:
+        trainable = 0
+    if method.trains and trainable == 0:
+        raise PeftlabError(f"method {entry.name}: no trainable parameters after applying it")
+    lr = entry.learning_rate or tcfg.learning_rate or method.learning_rate(cfg.task)
+    resolved = {
+        "method": entry.name,
+        "options": opts.model_dump(),
+        "learning_rate": lr if method.trains else None,
+        "total_steps": total_steps if method.trains else 0,
+        "precision": precision,
+        "peft_config": _peft_config(model),
+        "experiment": cfg.model_dump(mode="json"),
+    }
+    store.update(run_id, resolved=resolved)
+
+    # 5. Train.
+    train_seconds, tokens = 0.0, 0
+    if method.trains:
+        store.update(run_id, progress={"phase": "tokenizing"})
+        train_feats = [task.encode(e) for e in data.train]
+        val_feats = [task.encode(e) for e in data.validation] if tcfg.eval_every else None
+        from peftlab.train.trainer import train_model
+
+        train_seconds, tokens = train_model(
+            store, run_id, model, task, method, train_feats, val_feats, cfg, lr, total_steps, precision, out_dir
+        )
+        model.eval()
+        save_dir = out_dir / ("model" if entry.name == "full" else "adapter")
+        shutil.rmtree(save_dir, ignore_errors=True)
+        model.save_pretrained(save_dir)
+        for extra_obj in (tok, processor):
+            if extra_obj is not None and entry.name == "full":
+                extra_obj.save_pretrained(save_dir)
+        artifact_bytes = dir_bytes(save_dir)
+    else:
+        save_dir, artifact_bytes = None, 0
+        train_feats = []
+    train_peak = mem.peak_mb
+
+    # 6. Evaluate on the test split: loss, predictions, metrics, health.
+    store.update(run_id, progress={"phase": "evaluating"})
+    t0 = time.perf_counter()
+    before = task.truncated
+    test_feats = [task.encode(e) for e in data.test]
+    task.truncated = before
+    test_loss = mean_loss(model, test_feats, task.collate, ecfg.batch_size, precision, desc="test loss")
+    preds = task.predict(model, data.test, desc=f"{entry.run_name}: test")
+    metrics = task.score(data.test, preds)
+    eval_seconds = time.perf_counter() - t0
+    per_class = metrics.pop("_per_class", None)
+    metrics["eval_loss"] = test_loss
+    pred_path = out_dir / "predictions.jsonl"
+    with open(pred_path, "w", encoding="utf-8") as f:
+        for p in preds:
+            f.write(json.dumps(p.as_dict(), ensure_ascii=False) + "\n")
+
+    info: dict[str, Any] = {
+        "versions": versions(),
+        "machine": describe(),
+        "seed": tcfg.seed,
+        "data": {**data.counts(), "skipped_rows": len(data.skipped), "skipped": data.skipped[:100],
+                 "truncated_train_rows": task.truncated, "notes": data.notes},
+        "main_metric": task.main_metric,
+        "predictions": str(pred_path),
+        "artifact": str(save_dir) if save_dir else None,
+        "labels": data.labels,
+    }
+    if per_class:
+        info["per_class"] = per_class
+    if task.generative:
+        info["health"] = generation_health(
+            [p.output for p in preds], [p.stopped for p in preds], [e.references[0] for e in data.test]
+        )
+    if task.truncated:
+        msg = f"{task.truncated} of {len(train_feats)} training rows were longer than the max length and truncated"
+        store.log(run_id, msg, "warning")
+    cost = {
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_percent": 100.0 * trainable / total if total else 0.0,
+        "train_seconds": round(train_seconds, 2),
+        "eval_seconds": round(eval_seconds, 2),
+        "train_tokens": tokens,
+        "train_tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else None,
+        "train_peak_memory_mb": round(train_peak, 1),
+        "adapter_bytes": artifact_bytes,
+        "eval_examples_per_second": round(len(data.test) / eval_seconds, 2) if eval_seconds else None,
+    }
+    return {"metrics": metrics, "cost": cost, "info": info, "resolved": resolved}
+
+
+def _peft_config(model: Any) -> dict[str, Any] | None:
+    cfg = getattr(model, "peft_config", None)
+    if not cfg:
+        return None
+    c = cfg.get("default")
+    d = c.to_dict() if hasattr(c, "to_dict") else {}
+    return json.loads(json.dumps(d, default=str))
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("peftlab", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out

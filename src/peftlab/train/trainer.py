@@ -1,0 +1,149 @@
+"""The training step: transformers' Trainer with our collator, callbacks and checkpointing.
+
+We use the Trainer for what it does well (optimizer, schedule, autocast, checkpoints with
+optimizer/scheduler/RNG state and data position, logging integrations such as TensorBoard
+and MLflow) and add three things: dynamic padding with length-grouped batches, a NaN/inf
+guard that stops the run at the step it diverged, and a count of real (non-padding) tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from peftlab.config.schema import ExperimentConfig
+from peftlab.errors import DivergedError
+from peftlab.methods import Method
+from peftlab.store import Store
+from peftlab.tasks.base import Task
+from peftlab.train.callbacks import AdaLoraCallback, StoreCallback
+
+
+class TokenCountingCollator:
+    """Wraps the task's collator and counts real tokens (attention mask ones) and examples."""
+
+    def __init__(self, collate: Any) -> None:
+        self.collate = collate
+        self.tokens = 0
+        self.examples = 0
+        self.counting = True  # off while the Trainer evaluates
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.collate(features)
+        if not self.counting:
+            return batch
+        self.examples += len(features)
+        if "attention_mask" in batch:
+            self.tokens += int(batch["attention_mask"].sum())
+        return batch
+
+
+class PeftlabTrainer(Trainer):
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        collator = self.data_collator
+        counting = getattr(collator, "counting", None)
+        if counting is not None:
+            collator.counting = False
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            if counting is not None:
+                collator.counting = counting
+
+    def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            raise DivergedError(self.state.global_step + 1, float(loss.detach().float().mean()))
+        return loss
+
+
+def last_checkpoint(ckpt_dir: Path) -> Path | None:
+    if not ckpt_dir.is_dir():
+        return None
+    found = []
+    for d in ckpt_dir.iterdir():
+        m = re.fullmatch(r"checkpoint-(\d+)", d.name)
+        if m and (d / "trainer_state.json").is_file():
+            found.append((int(m.group(1)), d))
+    return max(found)[1] if found else None
+
+
+def default_checkpoint_every(total_steps: int) -> int:
+    return max(20, -(-total_steps // 5))
+
+
+def train_model(
+    store: Store,
+    run_id: int,
+    model: Any,
+    task: Task,
+    method: Method,
+    train_feats: list[dict[str, Any]],
+    val_feats: list[dict[str, Any]] | None,
+    cfg: ExperimentConfig,
+    lr: float,
+    total_steps: int,
+    precision: str,
+    out_dir: Path,
+) -> tuple[float, int]:
+    """Train in place. Returns (train wall seconds of this process, real tokens seen)."""
+    t = cfg.training
+    ckpt_dir = out_dir / "checkpoints"
+    text = "input_ids" in train_feats[0]
+    collator = TokenCountingCollator(task.collate)
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=cfg.evaluation.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=lr,
+        weight_decay=t.weight_decay,
+        warmup_steps=int(t.warmup_ratio * total_steps),
+        lr_scheduler_type=t.lr_scheduler,
+        max_steps=total_steps,
+        logging_steps=min(t.logging_steps, max(1, total_steps // 2)),
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.checkpoint_every or default_checkpoint_every(total_steps),
+        save_total_limit=2,
+        eval_strategy="steps" if val_feats else "no",
+        eval_steps=t.eval_every,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=list(t.report_to) or "none",
+        remove_unused_columns=False,
+        train_sampling_strategy="group_by_length" if (text and t.group_by_length) else "random",
+        dataloader_num_workers=0,
+        label_names=["labels"],
+        save_only_model=False,
+        disable_tqdm=False,
+    )
+    if "tensorboard" in t.report_to:  # keep logs beside the run, not inside checkpoints/
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out_dir / "tensorboard"))
+    callbacks: list[Any] = [StoreCallback(store, run_id)]
+    if method.name == "adalora":
+        callbacks.append(AdaLoraCallback(model))
+    trainer = PeftlabTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_feats,
+        eval_dataset=val_feats,
+        data_collator=collator,
+        callbacks=callbacks,
+    )
+    resume = last_checkpoint(ckpt_dir)
+    if resume is not None:
+        store.log(run_id, f"resuming from {resume.name}")
+    t0 = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    seconds = time.perf_counter() - t0
+    return seconds, collator.tokens
