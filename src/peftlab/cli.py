@@ -4,6 +4,8 @@
     peftlab leaderboard EXPERIMENT [--format table|json|csv]
     peftlab experiments
     peftlab show EXPERIMENT RUN
+    peftlab report EXPERIMENT [-o report.html] [--max-memory-mb N] [--png-dir DIR] ...
+    peftlab compare EXP_A EXP_B [--runs 3,7] [-o compare.html]
 """
 
 from __future__ import annotations
@@ -95,6 +97,91 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from peftlab.serve.app import Settings, serve
+
+    settings = Settings(store=args.store, token=args.token or os.environ.get("PEFTLAB_TOKEN") or None,
+                        concurrency=args.concurrency, max_upload_mb=args.max_upload_mb,
+                        start_worker=not args.no_worker, data_dirs=args.data_dir or [])
+    serve(settings, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from peftlab.serve import export
+
+    store = _store(args)
+    run = store.find_run(args.experiment, args.run)
+    if run is None:
+        raise PeftlabError(f"no run {args.run!r} in experiment {args.experiment!r}")
+    out = Path(args.output)
+    if not args.merge:
+        export.copy_adapter(run, out)
+        print(f"{run.name}: {export.artifact(run).name} copied to {out}")
+        return 0
+    report = export.merge(store, run, out, n_probes=args.probes)
+    print(f"{run.name}: merged model written to {out}")
+    print(f"check passed on {report['probes']} probe inputs: same greedy outputs, max |logit difference| "
+          f"{report['max_abs_logit_diff']:.3g} <= {report['tolerance']:.3g} ({export.CHECK_FILE})")
+    return 0
+
+
+def _report_options(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from peftlab.report.html import ReportOptions
+    from peftlab.report.recommend import Budget
+
+    budget = Budget(args.max_memory_mb, args.max_train_seconds, args.max_trainable_percent)
+    return ReportOptions(budget=budget, sample=args.sample, all_outputs=args.all_outputs,
+                         bertscore=not args.no_bertscore, bertscore_model=args.bertscore_model,
+                         png_dir=Path(args.png_dir) if args.png_dir else None)
+
+
+def _write_report(args: argparse.Namespace, experiments: list[str], run_ids: list[int]) -> int:
+    from peftlab.report.html import build_report
+
+    res = build_report(_store(args), experiments, args.output, run_ids=run_ids, options=_report_options(args))
+    for p in res.problems:
+        print(f"warning: {p}", file=sys.stderr)
+    print(res.recommendation.text)
+    print(f"\nreport written to {res.path} ({len(res.data.runs)} runs)")
+    if res.pngs:
+        print(f"{len(res.pngs)} PNG charts written to {args.png_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    return _write_report(args, [args.experiment], [])
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    ids: list[int] = []
+    for part in (args.runs or "").split(","):
+        if part.strip():
+            try:
+                ids.append(int(part))
+            except ValueError:
+                raise PeftlabError(f"--runs: {part.strip()!r} is not a run id (see `peftlab show EXP RUN`)") from None
+    if not args.experiments and not ids:
+        raise PeftlabError("compare: name experiments and/or pass --runs ID,ID")
+    return _write_report(args, args.experiments, ids)
+
+
+def _add_report_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("-o", "--output", default=default_out, help=f"HTML file to write (default {default_out})")
+    p.add_argument("--max-memory-mb", type=float, help="budget: peak memory for the recommendation")
+    p.add_argument("--max-train-seconds", type=float, help="budget: training wall time")
+    p.add_argument("--max-trainable-percent", type=float, help="budget: share of parameters trained")
+    p.add_argument("--sample", type=int, default=20, help="test inputs shown side by side (default 20)")
+    p.add_argument("--all-outputs", action="store_true", help="show every test input side by side")
+    p.add_argument("--png-dir", help="also write the charts as PNG files to this folder")
+    p.add_argument("--bertscore-model", help="BERTScore encoder (default: evaluation.bertscore_model or all-MiniLM-L6-v2)")
+    p.add_argument("--no-bertscore", action="store_true", help="skip BERTScore")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="peftlab", description="Compare PEFT methods on your data, side by side.")
     ap.add_argument("--store", default=os.environ.get("PEFTLAB_STORE", "peftlab-store"),
@@ -130,6 +217,37 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("experiment")
     sh.add_argument("run")
     sh.set_defaults(fn=cmd_show)
+    sv = sub.add_parser("serve", help="the web service: upload data, compare methods, try and export the winner")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every API call (or $PEFTLAB_TOKEN)")
+    sv.add_argument("--concurrency", type=int, default=1, help="runs executing at once (default 1)")
+    sv.add_argument("--max-upload-mb", type=float, default=100.0, help="upload size limit (default 100 MB)")
+    sv.add_argument("--data-dir", action="append", metavar="DIR",
+                    help="another folder whose data files may be used by path (besides PEFTLAB_DATA_PATH)")
+    sv.add_argument("--no-worker", action="store_true",
+                    help="do not run queued runs here (run `python -m peftlab.serve.worker STORE` elsewhere)")
+    sv.set_defaults(fn=cmd_serve)
+
+    xp = sub.add_parser("export", help="copy a run's adapter, or merge it into the base model (--merge)")
+    xp.add_argument("experiment")
+    xp.add_argument("run")
+    xp.add_argument("-o", "--output", required=True, help="output folder (new or empty)")
+    xp.add_argument("--merge", action="store_true",
+                    help="merge the adapter into the base weights; checked against the adapter on probe inputs")
+    xp.add_argument("--probes", type=int, default=4, help="number of probe inputs for the merge check (default 4)")
+    xp.set_defaults(fn=cmd_export)
+
+    rp = sub.add_parser("report", help="one self-contained HTML report of an experiment (plots, outputs, advice)")
+    rp.add_argument("experiment")
+    _add_report_args(rp, "report.html")
+    rp.set_defaults(fn=cmd_report)
+
+    cp = sub.add_parser("compare", help="one HTML report over several experiments and/or runs by id")
+    cp.add_argument("experiments", nargs="*", help="experiment names")
+    cp.add_argument("--runs", help="comma-separated run ids to add, e.g. 3,7")
+    _add_report_args(cp, "compare.html")
+    cp.set_defaults(fn=cmd_compare)
     return ap
 
 

@@ -1,0 +1,193 @@
+"""The run queue, on top of the store: enqueue, cancel, retry, auto-resume.
+
+The queue *is* the store's `runs` table: a run with status `queued` waits for a worker;
+`store.claim()` hands it to exactly one process. Nothing here runs a model. These helpers
+are written on the store's public methods plus raw SQL through `Store.tx()`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import time
+from typing import Any
+
+from peftlab.errors import PeftlabError
+from peftlab.store import Run, Store
+from peftlab.train.runner import Plan, config_hash
+
+AUTO_RESUME_MARK = "auto-resume"
+MAX_AUTO_RESUMES = 3
+CANCELLED = "cancelled by the user"
+
+
+class JobError(PeftlabError):
+    """A queue operation that is not possible in the run's current state (HTTP 409)."""
+
+
+def enqueue(p: Plan, store: Store, force: bool = False) -> list[Run]:
+    """Record the experiment and queue each of its runs without running them.
+
+    Same bookkeeping as `peftlab run` (same config hash, same run config), so a run queued
+    here and a run started from the CLI are the same thing. Runs already done with the same
+    configuration stay done (unless `force`); failed or interrupted ones are queued again.
+    """
+    cfg = p.cfg
+    store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
+                          str(p.base_dir) if p.base_dir else None)
+    out: list[Run] = []
+    for entry in cfg.methods:
+        run_cfg = {
+            "experiment": cfg.model_dump(mode="json"),
+            "entry": entry.model_dump(mode="json"),
+            "base_dir": str(p.base_dir) if p.base_dir else None,
+        }
+        run, reset = store.upsert_run(cfg.name, entry.run_name, entry.name, config_hash(cfg, entry), run_cfg, force)
+        if reset:
+            shutil.rmtree(store.run_dir(cfg.name, entry.run_name) / "checkpoints", ignore_errors=True)
+            store.log(run.id, "queued")
+        out.append(run)
+    return out
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def next_queued(store: Store) -> list[Run]:
+    """Queued runs, oldest first (the order they were queued in)."""
+    return sorted((r for r in store.runs() if r.status == "queued"), key=lambda r: (r.created_at, r.id))
+
+
+def requeue(store: Store, run_id: int, message: str, clear: bool = False) -> None:
+    """Put a run back in the queue. `clear` forgets its checkpoints and curves (start afresh)."""
+    run = store.run(run_id)
+    if run is None:
+        raise KeyError(run_id)
+    if clear:
+        shutil.rmtree(store.run_dir(run.experiment, run.name) / "checkpoints", ignore_errors=True)
+    with store.tx() as c:
+        if clear:
+            c.execute("DELETE FROM curves WHERE run_id=?", (run_id,))
+            c.execute(
+                """UPDATE runs SET status='queued', error=NULL, diverged_step=NULL, metrics_json=NULL, cost_json=NULL,
+                   info_json=NULL, progress_json=NULL, pid=NULL, heartbeat=NULL, started_at=NULL, finished_at=NULL
+                   WHERE id=?""", (run_id,))
+        else:
+            c.execute("UPDATE runs SET status='queued', error=NULL, pid=NULL, finished_at=NULL WHERE id=?", (run_id,))
+    store.log(run_id, message)
+
+
+def auto_resumes(store: Store, run_id: int) -> int:
+    return sum(1 for r in store.logs(run_id) if r["message"].startswith(AUTO_RESUME_MARK))
+
+
+def resume_stale(store: Store) -> list[int]:
+    """Runs whose process died (server or worker killed, machine rebooted) go back in the queue.
+
+    Each run is resumed automatically at most MAX_AUTO_RESUMES times (a run that kills its
+    worker every time, e.g. out of memory, stays interrupted with the reason instead).
+    The engine resumes a claimed run from its last checkpoint.
+    """
+    resumed = []
+    for rid in store.reap_stale():
+        n = auto_resumes(store, rid)
+        if n >= MAX_AUTO_RESUMES:
+            store.log(rid, f"its process stopped {n + 1} times; not resumed automatically (Retry to try again)",
+                      "warning")
+            continue
+        requeue(store, rid, f"{AUTO_RESUME_MARK}: its process stopped (killed, crashed or the service restarted); "
+                            "queued again, it resumes from its last checkpoint")
+        resumed.append(rid)
+    return resumed
+
+
+def cancel(store: Store, run_id: int, wait: float = 15.0) -> Run:
+    """Cancel a queued or running run. A running one gets SIGTERM (its checkpoints are kept)."""
+    run = store.run(run_id)
+    if run is None:
+        raise KeyError(run_id)
+    if run.status == "queued":
+        with store.tx() as c:
+            c.execute("UPDATE runs SET status='interrupted', error=? WHERE id=? AND status='queued'",
+                      (f"{CANCELLED} before it started; Retry to run it", run_id))
+        store.log(run_id, f"{CANCELLED} (it had not started)")
+    elif run.status == "running":
+        if run.host and run.host != socket.gethostname():
+            raise JobError(f"run {run.name!r} runs on another machine ({run.host}); cancel it there")
+        pid = run.pid
+        step = (run.progress or {}).get("step")
+        if pid and pid != os.getpid() and _pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.time() + wait
+            while time.time() < deadline:
+                cur = store.run(run_id)
+                if cur is None or cur.status != "running":
+                    break
+                time.sleep(0.2)
+            else:
+                if _pid_alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+        where = f" at step {step}" if step else ""
+        with store.tx() as c:
+            c.execute("UPDATE runs SET status='interrupted', pid=NULL, error=? WHERE id=? AND status IN "
+                      "('running','interrupted')",
+                      (f"{CANCELLED}{where}; Retry resumes from the last checkpoint", run_id))
+        store.log(run_id, f"{CANCELLED}{where}")
+    else:
+        raise JobError(f"run {run.name!r} is {run.status}; only queued or running runs can be cancelled")
+    out = store.run(run_id)
+    assert out is not None
+    return out
+
+
+def retry(store: Store, run_id: int, force: bool = False) -> Run:
+    """Queue a finished run again.
+
+    interrupted: resumes from its last checkpoint. failed / diverged: starts afresh (the
+    checkpoints led to the failure). done: only with `force`, starts afresh.
+    """
+    run = store.run(run_id)
+    if run is None:
+        raise KeyError(run_id)
+    if run.status == "interrupted":
+        requeue(store, run_id, "retry requested: queued again, resumes from the last checkpoint")
+    elif run.status in ("failed", "diverged") or (run.status == "done" and force):
+        requeue(store, run_id, f"retry requested ({run.status}): queued again from the start", clear=True)
+    elif run.status == "done":
+        raise JobError(f"run {run.name!r} is already done; pass force=true to train it again from the start")
+    else:
+        raise JobError(f"run {run.name!r} is {run.status}; only failed, diverged or interrupted runs can be retried")
+    out = store.run(run_id)
+    assert out is not None
+    return out
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """The JSON shape of a run in the jobs list."""
+    return {
+        "id": run.id,
+        "experiment": run.experiment,
+        "name": run.name,
+        "method": run.method,
+        "status": run.status,
+        "progress": run.progress or {},
+        "error": run.error,
+        "diverged_step": run.diverged_step,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "heartbeat": run.heartbeat,
+        "metrics": run.metrics,
+        "cost": run.cost,
+    }

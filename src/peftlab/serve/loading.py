@@ -1,0 +1,104 @@
+"""Shared by the playground and export: a run's config, its task object, its base model.
+
+The task object is the engine's own (`peftlab.tasks`), so inputs are formatted exactly as at
+training time (`PromptFormatter` for causal LMs: chat template or the prompt template).
+Models load through the engine's loader: safetensors/GGUF only and no remote code unless
+the experiment file allowed it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from peftlab.config.schema import ExperimentConfig, MethodEntry
+from peftlab.data.prepare import Example
+from peftlab.device import resolve_precision
+from peftlab.errors import PeftlabError
+from peftlab.models import load_model, load_tokenizer, resolve_model
+from peftlab.store import Run
+from peftlab.tasks import TASKS
+from peftlab.tasks.base import Task
+
+PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
+
+
+def run_config(run: Run) -> tuple[ExperimentConfig, MethodEntry, Path | None]:
+    cfg = ExperimentConfig.model_validate(run.config["experiment"])
+    entry = MethodEntry.model_validate(run.config["entry"])
+    base = Path(run.config["base_dir"]) if run.config.get("base_dir") else None
+    return cfg, entry, base
+
+
+def text_task_or_error(cfg: ExperimentConfig) -> None:
+    if cfg.task == "image-classification":
+        raise PeftlabError("image-classification runs take images; the playground and the merge check take text "
+                           "only (download the adapter and load it with PeftModel.from_pretrained)")
+
+
+def build_task(cfg: ExperimentConfig, tok: Any, labels: list[str] | None) -> Task:
+    task = TASKS[cfg.task](tok, None, cfg.training, cfg.evaluation, labels, cfg.data.system_prompt)
+    task.precision = resolve_precision(cfg.training.precision)
+    return task
+
+
+def load_base(cfg: ExperimentConfig, base: Path | None, labels: list[str] | None) -> tuple[Any, Any, str]:
+    """(model in eval mode, tokenizer, resolved path). Full precision: qlora adapters apply to it too."""
+    import torch
+
+    rm = resolve_model(cfg.model, base)
+    tok = load_tokenizer(rm, cfg.model, cfg.task)
+    model = load_model(rm, cfg.model, cfg.task, labels)
+    if model.config.pad_token_id is None and tok is not None:
+        model.config.pad_token_id = tok.pad_token_id
+    if torch.cuda.is_available():
+        model.to("cuda")
+    model.eval()
+    return model, tok, rm.path
+
+
+def adapter_dir(run: Run) -> Path | None:
+    art = (run.info or {}).get("artifact")
+    return Path(art) if art else None
+
+
+def adapter_type(path: Path) -> str:
+    try:
+        return str(json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))["peft_type"])
+    except (OSError, KeyError, json.JSONDecodeError) as e:
+        raise PeftlabError(f"{path}: not a PEFT adapter folder (adapter_config.json unreadable: {e})") from None
+
+
+def source_text(cfg: ExperimentConfig, text: str | None, inputs: dict[str, Any] | None) -> str:
+    """The formatted input, exactly as `peftlab.data.prepare` builds it from a row."""
+    d = cfg.data
+    if d.prompt:
+        from peftlab.data.prepare import template_fields
+
+        fields = template_fields(d.prompt)
+        row = dict(inputs or {})
+        if text is not None:
+            if len(set(fields)) > 1 and not inputs:
+                raise PeftlabError(f"this experiment's prompt has several fields {fields}; give `inputs` "
+                                   "with a value for each")
+            for f in fields:
+                row.setdefault(f, text)
+        missing = [f for f in fields if f not in row]
+        if missing:
+            raise PeftlabError(f"inputs: missing value(s) for {missing} (the prompt template is {d.prompt!r})")
+        return d.prompt.format_map({k: "" if v is None else str(v) for k, v in row.items()})
+    cols = [d.input] if isinstance(d.input, str) else list(d.input or [])
+    if text is not None and (len(cols) <= 1 or not inputs):
+        return text
+    row = inputs or {}
+    missing = [c for c in cols if c not in row]
+    if missing:
+        raise PeftlabError(f"inputs: missing value(s) for column(s) {missing}")
+    if len(cols) == 1:
+        return str(row[cols[0]])
+    return "\n".join(f"{c}: {row[c]}" for c in cols)
+
+
+def example(source: str, reference: str | None = None) -> Example:
+    return Example(source=source, target=reference or "", references=[reference or ""], label=0)
