@@ -9,6 +9,9 @@ import pytest
 import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests use tiny models: one thread is fastest, and avoids OpenMP spin-waits when the
+# machine's two cores are shared.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +73,7 @@ def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.pad_token = tok.unk_token
     cfg = T5Config(vocab_size=512, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                   decoder_start_token_id=tok.pad_token_id)
+                   decoder_start_token_id=tok.pad_token_id, dropout_rate=0.0)
     import torch
 
     torch.manual_seed(0)
@@ -89,7 +92,8 @@ def tiny_bart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = BartConfig(vocab_size=512, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                      decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256,
                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                     decoder_start_token_id=tok.eos_token_id, forced_eos_token_id=None)
+                     decoder_start_token_id=tok.eos_token_id, forced_eos_token_id=None,
+                     dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
     import torch
 
     torch.manual_seed(0)
@@ -105,10 +109,29 @@ def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny-vit")
     cfg = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=32, num_hidden_layers=2,
-                    num_attention_heads=4, intermediate_size=64, num_labels=2)
+                    num_attention_heads=4, intermediate_size=64, num_labels=2,
+                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     import torch
 
     torch.manual_seed(0)
     ViTForImageClassification(cfg).save_pretrained(out)
     ViTImageProcessor(size={"height": 28, "width": 28}, image_mean=[0.5], image_std=[0.5]).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer BERT with the all-MiniLM-L6-v2 tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(MINILM)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                     attention_probs_dropout_prob=0.0)
+    import torch
+
+    torch.manual_seed(0)
+    BertForSequenceClassification(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
     return out

@@ -8,7 +8,18 @@ from pydantic import ValidationError
 
 from peftlab.config.schema import MethodEntry
 from peftlab.errors import ConfigError, MethodNotApplicable
-from peftlab.methods import adalora, dora, full, ia3, lora, p_tuning, prefix_tuning, prompt_tuning, qlora, zero_shot
+from peftlab.methods import (
+    adalora,
+    dora,
+    full,
+    ia3,
+    lora,
+    p_tuning,
+    prefix_tuning,
+    prompt_tuning,
+    qlora,
+    zero_shot,
+)
 from peftlab.methods.base import Method, MethodContext, MethodOptions
 
 REGISTRY: dict[str, Method] = {

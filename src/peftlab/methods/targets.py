@@ -1,15 +1,14 @@
 """Target modules per architecture.
 
 peft ships per-architecture defaults (TRANSFORMERS_MODELS_TO_*_TARGET_MODULES_MAPPING); we
-use them and fill the gaps for architectures it lacks (ViT shares BERT's names). For LoRA on
+use them when their module names exist in the model, and otherwise fall back to the common
+naming patterns below. For LoRA on
 generative models we target every linear layer of the transformer blocks ("all-linear"
 in peft terms, resolved to explicit names), which QLoRA's authors found necessary to match
 full fine-tuning; encoders for classification use peft's attention defaults.
 """
 
 from __future__ import annotations
-
-from torch import nn
 
 from peft.utils.constants import (
     TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as IA3_FF,
@@ -20,10 +19,17 @@ from peft.utils.constants import (
 from peft.utils.constants import (
     TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS,
 )
+from torch import nn
+
 from peftlab.errors import ModelError
 
-# Architectures peft has no entry for, mapped to one with the same module names.
-_ALIASES = {"vit": "bert", "deit": "bert", "beit": "bert", "minilm": "bert"}
+# Fallbacks when peft has no entry for an architecture (or its names no longer match the
+# model, as for ViT in transformers 5): the first pattern whose modules all exist wins.
+ATTENTION_QV = (("q_proj", "v_proj"), ("query", "value"), ("q", "v"), ("q_lin", "v_lin"), ("qkv",), ("c_attn",))
+IA3_KVF = (
+    ("k_proj", "v_proj", "down_proj"), ("k_proj", "v_proj", "fc2"), ("key", "value", "output.dense"),
+    ("k", "v", "wo"), ("k_lin", "v_lin", "lin2"),
+)
 HEAD_NAMES = ("lm_head", "classifier", "score", "pooler", "qa_outputs", "cls")
 
 
@@ -56,9 +62,12 @@ def lora_targets(model: nn.Module, model_type: str, task: str, given: list[str] 
         names = linear_names(model)
         if names:
             return names
-    mt = _ALIASES.get(model_type, model_type)
-    if mt in LORA_TARGETS:
-        return list(LORA_TARGETS[mt])
+    mapped = LORA_TARGETS.get(model_type)
+    if mapped and all(_suffix_exists(model, t) for t in mapped):
+        return list(mapped)
+    for pattern in ATTENTION_QV:
+        if all(_suffix_exists(model, t) for t in pattern):
+            return list(pattern)
     names = linear_names(model)
     if not names:
         raise ModelError(f"no linear layers found in a {model_type!r} model; set `target_modules`")
@@ -74,10 +83,13 @@ def ia3_targets(
         if any(f not in given for f in ff):
             raise ModelError(f"feedforward_modules {ff} must be a subset of target_modules {given}")
         return list(given), ff
-    mt = _ALIASES.get(model_type, model_type)
-    if mt not in IA3_TARGETS:
-        raise ModelError(
-            f"IA3 has no default target modules for {model_type!r}; set `target_modules` and "
-            f"`feedforward_modules`. Linear modules it has: {', '.join(linear_names(model))}"
-        )
-    return list(IA3_TARGETS[mt]), list(IA3_FF.get(mt, []))
+    mapped = IA3_TARGETS.get(model_type)
+    if mapped and all(_suffix_exists(model, t) for t in mapped):
+        return list(mapped), list(IA3_FF.get(model_type, []))
+    for k, v, ff in IA3_KVF:
+        if all(_suffix_exists(model, t) for t in (k, v, ff)):
+            return [k, v, ff], [ff]
+    raise ModelError(
+        f"IA3 has no default target modules for {model_type!r}; set `target_modules` and "
+        f"`feedforward_modules`. Linear modules it has: {', '.join(linear_names(model))}"
+    )

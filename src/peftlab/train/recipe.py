@@ -7,6 +7,7 @@ crash cannot take the others down), or in-process by tests and the library API.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -219,8 +220,6 @@ def versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for pkg in ("peftlab", "torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return out

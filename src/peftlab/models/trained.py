@@ -1,0 +1,75 @@
+"""Load a finished run back for inference: the base model plus its saved adapter (or the
+fully fine-tuned model), and the task object that formats inputs exactly as in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peftlab.config.schema import ExperimentConfig, MethodEntry
+from peftlab.data.prepare import prepare_data
+from peftlab.device import resolve_precision
+from peftlab.errors import PeftlabError
+from peftlab.methods import MethodContext, get_method
+from peftlab.models.loading import load_image_processor, load_model, load_tokenizer, resolve_model
+from peftlab.store import Run
+from peftlab.tasks import TASKS, Task
+
+
+@dataclass
+class Trained:
+    model: Any
+    task: Task
+    cfg: ExperimentConfig
+    entry: MethodEntry
+
+
+def run_config(run: Run) -> tuple[ExperimentConfig, MethodEntry, Path | None]:
+    cfg = ExperimentConfig.model_validate(run.config["experiment"])
+    entry = MethodEntry.model_validate(run.config["entry"])
+    base = Path(run.config["base_dir"]) if run.config.get("base_dir") else None
+    return cfg, entry, base
+
+
+def build_task(cfg: ExperimentConfig, base: Path | None, labels: list[str] | None = None) -> tuple[Task, Any]:
+    """The task object (tokenizer, formatter) for an experiment, and the resolved model."""
+    rm = resolve_model(cfg.model, base)
+    tok = load_tokenizer(rm, cfg.model, cfg.task)
+    proc = load_image_processor(rm, cfg.model) if cfg.task == "image-classification" else None
+    if labels is None and cfg.task in ("classification", "image-classification"):
+        labels = prepare_data(cfg.data, cfg.task, cfg.training.seed, base).labels
+    task = TASKS[cfg.task](tok, proc, cfg.training, cfg.evaluation, labels, cfg.data.system_prompt)
+    task.precision = resolve_precision(cfg.training.precision)
+    return task, rm
+
+
+def load_trained(run: Run) -> Trained:
+    """Base model + adapter of a done run (zero-shot: the base model alone)."""
+    if run.status != "done":
+        raise PeftlabError(f"run {run.name!r} is {run.status}, not done; nothing to load")
+    cfg, entry, base = run_config(run)
+    labels = (run.info or {}).get("labels")
+    task, rm = build_task(cfg, base, labels)
+    method = get_method(entry.name)
+    artifact = (run.info or {}).get("artifact")
+    if entry.name == "full":
+        from peftlab.config.schema import ModelConfig
+
+        model = load_model(resolve_model(ModelConfig(path=artifact), None), cfg.model, cfg.task, labels)
+        task.prepare_model(model)
+    else:
+        extra: dict[str, Any] = {}
+        if method.load_kwargs is not None:
+            opts = method.parse_options(entry.options)
+            ctx = MethodContext(task=cfg.task, model_type="", total_steps=1, precision=task.precision)
+            extra = method.load_kwargs(opts, ctx)
+        model = load_model(rm, cfg.model, cfg.task, labels, **extra)
+        task.prepare_model(model)
+        if artifact:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, artifact)
+    model.eval()
+    return Trained(model, task, cfg, entry)
