@@ -28,6 +28,9 @@ class DivergedError(Exception):
     """Training loss became NaN or infinite."""
 
     def __init__(self, step: int, loss: float):
-        super().__init__(f"loss became {loss} at step {step}")
+        super().__init__(
+            f"loss became {loss} at step {step}; lower the learning rate (or use precision fp32/bf16 "
+            f"instead of fp16) and run again with --force"
+        )
         self.step = step
         self.loss = loss

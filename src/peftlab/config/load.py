@@ -7,13 +7,14 @@ value found and what is allowed, with a "did you mean" for misspelt keys.
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from peftlab.config.schema import ExperimentConfig
+from peftlab.config.schema import NAME_RE, ExperimentConfig
 from peftlab.errors import ConfigError, MethodNotApplicable
 
 
@@ -34,12 +35,21 @@ def parse_experiment(
 ) -> ExperimentConfig:
     try:
         raw = yaml.safe_load(text)
-        lines = _line_index(yaml.compose(text))
+        node = yaml.compose(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+        context = getattr(e, "context", None)
+        hint = f" ({context})" if context and context != problem else ""
+        raise ConfigError(
+            f"{where}: YAML syntax error: {problem}{hint}. Check indentation (spaces, not tabs), colons "
+            f"and quotes on that line"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply") from None
+    _check_duplicate_keys(node, source)
+    lines = _line_index(node)
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the experiment must be a YAML mapping (name:, model:, task:, ...)")
     for key, value in (overrides or {}).items():
@@ -48,6 +58,7 @@ def parse_experiment(
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format(e, raw, lines, source)) from None
+    _check_extra(cfg, lines, source)
     # Method names and options are validated by each method's own options model.
     from peftlab.methods import validate_entry
 
@@ -62,11 +73,90 @@ def parse_experiment(
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    node = raw
+    node: Any = raw
     parts = key.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
+    if not all(parts):
+        raise ConfigError(f"override {key!r}: write keys as section.key, e.g. training.batch_size")
+    for i, p in enumerate(parts[:-1]):
+        if isinstance(node, dict) and isinstance(node.get(p, {}), str) and p == "model" and i == 0:
+            node[p] = {"path": node[p]}  # `model: name` is short for `model: {path: name}`
+        if not isinstance(node, dict) or not isinstance(node.setdefault(p, {}), dict):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"override {key!r}: {where} is not a section with keys; it cannot hold {parts[-1]!r}")
+        node = node[p]
     node[parts[-1]] = value
+
+
+def _check_duplicate_keys(node: yaml.Node | None, source: str, path: tuple = ()) -> None:
+    """YAML silently keeps the last of two equal keys; a repeated setting is almost always a mistake."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for k, v in node.value:
+            key = getattr(k, "value", None)
+            if isinstance(key, str):
+                if key in seen:
+                    dotted = ".".join(str(p) for p in (*path, key))
+                    raise ConfigError(
+                        f"{source}:{k.start_mark.line + 1}: key {dotted!r} appears twice (first on line "
+                        f"{seen[key]}); keep one of them"
+                    )
+                seen[key] = k.start_mark.line + 1
+            _check_duplicate_keys(v, source, (*path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _check_duplicate_keys(v, source, (*path, i))
+
+
+def _check_extra(cfg: ExperimentConfig, lines: dict[tuple, int], source: str) -> None:
+    """Checks pydantic's field constraints do not express: names safe as folder names (no
+    trailing newline), and no NaN or infinite numbers anywhere."""
+    for key, value in [(("name",), cfg.name)] + [(("methods", i), m.run_name) for i, m in enumerate(cfg.methods)]:
+        if not NAME_RE.fullmatch(value):
+            line = lines.get(key) or lines.get(key[:1])
+            where = f"{source}:{line}" if line else source
+            raise ConfigError(
+                f"{where}: {'.'.join(map(str, key))} = {value!r}: use letters, digits, '.', '_' and '-' only "
+                f"(it becomes a folder name)"
+            )
+
+    def walk(v: Any, path: tuple) -> None:
+        if isinstance(v, float) and not math.isfinite(v):
+            line = None
+            for n in range(len(path), -1, -1):
+                line = lines.get(path[:n])
+                if line:
+                    break
+            where = f"{source}:{line}" if line else source
+            raise ConfigError(f"{where}: {'.'.join(map(str, path))} = {v}: must be a finite number")
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, (*path, k))
+        elif isinstance(v, list | tuple):
+            for i, x in enumerate(v):
+                walk(x, (*path, i))
+
+    walk(cfg.model_dump(mode="python"), ())
+
+
+def key_line(text: str, dotted: str) -> int | None:
+    """1-based line of a dotted key (e.g. `data.prompt`) in the YAML text, if it is there."""
+    try:
+        lines = _line_index(yaml.compose(text))
+    except Exception:  # noqa: BLE001 - only used to decorate messages
+        return None
+    path = tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+    return lines.get(path)
+
+
+def method_lines(text: str) -> dict[str, int]:
+    """Line of each `methods` entry, by run name (for messages about a method found later)."""
+    try:
+        raw = yaml.safe_load(text)
+        lines = _line_index(yaml.compose(text))
+        cfg = ExperimentConfig.model_validate(raw)
+    except Exception:  # noqa: BLE001 - only used to decorate messages
+        return {}
+    return {m.run_name: lines[("methods", i)] for i, m in enumerate(cfg.methods) if ("methods", i) in lines}
 
 
 def _line_index(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
@@ -119,6 +209,16 @@ def _format(e: ValidationError, raw: Any, lines: dict[tuple, int], source: str) 
             msgs.append(f"{where}: unknown key {key!r}.{hint} Allowed here: {', '.join(allowed)}")
         elif err["type"] == "missing":
             msgs.append(f"{where}: missing required key {key!r}")
+        elif not loc or isinstance(err.get("input"), dict):
+            # A whole-section check (model validator): its message starts with the key at fault.
+            msg = err["msg"].removeprefix("Value error, ")
+            named = msg.split(":", 1)[0].strip()
+            path = tuple(int(x) if x.isdigit() else x for x in named.split(".")) if " " not in named else ()
+            line = lines.get(path) or lines.get(path[:1]) if path else None
+            line = line or (lines.get(loc) if loc else None)
+            where = f"{source}:{line}" if line else source
+            prefix = "" if path else (f"{key}: " if loc else "")
+            msgs.append(f"{where}: {prefix}{msg}")
         else:
             value = err.get("input")
             shown = repr(value) if not isinstance(value, dict) else "{...}"

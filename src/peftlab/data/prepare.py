@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import difflib
 import io
+import math
 import random
 import string
 from dataclasses import dataclass, field
@@ -45,9 +46,20 @@ class PreparedData:
 
 def template_fields(template: str) -> list[str]:
     try:
-        return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as e:
         raise ConfigError(f"data.prompt: bad template ({e}); write placeholders as {{column}}, braces as {{{{ }}}}") from None
+    for f in fields:
+        if not f or f.isdigit() or any(c in f for c in ".[]"):
+            raise ConfigError(
+                f"data.prompt: placeholder {{{f}}} is not a column name; write placeholders as {{column}} "
+                f"(no attributes, indexes or positions) and literal braces as {{{{ }}}}"
+            )
+    try:
+        template.format_map({f: "x" for f in fields})
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as e:
+        raise ConfigError(f"data.prompt: bad template ({e}); write placeholders as {{column}}, braces as {{{{ }}}}") from None
+    return fields
 
 
 def _source_columns(cfg: DataConfig) -> list[str]:
@@ -68,19 +80,28 @@ def _format_source(cfg: DataConfig, row: dict[str, Any]) -> str:
 
 
 def _text(v: Any) -> str:
-    if v is None:
+    if _missing(v):
         return ""
     return v if isinstance(v, str) else str(v)
 
 
-def _check_columns(rs: RowSet, needed: list[str]) -> None:
-    present = [k for k in rs.rows[0] if k != "__line__"]
-    for col in needed:
-        if col not in rs.rows[0]:
-            guess = difflib.get_close_matches(col, present, n=1)
+def _missing(v: Any) -> bool:
+    """None, or a float NaN (how pandas/Parquet writers spell an empty cell)."""
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _check_columns(rs: RowSet, needed: list[tuple[str, str]]) -> None:
+    """Every configured column must occur in the file (rows missing it are row errors later)."""
+    present: dict[str, None] = {}
+    for row in rs.rows:
+        present.update(dict.fromkeys(k for k in row if k != "__line__"))
+    for col, key in needed:
+        if col not in present:
+            guess = difflib.get_close_matches(col, list(present), n=1)
             hint = f" Did you mean {guess[0]!r}?" if guess else ""
             raise DataError(
-                f"{rs.source}: column {col!r} not found.{hint} Columns in the file: {', '.join(present)}"
+                f"{rs.source}: column {col!r} (from {key}) not found.{hint} Columns in the file: "
+                f"{', '.join(present) or '(none)'}. Fix {key} in the experiment file or rename the column"
             )
 
 
@@ -94,12 +115,19 @@ def decode_image(value: Any, base_dir: Path | None) -> Any:
     if isinstance(value, bytes):
         raw = value
     else:
-        v = value.split(",", 1)[1] if value.startswith("data:") else value
-        path = Path(value) if len(value) < 1024 else None
+        v = value.partition(",")[2] if value.startswith("data:") else value
+        path = Path(value) if len(value) < 1024 and "\x00" not in value else None
         if path is not None and base_dir is not None and not path.is_absolute():
             path = base_dir / path
-        if path is not None and path.suffix and path.is_file():
-            raw = path.read_bytes()
+        try:
+            is_file = path is not None and bool(path.suffix) and path.is_file()
+        except OSError:  # e.g. a base64 string too long to be a file name
+            is_file = False
+        if is_file and path is not None:
+            try:
+                raw = path.read_bytes()
+            except OSError as e:
+                raise ValueError(f"cannot read image file {path} ({e.strerror or e})") from None
         else:
             try:
                 raw = base64.b64decode(v, validate=True)
@@ -108,8 +136,10 @@ def decode_image(value: Any, base_dir: Path | None) -> Any:
     try:
         img = Image.open(io.BytesIO(raw))
         img.load()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ValueError(f"bytes do not decode as an image ({type(e).__name__})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"bytes do not decode as an image ({type(e).__name__}); check the file or encoding") from None
+    except Exception as e:  # noqa: BLE001 - a corrupt image must be a row error, never a crash
+        raise ValueError(f"bytes do not decode as an image ({type(e).__name__}: {e})") from None
     return img
 
 
@@ -126,14 +156,14 @@ def _examples(rs: RowSet, cfg: DataConfig, task: str, skipped: list[str]) -> lis
 
         ex = Example(source="", where=where)
         if task != "image-classification":
-            missing = [c for c in _source_columns(cfg) if row.get(c) is None]
+            missing = [c for c in _source_columns(cfg) if _missing(row.get(c))]
             if missing:
                 bad(f"input column(s) {missing} empty or missing")
                 continue
             ex.source = _format_source(cfg, row)
         if task in ("causal-lm", "seq2seq"):
             t = row.get(cfg.target or "")
-            refs = [str(x) for x in t] if isinstance(t, list) else [_text(t)]
+            refs = [_text(x) for x in t] if isinstance(t, list) else [_text(t)]
             refs = [r for r in refs if r.strip()]
             if not refs:
                 bad(f"empty or missing target {cfg.target!r}")
@@ -141,8 +171,11 @@ def _examples(rs: RowSet, cfg: DataConfig, task: str, skipped: list[str]) -> lis
             ex.target, ex.references = refs[0], refs
         else:
             lab = row.get(cfg.label or "")
-            if lab is None or (isinstance(lab, str) and not lab.strip()):
+            if _missing(lab) or (isinstance(lab, str) and not lab.strip()):
                 bad(f"empty or missing label {cfg.label!r}")
+                continue
+            if isinstance(lab, list | dict):
+                bad(f"label {cfg.label!r} must be one value (a string or number), got {type(lab).__name__}")
                 continue
             ex.label = lab  # type: ignore[assignment]  # mapped to an id once all splits are read
         if task == "image-classification":
@@ -167,10 +200,16 @@ def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None =
     """Read, check, split and limit the data for `task`. Raises DataError/ConfigError."""
     skipped: list[str] = []
     notes: list[str] = []
-    needed = list(_source_columns(cfg)) if task != "image-classification" else []
-    needed += [c for c in (cfg.target if task in ("causal-lm", "seq2seq") else cfg.label,) if c]
+    needed: list[tuple[str, str]] = []
+    if task != "image-classification":
+        key = "data.prompt" if cfg.prompt else "data.input"
+        needed += [(c, key) for c in _source_columns(cfg)]
+    if task in ("causal-lm", "seq2seq") and cfg.target:
+        needed.append((cfg.target, "data.target"))
+    if task in ("classification", "image-classification") and cfg.label:
+        needed.append((cfg.label, "data.label"))
     if task == "image-classification" and cfg.image:
-        needed.append(cfg.image)
+        needed.append((cfg.image, "data.image"))
 
     sets: dict[str, list[Example]] = {}
     for split in ("train", "validation", "test"):
@@ -180,9 +219,14 @@ def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None =
         rs = read_rows(spec, base, cfg.on_bad_rows)
         skipped += rs.skipped
         _check_columns(rs, needed)
+        before = len(skipped)
         sets[split] = _examples(rs, cfg, task, skipped)
         if not sets[split]:
-            raise DataError(f"{rs.source}: no usable rows after checks ({len(skipped)} skipped)")
+            why = f"; first: {skipped[before]}" if len(skipped) > before else ""
+            raise DataError(
+                f"{rs.source}: no usable rows after checks ({len(skipped) - before} of {len(rs.rows)} "
+                f"skipped{why})"
+            )
 
     rng = random.Random(seed)
     train = sets["train"]
@@ -220,7 +264,8 @@ def _map_labels(train: list[Example], val: list[Example], test: list[Example], c
     names = sorted({str(e.label) for e in train}, key=_label_key)
     if len(names) < 2:
         raise DataError(
-            f"{cfg.train}: the training set has a single class ({names[0]!r}); classification needs at least two"
+            f"{cfg.train}: the training set has a single class ({names[0]!r}); classification needs at least "
+            f"two. Add examples of the other classes, or check that data.label ({cfg.label!r}) is the label column"
         )
     index = {n: i for i, n in enumerate(names)}
     for split, exs in (("validation", val), ("test", test)):

@@ -42,13 +42,20 @@ def read_rows(spec: str, base: Path | None = None, on_bad_rows: str = "error") -
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; use .jsonl, .csv or .parquet")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the file ({e.strerror or e}); check its permissions") from None
     if not data.strip():
         raise DataError(f"{path}: the file is empty; it needs a header/first row and examples")
-    reader = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}[fmt]
+    if fmt == "jsonl" and path.suffix.lower() == ".json" and data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+        fmt = "json-array"
+    reader = {"jsonl": _read_jsonl, "json-array": _read_json_array, "csv": _read_csv, "parquet": _read_parquet}[fmt]
     rows, skipped = reader(data, str(path), on_bad_rows)
+    if not rows and skipped:
+        raise DataError(f"{path}: no usable rows ({len(skipped)} skipped; first: {skipped[0]})")
     if not rows:
-        raise DataError(f"{path}: no usable rows" + (f" ({len(skipped)} skipped: {skipped[0]})" if skipped else ""))
+        raise DataError(f"{path}: no data rows (only a header or blank lines); add examples to the file")
     return RowSet(str(path), rows, skipped, path.parent)
 
 
@@ -70,19 +77,70 @@ def _read_jsonl(data: bytes, src: str, on_bad_rows: str) -> tuple[list[dict], li
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            _bad(f"{src}:{i}: bytes that are not UTF-8 at column {e.start + 1}; re-save the file as UTF-8",
+            _bad(f"{src}:{i}: bytes that are not UTF-8 (byte {e.start + 1} of the line); re-save the file as UTF-8",
                  on_bad_rows, skipped)
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            _bad(f"{src}:{i}: malformed JSON ({e.msg} at column {e.colno})", on_bad_rows, skipped)
+            _bad(f"{src}:{i}: malformed JSON ({e.msg}: column {e.colno}); each line must be one "
+                 f"complete JSON object", on_bad_rows, skipped)
             continue
-        if not isinstance(obj, dict):
-            _bad(f"{src}:{i}: each line must be a JSON object {{...}}, got {type(obj).__name__}",
-                 on_bad_rows, skipped)
+        except RecursionError:
+            _bad(f"{src}:{i}: malformed JSON (nested too deeply)", on_bad_rows, skipped)
+            continue
+        problem = _row_problem(obj, line)
+        if problem:
+            _bad(f"{src}:{i}: {problem}", on_bad_rows, skipped)
             continue
         obj["__line__"] = i
+        rows.append(obj)
+    return rows, skipped
+
+
+def _row_problem(obj: Any, line: str) -> str | None:
+    """Why a decoded JSON value cannot be a row, or None."""
+    if not isinstance(obj, dict):
+        return f"each line must be a JSON object {{...}}, got {_json_type(obj)}"
+    if "\\u" in line:  # a lone surrogate escape decodes to a str that is not valid Unicode
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return "a \\uD800-\\uDFFF escape that is not a valid character (lone surrogate); fix the text"
+    return None
+
+
+def _json_type(v: Any) -> str:
+    names = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true/false"}
+    return "null" if v is None else names.get(type(v), type(v).__name__)
+
+
+def _read_json_array(data: bytes, src: str, on_bad_rows: str) -> tuple[list[dict], list[str]]:
+    """A .json file holding one top-level array of objects (not JSON Lines)."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{src}:{line}: bytes that are not UTF-8; re-save the file as UTF-8") from None
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(
+            f"{src}:{e.lineno}: malformed JSON ({e.msg}: column {e.colno}); a .json file must be one "
+            f"array of objects [{{...}}, ...] or JSON Lines (one object per line)"
+        ) from None
+    except RecursionError:
+        raise DataError(f"{src}: malformed JSON (nested too deeply)") from None
+    rows: list[dict] = []
+    skipped: list[str] = []
+    for i, obj in enumerate(items, start=1):
+        problem = _row_problem(obj, "\\u")
+        if problem:
+            _bad(f"{src}: item {i}: {problem}", on_bad_rows, skipped)
+            continue
+        obj["__line__"] = f"item {i}"
         rows.append(obj)
     return rows, skipped
 
@@ -93,6 +151,10 @@ def _read_csv(data: bytes, src: str, on_bad_rows: str) -> tuple[list[dict], list
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise DataError(f"{src}:{line}: bytes that are not UTF-8; re-save the file as UTF-8") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataError(f"{src}:{line}: NUL bytes in a CSV file; is it really CSV text? Re-save it as UTF-8 CSV")
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 28))  # long texts are normal in data sets
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)
@@ -101,8 +163,12 @@ def _read_csv(data: bytes, src: str, on_bad_rows: str) -> tuple[list[dict], list
     except csv.Error as e:
         raise DataError(f"{src}:1: malformed CSV header ({e})") from None
     header = [h.strip() for h in header]
+    if not header:
+        raise DataError(f"{src}:1: the first line must be a header naming the columns (e.g. text,label)")
     if len(set(header)) != len(header) or any(not h for h in header):
-        raise DataError(f"{src}:1: header has empty or repeated column names: {header}")
+        raise DataError(
+            f"{src}:1: header has empty or repeated column names: {header}; give every column a unique name"
+        )
     rows: list[dict] = []
     skipped: list[str] = []
     while True:
@@ -119,7 +185,7 @@ def _read_csv(data: bytes, src: str, on_bad_rows: str) -> tuple[list[dict], list
             _bad(f"{src}:{reader.line_num}: {len(rec)} fields but the header has {len(header)}",
                  on_bad_rows, skipped)
             continue
-        row: dict[str, Any] = dict(zip(header, rec))
+        row: dict[str, Any] = dict(zip(header, rec, strict=True))
         row["__line__"] = reader.line_num
         rows.append(row)
     return rows, skipped
@@ -129,11 +195,17 @@ def _read_parquet(data: bytes, src: str, on_bad_rows: str) -> tuple[list[dict], 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if not data.startswith(b"PAR1"):
+        raise DataError(
+            f"{src}: not a Parquet file (it does not start with the Parquet magic bytes 'PAR1'); "
+            f"check the file, or give it the extension of its real format (.jsonl or .csv)"
+        )
     try:
         table = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowInvalid, pa.ArrowException, OSError) as e:
-        raise DataError(f"{src}: not a readable Parquet file ({e}); check the file or its extension") from None
-    rows = table.to_pylist()
+        rows = table.to_pylist()
+    except (pa.ArrowException, OSError, ValueError, TypeError, IndexError, MemoryError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{src}: not a readable Parquet file ({msg}); check the file or re-export it") from None
     for i, r in enumerate(rows, start=1):
         r["__line__"] = i
     return rows, []

@@ -83,17 +83,33 @@ def _gguf_file(p: Path, name: str | None) -> Path | None:
     return f
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
 def _check_weights(p: Path, allow_pickle: bool) -> None:
     if any(p.glob("*.safetensors")):
         return
-    if any(p.glob("*.bin")) or any(p.glob("*.pt")):
+    pickled = sorted(f.name for f in p.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES and f.is_file())
+    if pickled:
         if not allow_pickle:
             raise ModelError(
-                f"{p}: weights are pickled (.bin/.pt), which can run arbitrary code when loaded. "
+                f"{p}: weights are pickled ({', '.join(pickled[:3])}), which can run arbitrary code when loaded. "
                 "Convert them to safetensors, or set model.allow_pickle: true if you trust the source."
             )
         return
-    raise ModelError(f"{p}: no weights (*.safetensors) found")
+    raise ModelError(f"{p}: no weights (*.safetensors) found; a model folder needs config.json and weights")
+
+
+def explain_load_error(path: str, what: str, e: BaseException) -> str:
+    """One line for a failed transformers load, with the fix for the refusals we cause on purpose."""
+    text = str(e)
+    first = text.splitlines()[0] if text else ""
+    if "custom code" in text or "trust_remote_code" in text:
+        return (
+            f"{path}: the model ships its own Python code (auto_map in its config), which peftlab does not run "
+            f"unless model.trust_remote_code: true. Set it only if you trust the source"
+        )
+    return f"{path}: could not load {what} ({type(e).__name__}: {first})"
 
 
 def _plain_copy(gguf: Path, folder: Path) -> Path:
@@ -142,7 +158,7 @@ def load_tokenizer(rm: ResolvedModel, cfg: ModelConfig, task: str) -> Any:
     try:
         tok = AutoTokenizer.from_pretrained(rm.path, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
     except Exception as e:  # noqa: BLE001
-        raise ModelError(f"{rm.path}: could not load its tokenizer ({type(e).__name__}: {e})") from None
+        raise ModelError(explain_load_error(rm.path, "its tokenizer", e)) from None
     tok.model_max_length = 10**9  # we truncate ourselves; silences "longer than max length" noise
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
@@ -155,7 +171,7 @@ def load_image_processor(rm: ResolvedModel, cfg: ModelConfig) -> Any:
     try:
         return AutoImageProcessor.from_pretrained(rm.path, trust_remote_code=cfg.trust_remote_code)
     except Exception as e:  # noqa: BLE001
-        raise ModelError(f"{rm.path}: no image processor config (preprocessor_config.json): {e}") from None
+        raise ModelError(explain_load_error(rm.path, "its image processor (preprocessor_config.json)", e)) from None
 
 
 def load_model(
@@ -188,5 +204,5 @@ def load_model(
     try:
         model = auto.from_pretrained(rm.path, **kw)
     except (OSError, ValueError, ImportError) as e:
-        raise ModelError(f"{rm.path}: could not load as a {task} model ({type(e).__name__}: {e})") from None
+        raise ModelError(explain_load_error(rm.path, f"it as a {task} model", e)) from None
     return model

@@ -112,6 +112,21 @@ class Run:
         return cls(**d)
 
 
+# A run marked running on another host cannot be checked by pid; it counts as abandoned once
+# its heartbeat (refreshed at every logged step) is this old.
+OTHER_HOST_STALE_SECONDS = 3600.0
+
+
+def _live(row: sqlite3.Row, host: str) -> bool:
+    """Is the process that marked this run `running` still working on it?"""
+    if row["status"] != "running":
+        return False
+    if row["host"] == host:
+        return _pid_alive(row["pid"])
+    beat = row["heartbeat"]
+    return beat is not None and time.time() - beat < OTHER_HOST_STALE_SECONDS
+
+
 def _pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -150,7 +165,8 @@ class Store:
             yield c
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:
+                c.execute("ROLLBACK")
             raise
         finally:
             c.close()
@@ -163,12 +179,16 @@ class Store:
             c.close()
 
     def run_dir(self, experiment: str, run: str) -> Path:
+        """The artifact folder of one run. Names come from experiment files, so they are checked:
+        only NAME_RE names (no separators, no '..', no trailing newline), and the resolved path
+        (symlinks followed) must stay inside the store's runs/ folder."""
         for part in (experiment, run):
-            if not NAME_RE.match(part):
-                raise ValueError(f"unsafe name {part!r}")
-        d = (self.root / "runs" / experiment / run).resolve()
-        if self.root.resolve() not in d.parents:
-            raise ValueError(f"path {d} escapes the store")
+            if not isinstance(part, str) or not NAME_RE.fullmatch(part):
+                raise ValueError(f"unsafe name {part!r}: use letters, digits, '.', '_' and '-' only")
+        runs = (self.root / "runs").resolve()
+        d = (runs / experiment / run).resolve()
+        if runs not in d.parents:
+            raise ValueError(f"path {d} escapes the store ({runs})")
         return d
 
     # -- experiments ----------------------------------------------------------
@@ -219,7 +239,7 @@ class Store:
                     (experiment, name, method, "queued", config_hash, json.dumps(config), now),
                 )
                 reset = True
-            elif row["status"] == "running" and _pid_alive(row["pid"]) and row["host"] == socket.gethostname():
+            elif _live(row, socket.gethostname()):
                 pass  # another process is on it; leave it alone
             elif force or row["config_hash"] != config_hash:
                 c.execute("DELETE FROM curves WHERE run_id=?", (row["id"],))
@@ -242,10 +262,10 @@ class Store:
         pid = pid or os.getpid()
         host = socket.gethostname()
         with self.tx() as c:
-            row = c.execute("SELECT status, pid, host FROM runs WHERE id=?", (run_id,)).fetchone()
+            row = c.execute("SELECT status, pid, host, heartbeat FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
                 return False
-            stale = row["status"] == "running" and not (row["host"] == host and _pid_alive(row["pid"]))
+            stale = row["status"] == "running" and not _live(row, host)
             if row["status"] not in ("queued", "interrupted") and not stale:
                 return False
             c.execute(
@@ -282,10 +302,17 @@ class Store:
         """Runs marked running whose process is gone (same host) become interrupted."""
         host = socket.gethostname()
         reaped = []
-        for r in self._query("SELECT id, pid, host FROM runs WHERE status='running'"):
-            if r["host"] == host and not _pid_alive(r["pid"]):
-                self.mark_interrupted(r["id"], "the process running it stopped (killed or crashed)")
-                reaped.append(r["id"])
+        for r in self._query("SELECT id, status, pid, host, heartbeat FROM runs WHERE status='running'"):
+            if r["host"] == host and not _live(r, host):
+                with self.tx() as c:  # re-check inside the transaction: it may have moved on
+                    cur = c.execute(
+                        "UPDATE runs SET status='interrupted', error=?, pid=NULL "
+                        "WHERE id=? AND status='running' AND pid IS ?",
+                        ("the process running it stopped (killed or crashed); run again to resume",
+                         r["id"], r["pid"]),
+                    )
+                if cur.rowcount:
+                    reaped.append(r["id"])
         return reaped
 
     def run(self, run_id: int) -> Run | None:

@@ -3,24 +3,37 @@
 Methods already done with the same configuration are skipped (unless `force`); a run that
 was interrupted resumes from its last checkpoint; a run another process is working on is
 left alone.
+
+The preflight reads and checks all data, resolves the model, loads its tokenizer and
+config, and tries every method on an empty ("meta" device) copy of the model, so a bad
+file, a missing model, an unknown target module or a method that cannot apply to the
+architecture fails in seconds with one message, before anything in the store changes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from peftlab.config import ExperimentConfig, load_experiment
+from peftlab.config.load import key_line, method_lines
 from peftlab.config.schema import MethodEntry
-from peftlab.data.prepare import prepare_data
-from peftlab.errors import ConfigError
-from peftlab.models import resolve_model
+from peftlab.data.prepare import PreparedData, prepare_data
+from peftlab.errors import ConfigError, DataError, ModelError, PeftlabError
+from peftlab.models import ResolvedModel, resolve_model
+from peftlab.models.loading import explain_load_error
 from peftlab.store import Run, Store
 
 
@@ -29,6 +42,7 @@ class Plan:
     cfg: ExperimentConfig
     base_dir: Path | None
     yaml_text: str | None
+    path: Path | None = None  # the experiment file, for messages
 
 
 def config_hash(cfg: ExperimentConfig, entry: MethodEntry) -> str:
@@ -67,13 +81,142 @@ def plan(path: str | Path, overrides: dict[str, Any] | None = None, methods: lis
 
     for m in selected:
         validate_entry(m, cfg.task)
-    return Plan(cfg, path.parent.resolve(), path.read_text(encoding="utf-8"))
+    return Plan(cfg, path.parent.resolve(), path.read_text(encoding="utf-8"), path)
 
 
-def preflight(p: Plan) -> None:
-    """Check data and model before any run starts (errors name the file/line/key)."""
-    prepare_data(p.cfg.data, p.cfg.task, p.cfg.training.seed, p.base_dir)
-    resolve_model(p.cfg.model, p.base_dir)
+@dataclass
+class Preflight:
+    data: PreparedData
+    model: ResolvedModel
+    warnings: list[str]
+
+
+def preflight(p: Plan) -> Preflight:
+    """Check data, model and methods before any run starts (errors name the file/line/key).
+
+    Raises DataError, ModelError, ConfigError or MethodNotApplicable; changes nothing."""
+    cfg = p.cfg
+    try:
+        data = prepare_data(cfg.data, cfg.task, cfg.training.seed, p.base_dir)
+    except ConfigError as e:  # a data.* setting at fault: point at its line
+        key = str(e).split(":", 1)[0]
+        line = key_line(p.yaml_text, key) if p.yaml_text else None
+        where = f"{p.path}:{line}" if p.path and line else str(p.path or "experiment")
+        raise ConfigError(f"{where}: {e}") from None
+    rm = resolve_model(cfg.model, p.base_dir)
+    notes: list[str] = []
+    if data.skipped:
+        notes.append(f"{len(data.skipped)} bad rows skipped (data.on_bad_rows: skip), e.g. {data.skipped[0]}")
+    if any(_wraps(m) for m in cfg.methods) or cfg.data.on_long_rows == "error":
+        task = _task(cfg, rm, data)
+        if cfg.data.on_long_rows == "error":
+            _check_long_rows(cfg, task, data)
+        _check_methods(p, rm, data, task)
+    return Preflight(data, rm, notes)
+
+
+def _wraps(entry: MethodEntry) -> bool:
+    from peftlab.methods import get_method
+
+    return get_method(entry.name).apply is not None
+
+
+def _task(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData) -> Any:
+    from peftlab.models import load_image_processor, load_tokenizer
+    from peftlab.tasks import TASKS
+
+    tok = load_tokenizer(rm, cfg.model, cfg.task)
+    processor = load_image_processor(rm, cfg.model) if cfg.task == "image-classification" else None
+    return TASKS[cfg.task](tok, processor, cfg.training, cfg.evaluation, data.labels, cfg.data.system_prompt)
+
+
+def _check_long_rows(cfg: ExperimentConfig, task: Any, data: PreparedData) -> None:
+    """`data.on_long_rows: error`: refuse rows that would be cut to the max lengths."""
+    if cfg.task == "image-classification":
+        return
+    t = cfg.training
+    for split, examples in (("train", data.train), ("validation", data.validation), ("test", data.test)):
+        long_rows = []
+        for ex in examples:
+            before = task.truncated
+            task.encode(ex)
+            if task.truncated > before:
+                long_rows.append(ex.where)
+        task.truncated = 0
+        if long_rows:
+            more = [w.rpartition(":")[2] for w in long_rows[1:6]]
+            also = f"; also lines {', '.join(more)}{', ...' if len(long_rows) > 6 else ''}" if more else ""
+            raise DataError(
+                f"{long_rows[0]}: row longer than training.max_source_length ({t.max_source_length} tokens) "
+                f"or max_target_length ({t.max_target_length}) and data.on_long_rows is 'error' "
+                f"({len(long_rows)} of {len(examples)} {split} rows{also}). Raise the max lengths, shorten the "
+                f"rows, or set data.on_long_rows: truncate to cut them (the count is recorded with the run)"
+            )
+
+
+def _meta_model(cfg: ExperimentConfig, rm: ResolvedModel, labels: list[str] | None) -> Any:
+    """The model's architecture with no weights (meta device): free to build, even for big models."""
+    import torch
+    import transformers
+
+    from peftlab.models.loading import TASK_AUTO_CLASSES
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(
+            rm.path, trust_remote_code=cfg.model.trust_remote_code, revision=cfg.model.revision
+        )
+    except Exception as e:  # noqa: BLE001 - any failure to read the config is the user's to fix
+        what = "its config.json" if rm.local else "the config of this hub id (offline? use a local folder)"
+        raise ModelError(explain_load_error(rm.path, what, e)) from None
+    if labels is not None:
+        config.num_labels = len(labels)
+    auto = getattr(transformers, TASK_AUTO_CLASSES[cfg.task])
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return auto.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+    except ValueError as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ModelError(f"{rm.path}: a {config.model_type!r} model cannot be used for task {cfg.task!r} ({first})") from None
+
+
+def _check_methods(p: Plan, rm: ResolvedModel, data: PreparedData, task: Any) -> None:
+    """Apply each method to an empty copy of the model: unknown target modules, a method that
+    cannot apply to this architecture, too few steps for AdaLoRA... fail here, before training."""
+    from peftlab.methods import MethodContext, get_method
+
+    cfg = p.cfg
+    t = cfg.training
+    steps_per_epoch = max(1, math.ceil(math.ceil(len(data.train) / t.batch_size) / t.gradient_accumulation_steps))
+    total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
+    lines = method_lines(p.yaml_text) if p.yaml_text else {}
+    source = str(p.path) if p.path else "experiment"
+    for entry in cfg.methods:
+        method = get_method(entry.name)
+        if method.apply is None:
+            continue
+        opts = method.parse_options(entry.options)
+        try:
+            model = _meta_model(cfg, rm, data.labels)
+        except ModelError:
+            raise
+        except Exception:  # noqa: BLE001 - an architecture we cannot build empty: the run will tell
+            return
+        task.prepare_model(model)
+        ctx = MethodContext(
+            task=cfg.task, model_type=model.config.model_type, total_steps=total_steps, tokenizer_path=rm.path,
+            prompt_text=data.prompt_text, precision="fp32", head_modules=task.head_modules(model),
+        )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                method.apply(model, opts, ctx)
+        except PeftlabError as e:
+            line = lines.get(entry.run_name)
+            where = f"{source}:{line}" if line else source
+            raise type(e)(f"{where}: methods: {entry.run_name} ({entry.name}): {e}") from None
+        except Exception:  # noqa: BLE001 - not a user error (e.g. a method that needs real weights)
+            continue
 
 
 def run_experiment(
@@ -84,35 +227,75 @@ def run_experiment(
     echo: Any = print,
 ) -> list[Run]:
     cfg = p.cfg
-    preflight(p)
-    store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
-                          str(p.base_dir) if p.base_dir else None)
-    store.reap_stale()
-    results: list[Run] = []
-    for i, entry in enumerate(cfg.methods, start=1):
-        head = f"[{i}/{len(cfg.methods)}] {cfg.name} / {entry.run_name}"
-        run_cfg = {
-            "experiment": cfg.model_dump(mode="json"),
-            "entry": entry.model_dump(mode="json"),
-            "base_dir": str(p.base_dir) if p.base_dir else None,
-        }
-        run, _ = store.upsert_run(cfg.name, entry.run_name, entry.name, config_hash(cfg, entry), run_cfg, force)
-        if run.status in ("done", "diverged"):
-            echo(f"{head}: already {run.status}, skipped (use --force to redo)")
-            results.append(run)
-            continue
-        if not store.claim(run.id):
-            echo(f"{head}: being run by another process (pid {run.pid}), skipped")
-            results.append(run)
-            continue
-        resumed = " (resuming)" if run.status == "interrupted" else ""
-        echo(f"{head}: running{resumed}")
-        status = _execute(store, run.id, isolation)
-        final = store.run(run.id)
-        assert final is not None
-        echo(f"{head}: {status}" + (f" - {final.error}" if final.error and status != "done" else ""))
-        results.append(final)
+    checked = preflight(p)
+    for note in checked.warnings:
+        echo(f"warning: {note}")
+    with _sigterm_as_interrupt():
+        store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
+                              str(p.base_dir) if p.base_dir else None)
+        store.reap_stale()
+        results: list[Run] = []
+        for i, entry in enumerate(cfg.methods, start=1):
+            results.append(_run_one(p, store, entry, f"[{i}/{len(cfg.methods)}] {cfg.name} / {entry.run_name}",
+                                    force, isolation, echo))
     return results
+
+
+def _run_one(p: Plan, store: Store, entry: MethodEntry, head: str, force: bool, isolation: str, echo: Any) -> Run:
+    cfg = p.cfg
+    run_cfg = {
+        "experiment": cfg.model_dump(mode="json"),
+        "entry": entry.model_dump(mode="json"),
+        "base_dir": str(p.base_dir) if p.base_dir else None,
+    }
+    run, _ = store.upsert_run(cfg.name, entry.run_name, entry.name, config_hash(cfg, entry), run_cfg, force)
+    if run.status in ("done", "diverged"):
+        echo(f"{head}: already {run.status}, skipped (use --force to redo)")
+        return run
+    if not store.claim(run.id):
+        current = store.run(run.id) or run
+        if current.status == "running":
+            echo(f"{head}: being run by another process (pid {current.pid} on {current.host}), skipped")
+        else:
+            echo(f"{head}: {current.status} by another process meanwhile, skipped")
+        return current
+    from peftlab.train.trainer import last_checkpoint
+
+    ckpt = last_checkpoint(store.run_dir(cfg.name, entry.run_name) / "checkpoints")
+    echo(f"{head}: running" + (f" (resuming from {ckpt.name})" if ckpt else ""))
+    status = _execute(store, run.id, isolation)
+    final = store.run(run.id)
+    assert final is not None
+    echo(f"{head}: {status}" + (f" - {final.error}" if final.error and status != "done" else ""))
+    data = (final.info or {}).get("data") or {}
+    if data.get("truncated_train_rows"):
+        echo(f"{head}: warning: {data['truncated_train_rows']} of {data.get('train')} training rows were longer "
+             f"than the max lengths and were truncated (set data.on_long_rows: error to refuse them)")
+    if data.get("skipped_rows"):
+        echo(f"{head}: warning: {data['skipped_rows']} bad rows were skipped; `peftlab show` lists them")
+    return final
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as a KeyboardInterrupt so every Ctrl-C path handles it."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, a scheduler stopping the job) stops a run like Ctrl-C: the run is marked
+    interrupted and resumes from its last checkpoint next time."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _execute(store: Store, run_id: int, isolation: str) -> str:
@@ -126,13 +309,27 @@ def _execute(store: Store, run_id: int, isolation: str) -> str:
     store.release(run_id, proc.pid)
     try:
         code = proc.wait()
-    except KeyboardInterrupt:
-        proc.wait()
+    except KeyboardInterrupt as e:
+        # Ctrl-C in a terminal reaches the worker too (same process group) and it stops itself;
+        # a SIGTERM sent to this process alone does not, so pass it on.
+        try:
+            if isinstance(e, Terminated):
+                proc.terminate()
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        store.mark_interrupted(run_id, "stopped by the user (Ctrl-C or SIGTERM); run again to resume")
         raise
     run = store.run(run_id)
     if run is not None and run.status == "running":
         why = "killed (out of memory?)" if code in (-9, 137) else f"exited with code {code}"
-        store.update(run_id, status="interrupted", pid=None,
-                     error=f"worker process {why} before finishing; run again to resume from the last checkpoint")
+        store.mark_interrupted(
+            run_id, f"worker process {why} before finishing; run again to resume from the last checkpoint"
+        )
         return "interrupted"
     return run.status if run else "failed"

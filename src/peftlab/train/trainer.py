@@ -8,6 +8,7 @@ guard that stops the run at the step it diverged, and a count of real (non-paddi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -69,9 +70,19 @@ def last_checkpoint(ckpt_dir: Path) -> Path | None:
     found = []
     for d in ckpt_dir.iterdir():
         m = re.fullmatch(r"checkpoint-(\d+)", d.name)
-        if m and (d / "trainer_state.json").is_file():
+        if m and _complete(d):
             found.append((int(m.group(1)), d))
     return max(found)[1] if found else None
+
+
+def _complete(d: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint cut short by a kill or a full
+    disk has none, or a truncated one, and is passed over for the previous one."""
+    try:
+        json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def default_checkpoint_every(total_steps: int) -> int:
