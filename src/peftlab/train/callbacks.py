@@ -55,3 +55,23 @@ class AdaLoraCallback(TrainerCallback):
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.model.base_model.update_and_allocate(state.global_step)
+
+
+class ValidationMetricCallback(TrainerCallback):
+    """At each evaluation, also score the validation set with the task's main metric
+    (generating text for generation tasks), so the report can plot quality over steps."""
+
+    def __init__(self, store: Store, run_id: int, task: Any, examples: list[Any]) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.task = task
+        self.examples = examples
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+        if model is None or not self.examples:
+            return
+        preds = self.task.predict(model, self.examples, desc="validation")
+        scores = self.task.score(self.examples, preds)
+        main = self.task.main_metric
+        if isinstance(scores.get(main), int | float):
+            self.store.log_points(self.run_id, state.global_step, {f"val_{main}": float(scores[main])})

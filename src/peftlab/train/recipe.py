@@ -139,7 +139,8 @@ def _run(
         from peftlab.train.trainer import train_model
 
         train_seconds, tokens = train_model(
-            store, run_id, model, task, method, train_feats, val_feats, cfg, lr, total_steps, precision, out_dir
+            store, run_id, model, task, method, train_feats, val_feats, cfg, lr, total_steps, precision, out_dir,
+            val_examples=data.validation,
         )
         model.eval()
         save_dir = out_dir / ("model" if entry.name == "full" else "adapter")

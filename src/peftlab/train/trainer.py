@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from peftlab.config.schema import ExperimentConfig
 from peftlab.errors import DivergedError
 from peftlab.methods import Method
 from peftlab.store import Store
 from peftlab.tasks.base import Task
-from peftlab.train.callbacks import AdaLoraCallback, StoreCallback
+from peftlab.train.callbacks import AdaLoraCallback, StoreCallback, ValidationMetricCallback
 
 
 class TokenCountingCollator:
@@ -85,6 +85,39 @@ def _complete(d: Path) -> bool:
     return True
 
 
+COUNTERS_FILE = "peftlab_counters.json"
+
+
+class CountersCallback(TrainerCallback):
+    """Writes the real tokens and train seconds so far into each checkpoint, so the cost of a
+    run resumed after a kill covers the whole run, not only the part after the restart."""
+
+    def __init__(self, collator: TokenCountingCollator, prior: dict[str, float]) -> None:
+        self.collator = collator
+        self.prior = prior
+        self.t0 = time.perf_counter()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.t0 = time.perf_counter()
+
+    def totals(self) -> tuple[float, int]:
+        return (self.prior.get("seconds", 0.0) + time.perf_counter() - self.t0,
+                int(self.prior.get("tokens", 0)) + self.collator.tokens)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        d = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if d.is_dir():
+            seconds, tokens = self.totals()
+            (d / COUNTERS_FILE).write_text(json.dumps({"seconds": seconds, "tokens": tokens}))
+
+
+def _prior_counters(resume: Path | None) -> dict[str, float]:
+    try:
+        return json.loads((resume / COUNTERS_FILE).read_text()) if resume else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def default_checkpoint_every(total_steps: int) -> int:
     return max(20, -(-total_steps // 5))
 
@@ -102,8 +135,10 @@ def train_model(
     total_steps: int,
     precision: str,
     out_dir: Path,
+    val_examples: list[Any] | None = None,
 ) -> tuple[float, int]:
-    """Train in place. Returns (train wall seconds of this process, real tokens seen)."""
+    """Train in place. Returns (train wall seconds, real tokens seen), both for the whole run:
+    a resumed run adds what its checkpoint recorded before the restart."""
     t = cfg.training
     ckpt_dir = out_dir / "checkpoints"
     text = "input_ids" in train_feats[0]
@@ -143,6 +178,8 @@ def train_model(
     callbacks: list[Any] = [StoreCallback(store, run_id)]
     if method.name == "adalora":
         callbacks.append(AdaLoraCallback(model))
+    if val_feats and val_examples:
+        callbacks.append(ValidationMetricCallback(store, run_id, task, val_examples))
     trainer = PeftlabTrainer(
         model=model,
         args=args,
@@ -154,7 +191,7 @@ def train_model(
     resume = last_checkpoint(ckpt_dir)
     if resume is not None:
         store.log(run_id, f"resuming from {resume.name}")
-    t0 = time.perf_counter()
+    counters = CountersCallback(collator, _prior_counters(resume))
+    trainer.add_callback(counters)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - t0
-    return seconds, collator.tokens
+    return counters.totals()

@@ -1,0 +1,77 @@
+"""The command line end to end on stories260k: run, skip done runs, leaderboard formats."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from conftest import needs_shared, tiny_causal, write_experiment
+
+from peftlab.cli import main
+
+pytestmark = needs_shared
+
+REQUIRED = ["method", "status", "trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds",
+            "eval_seconds", "train_tokens_per_second", "adapter_bytes", "rouge1", "rouge2", "rougeL", "bleu",
+            "eval_loss"]
+
+
+def test_run_then_leaderboard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = write_experiment(tmp_path, tiny_causal(["zero-shot", "lora", "ia3"], eval_every=3))
+    store = str(tmp_path / "store")
+    assert main(["--store", store, "run", str(exp), "--in-process"]) == 0
+    out = capsys.readouterr().out
+    assert "zero-shot" in out and "lora" in out and "ranked by rougeL" in out
+
+    assert main(["--store", store, "leaderboard", "tiny", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in rows] == ["done"] * 3
+    for r in rows:
+        missing = [k for k in REQUIRED if k not in r]
+        assert not missing, missing
+    ranked = [r["rougeL"] for r in rows]
+    assert ranked == sorted(ranked, reverse=True)
+    by = {r["method"]: r for r in rows}
+    assert by["zero-shot"]["trainable_params"] == 0
+    assert 0 < by["ia3"]["trainable_params"] < by["lora"]["trainable_params"]
+    assert by["lora"]["train_tokens_per_second"] > 0 and by["lora"]["peak_memory_mb"] > 50
+
+    assert main(["--store", store, "leaderboard", "tiny", "--format", "csv"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["run"] for r in table} == {"zero-shot", "lora", "ia3"}
+
+    # Curves: train loss, eval loss and the validation main metric over steps.
+    assert main(["--store", store, "show", "tiny", "lora"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert {"train_loss", "eval_loss", "val_rougeL", "learning_rate"} <= set(shown["curves"])
+    assert shown["resolved"]["learning_rate"] == 2e-4
+    assert shown["resolved"]["peft_config"]["r"] == 16
+    assert shown["info"]["versions"]["peft"].startswith("0.21")
+
+    # Re-running skips what is done; --methods picks runs; --force redoes them.
+    assert main(["--store", store, "run", str(exp), "--in-process"]) == 0
+    assert capsys.readouterr().out.count("already done, skipped") == 3
+    assert main(["--store", store, "run", str(exp), "--in-process", "--methods", "ia3", "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "ia3: running" in out and "lora" not in out.split("\n\n")[0]
+
+
+def test_changed_config_reruns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = write_experiment(tmp_path, tiny_causal(["lora"]))
+    store = str(tmp_path / "store")
+    assert main(["--store", store, "run", str(exp), "--in-process"]) == 0
+    capsys.readouterr()
+    assert main(["--store", store, "run", str(exp), "--in-process", "--max-steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "lora: running" in out and "skipped" not in out
+
+
+def test_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--store", str(tmp_path / "s"), "leaderboard", "nope"]) == 2
+    assert "no experiment 'nope'" in capsys.readouterr().err
+    exp = write_experiment(tmp_path, tiny_causal(["lora"]))
+    assert main(["--store", str(tmp_path / "s"), "run", str(exp), "--methods", "lorra"]) == 2
+    assert "neither a run in this experiment" in capsys.readouterr().err
