@@ -1,0 +1,139 @@
+"""Gather what a report shows from the store: runs, their rows, curves and predictions.
+
+One `ReportData` can hold runs of one experiment (`peftlab report`) or of several
+(`peftlab compare`); run labels get the experiment as a prefix only when needed to tell
+runs apart.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftlab.errors import PeftlabError
+from peftlab.report.leaderboard import MAIN_METRIC, row
+from peftlab.store import Run, Store
+
+# Colour-blind-friendly categorical palette (Tableau 10), one colour per run.
+PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
+           "#9c755f", "#bab0ac", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf")
+
+
+@dataclass
+class RunView:
+    run: Run
+    label: str
+    experiment: str
+    task: str
+    row: dict[str, Any]
+    curves: dict[str, list[tuple[int, float]]]
+    color: str
+    index: int
+    predictions: list[dict[str, Any]] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.run.status == "done"
+
+    @property
+    def trains(self) -> bool:
+        return self.run.method != "zero-shot"
+
+    def metric(self, name: str) -> float | None:
+        v = (self.run.metrics or {}).get(name)
+        return float(v) if isinstance(v, int | float) and not math.isnan(float(v)) else None
+
+    def cost(self, name: str) -> float | None:
+        v = (self.run.cost or {}).get(name)
+        return float(v) if isinstance(v, int | float) and not math.isnan(float(v)) else None
+
+    @property
+    def health(self) -> dict[str, Any] | None:
+        return (self.run.info or {}).get("health")
+
+
+@dataclass
+class ReportData:
+    title: str
+    experiments: list[dict[str, Any]]
+    runs: list[RunView]
+    main_metric: str
+    tasks: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def generative(self) -> bool:
+        return any(t in ("causal-lm", "seq2seq") for t in self.tasks)
+
+    @property
+    def classification(self) -> bool:
+        return any(t in ("classification", "image-classification") for t in self.tasks)
+
+
+def load_predictions(run: Run) -> list[dict[str, Any]] | None:
+    path = (run.info or {}).get("predictions")
+    if not path or not Path(path).is_file():
+        return None
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                out.append(json.loads(line))
+    return out
+
+
+def _rank_key(main: str):
+    def key(v: RunView) -> tuple:
+        m = v.metric(main)
+        ok = v.done and m is not None
+        loss = v.metric("eval_loss")
+        return (0 if ok else 1, -(m if ok else 0.0), loss if loss is not None else math.inf, v.label)
+
+    return key
+
+
+def collect(store: Store, experiments: list[str] | None = None, run_ids: list[int] | None = None) -> ReportData:
+    """Runs of the named experiments plus the runs with the given ids, ranked by the main metric."""
+    runs: list[Run] = []
+    for name in experiments or []:
+        if store.experiment(name) is None:
+            known = ", ".join(e["name"] for e in store.experiments()) or "(none)"
+            raise PeftlabError(f"no experiment {name!r} in {store.root}; known: {known}")
+        runs += store.runs(name)
+    for rid in run_ids or []:
+        r = store.run(rid)
+        if r is None:
+            raise PeftlabError(f"no run with id {rid} in {store.root}")
+        if all(r.id != x.id for x in runs):
+            runs.append(r)
+    if not runs:
+        raise PeftlabError("nothing to report: no runs found")
+    exp_names = list(dict.fromkeys(r.experiment for r in runs))
+    exps = [store.experiment(n) or {"name": n, "task": "?", "model": "?"} for n in exp_names]
+    tasks = list(dict.fromkeys(e["task"] for e in exps))
+    mains = list(dict.fromkeys(MAIN_METRIC.get(t, "rougeL") for t in tasks))
+    notes = []
+    if len(mains) > 1:
+        notes.append(f"these experiments have different main metrics ({', '.join(mains)}); ranked by {mains[0]}")
+    main = mains[0]
+    task_of = {e["name"]: e["task"] for e in exps}
+    views = []
+    for r in runs:
+        label = r.name if len(exp_names) == 1 else f"{r.experiment}/{r.name}"
+        views.append(RunView(run=r, label=label, experiment=r.experiment, task=task_of[r.experiment], row=row(r),
+                             curves=store.curves(r.id), color="", index=0, predictions=load_predictions(r)))
+    views.sort(key=_rank_key(main))
+    rank = 0
+    for i, v in enumerate(views):
+        v.index = i
+        v.color = PALETTE[i % len(PALETTE)]
+        if v.done and v.metric(main) is not None:
+            rank += 1
+            v.row["rank"] = rank
+        else:
+            v.row["rank"] = None
+    title = exp_names[0] if len(exp_names) == 1 else " vs ".join(exp_names)
+    return ReportData(title=title, experiments=exps, runs=views, main_metric=main, tasks=tasks, notes=notes)

@@ -1,0 +1,256 @@
+"""The Pareto frontier of quality against cost, and the recommendation paragraph.
+
+The recommendation only restates measured numbers: the best run by the main metric (ties
+broken by test loss, as the leaderboard ranks), the best run within the user's budget, and
+how far each is from the zero-shot row and from full fine-tuning.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from peftlab.report.collect import ReportData, RunView
+from peftlab.report.fmt import fmt_value
+
+# Costs a point can be plotted against: (key, label, log scale, linear axis starts at 0).
+PARETO_COSTS = (
+    ("trainable_params", "trainable parameters", True, False),
+    ("peak_memory_mb", "peak memory (MB)", False, False),
+    ("train_seconds", "train time (s)", False, True),
+    ("adapter_bytes", "adapter size", True, False),
+)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower x, higher y)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front: list[int] = []
+    best_y = float("-inf")
+    for i in order:
+        x, y = points[i]
+        if y > best_y or (front and y == best_y and x == points[front[-1]][0]):
+            front.append(i)
+            best_y = max(best_y, y)
+    return sorted(front)
+
+
+@dataclass
+class Budget:
+    max_memory_mb: float | None = None
+    max_train_seconds: float | None = None
+    max_trainable_percent: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.max_memory_mb, self.max_train_seconds, self.max_trainable_percent))
+
+    def limits(self) -> list[tuple[str, float, str]]:
+        out = []
+        if self.max_memory_mb is not None:
+            out.append(("peak_memory_mb", self.max_memory_mb, f"peak memory ≤ {self.max_memory_mb:g} MB"))
+        if self.max_train_seconds is not None:
+            out.append(("train_seconds", self.max_train_seconds, f"train time ≤ {self.max_train_seconds:g} s"))
+        if self.max_trainable_percent is not None:
+            out.append(("trainable_percent", self.max_trainable_percent,
+                        f"trainable parameters ≤ {self.max_trainable_percent:g}%"))
+        return out
+
+    def describe(self) -> str:
+        return ", ".join(d for _, _, d in self.limits())
+
+    def fits(self, v: RunView) -> bool:
+        for key, limit, _ in self.limits():
+            c = v.cost(key)
+            if c is None or c > limit:
+                return False
+        return True
+
+
+@dataclass
+class Recommendation:
+    best: RunView | None
+    best_in_budget: RunView | None
+    zero_shot: RunView | None
+    full: RunView | None
+    paragraphs: list[str] = field(default_factory=list)  # with **bold** markers
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(p.replace("**", "") for p in self.paragraphs)
+
+    @property
+    def html(self) -> str:
+        def one(p: str) -> str:
+            return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(p))
+
+        return "".join(f"<p>{one(p)}</p>" for p in self.paragraphs)
+
+
+def ranked(data: ReportData) -> list[RunView]:
+    """Finished runs with a main-metric value, best first (the leaderboard order)."""
+    return [v for v in data.runs if v.row.get("rank") is not None]
+
+
+def _baseline(data: ReportData, method: str, like: RunView | None) -> RunView | None:
+    cands = [v for v in ranked(data) if v.run.method == method]
+    if like is not None:
+        same = [v for v in cands if v.experiment == like.experiment]
+        cands = same or cands
+    return cands[0] if cands else None
+
+
+def _delta(a: float, b: float) -> str:
+    d = a - b
+    return f"{'+' if d >= 0 else '−'}{abs(d):.2f}"
+
+
+def _versus(v: RunView, main: str, zs: RunView | None, full: RunView | None) -> str:
+    """'+12.30 over zero-shot (11.10) and −0.90 vs full fine-tuning (24.30)'."""
+    m = v.metric(main)
+    assert m is not None
+    parts = []
+    if zs is not None and zs is not v:
+        z = zs.metric(main)
+        assert z is not None
+        parts.append(f"{_delta(m, z)} over zero-shot ({z:.2f})")
+    if full is not None and full is not v:
+        f = full.metric(main)
+        assert f is not None
+        text = f"{_delta(m, f)} vs full fine-tuning ({f:.2f})"
+        if zs is not None and zs is not v:
+            z = zs.metric(main)
+            assert z is not None
+            if f - z > 1e-9:
+                text += f", {100 * (m - z) / (f - z):.0f}% of full fine-tuning's gain over zero-shot"
+        parts.append(text)
+    return " and ".join(parts)
+
+
+def _loss(v: RunView) -> str:
+    loss = v.metric("eval_loss")
+    return "n/a" if loss is None else f"{loss:.3f}"
+
+
+def _costs(v: RunView, full: RunView | None) -> str:
+    """'training 0.55% of the parameters (full: 100%), peak memory 812 MB (full: 1,024 MB), ...'."""
+    if not v.trains:
+        return "no training at all"
+    out = []
+    for key, what in (("trainable_percent", "trainable parameters"), ("peak_memory_mb", "peak memory (MB)"),
+                      ("train_seconds", "train time (s)"), ("adapter_bytes", "saved size")):
+        c = v.cost(key)
+        if c is None:
+            continue
+        s = f"{what} {fmt_value(key, c)}"
+        fc = full.cost(key) if full is not None and full is not v else None
+        if fc is not None:
+            s += f" (full: {fmt_value(key, fc)})"
+        out.append(s)
+    return ", ".join(out)
+
+
+def recommend(data: ReportData, budget: Budget | None = None) -> Recommendation:
+    budget = budget or Budget()
+    main = data.main_metric
+    rs = ranked(data)
+    paragraphs: list[str] = []
+    if not rs:
+        failed = [v for v in data.runs if v.run.status in ("failed", "diverged")]
+        msg = "No run has finished with a score yet, so there is nothing to recommend."
+        if failed:
+            msg += " Unfinished: " + "; ".join(f"**{v.label}** ({v.run.status}: {v.run.error})" for v in failed) + "."
+        return Recommendation(None, None, None, None, [msg])
+    best = rs[0]
+    zs = _baseline(data, "zero-shot", best)
+    full = _baseline(data, "full", best)
+    m = best.metric(main)
+    assert m is not None
+
+    # 1. Best overall.
+    ties = [v for v in rs[1:] if v.metric(main) == m]
+    first = f"Best overall: **{best.label}** ({best.run.method}) with {main} {m:.2f}"
+    vs = _versus(best, main, zs, full)
+    first += f", {vs}" if vs else ""
+    first += "."
+    if ties:
+        names = ", ".join(f"**{v.label}**" for v in ties)
+        losses = ", ".join(_loss(v) for v in ties)
+        first += (f" It ties on {main} with {names}; the tie is broken by test loss "
+                  f"({_loss(best)} vs {losses}).")
+    if best.run.method == "zero-shot":
+        first += " No fine-tuning method beat the untouched base model here."
+    elif best.run.method == "full":
+        peft = next((v for v in rs if v.run.method not in ("full", "zero-shot")), None)
+        if peft is not None:
+            first += (f" The best parameter-efficient method is **{peft.label}** with {main} "
+                      f"{peft.metric(main):.2f} ({_versus(peft, main, zs, full)}; {_costs(peft, full)}).")
+    else:
+        costs = _costs(best, full)
+        if costs:
+            first += f" Cost: {costs}."
+    health = best.health
+    if health and not health.get("healthy", True):
+        first += f" Caution: its generations are flagged ({'; '.join(health.get('problems', []))})."
+        healthy = next((v for v in rs if v.health and v.health.get("healthy")), None)
+        if healthy is not None and healthy is not best:
+            first += f" The best run with healthy generations is **{healthy.label}** ({main} {healthy.metric(main):.2f})."
+    if zs is None:
+        first += " (No zero-shot row to compare with: add `zero-shot` to the methods.)"
+    if full is None:
+        first += " (No full fine-tuning row to compare with: add `full` to the methods.)"
+    paragraphs.append(first)
+
+    # 2. Best within the budget, or the cheapest run close to the best.
+    in_budget = None
+    if budget.active:
+        fitting = [v for v in rs if budget.fits(v)]
+        if not fitting:
+            paragraphs.append(f"No finished run fits your budget ({budget.describe()}).")
+        else:
+            in_budget = fitting[0]
+            if in_budget is best:
+                paragraphs.append(f"Within your budget ({budget.describe()}): **{best.label}** fits, so it is also "
+                                  f"the pick within the budget.")
+            else:
+                bm = in_budget.metric(main)
+                assert bm is not None
+                vs = _versus(in_budget, main, zs, full)
+                paragraphs.append(
+                    f"Within your budget ({budget.describe()}): **{in_budget.label}** ({in_budget.run.method}) with "
+                    f"{main} {bm:.2f}, {_delta(bm, m)} vs the best overall" + (f", {vs}" if vs else "")
+                    + f". Cost: {_costs(in_budget, full)}."
+                )
+    else:
+        near = [v for v in rs if v.trains and v is not best and m > 0 and (v.metric(main) or 0) >= 0.95 * m
+                and (v.cost("trainable_params") or 0) < (best.cost("trainable_params") or 0)]
+        msg = ("No budget given: pass --max-memory-mb, --max-train-seconds or --max-trainable-percent to get the "
+               "best method within it.")
+        if near:
+            cheap = min(near, key=lambda v: v.cost("trainable_params") or 0)
+            cm = cheap.metric(main)
+            assert cm is not None
+            msg = (f"For a smaller footprint, **{cheap.label}** reaches {100 * cm / m:.0f}% of the best {main} "
+                   f"({cm:.2f}) with {_costs(cheap, full)}. " + msg)
+        paragraphs.append(msg)
+
+    # 3. What was not ranked, and how much data the scores rest on.
+    unfinished = [v for v in data.runs if v.row.get("rank") is None]
+    notes = []
+    if unfinished:
+        def why(v: RunView) -> str:
+            if v.run.status == "diverged":
+                return f"diverged at step {v.run.diverged_step}"
+            if v.run.status == "failed":
+                return f"failed: {v.run.error}"
+            return v.run.status
+        notes.append("Not ranked: " + "; ".join(f"**{v.label}** ({why(v)})" for v in unfinished) + ".")
+    n_test = ((best.run.info or {}).get("data") or {}).get("test")
+    if n_test:
+        notes.append(f"Scores come from {n_test} test examples" + (
+            "; with so few, differences of a few points can be noise." if n_test < 200 else "."))
+    if notes:
+        paragraphs.append(" ".join(notes))
+    return Recommendation(best, in_budget, zs, full, paragraphs)
