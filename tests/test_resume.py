@@ -135,6 +135,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
         assert math.isclose(run.metrics[k], v, abs_tol=TOLERANCE), (k, run.metrics[k], v)
     with open(run.info["predictions"], encoding="utf-8") as a, open(ref_run.info["predictions"], encoding="utf-8") as b:
         assert [json.loads(x)["output"] for x in a] == [json.loads(x)["output"] for x in b]
+    # The cost covers the whole run, not only the part after the last restart.
+    assert run.cost["train_tokens"] == ref_run.cost["train_tokens"] > 0
+    assert run.cost["train_seconds"] > 0
 
 
 def _small(tmp_path: Path, methods: list, **training: Any) -> Path:

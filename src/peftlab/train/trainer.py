@@ -57,10 +57,15 @@ class PeftlabTrainer(Trainer):
             if counting is not None:
                 collator.counting = counting
 
+    tokens_trained = 0  # real tokens of the batches trained on in this process
+
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        mask = inputs.get("attention_mask")
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss).all():
             raise DivergedError(self.state.global_step + 1, float(loss.detach().float().mean()))
+        if mask is not None:
+            self.tokens_trained += int(mask.sum())
         return loss
 
 
@@ -92,8 +97,10 @@ class CountersCallback(TrainerCallback):
     """Writes the real tokens and train seconds so far into each checkpoint, so the cost of a
     run resumed after a kill covers the whole run, not only the part after the restart."""
 
-    def __init__(self, collator: TokenCountingCollator, prior: dict[str, float]) -> None:
-        self.collator = collator
+    def __init__(self, trainer: PeftlabTrainer, prior: dict[str, float]) -> None:
+        # Tokens are counted per training step, not per collated batch: the data loader reads
+        # one batch ahead, and that batch is trained again after a restart.
+        self.trainer = trainer
         self.prior = prior
         self.t0 = time.perf_counter()
 
@@ -102,7 +109,7 @@ class CountersCallback(TrainerCallback):
 
     def totals(self) -> tuple[float, int]:
         return (self.prior.get("seconds", 0.0) + time.perf_counter() - self.t0,
-                int(self.prior.get("tokens", 0)) + self.collator.tokens)
+                int(self.prior.get("tokens", 0)) + self.trainer.tokens_trained)
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         d = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -191,7 +198,7 @@ def train_model(
     resume = last_checkpoint(ckpt_dir)
     if resume is not None:
         store.log(run_id, f"resuming from {resume.name}")
-    counters = CountersCallback(collator, _prior_counters(resume))
+    counters = CountersCallback(trainer, _prior_counters(resume))
     trainer.add_callback(counters)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return counters.totals()
