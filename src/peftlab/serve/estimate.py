@@ -12,13 +12,14 @@ from config.json when the weights are in another format):
 - Memory (fp32) = weights (4 B x P; 0.55 B x P for the 4-bit qlora base) + training state
   for the trainable parameters (gradient + 2 Adam moments = 12 B x T) + activations
   (batch x sequence length x hidden x layers x 34 B; prompt methods lengthen the sequence
-  by their virtual tokens) + 300 MB for the framework.
+  by their virtual tokens) + the framework (600 MB of process memory on CPU: torch,
+  transformers and peft loaded; 400 MB of CUDA context on a GPU).
 - Time = training FLOPs / throughput + evaluation FLOPs / throughput, where training FLOPs
   = steps x batch x sequence length x (6 P for full fine-tuning, 4 P for the others: no
   weight gradients for the frozen base) and evaluation = test examples x (prompt tokens +
   new tokens) x 2 P. Throughput is taken from finished runs on this store (their measured
   training tokens per second, scaled by model size) when there are any, else assumed:
-  20 GFLOP/s on CPU, 20 TFLOP/s on a GPU. Plus 10 s per run to start its process and load.
+  20 GFLOP/s on CPU, 20 TFLOP/s on a GPU. Plus 15 s per run to start its process and load.
 
 Expect the right order of magnitude, not the exact figure.
 """
@@ -36,7 +37,8 @@ from peftlab.store import Store
 
 CPU_FLOPS = 20e9
 GPU_FLOPS = 20e12
-STARTUP_SECONDS = 10.0
+STARTUP_SECONDS = 15.0
+FRAMEWORK_BYTES = {False: 600e6, True: 400e6}  # by cuda
 BLOCK_RE = re.compile(r"(^|\.)(layers|layer|h|block|blocks)\.\d+\.")
 
 
@@ -158,7 +160,7 @@ def estimate(model_path: str | None, methods: list[dict[str, Any]], *, task: str
         act = batch_size * (seq + virt) * (shape["hidden"] or 512) * (shape["layers"] or 12) * 34
         state = 12.0 * (T or 0)
         trains = name != "zero-shot"
-        mem = weight_b + (state + act if trains else act / 4) + 300e6
+        mem = weight_b + (state + act if trains else act / 4) + FRAMEWORK_BYTES[cuda]
         train_flops = steps * batch_size * (seq + virt) * (6 if name == "full" else 4) * P if trains else 0
         gen_flops = n_test * (source_tokens + virt + max_new_tokens) * 2 * P if task in ("causal-lm", "seq2seq") \
             else n_test * (source_tokens + virt) * 2 * P

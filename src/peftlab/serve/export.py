@@ -24,7 +24,6 @@ from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.serve.loading import (
-    PROMPT_LEARNING,
     adapter_dir,
     adapter_type,
     build_task,
@@ -33,6 +32,7 @@ from peftlab.serve.loading import (
     run_config,
     text_task_or_error,
 )
+from peftlab.serve.playground import PROMPT_LEARNING
 from peftlab.store import Run, Store
 
 CHECK_FILE = "peftlab-merge-check.json"

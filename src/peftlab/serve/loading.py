@@ -12,23 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from peftlab.config.schema import ExperimentConfig, MethodEntry
+from peftlab.config.schema import ExperimentConfig
 from peftlab.data.prepare import Example
 from peftlab.device import resolve_precision
 from peftlab.errors import PeftlabError
 from peftlab.models import load_model, load_tokenizer, resolve_model
+from peftlab.models.trained import run_config as run_config  # re-exported for playground/export
 from peftlab.store import Run
 from peftlab.tasks import TASKS
 from peftlab.tasks.base import Task
-
-PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}
-
-
-def run_config(run: Run) -> tuple[ExperimentConfig, MethodEntry, Path | None]:
-    cfg = ExperimentConfig.model_validate(run.config["experiment"])
-    entry = MethodEntry.model_validate(run.config["entry"])
-    base = Path(run.config["base_dir"]) if run.config.get("base_dir") else None
-    return cfg, entry, base
 
 
 def text_task_or_error(cfg: ExperimentConfig) -> None:

@@ -21,20 +21,13 @@ from typing import Any
 
 from peftlab.config.schema import ExperimentConfig
 from peftlab.errors import PeftlabError
-from peftlab.serve.loading import (
-    PROMPT_LEARNING,
-    adapter_dir,
-    adapter_type,
-    build_task,
-    example,
-    load_base,
-    run_config,
-    source_text,
-    text_task_or_error,
-)
 from peftlab.store import Run, Store
 
 MAX_NEW_TOKENS_LIMIT = 256
+PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}  # peft types that add virtual tokens
+
+# peftlab.serve.loading (torch, transformers, peft) is imported where a model is needed, so
+# that the service starts in a second.
 
 
 @dataclass
@@ -66,6 +59,8 @@ class Playground:
 
     @staticmethod
     def _usable(r: Run) -> tuple[bool, str | None]:
+        from peftlab.serve.loading import adapter_dir
+
         if r.status != "done":
             return False, f"{r.status}, not done"
         if r.method == "zero-shot":
@@ -79,6 +74,8 @@ class Playground:
 
     # -- model management -----------------------------------------------------
     def _ensure_base(self, cfg: ExperimentConfig, run: Run) -> _Loaded:
+        from peftlab.serve.loading import load_base, run_config
+
         cfg0, _, base_dir = run_config(run)
         labels = (run.info or {}).get("labels")
         key = (cfg.model.model_dump_json(), str(base_dir), cfg.task, tuple(labels or ()))
@@ -92,6 +89,8 @@ class Playground:
     def _activate(self, ld: _Loaded, run: Run) -> Any:
         """Make `run`'s adapter the active one; returns the model to generate with."""
         from peft import PeftModel
+
+        from peftlab.serve.loading import adapter_dir, adapter_type
 
         path = adapter_dir(run)
         assert path is not None
@@ -124,6 +123,8 @@ class Playground:
     # -- the request ----------------------------------------------------------
     def generate(self, experiment: str, runs: list[str] | None, text: str | None = None,
                  inputs: dict[str, Any] | None = None, max_new_tokens: int | None = None) -> dict[str, Any]:
+        from peftlab.serve.loading import build_task, example, run_config, source_text, text_task_or_error
+
         exp = self.store.experiment(experiment)
         if exp is None:
             raise KeyError(experiment)
@@ -179,6 +180,8 @@ class Playground:
 
     @staticmethod
     def _type_rank(ld: _Loaded, r: Run) -> tuple[int, str]:
+        from peftlab.serve.loading import adapter_dir, adapter_type
+
         if r.method == "zero-shot":
             return (0, "")
         d = adapter_dir(r)

@@ -1,0 +1,188 @@
+"""End to end in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`)
+driven by selenium against a real `peftlab serve` on 127.0.0.1 and a free port.
+
+Upload a slice of statista, compare zero-shot, lora and ia3 on stories260k with a tiny
+budget, wait for the runs, read the leaderboard and the recommendation, use the
+playground, download an adapter, and check every screenshot is not blank.
+Skipped (not failed) only when chromium or its driver is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DATA, needs_shared
+from test_serve_worker import free_port, start_server, stop
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+DRIVER = shutil.which("chromedriver")
+pytestmark = [
+    needs_shared,
+    pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium / chromedriver not installed"),
+]
+# Set PEFTLAB_SCREENSHOTS=DIR to keep the screenshots.
+SHOTS = Path(os.environ["PEFTLAB_SCREENSHOTS"]) if os.environ.get("PEFTLAB_SCREENSHOTS") else None
+
+
+def not_blank(png: Path) -> float:
+    """Pixel standard deviation of the screenshot (a blank page is ~0)."""
+    from PIL import Image, ImageStat
+
+    img = Image.open(png).convert("L")
+    assert img.size[0] >= 800 and img.size[1] >= 600
+    std = ImageStat.Stat(img).stddev[0]
+    colours = len(img.getcolors(maxcolors=1 << 16) or range(1 << 16))
+    assert std > 12 and colours > 20, f"{png.name} looks blank (stddev {std:.1f}, {colours} grey levels)"
+    return std
+
+
+@pytest.fixture()
+def browser(tmp_path: Path) -> Any:
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1360,1000",
+                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-', dir=tmp_path)}"):
+        opts.add_argument(flag)
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
+    drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
+    drv.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    drv.set_page_load_timeout(60)
+    drv.downloads = downloads
+    yield drv
+    drv.quit()
+
+
+def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    d = browser
+    shots = SHOTS or tmp_path / "shots"
+    shots.mkdir(parents=True, exist_ok=True)
+    data = tmp_path / "statista-slice.jsonl"
+    with open(DATA / "statista" / "train.jsonl", encoding="utf-8") as f:
+        data.write_text("".join(next(f) for _ in range(80)), encoding="utf-8")
+    port = free_port()
+    server = start_server(tmp_path / "store", port, "--concurrency", "2")
+    base = f"http://127.0.0.1:{port}"
+
+    def wait(cond: Any, timeout: float = 30) -> Any:
+        return WebDriverWait(d, timeout, poll_frequency=0.3).until(cond)
+
+    def shot(name: str) -> None:
+        time.sleep(0.3)
+        p = shots / f"{name}.png"
+        d.save_screenshot(str(p))
+        not_blank(p)
+
+    try:
+        # 1. Datasets: upload, see counts, problems, columns, preview
+        d.get(f"{base}/#/datasets")
+        wait(EC.presence_of_element_located((By.CSS_SELECTOR, "#path-select option[value$='train.jsonl']")))
+        d.find_element(By.ID, "upload-file").send_keys(str(data))
+        d.find_element(By.ID, "upload-name").send_keys("statista-80")
+        d.find_element(By.ID, "upload-btn").click()
+        wait(EC.text_to_be_present_in_element((By.ID, "dataset-detail"), "Column mapping"))
+        detail = d.find_element(By.ID, "dataset-detail").text
+        assert "80 train" in detail and "64 train after split" in detail and "table" in detail
+        assert "longer than about 256 tokens" in detail
+        assert len(d.find_elements(By.CSS_SELECTOR, "#preview-table tbody tr")) == 10
+        shot("1-datasets")
+
+        # 2. New experiment: stories260k, zero-shot + lora + ia3 (the defaults), tiny budget
+        d.find_element(By.LINK_TEXT, "New experiment with this data →").click()
+        wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".method-check[data-method='ia3']")))
+        Select(d.find_element(By.ID, "exp-model")).select_by_value("stories260k")
+        name = d.find_element(By.ID, "exp-name")
+        name.clear()
+        name.send_keys("e2e")
+        for field, value in (("max-steps", "3"), ("max-train", "24"), ("max-eval", "4"), ("batch-size", "8")):
+            el = d.find_element(By.ID, field)
+            el.clear()
+            el.send_keys(value)
+        checked = [c.get_attribute("data-method") for c in d.find_elements(By.CSS_SELECTOR, ".method-check")
+                   if c.is_selected()]
+        assert checked == ["zero-shot", "lora", "ia3"]
+        assert len(d.find_elements(By.CSS_SELECTOR, "#methods-table tbody tr")) == 10
+        r_input = d.find_element(By.CSS_SELECTOR, "tr[data-method='lora'] input[data-opt='r']")
+        assert r_input.get_attribute("value") == "16"
+        r_input.clear()
+        r_input.send_keys("4")
+        d.find_element(By.ID, "estimate-btn").click()
+        wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#estimate-table tbody tr")) == 3, 60)
+        est = d.find_element(By.ID, "estimate-table").text
+        assert "MB" in est and "~" in est
+        d.execute_script("document.getElementById('estimate').scrollIntoView({block: 'end'})")
+        shot("2-new-experiment")
+        d.find_element(By.ID, "launch-btn").click()
+
+        # 3. Jobs: live queue until all three are done
+        wait(EC.url_contains("#/jobs/e2e"), 60)
+        wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#jobs-table tbody tr[data-run]")) == 3)
+        try:
+            wait(lambda drv: drv.find_elements(By.CSS_SELECTOR, "#jobs-table tr[data-status='running']"), 120)
+            shot("3-jobs-running")
+        except Exception:  # noqa: BLE001 - runs may all be done already on a fast machine
+            pass
+        wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#jobs-table tr[data-status='done']")) == 3
+             or drv.find_elements(By.CSS_SELECTOR, "#jobs-table tr[data-status='failed']"), 420)
+        statuses = [r.get_attribute("data-status") for r in d.find_elements(By.CSS_SELECTOR, "#jobs-table tr[data-run]")]
+        assert statuses == ["done"] * 3, d.find_element(By.ID, "jobs-table").text
+        d.find_element(By.CSS_SELECTOR, "#jobs-table tr[data-run='lora'] .job-logs").click()
+        wait(EC.text_to_be_present_in_element((By.ID, "logs-view"), "run finished"))
+        shot("3-jobs")
+
+        # 4. Results: leaderboard, recommendation, curves, outputs side by side
+        d.get(f"{base}/#/results/e2e")
+        wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")) == 3)
+        wait(EC.text_to_be_present_in_element((By.ID, "recommendation"), "Recommendation"))
+        rec = d.find_element(By.ID, "recommendation").text
+        assert "Use " in rec or "No fine-tuning method beat zero-shot" in rec
+        ranks = [r.get_attribute("data-run") for r in d.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")]
+        assert sorted(ranks) == ["ia3", "lora", "zero-shot"]
+        assert d.find_elements(By.CSS_SELECTOR, "#curves svg path")
+        assert len(d.find_elements(By.CSS_SELECTOR, "#outputs-table tbody tr")) == 4
+        shot("4-results")
+
+        # 5. Playground: one input, three runs side by side
+        d.get(f"{base}/#/playground/e2e")
+        wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, ".pg-run:checked")) == 3)
+        d.find_element(By.ID, "pg-input").send_keys("0 Year: 2019, Revenue in million euros: 42")
+        d.find_element(By.ID, "pg-go").click()
+        wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, ".pg-card[data-run]")) == 3, 120)
+        cards = {c.get_attribute("data-run"): c.find_element(By.CSS_SELECTOR, ".out").text
+                 for c in d.find_elements(By.CSS_SELECTOR, ".pg-card[data-run]")}
+        assert set(cards) == {"zero-shot", "lora", "ia3"} and all(cards.values()), cards
+        shot("5-playground")
+
+        # 6. Export: download lora's adapter through the browser
+        d.get(f"{base}/#/export/e2e")
+        btn = wait(EC.element_to_be_clickable((By.CSS_SELECTOR, ".dl-adapter[data-run='lora']")))
+        btn.click()
+        zips = wait(lambda drv: [p for p in drv.downloads.glob("*.zip")], 60)
+        names = zipfile.ZipFile(zips[0]).namelist()
+        assert any(n.endswith("adapter_config.json") for n in names), names
+        d.find_element(By.CSS_SELECTOR, "tr[data-run='lora'] .merge-btn").click()
+        wait(EC.text_to_be_present_in_element((By.ID, "merge-report"), "Merge check for lora"), 120)
+        assert "passed" in d.find_element(By.ID, "merge-report").text
+        wait(EC.presence_of_element_located((By.CSS_SELECTOR, "tr[data-run='lora'] .dl-merged")))
+        shot("6-export")
+    finally:
+        stop(server)
