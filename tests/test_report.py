@@ -147,7 +147,7 @@ def test_curves_overlay_every_training_run(report_store: dict) -> None:
     curves = _section(report_store["html"], "curves")
     charts = re.findall(r'<div class="chartbox" data-chart="([^"]+)">(.*?)</div>', curves, re.S)
     names = [n for n, _ in charts]
-    assert names[:2] == ["train_loss", "eval_loss"]
+    assert names[:3] == ["train_loss", "eval_loss", "val_rougeL"]  # the main metric on validation, over steps
     data = report_store["res"].data
     for name, svg in charts[:2]:
         assert svg.startswith("<svg")

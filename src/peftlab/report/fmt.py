@@ -77,6 +77,8 @@ def axis_fmt(key: str, v: float) -> str:
         return si(v)
     if key == "trainable_percent":
         return f"{v:g}%"
+    if key == "peak_memory_mb":
+        return f"{v:,.0f}"
     if abs(v) >= 1000:
         return si(v)
     return f"{v:.4g}"

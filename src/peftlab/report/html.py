@@ -269,9 +269,9 @@ def curve_specs(data: ReportData) -> list[tuple[str, str]]:
     """(curve name, title) of every quantity some run logged, in display order."""
     names = {n for v in data.runs for n in v.curves}
     specs = [(n, t) for n, t in CURVES if n in names]
-    for cand in (f"eval_{data.main_metric}", data.main_metric):
+    for cand in (f"val_{data.main_metric}", f"eval_{data.main_metric}", data.main_metric):
         if cand in names:
-            specs.append((cand, f"{data.main_metric} over steps"))
+            specs.append((cand, f"Validation {data.main_metric}"))
             break
     if "learning_rate" in names:
         specs.append(("learning_rate", "Learning rate"))
@@ -293,9 +293,12 @@ def section_curves(data: ReportData) -> str:
     charts = []
     for name, title in specs:
         series = curve_series(data, name)
-        yfmt = (lambda x: f"{x:.1e}") if name == "learning_rate" else None
+        lr = name == "learning_rate"
+        log = lr and plots.spans_decades([y for s in series for _, y in s.points])
+        yfmt = (lambda x: "0" if x == 0 else f"{x:.0e}") if lr else None
         charts.append(f'<div class="chartbox" data-chart="{esc(name)}">'
-                      f"{plots.line_chart_svg(title, series, 'step', name, yfmt)}</div>")
+                      f"{plots.line_chart_svg(title + (' (log scale)' if log else ''), series, 'step', name, yfmt, log)}"
+                      "</div>")
     no_curve = [v.label for v in data.runs if not v.curves]
     extra = f" Not shown (no curve): {esc(', '.join(no_curve))}." if no_curve else ""
     return ('<section id="curves"><h2>Curves</h2><p class="note">All runs overlaid; tick a run to show or hide it in '
@@ -548,9 +551,12 @@ def section_config(data: ReportData) -> str:
         for k, vals in differ:
             present = [x for x in vals if x is not None]
             common = max(set(present), key=present.count)
+            if present.count(common) < 2:  # all different: no "odd one out" to point at
+                common = None
             cells = "".join(
                 '<td class="na" title="does not apply to this run">·</td>' if val is None else
-                f'<td class="{"diff" if val != common else ""}">{esc(val)}</td>' for val in vals)
+                f'<td class="{"diff" if common is not None and val != common else ""}">{esc(val)}</td>'
+                for val in vals)
             rows.append(f'<tr><td class="mono">{esc(k)}</td>{cells}</tr>')
         diff_table = (f'<div class="scroll"><table id="config-diff"><thead><tr><th>setting</th>{head}</tr></thead>'
                       f'<tbody>{"".join(rows)}</tbody></table></div>')
@@ -682,8 +688,9 @@ def write_pngs(data: ReportData, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, title in curve_specs(data):
-        written.append(plots.line_chart_png(out_dir / f"curve_{_slug(name)}.png", title, curve_series(data, name),
-                                            "step", name))
+        series = curve_series(data, name)
+        log = name == "learning_rate" and plots.spans_decades([y for s in series for _, y in s.points])
+        written.append(plots.line_chart_png(out_dir / f"curve_{_slug(name)}.png", title, series, "step", name, log))
     for key, label, log, _ in PARETO_COSTS:
         pts = pareto_points(data, key)
         if pts:

@@ -116,12 +116,18 @@ def _svg(body: list[str], label: str) -> str:
             f'aria-label="{esc(label)}" xmlns="http://www.w3.org/2000/svg">' + "".join(body) + "</svg>")
 
 
+def spans_decades(values: Sequence[float], ratio: float = 30.0) -> bool:
+    """Whether positive values differ enough that a log axis reads better (learning rates)."""
+    pos = [v for v in values if v > 0 and math.isfinite(v)]
+    return bool(pos) and max(pos) / min(pos) > ratio
+
+
 def line_chart_svg(title: str, series: list[Series], xlabel: str = "step", ylabel: str = "",
-                   yfmt: Callable[[float], str] | None = None) -> str:
+                   yfmt: Callable[[float], str] | None = None, log_y: bool = False) -> str:
     """All runs overlaid on one chart; each run's line and markers in its toggle group."""
     xs = [x for s in series for x, _ in s.points]
     ys = [y for s in series for _, y in s.points if math.isfinite(y)]
-    xa, ya = Axis(xs, zero=True), Axis(ys)
+    xa, ya = Axis(xs, zero=True), Axis(ys, log=log_y)
     pw, ph = W - ML - MR, H - MT - MB
     body = _frame(title, xlabel, ylabel, xa, ya, lambda v: f"{v:g}", yfmt or (lambda v: f"{v:.4g}"))
     for s in series:
@@ -223,8 +229,11 @@ def _figure(title: str, xlabel: str, ylabel: str):  # noqa: ANN202 - matplotlib 
     return fig, ax
 
 
-def line_chart_png(path: Path, title: str, series: list[Series], xlabel: str = "step", ylabel: str = "") -> Path:
+def line_chart_png(path: Path, title: str, series: list[Series], xlabel: str = "step", ylabel: str = "",
+                   log_y: bool = False) -> Path:
     fig, ax = _figure(title, xlabel, ylabel)
+    if log_y:
+        ax.set_yscale("symlog", linthresh=min(y for s in series for _, y in s.points if y > 0))
     for s in series:
         pts = [(x, y) for x, y in s.points if math.isfinite(y)]
         if pts:

@@ -129,6 +129,11 @@ def _versus(v: RunView, main: str, zs: RunView | None, full: RunView | None) -> 
     return " and ".join(parts)
 
 
+def _method(v: RunView) -> str:
+    """' (lora)' after a run label that does not already say its method."""
+    return "" if v.label.rsplit("/", 1)[-1] == v.run.method else f" ({v.run.method})"
+
+
 def _loss(v: RunView) -> str:
     loss = v.metric("eval_loss")
     return "n/a" if loss is None else f"{loss:.3f}"
@@ -171,7 +176,7 @@ def recommend(data: ReportData, budget: Budget | None = None) -> Recommendation:
 
     # 1. Best overall.
     ties = [v for v in rs[1:] if v.metric(main) == m]
-    first = f"Best overall: **{best.label}** ({best.run.method}) with {main} {m:.2f}"
+    first = f"Best overall: **{best.label}**{_method(best)} with {main} {m:.2f}"
     vs = _versus(best, main, zs, full)
     first += f", {vs}" if vs else ""
     first += "."
@@ -182,6 +187,12 @@ def recommend(data: ReportData, budget: Budget | None = None) -> Recommendation:
                   f"({_loss(best)} vs {losses}).")
     if best.run.method == "zero-shot":
         first += " No fine-tuning method beat the untouched base model here."
+        trained = next((v for v in rs if v.trains), None)
+        if trained is not None:
+            tm = trained.metric(main)
+            assert tm is not None
+            first += (f" The best trained run is **{trained.label}**{_method(trained)} with {main} {tm:.2f} "
+                      f"({_delta(tm, m)} vs zero-shot).")
     elif best.run.method == "full":
         peft = next((v for v in rs if v.run.method not in ("full", "zero-shot")), None)
         if peft is not None:
@@ -219,7 +230,7 @@ def recommend(data: ReportData, budget: Budget | None = None) -> Recommendation:
                 assert bm is not None
                 vs = _versus(in_budget, main, zs, full)
                 paragraphs.append(
-                    f"Within your budget ({budget.describe()}): **{in_budget.label}** ({in_budget.run.method}) with "
+                    f"Within your budget ({budget.describe()}): **{in_budget.label}**{_method(in_budget)} with "
                     f"{main} {bm:.2f}, {_delta(bm, m)} vs the best overall" + (f", {vs}" if vs else "")
                     + f". Cost: {_costs(in_budget, full)}."
                 )
