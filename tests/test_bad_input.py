@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 from conftest import DATA, MINILM, STORIES, needs_shared, tiny_causal, write_experiment
 
+from peftlab.config.schema import ModelConfig
 from peftlab.errors import ConfigError, DataError, MethodNotApplicable, ModelError, PeftlabError
+from peftlab.models import load_model, resolve_model
 from peftlab.store import Store
 from peftlab.train.runner import plan, run_experiment
 
@@ -217,7 +219,7 @@ DATA_CASES: dict[str, tuple[Callable[..., dict], type[PeftlabError], list[str]]]
     "long-rows-on_long_rows-error": (_long_rows_error, DataError,
                                      ["train.jsonl:", "longer than training.max_source_length (48 tokens)",
                                       "on_long_rows: truncate"]),
-    "prompt-template": (_bad_template, ConfigError, ["data.prompt", "{table.rows}"]),
+    "prompt-template": (_bad_template, ConfigError, ["exp.yaml:6: data.prompt", "{table.rows}"]),
 }
 
 
@@ -342,6 +344,15 @@ def test_pickled_weights_never_load_by_default(tmp_path: Path, store: Store) -> 
     assert isinstance(err, ModelError)
     assert "pickled (pytorch_model.bin)" in str(err) and "allow_pickle: true" in str(err)
     assert not marker.exists()
+    # With safetensors beside it, the safetensors load and the pickle is never opened.
+    shutil.copy(STORIES / "model.safetensors", model / "model.safetensors")
+    cfg = ModelConfig(path=str(model))
+    rm = resolve_model(cfg)
+    assert load_model(rm, cfg, "causal-lm").num_parameters() > 0
+    assert not marker.exists()
+    # Opting in is explicit (and then the folder is accepted without safetensors).
+    (model / "model.safetensors").unlink()
+    assert resolve_model(ModelConfig(path=str(model), allow_pickle=True)).path == str(model)
 
 
 def test_remote_code_never_runs_by_default(tmp_path: Path, store: Store) -> None:
@@ -382,3 +393,13 @@ def test_skipped_and_truncated_rows_are_recorded(tmp_path: Path) -> None:
     assert "warning: 2 bad rows skipped" in text
     assert f"{data['truncated_train_rows']} of {data['train']} training rows were longer" in text
     assert any(lg["level"] == "warning" and "truncated" in lg["message"] for lg in store.logs(run.id))
+
+
+def test_bad_override_is_a_config_error(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path, tiny_causal(["lora"]))
+    with pytest.raises(ConfigError, match="training.max_steps is not a section"):
+        plan(path, overrides={"training.max_steps.value": 3})
+    with pytest.raises(ConfigError, match="unknown key 'training.max_step'. Did you mean 'max_steps'"):
+        plan(path, overrides={"training.max_step": 3})
+    # `model: path` is short for `model: {path: ...}`: a nested override still works.
+    assert plan(path, overrides={"model.allow_pickle": True}).cfg.model.allow_pickle is True

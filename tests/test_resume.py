@@ -191,7 +191,10 @@ def test_disk_full_marks_the_run_failed_and_keeps_earlier_checkpoints(
     assert [s for s, _ in store.curves(run.id)["train_loss"]] == list(range(1, 7))
 
 
-def test_sigterm_stops_cleanly_as_interrupted_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_stop_cleanly_as_interrupted_and_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sig: signal.Signals
+) -> None:
     exp_path = _small(tmp_path, ["lora"])
     store = Store(tmp_path / "store")
     original = StoreCallback.on_log
@@ -199,7 +202,7 @@ def test_sigterm_stops_cleanly_as_interrupted_and_resumes(tmp_path: Path, monkey
     def on_log(self: StoreCallback, args: Any, state: Any, control: Any, **kw: Any) -> None:
         original(self, args, state, control, **kw)
         if state.global_step == 3:
-            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a job scheduler would
+            os.kill(os.getpid(), sig)  # as Ctrl-C, `kill PID` or a job scheduler would
 
     monkeypatch.setattr(StoreCallback, "on_log", on_log)
     with pytest.raises(KeyboardInterrupt):
