@@ -384,7 +384,7 @@ def test_leaderboard_recommendation_outputs_curves(client: Any) -> None:
     assert lb["main_metric"] == "rougeL" and {r["run"] for r in lb["rows"]} == {"zero-shot", "lora", "ia3",
                                                                               "prompt-tuning"}
     rec = lb["recommendation"]
-    assert rec["final"] is True and rec["text"]
+    assert rec["final"] is True and rec["text"] and rec["pending"] == []
     assert rec["run"] in {r["run"] for r in lb["rows"]}
     outs = client.get("/api/experiments/tiny/outputs", params={"limit": 3}).json()
     assert len(outs["rows"]) == 3 and set(outs["runs"]) == {"zero-shot", "lora", "ia3", "prompt-tuning"}
@@ -396,23 +396,24 @@ def test_leaderboard_recommendation_outputs_curves(client: Any) -> None:
     assert client.get("/api/experiments/nope").status_code == 404
 
 
-def test_recommendation_logic() -> None:
-    from peftlab.serve.results import recommend
+def test_results_page_is_the_html_report(client: Any) -> None:
+    r = client.get("/api/experiments/tiny/report.html")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    for section in ("recommendation", "leaderboard", "curves", "outputs"):
+        assert f'<section id="{section}">' in page
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # self-contained
+    lb = client.get("/api/experiments/tiny/leaderboard").json()
+    assert lb["recommendation"]["source"] == "peftlab.report.recommend"
+    assert lb["recommendation"]["run"] in {"zero-shot", "lora", "ia3", "prompt-tuning"}
+    assert lb["recommendation"]["html"].startswith("<p>")
+    # cached until a run changes, then rendered again
+    from peftlab.serve import results
 
-    def row(run: str, method: str, score: float | None, params: int, status: str = "done") -> dict[str, Any]:
-        return {"run": run, "method": method, "status": status, "rougeL": score, "trainable_params": params,
-                "main_metric": "rougeL", "run_id": 1, "trainable_percent": 1.0}
-
-    rs = [row("zs", "zero-shot", 10.0, 0), row("lora", "lora", 30.0, 1000), row("ia3", "ia3", 29.6, 10),
-          row("full", "full", 25.0, 10**6)]
-    rec = recommend(rs, "causal-lm")
-    assert rec["run"] == "ia3" and "within 2%" in rec["text"] and "+19.60 over zero-shot" in rec["text"]
-    rs[2]["rougeL"] = 20.0
-    assert recommend(rs, "causal-lm")["run"] == "lora"
-    assert "No fine-tuning method beat zero-shot" in recommend([row("zs", "zero-shot", 10.0, 0),
-                                                               row("l", "lora", 5.0, 9)], "causal-lm")["text"]
-    pending = recommend([row("l", "lora", None, 9, "running")], "causal-lm")
-    assert pending["run"] is None and pending["final"] is False
+    fp = lb["fingerprint"]
+    assert client.get("/api/experiments/tiny/leaderboard").json()["fingerprint"] == fp
+    assert client.get("/api/experiments/nope/report.html").status_code == 404
+    assert results.fingerprint(client.app.state.store, "tiny") == fp
 
 
 # -- playground ------------------------------------------------------------------

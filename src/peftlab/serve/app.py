@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
 
@@ -320,7 +320,7 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.token and path.startswith("/api/"):
             header = request.headers.get("authorization", "")
             ok = header.startswith("Bearer ") and hmac.compare_digest(header[7:].encode(), settings.token.encode())
-            if not ok and request.method == "GET" and path.endswith(".zip"):
+            if not ok and request.method == "GET" and path.endswith((".zip", ".html")):
                 t, exp = request.query_params.get("ticket", ""), request.query_params.get("expires", "")
                 ok = exp.isdigit() and int(exp) >= time.time() and hmac.compare_digest(t, _ticket(path, int(exp)))
             if not ok:
@@ -369,8 +369,8 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/api/tickets", tags=["service"])
     def ticket(req: TicketRequest) -> dict[str, Any]:
         """A signed link for one download path, valid 5 minutes (for browser downloads with a token)."""
-        if not req.path.startswith("/api/") or not req.path.endswith(".zip"):
-            raise _err(400, "tickets are for download paths under /api/ ending in .zip")
+        if not req.path.startswith("/api/") or not req.path.endswith((".zip", ".html")):
+            raise _err(400, "tickets are for download paths under /api/ ending in .zip or .html")
         expires = int(time.time()) + TICKET_SECONDS
         return {"url": f"{req.path}?expires={expires}&ticket={_ticket(req.path, expires)}", "expires": expires}
 
@@ -514,6 +514,14 @@ def create_app(settings: Settings) -> FastAPI:
 
         _exp(name)
         return lb(store, name)
+
+    @app.get("/api/experiments/{name}/report.html", tags=["results"], response_class=HTMLResponse)
+    def report(name: str) -> HTMLResponse:
+        """The experiment's HTML report (the one `peftlab report` writes), re-rendered when a run changes."""
+        from peftlab.serve.results import report_html
+
+        _exp(name)
+        return HTMLResponse(report_html(store, name), headers={"Cache-Control": "no-store"})
 
     @app.get("/api/experiments/{name}/outputs", tags=["results"])
     def outputs(name: str, limit: int = Query(10, ge=1, le=200), offset: int = Query(0, ge=0)) -> dict[str, Any]:

@@ -1,56 +1,66 @@
-"""What the Results page shows: the leaderboard rows, a recommendation, side-by-side outputs."""
+"""What the Results page shows.
+
+The page itself is the HTML report of `peftlab report` (`peftlab.report.html`: recommendation,
+leaderboard, curves, cost vs quality, outputs side by side, ...), rendered for one experiment
+and re-rendered when its runs change; the recommendation is the report's own
+(`peftlab.report.recommend`). The JSON endpoints (leaderboard rows, curves, outputs) serve API
+clients and the live parts of the page.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
 from peftlab.report.leaderboard import MAIN_METRIC, rows
 from peftlab.store import Store
 
-NEAR_BEST = 0.02  # a run within 2% (relative) of the best score counts as "as good"
 
+def recommendation(store: Store, experiment: str, rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The HTML report's recommendation (`peftlab.report.recommend`), in the API's shape."""
+    from peftlab.report.collect import collect
+    from peftlab.report.recommend import recommend
 
-def _score(r: dict[str, Any]) -> float | None:
-    v = r.get(r.get("main_metric", ""))
-    return float(v) if isinstance(v, int | float) and not math.isnan(v) else None
-
-
-def recommend(rs: list[dict[str, Any]], task: str) -> dict[str, Any]:
-    """Pick the run to use: the cheapest (fewest trainable parameters, then fastest) among the
-    runs scoring within 2% of the best on the task's main metric; explain why in one paragraph."""
-    metric = MAIN_METRIC[task]
-    done = [r for r in rs if r["status"] == "done" and _score(r) is not None]
+    rec = recommend(collect(store, [experiment]))
+    pick = rec.best_in_budget or rec.best
     pending = [r["run"] for r in rs if r["status"] in ("queued", "running")]
-    wait = f" ({len(pending)} run(s) still going: {', '.join(pending)}; this may change)" if pending else ""
-    if not done:
-        return {"run": None, "metric": metric, "text": "No finished runs yet." + wait, "final": not pending}
-    best = max(done, key=lambda r: _score(r) or 0.0)
-    b = _score(best) or 0.0
-    zs = next((r for r in done if r["method"] == "zero-shot"), None)
-    trained = [r for r in done if r["method"] != "zero-shot"]
-    if best["method"] == "zero-shot" or not trained:
-        text = (f"No fine-tuning method beat zero-shot on {metric} ({b:.2f}). Train longer (more steps or "
-                f"examples) or check the column mapping.{wait}")
-        return {"run": best["run"], "metric": metric, "text": text, "final": not pending, "best": best["run"]}
-    near = [r for r in trained if (_score(r) or 0.0) >= b - NEAR_BEST * abs(b)]
-    rec = min(near, key=lambda r: (r.get("trainable_params") or float("inf"), r.get("train_seconds") or 0.0))
-    v = _score(rec) or 0.0
-    parts = [f"Use {rec['run']} ({rec['method']}): {metric} {v:.2f}"]
-    if rec is best:
-        parts.append("the best score")
-    else:
-        parts.append(f"within {NEAR_BEST:.0%} of the best ({best['run']}, {b:.2f}) with fewer trainable parameters")
-    if rec.get("trainable_params") is not None:
-        pct = rec.get("trainable_percent")
-        parts.append(f"{rec['trainable_params']:,} trainable parameters" + (f" ({pct:.3g}% of the model)"
-                                                                               if pct is not None else ""))
-    if zs is not None:
-        parts.append(f"{v - (_score(zs) or 0.0):+.2f} over zero-shot")
-    return {"run": rec["run"], "run_id": rec["run_id"], "metric": metric, "best": best["run"],
-            "text": "; ".join(parts) + "." + wait, "final": not pending}
+    text = rec.text or "No finished runs yet."
+    if pending:
+        text += f"\n\n({len(pending)} run(s) still going: {', '.join(pending)}; this may change.)"
+    return {"run": pick.run.name if pick else None, "run_id": pick.run.id if pick else None,
+            "best": rec.best.run.name if rec.best else None, "text": text, "html": rec.html,
+            "final": not pending, "pending": pending, "source": "peftlab.report.recommend"}
+
+
+def fingerprint(store: Store, experiment: str) -> str:
+    """Changes whenever a run of the experiment changes state (what the report shows)."""
+    rows = [(r.id, r.status, r.finished_at, r.config_hash) for r in store.runs(experiment)]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
+
+_REPORTS: dict[str, tuple[str, str]] = {}
+_REPORT_LOCK = threading.Lock()
+
+
+def report_html(store: Store, experiment: str) -> str:
+    """The experiment's HTML report (without BERTScore, which needs a model download), cached
+    until a run changes."""
+    from peftlab.report.collect import collect
+    from peftlab.report.html import ReportOptions, render
+
+    fp = fingerprint(store, experiment)
+    key = f"{store.root.resolve()}::{experiment}"
+    with _REPORT_LOCK:
+        hit = _REPORTS.get(key)
+        if hit and hit[0] == fp:
+            return hit[1]
+        page = render(collect(store, [experiment]), ReportOptions(bertscore=False, title=f"peftlab: {experiment}"))
+        _REPORTS[key] = (fp, page)
+        return page
 
 
 def leaderboard(store: Store, experiment: str) -> dict[str, Any]:
@@ -62,8 +72,9 @@ def leaderboard(store: Store, experiment: str) -> dict[str, Any]:
         for k, v in list(r.items()):
             if isinstance(v, float) and not math.isfinite(v):
                 r[k] = None
+    rec = recommendation(store, experiment, rs)
     return {"experiment": experiment, "task": exp["task"], "model": exp["model"], "main_metric": MAIN_METRIC[exp["task"]],
-            "rows": rs, "recommendation": recommend(rs, exp["task"])}
+            "rows": rs, "recommendation": rec, "fingerprint": fingerprint(store, experiment)}
 
 
 def outputs(store: Store, experiment: str, limit: int = 10, offset: int = 0) -> dict[str, Any]:

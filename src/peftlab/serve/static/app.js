@@ -363,14 +363,13 @@ async function showLogs(id, quiet) {
   if (!quiet || atEnd) v.scrollTop = v.scrollHeight;
 }
 
-// -- Results --------------------------------------------------------------------
-const COLORS = ["#2857d6", "#e07b00", "#18864b", "#c0392b", "#7b3fc4", "#0f8b8d", "#a05a2c", "#d6336c", "#5c677d", "#8aa100"];
-const METRIC_COLS = ["rouge1", "rouge2", "rougeL", "bleu", "accuracy", "macro_f1", "eval_loss"];
-const COST_COLS = [["trainable_params", "trainable"], ["trainable_percent", "train %"], ["peak_memory_mb", "peak MB"], ["train_seconds", "train s"], ["eval_seconds", "eval s"], ["adapter_bytes", "adapter"]];
-
+// -- Results ----------------------------------------------------------------------
+// The page is the HTML report of `peftlab report` (GET /api/experiments/{name}/report.html),
+// re-fetched whenever a run of the experiment changes state (the leaderboard's fingerprint).
 async function pageResults(exp) {
   const name = await fillExperimentSelect($("#results-exp"), exp);
   rememberExp(name);
+  state.reportFp = null;
   if (!name) return;
   await renderResults();
   every(3000, async () => { if (state.resultsLive) await renderResults(); });
@@ -379,56 +378,47 @@ async function pageResults(exp) {
 async function renderResults() {
   const name = $("#results-exp").value;
   if (!name) return;
-  const [lb, cv, outs] = await Promise.all([
-    api("GET", `/api/experiments/${encodeURIComponent(name)}/leaderboard`),
-    api("GET", `/api/experiments/${encodeURIComponent(name)}/curves`),
-    api("GET", `/api/experiments/${encodeURIComponent(name)}/outputs?limit=8`),
-  ]);
+  const lb = await api("GET", `/api/experiments/${encodeURIComponent(name)}/leaderboard`);
   const rec = lb.recommendation;
   state.resultsLive = !rec.final;
   $("#results-live").textContent = rec.final ? "" : "updating while runs finish…";
   const r = $("#recommendation");
   r.classList.toggle("pending", !rec.run);
-  r.innerHTML = `<b>Recommendation${rec.run ? `: ${esc(rec.run)}` : ""}</b><br>${esc(rec.text)}`;
-  const mcols = METRIC_COLS.filter((m) => lb.rows.some((x) => x[m] !== undefined));
-  $("#leaderboard thead").innerHTML = `<tr><th>rank</th><th>run</th><th>method</th><th>status</th>${mcols.map((m) => `<th>${m === lb.main_metric ? `<u>${m}</u>` : m}</th>`).join("")}${COST_COLS.map(([, l]) => `<th>${l}</th>`).join("")}</tr>`;
-  $("#leaderboard tbody").innerHTML = lb.rows.map((x) => `<tr data-run="${esc(x.run)}"><td>${x.rank ?? "–"}</td><td><b>${esc(x.run)}</b></td><td>${esc(x.method)}</td><td>${badge(x.status)}</td>
-    ${mcols.map((m) => `<td class="num">${fmtNum(x[m])}</td>`).join("")}
-    ${COST_COLS.map(([k]) => `<td class="num">${k === "adapter_bytes" ? fmtBytes(x[k]) : fmtNum(x[k])}</td>`).join("")}</tr>`).join("");
-  // curves
-  const names = Object.keys(cv.curves);
-  const metrics = ["train_loss", "eval_loss", "learning_rate"].filter((m) => names.some((n) => cv.curves[n][m]));
-  $("#curves").innerHTML = metrics.map((m) => {
-    const series = names.filter((n) => cv.curves[n][m]).map((n) => ({ name: n, color: COLORS[names.indexOf(n) % COLORS.length], points: cv.curves[n][m] }));
-    return `<div class="chart">${lineChart(series, m)}<div class="legend">${series.map((s) => `<span><i style="background:${s.color}"></i>${esc(s.name)}</span>`).join("")}</div></div>`;
-  }).join("") || '<p class="small">No curves yet (zero-shot runs do not train).</p>';
-  // outputs side by side
-  const runs = outs.runs;
-  $("#outputs-table thead").innerHTML = `<tr><th>input</th><th>reference</th>${runs.map((n) => `<th>${esc(n)}</th>`).join("")}</tr>`;
-  $("#outputs-table tbody").innerHTML = outs.rows.map((o) => `<tr><td>${esc(trunc(o.input, 220))}</td><td>${esc(Array.isArray(o.reference) ? o.reference[0] : o.reference)}</td>${runs.map((n) => `<td>${esc(o.outputs[n])}</td>`).join("")}</tr>`).join("")
-    || `<tr><td colspan="${2 + runs.length}" class="small">No finished runs yet.</td></tr>`;
+  const pending = rec.pending && rec.pending.length ? `<p class="small">${rec.pending.length} run(s) still going (${esc(rec.pending.join(", "))}); this may change.</p>` : "";
+  // the first paragraph here; the full reasoning is in the report's Recommendation section below
+  const first = rec.html ? (rec.html.match(/<p>[\s\S]*?<\/p>/) || [""])[0] : `<p>${esc(rec.text.split("\n\n")[0])}</p>`;
+  const body = first + pending;
+  r.innerHTML = `<b>Recommendation${rec.run ? `: ${esc(rec.run)}` : ""}</b>${body}`;
+  if (lb.fingerprint === state.reportFp) return;
+  state.reportFp = lb.fingerprint;
+  const frame = $("#report-frame");
+  try {
+    const html = await apiText(`/api/experiments/${encodeURIComponent(name)}/report.html`);
+    $("#results-fallback").classList.add("hidden");
+    frame.classList.remove("hidden");
+    const y = frame.contentWindow ? frame.contentWindow.scrollY : 0;
+    frame.onload = () => {
+      const doc = frame.contentDocument;
+      frame.style.height = Math.max(600, doc.documentElement.scrollHeight + 20) + "px";
+      if (y) frame.contentWindow.scrollTo(0, y);
+    };
+    frame.srcdoc = html;
+  } catch (e) {
+    state.reportFp = null;
+    const fb = $("#results-fallback");
+    fb.classList.remove("hidden");
+    fb.innerHTML = `<div class="error">The report could not be rendered: ${esc(e.message)}</div>`;
+  }
 }
 
-function lineChart(series, title) {
-  const W = 460, H = 240, L = 52, R = 12, T = 24, B = 30;
-  const pts = series.flatMap((s) => s.points);
-  if (!pts.length) return "";
-  let [x0, x1] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
-  let [y0, y1] = [Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1]))];
-  if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) { y1 += Math.abs(y1) * 0.1 || 1; y0 -= Math.abs(y0) * 0.1 || 1; }
-  const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R), sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
-  const ticks = [0, 0.5, 1].map((f) => y0 + f * (y1 - y0));
-  const grid = ticks.map((t) => `<line x1="${L}" x2="${W - R}" y1="${sy(t)}" y2="${sy(t)}" stroke="#e6e9ef"/><text x="${L - 6}" y="${sy(t) + 4}" text-anchor="end" font-size="11" fill="#5d6677">${fmtTick(t)}</text>`).join("");
-  const lines = series.map((s) => {
-    const d = s.points.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
-    const dots = s.points.length === 1 ? `<circle cx="${sx(s.points[0][0])}" cy="${sy(s.points[0][1])}" r="3" fill="${s.color}"/>` : "";
-    return `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="2"/>${dots}`;
-  }).join("");
-  return `<svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}"><text x="${L}" y="16" font-size="13" font-weight="600" fill="#1d2330">${esc(title.replace(/_/g, " "))}</text>${grid}
-    <line x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" stroke="#9aa1ad"/><text x="${L}" y="${H - 8}" font-size="11" fill="#5d6677">step ${x0}</text><text x="${W - R}" y="${H - 8}" font-size="11" text-anchor="end" fill="#5d6677">${x1}</text>${lines}</svg>`;
+async function apiText(path) {
+  const headers = {};
+  const token = localStorage.getItem("peftlab-token");
+  if (token) headers["Authorization"] = "Bearer " + token;
+  const res = await fetch(path, { headers });
+  if (!res.ok) throw new ApiError(res.status, await res.text());
+  return res.text();
 }
-const fmtTick = (t) => (Math.abs(t) >= 100 ? t.toFixed(0) : Math.abs(t) >= 1 ? t.toFixed(2) : t.toExponential(1));
 
 // -- Playground -----------------------------------------------------------------
 async function pagePlayground(exp) {
@@ -523,7 +513,11 @@ async function start() {
   wireNewForm();
   wirePlayground();
   $("#jobs-exp").addEventListener("change", () => { state.logsFor = null; renderJobs(); });
-  $("#results-exp").addEventListener("change", () => { rememberExp($("#results-exp").value); renderResults(); });
+  $("#results-exp").addEventListener("change", () => { rememberExp($("#results-exp").value); state.reportFp = null; renderResults(); });
+  $("#report-open").addEventListener("click", async () => {
+    const html = await apiText(`/api/experiments/${encodeURIComponent($("#results-exp").value)}/report.html`);
+    window.open(URL.createObjectURL(new Blob([html], { type: "text/html" })), "_blank");
+  });
   $("#ex-exp").addEventListener("change", () => { rememberExp($("#ex-exp").value); renderExport(); });
   try { state.config = await api("GET", "/api/config"); } catch (e) { toast(e.message, 8000); return; }
   window.addEventListener("hashchange", route);
