@@ -403,3 +403,15 @@ def test_bad_override_is_a_config_error(tmp_path: Path) -> None:
         plan(path, overrides={"training.max_step": 3})
     # `model: path` is short for `model: {path: ...}`: a nested override still works.
     assert plan(path, overrides={"model.allow_pickle": True}).cfg.model.allow_pickle is True
+
+
+def test_cli_prints_one_error_line_and_exits_2(tmp_path: Path, store: Store, capsys: pytest.CaptureFixture) -> None:
+    from peftlab.cli import main
+
+    before = snapshot(store)
+    path = write_experiment(tmp_path, _malformed_jsonl(tmp_path))
+    assert main(["--store", str(store.root), "run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'train.jsonl'}:3: malformed JSON") and err.count("\n") == 1
+    assert "Traceback" not in err
+    assert snapshot(store) == before

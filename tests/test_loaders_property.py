@@ -26,7 +26,8 @@ from peftlab.errors import ConfigError, DataError
 
 # The autouse fixture in conftest only sets environment variables, so it is safe to share
 # across generated examples.
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=60, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 _counter = itertools.count()
 
 # Keys the data configs below use, so generated rows sometimes have the right columns.

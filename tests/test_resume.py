@@ -159,8 +159,17 @@ def test_nan_loss_stops_the_run_as_diverged(tmp_path: Path) -> None:
     assert any("already diverged, skipped" in s for s in said)
 
 
+DISK_FULL = {
+    "oserror": OSError(28, "No space left on device"),
+    # what torch.save raises when the disk fills while it writes optimizer.pt
+    "torch-save": RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing "
+                               "file data/0: file write failed"),
+}
+
+
+@pytest.mark.parametrize("error", list(DISK_FULL))
 def test_disk_full_marks_the_run_failed_and_keeps_earlier_checkpoints(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: str
 ) -> None:
     exp_path = _small(tmp_path, ["lora"])
     store = Store(tmp_path / "store")
@@ -170,7 +179,7 @@ def test_disk_full_marks_the_run_failed_and_keeps_earlier_checkpoints(
     def save(self: PeftlabTrainer, output_dir: str) -> None:
         calls.append(output_dir)
         if len(calls) == 2:  # the second checkpoint: the disk is full
-            raise OSError(28, "No space left on device", output_dir)
+            raise DISK_FULL[error]
         original(self, output_dir)
 
     monkeypatch.setattr(PeftlabTrainer, "_save_optimizer_and_scheduler", save)

@@ -55,7 +55,7 @@ def execute_run(store: Store, run_id: int) -> str:
         store.log(run_id, f"diverged: {e}", "error")
         return "diverged"
     except KeyboardInterrupt:
-        store.mark_interrupted(run_id, "stopped by the user (Ctrl-C); run again to resume")
+        store.mark_interrupted(run_id, "stopped by the user (Ctrl-C or SIGTERM); run again to resume")
         raise
     except PeftlabError as e:
         store.finish(run_id, "failed", error=f"{type(e).__name__}: {e}")
@@ -63,7 +63,10 @@ def execute_run(store: Store, run_id: int) -> str:
         return "failed"
     except Exception as e:  # noqa: BLE001 - record, never lose, any failure
         msg = f"{type(e).__name__}: {e}"
-        if isinstance(e, OSError) and e.errno == 28:
+        # torch.save reports a full disk as a RuntimeError ("file write failed")
+        if (isinstance(e, OSError) and e.errno == 28) or any(
+            t in str(e) for t in ("No space left on device", "file write failed")
+        ):
             msg = f"disk full while writing ({e}); earlier checkpoints are kept, free space and run again"
         store.finish(run_id, "failed", error=msg)
         store.log(run_id, msg, "error")

@@ -127,7 +127,10 @@ def _task(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData) -> Any:
 
     tok = load_tokenizer(rm, cfg.model, cfg.task)
     processor = load_image_processor(rm, cfg.model) if cfg.task == "image-classification" else None
-    return TASKS[cfg.task](tok, processor, cfg.training, cfg.evaluation, data.labels, cfg.data.system_prompt)
+    try:
+        return TASKS[cfg.task](tok, processor, cfg.training, cfg.evaluation, data.labels, cfg.data.system_prompt)
+    except (ValueError, KeyError, TypeError) as e:  # e.g. a tokenizer with no EOS token
+        raise ModelError(f"{rm.path}: cannot prepare {cfg.task!r} inputs with this model's tokenizer ({e})") from None
 
 
 def _check_long_rows(cfg: ExperimentConfig, task: Any, data: PreparedData) -> None:
@@ -202,12 +205,12 @@ def _check_methods(p: Plan, rm: ResolvedModel, data: PreparedData, task: Any) ->
             raise
         except Exception:  # noqa: BLE001 - an architecture we cannot build empty: the run will tell
             return
-        task.prepare_model(model)
-        ctx = MethodContext(
-            task=cfg.task, model_type=model.config.model_type, total_steps=total_steps, tokenizer_path=rm.path,
-            prompt_text=data.prompt_text, precision="fp32", head_modules=task.head_modules(model),
-        )
         try:
+            task.prepare_model(model)
+            ctx = MethodContext(
+                task=cfg.task, model_type=model.config.model_type, total_steps=total_steps, tokenizer_path=rm.path,
+                prompt_text=data.prompt_text, precision="fp32", head_modules=task.head_modules(model),
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 method.apply(model, opts, ctx)
