@@ -337,6 +337,25 @@ def test_method_not_applicable_is_a_4xx_with_the_reason(client: Any) -> None:
     assert r.status_code == 422 and "not both" in r.json()["detail"]
 
 
+def test_image_dataset_maps_the_image_column(client: Any, tiny_vit: Path) -> None:
+    with open(DATA / "pneumoniamnist" / "train.jsonl", encoding="utf-8") as f:
+        body = "".join(next(f) for _ in range(40)).encode()
+    r = client.post("/api/datasets", files={"file": ("xray.jsonl", body, "application/json")})
+    assert r.status_code == 201, r.text
+    d = r.json()
+    assert d["mapping"]["task"] == "image-classification"
+    assert d["mapping"]["image"] == "image_png_b64" and d["mapping"]["label"] == "label"
+    exp = {"name": "xray", "model": str(tiny_vit), "task": "image-classification", "dataset": d["id"],
+           "methods": [{"name": "prompt-tuning"}]}
+    r = client.post("/api/experiments", json=exp)
+    assert r.status_code == 422 and "does not apply" in r.json()["detail"]
+    r = client.post("/api/experiments", json={**exp, "methods": [{"name": "zero-shot"}, {"name": "lora"}],
+                                              "max_steps": 2})
+    assert r.status_code == 201, r.text
+    cfg = client.get("/api/experiments/xray").json()["config"]["data"]
+    assert cfg["image"] == "image_png_b64" and cfg["label"] == "label" and cfg["input"] is None
+
+
 # -- jobs ------------------------------------------------------------------------
 def test_cancel_and_retry(client: Any, statista_ds: str) -> None:
     out = client.post("/api/experiments", json=_exp_body(statista_ds, "cancel-exp")).json()

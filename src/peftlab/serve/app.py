@@ -70,6 +70,7 @@ class Mapping(BaseModel):
     prompt: str | None = Field(None, description="Template with {column} placeholders (instead of input).")
     target: str | None = Field(None, description="Target column (generation tasks).")
     label: str | None = Field(None, description="Label column (classification).")
+    image: str | None = Field(None, description="Image column: base64, data URL or file path (image tasks).")
 
 
 class MethodSpec(BaseModel):
@@ -150,6 +151,11 @@ def build_config(req: ExperimentRequest, datasets: Datasets) -> dict[str, Any]:
                 data["target"] = m["target"]
         elif m.get("label"):
             data["label"] = m["label"]
+        if req.task == "image-classification":
+            data.pop("input", None)
+            data.pop("prompt", None)
+            if m.get("image"):
+                data["image"] = m["image"]
     elif req.data:
         data = dict(req.data)
     else:

@@ -201,7 +201,7 @@ class Datasets:
     def set_mapping(self, ds_id: str, mapping: dict[str, Any]) -> dict[str, Any]:
         d = self.get(ds_id)
         cols = set(analyse(d["files"], None)["columns"])
-        for key in ("target", "label"):
+        for key in ("target", "label", "image"):
             v = mapping.get(key)
             if v and v not in cols:
                 raise DataError(f"{key}: column {v!r} is not in the file; columns: {', '.join(sorted(cols))}")
@@ -218,7 +218,7 @@ class Datasets:
             if missing:
                 raise DataError(f"prompt: placeholder(s) {missing} are not columns; columns: {', '.join(sorted(cols))}")
         clean = {"input": inputs, "prompt": mapping.get("prompt") or None, "target": mapping.get("target") or None,
-                 "label": mapping.get("label") or None}
+                 "label": mapping.get("label") or None, "image": mapping.get("image") or None}
         with self.store.tx() as c:
             c.execute("UPDATE serve_datasets SET mapping_json=? WHERE id=?", (json.dumps(clean), ds_id))
         return self.get(ds_id)
@@ -368,10 +368,14 @@ def _suggest(columns: list[str], info: dict[str, dict[str, Any]], n: int) -> dic
                 label = c
                 break
     target = next((low[g] for g in TARGET_GUESSES if g in low), None)
+    image = next((c for c in columns if "image" in c.lower() or c.lower() in ("img", "pixels", "png", "jpg")), None)
     skip = {"id", "idx", "index", "split", "uid", "guid"}
-    text_cols = sorted((c for c in columns if c not in (target, label) and c.lower() not in skip
+    text_cols = sorted((c for c in columns if c not in (target, label, image) and c.lower() not in skip
                         and info[c]["kind"] in ("text", "mixed")),
                        key=lambda c: -info[c]["mean_chars"])
     inputs = text_cols[:1]
-    return {"input": inputs, "prompt": None, "target": target, "label": label,
-            "task": "classification" if (label and not target) else "causal-lm"}
+    task = "causal-lm"
+    if label and not target:
+        task = "image-classification" if image else "classification"
+    return {"input": [] if task == "image-classification" else inputs, "prompt": None, "target": target,
+            "label": label, "image": image if task == "image-classification" else None, "task": task}

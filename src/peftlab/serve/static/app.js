@@ -158,6 +158,7 @@ async function showDataset(id) {
         <label>or a prompt template with {column} placeholders <input id="map-prompt" type="text" value="${esc(m.prompt || "")}" placeholder="Write the title of this table:\n{table}"></label>
         <label>Target column (generation) <select id="map-target"><option value="">–</option>${opt(m.target)}</select></label>
         <label>Label column (classification) <select id="map-label"><option value="">–</option>${opt(m.label)}</select></label>
+        <label>Image column (image classification) <select id="map-image"><option value="">–</option>${opt(m.image)}</select></label>
         <div class="actions"><button id="map-save" type="submit">Save mapping</button><a href="#/new/${d.id}">New experiment with this data →</a></div>
         <div id="map-error" class="error hidden"></div>
       </form>
@@ -171,6 +172,7 @@ async function showDataset(id) {
     const body = {
       input: $$("#map-input option").filter((o) => o.selected).map((o) => o.value),
       prompt: $("#map-prompt").value || null, target: $("#map-target").value || null, label: $("#map-label").value || null,
+      image: $("#map-image").value || null,
     };
     try { await api("PUT", `/api/datasets/${id}/mapping`, body); toast("Mapping saved"); await renderDatasets(id); }
     catch (e) { showError($("#map-error"), e); }
@@ -227,7 +229,7 @@ function onDatasetChange() {
   if (!d) { $("#exp-mapping").textContent = ""; return; }
   const m = d.mapping || {};
   if (m.task) $("#exp-task").value = m.task;
-  $("#exp-mapping").innerHTML = `input: <b>${esc(m.prompt || (m.input || []).join(", ") || "?")}</b> · target: <b>${esc(m.target || "–")}</b> · label: <b>${esc(m.label || "–")}</b> <a href="#/datasets/${d.id}">change</a>`;
+  $("#exp-mapping").innerHTML = `input: <b>${esc(m.prompt || (m.input || []).join(", ") || "?")}</b> · target: <b>${esc(m.target || "–")}</b> · label: <b>${esc(m.label || "–")}</b>${m.image ? ` · image: <b>${esc(m.image)}</b>` : ""} <a href="#/datasets/${d.id}">change</a>`;
 }
 
 const DEFAULT_METHODS = ["zero-shot", "lora", "ia3"];
