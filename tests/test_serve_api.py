@@ -448,6 +448,7 @@ def test_playground_one_base_model_adapters_switched(client: Any, trained: Path)
     assert out["input"] == f"Table: {text}\nTitle:"
     assert [o["run"] for o in out["outputs"]] == ["zero-shot", "lora", "ia3", "prompt-tuning"]
     first = {o["run"]: o["output"] for o in out["outputs"]}
+    assert len(set(first.values())) > 1, first  # the adapters do change the output
     # a second request in another order: same outputs, still one base model
     r2 = client.post("/api/playground", json={"experiment": "tiny", "text": text,
                                               "runs": ["ia3", "prompt-tuning", "zero-shot", "lora"]}).json()
