@@ -221,7 +221,7 @@ def test_restart_after_sigkill_resumes_and_loses_nothing(tmp_path: Path) -> None
         os.kill(server.pid, signal.SIGKILL)
         os.kill(worker_pid, signal.SIGKILL)
         server.wait(timeout=10)
-        wait_for(lambda: not jobs._pid_alive(worker_pid), 10, "the worker to die")
+        wait_for(lambda: not jobs.pid_alive(worker_pid), 10, "the worker to die")
         assert store.find_run("restart", "lora").status == "running"  # nobody has noticed yet
 
         server = start_server(store_dir, port)
@@ -240,5 +240,5 @@ def test_restart_after_sigkill_resumes_and_loses_nothing(tmp_path: Path) -> None
         assert health["worker"]["resumed_at_start"] == [done.id]
     finally:
         stop(server)
-        if worker_pid and jobs._pid_alive(worker_pid):
+        if worker_pid and jobs.pid_alive(worker_pid):
             os.kill(worker_pid, signal.SIGKILL)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -233,9 +234,7 @@ def local_models() -> list[dict[str, Any]]:
                 cfg_path = p / "config.json"
                 arch = None
                 if cfg_path.is_file():
-                    import json as _json
-
-                    arch = (_json.loads(cfg_path.read_text(encoding="utf-8")).get("architectures") or [None])[0]
+                    arch = (json.loads(cfg_path.read_text(encoding="utf-8")).get("architectures") or [None])[0]
                 out.append({"name": p.name, "path": str(p), "folder": str(d), "params": shape["params"],
                             "architecture": arch})
     return out
@@ -280,7 +279,7 @@ class _UploadLimit:
             if over:
                 if m["type"] == "http.response.start" and not started:
                     started = True
-                    body = ('{"detail": ' + __import__("json").dumps(msg) + "}").encode()
+                    body = json.dumps({"detail": msg}).encode()
                     await send({"type": "http.response.start", "status": 413,
                                 "headers": [(b"content-type", b"application/json"),
                                             (b"content-length", str(len(body)).encode())]})

@@ -52,7 +52,8 @@ def enqueue(p: Plan, store: Store, force: bool = False) -> list[Run]:
     return out
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Is a process with this id running on this machine?"""
     if not pid:
         return False
     try:
@@ -127,7 +128,7 @@ def cancel(store: Store, run_id: int, wait: float = 15.0) -> Run:
             raise JobError(f"run {run.name!r} runs on another machine ({run.host}); cancel it there")
         pid = run.pid
         step = (run.progress or {}).get("step")
-        if pid and pid != os.getpid() and _pid_alive(pid):
+        if pid and pid != os.getpid() and pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
             deadline = time.time() + wait
             while time.time() < deadline:
@@ -136,7 +137,7 @@ def cancel(store: Store, run_id: int, wait: float = 15.0) -> Run:
                     break
                 time.sleep(0.2)
             else:
-                if _pid_alive(pid):
+                if pid_alive(pid):
                     os.kill(pid, signal.SIGKILL)
         where = f" at step {step}" if step else ""
         with store.tx() as c:

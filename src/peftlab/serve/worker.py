@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -113,10 +114,13 @@ class Scheduler:
         return started
 
     def busy(self) -> int:
-        """Runs executing now: ours, plus runs other live processes on this store hold."""
+        """Runs executing on this machine now: ours, plus those other live processes hold (a
+        `peftlab run` in a terminal, or a worker that outlived a killed server)."""
         with self._lock:
             ours = {rid for rid, j in self.jobs.items() if j.proc.poll() is None}
-        others = {r.id for r in self.store.runs() if r.status == "running" and jobs._pid_alive(r.pid)}
+        host = socket.gethostname()
+        others = {r.id for r in self.store.runs()
+                  if r.status == "running" and r.host == host and jobs.pid_alive(r.pid)}
         return len(ours | others)
 
     def _spawn(self, run_id: int) -> None:
