@@ -30,35 +30,55 @@ def logged_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         mp.setenv("MLFLOW_TRACKING_URI", (tmp / "mlruns").as_uri())
         mp.setenv("MLFLOW_EXPERIMENT_NAME", "peftlab-logging-test")
         mp.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses the file store unless asked
-        body = tiny_causal(["lora"], max_steps=STEPS, report_to=report_to)
+        body = tiny_causal(["lora", "ia3"], max_steps=STEPS, report_to=report_to)
         body["name"] = "logging"
         store = Store(tmp / "store")
         runs = run_experiment(plan(write_experiment(tmp, body)), store, isolation="inprocess", echo=lambda *_: None)
-    assert runs[0].status == "done", runs[0].error
-    return {"store": store, "run": runs[0], "tmp": tmp}
+    assert [r.status for r in runs] == ["done", "done"], [r.error for r in runs]
+    return {"store": store, "run": runs[0], "runs": runs, "tmp": tmp}
+
+
+def _tb_losses(folder: Path) -> list[list[tuple[int, float]]]:
+    """train/loss (step, value) points of each event file under `folder`."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list(folder.rglob("events.out.tfevents.*"))
+    assert events, f"no TensorBoard event file under {folder}"
+    out = []
+    for ev in events:
+        acc = EventAccumulator(str(ev))
+        acc.Reload()
+        if "train/loss" in acc.Tags()["scalars"]:
+            out.append([(e.step, e.value) for e in acc.Scalars("train/loss")])
+    return out
+
+
+def _same(points: list[tuple[int, float]], stored: dict[int, float]) -> bool:
+    return sorted(s for s, _ in points) == sorted(stored) and all(
+        math.isclose(v, stored[s], rel_tol=1e-4) for s, v in points)
 
 
 @needs_shared
 def test_tensorboard_event_files_hold_the_train_loss(logged_run: dict) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     store, run = logged_run["store"], logged_run["run"]
-    tb = store.run_dir(run.experiment, run.name) / "tensorboard"
-    events = list(tb.rglob("events.out.tfevents.*"))
-    assert events, f"no TensorBoard event file under {tb}"
-    losses = []
-    for ev in events:
-        acc = EventAccumulator(str(ev.parent))
-        acc.Reload()
-        if "train/loss" in acc.Tags()["scalars"]:
-            losses += [(e.step, e.value) for e in acc.Scalars("train/loss")]
-    assert losses, "no train/loss scalar in the event files"
-    assert {s for s, _ in losses} >= set(range(1, STEPS + 1))  # logging_steps=1: one point per step
-    assert all(math.isfinite(v) and v > 0 for _, v in losses)
-    # The same losses the store recorded.
+    per_file = _tb_losses(store.run_dir(run.experiment, run.name) / "tensorboard")
+    assert per_file, "no train/loss scalar in the event files"
     stored = dict(store.curves(run.id)["train_loss"])
-    for step, value in losses:
-        assert value == pytest.approx(stored[step], rel=1e-4)
+    assert sorted(stored) == list(range(1, STEPS + 1))  # logging_steps=1: one point per step
+    # One event file holds exactly the losses the store recorded for this run.
+    assert any(_same(points, stored) for points in per_file), (per_file, stored)
+
+
+@needs_shared
+@pytest.mark.xfail(strict=True, reason="train/trainer.py sets TENSORBOARD_LOGGING_DIR with os.environ.setdefault, so "
+                   "every later run in the same process (in-process runs, a serve worker) logs into the first run's "
+                   "folder; remove this mark when fixed")
+def test_tensorboard_second_run_in_a_process_logs_to_its_own_folder(logged_run: dict) -> None:
+    store, second = logged_run["store"], logged_run["runs"][1]
+    tb = store.run_dir(second.experiment, second.name) / "tensorboard"
+    assert tb.is_dir(), f"{second.name}: no TensorBoard folder of its own"
+    stored = dict(store.curves(second.id)["train_loss"])
+    assert any(_same(points, stored) for points in _tb_losses(tb))
 
 
 @needs_shared
@@ -71,10 +91,12 @@ def test_mlflow_file_store_holds_the_train_loss(logged_run: dict) -> None:
     exp = client.get_experiment_by_name("peftlab-logging-test")
     assert exp is not None
     runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 1
-    history = client.get_metric_history(runs[0].info.run_id, "loss")
-    assert sorted(m.step for m in history) == list(range(1, STEPS + 1))
-    stored = dict(logged_run["store"].curves(logged_run["run"].id)["train_loss"])
-    for m in history:
-        assert m.value == pytest.approx(stored[m.step], rel=1e-4)
-    assert runs[0].data.params.get("learning_rate") is not None  # the Trainer logs its arguments too
+    assert len(runs) == 2  # one MLflow run per peftlab run
+    store = logged_run["store"]
+    by_lr = {r.resolved["learning_rate"]: dict(store.curves(r.id)["train_loss"]) for r in logged_run["runs"]}
+    for ml in runs:
+        history = client.get_metric_history(ml.info.run_id, "loss")
+        assert sorted(m.step for m in history) == list(range(1, STEPS + 1))
+        stored = by_lr[float(ml.data.params["learning_rate"])]  # the Trainer logs its arguments too
+        for m in history:
+            assert m.value == pytest.approx(stored[m.step], rel=1e-4)

@@ -167,8 +167,9 @@ def _place_labels(points: list[tuple[float, float, str]]) -> list[tuple[float, f
         w, h = 6.2 * len(text) + 2, 12
         spots = [(px + 8, py + 4), (px + 8, py - 7), (px + 8, py + 15), (px - 8 - w, py + 4), (px - w / 2, py - 10),
                  (px - w / 2, py + 19), (px - 8 - w, py - 7), (px - 8 - w, py + 15)]
-        for dy in range(1, 12):  # then further out, above and below
-            spots += [(px + 8, py + 4 + dy * h), (px + 8, py + 4 - dy * h)]
+        for dy in range(1, 12):  # then further out, above and below, right then left
+            spots += [(px + 8, py + 4 - dy * h), (px + 8, py + 4 + dy * h),
+                      (px - 8 - w, py + 4 - dy * h), (px - 8 - w, py + 4 + dy * h)]
         choice = next(((x, y) for x, y in spots if free((x, y - h + 2, x + w, y + 2), i)), None)
         if choice is None:  # crowded: the first spot inside the plot, overlaps and all
             inside = [(x, y) for x, y in spots if x >= ML + 2 and x + w <= W - MR - 2 and MT + h <= y <= H - MB - 2]
@@ -204,10 +205,18 @@ def pareto_svg(title: str, points: list[Point], xkey: str, xlabel: str, ylabel: 
     order = sorted(points, key=lambda p: (sy(p.y), sx(p.x)))
     spots = _place_labels([(sx(p.x), sy(p.y), p.label) for p in order])
     for p, (lx, ly) in zip(order, spots, strict=True):
+        px, py = sx(p.x), sy(p.y)
+        # A label placed away from its point gets a thin leader line to it.
+        near_x = min(max(px, lx), lx + 6.2 * len(p.label) + 2)
+        near_y = min(max(py, ly - 10), ly)
+        leader = ""
+        if math.hypot(near_x - px, near_y - py) > 16:
+            leader = (f'<line class="leader" x1="{px:.1f}" y1="{py:.1f}" x2="{near_x:.1f}" y2="{near_y:.1f}" '
+                      f'stroke="{p.color}"/>')
         cls = "pt front" if p.frontier else "pt"
         tip = f"{p.label}: {ylabel} {p.y:.4g}, {xlabel} {axis_fmt(xkey, p.x)}" + (" (on the frontier)" if p.frontier else "")
         body.append(
-            f'<g class="series" data-series="{p.index}"><circle class="{cls}" cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" '
+            f'<g class="series" data-series="{p.index}">{leader}<circle class="{cls}" cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" '
             f'r="{6 if p.frontier else 5}" fill="{p.color}"><title>{esc(tip)}</title></circle>'
             f'<text class="plabel{" front" if p.frontier else ""}" x="{lx:.1f}" y="{ly:.1f}">{esc(p.label)}</text></g>'
         )

@@ -140,19 +140,21 @@ def _loss(v: RunView) -> str:
 
 
 def _costs(v: RunView, full: RunView | None) -> str:
-    """'training 0.55% of the parameters (full: 100%), peak memory 812 MB (full: 1,024 MB), ...'."""
+    """'26.2% of the parameters trained (full: 100%), peak memory 683 MB (full: 665 MB), ...'."""
     if not v.trains:
         return "no training at all"
+    what = (("trainable_percent", "{} of the parameters trained"), ("peak_memory_mb", "peak memory {} MB"),
+            ("train_seconds", "train time {} s"), ("adapter_bytes", "saved size {}"))
     out = []
-    for key, what in (("trainable_percent", "trainable parameters"), ("peak_memory_mb", "peak memory (MB)"),
-                      ("train_seconds", "train time (s)"), ("adapter_bytes", "saved size")):
+    for key, template in what:
         c = v.cost(key)
         if c is None:
             continue
-        s = f"{what} {fmt_value(key, c)}"
+        s = template.format(fmt_value(key, c))
         fc = full.cost(key) if full is not None and full is not v else None
         if fc is not None:
-            s += f" (full: {fmt_value(key, fc)})"
+            unit = template.rsplit("}", 1)[1].strip() if key in ("peak_memory_mb", "train_seconds") else ""
+            s += f" (full: {fmt_value(key, fc)}{' ' + unit if unit else ''})"
         out.append(s)
     return ", ".join(out)
 
