@@ -441,7 +441,7 @@ def test_playground_one_base_model_adapters_switched(client: Any, trained: Path)
     runs = client.get("/api/playground/tiny/runs").json()["runs"]
     assert all(r["available"] for r in runs)
     text = "0 Year: 2018, Sales in million euros: 120"
-    r = client.post("/api/playground", json={"experiment": "tiny", "text": text,
+    r = client.post("/api/playground", json={"experiment": "tiny", "text": text, "max_new_tokens": 32,
                                              "runs": ["zero-shot", "lora", "ia3", "prompt-tuning"]})
     assert r.status_code == 200, r.text
     out = r.json()
@@ -450,7 +450,7 @@ def test_playground_one_base_model_adapters_switched(client: Any, trained: Path)
     first = {o["run"]: o["output"] for o in out["outputs"]}
     assert len(set(first.values())) > 1, first  # the adapters do change the output
     # a second request in another order: same outputs, still one base model
-    r2 = client.post("/api/playground", json={"experiment": "tiny", "text": text,
+    r2 = client.post("/api/playground", json={"experiment": "tiny", "text": text, "max_new_tokens": 32,
                                               "runs": ["ia3", "prompt-tuning", "zero-shot", "lora"]}).json()
     assert {o["run"]: o["output"] for o in r2["outputs"]} == first
     assert pg.base_loads == 1 and r2["base_model_loads"] == 1 and pg.switches >= 2
@@ -466,6 +466,7 @@ def test_playground_one_base_model_adapters_switched(client: Any, trained: Path)
         model, tok, _ = load_base(cfg, base, None)
         if name != "zero-shot":
             model = PeftModel.from_pretrained(model, run.info["artifact"])
+        cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"max_new_tokens": 32})})
         pred = build_task(cfg, tok, None).predict(model, [example(out["input"])])[0]
         assert pred.output == first[name], name
     # and the zero-shot output is the base model's, whatever adapter type is loaded
