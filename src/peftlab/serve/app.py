@@ -677,7 +677,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
                     "(use --token or PEFTLAB_TOKEN)", host)
     app = create_app(settings)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    hint = "#token=<your token>" if settings.token else ""
+    hint = "?token=<your token>" if settings.token else ""
     print(f"peftlab serve: http://{shown}:{port}/{hint}  (store {Path(settings.store).resolve()}, "
           f"{settings.concurrency} run(s) at a time{'' if settings.start_worker else ', no worker'})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
