@@ -220,6 +220,15 @@ def _lb_head(key: str, main: str, label: str | None = None) -> str:
     return f'<th class="num" title="{esc(tip)}">{esc(label or key)} {"↑" if up else "↓"}</th>'
 
 
+def _bertscore_note(data: ReportData) -> str:
+    encoders = {(b.get("model_name"), b.get("num_layers")) for v in data.runs
+                if (b := (v.run.info or {}).get("bertscore"))}
+    if not encoders:
+        return ""
+    names = ", ".join(f"{esc(n)} (layer {esc(layer)})" for n, layer in sorted(encoders, key=str))
+    return f" BERTScore encoder: <b>{names}</b> (see How metrics are computed)."
+
+
 def section_leaderboard(data: ReportData) -> str:
     metrics, detail = metric_columns(data)
     costs = list(COST_KEYS)
@@ -259,7 +268,7 @@ def section_leaderboard(data: ReportData) -> str:
         f'<p class="note">Every run, ranked by <b>{esc(data.main_metric)}</b> (ties by test loss). Click a header to '
         "sort. ★ marks the best value of each column (metrics over finished runs, costs over runs that train; none "
         "when all tie). Metrics are on the test split; ROUGE, BLEU, BERTScore, accuracy and F1 on a 0-100 scale; "
-        "the detailed metric columns follow the costs.</p>"
+        f"the detailed metric columns follow the costs.{_bertscore_note(data)}</p>"
         f'<div class="scroll"><table class="sortable" id="leaderboard-table"><thead><tr>{"".join(head)}</tr></thead>'
         f'<tbody>{"".join(body)}</tbody></table></div></section>'
     )
@@ -421,6 +430,8 @@ def section_classes(data: ReportData) -> str:
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+# Not highlighted when shared with the reference: they match almost anything.
+_STOP = frozenset(["a", "an", "and", "at", "by", "for", "from", "in", "is", "of", "on", "or", "the", "to", "with"])
 
 
 def _long(text: str, limit: int) -> str:
@@ -436,7 +447,7 @@ def _marked(out: str, refs: list[str]) -> str:
     for m in _WORD.finditer(out):
         pieces.append(esc(out[last:m.start()]))
         w = m.group(0)
-        pieces.append(f"<mark>{esc(w)}</mark>" if w.lower() in vocab else esc(w))
+        pieces.append(f"<mark>{esc(w)}</mark>" if w.lower() in vocab and w.lower() not in _STOP else esc(w))
         last = m.end()
     pieces.append(esc(out[last:]))
     return "".join(pieces)
@@ -596,7 +607,8 @@ def section_environment(data: ReportData) -> str:
     identical = all(d == have[0][1] for _, d in have)
     if identical:
         rows = "".join(f'<tr><td class="mono">{esc(k)}</td><td>{esc(have[0][1].get(k, "–"))}</td></tr>' for k in keys)
-        table = (f'<table id="env-table"><thead><tr><th>setting</th><th>all {len(have)} runs</th></tr></thead>'
+        who = "the only run" if len(have) == 1 else f"all {len(have)} runs"
+        table = (f'<table id="env-table"><thead><tr><th>setting</th><th>{who}</th></tr></thead>'
                  f"<tbody>{rows}</tbody></table>")
     else:
         head = "".join(f"<th>{esc(v.label)}</th>" for v, _ in have)
@@ -649,8 +661,8 @@ def section_metrics(data: ReportData, problems: list[str]) -> str:
                   "label ids in each run's predictions.jsonl."]
     items += ["<b>Test loss</b> (eval_loss): mean cross-entropy on the test split, weighted by target tokens "
               "(generation) or examples (classification).",
-              "<b>Costs</b>: trainable parameters from the wrapped model, peak memory of the run's process (CUDA "
-              "or RSS), wall time of training and evaluation, size on disk of the saved adapter (or full model).",
+              "<b>Costs</b>: trainable parameters from the wrapped model, peak memory of the run (peak resident "
+              "memory of its process on CPU, peak allocated memory on CUDA), wall time of training and evaluation, size on disk of the saved adapter (or full model).",
               "<b>Pareto frontier</b>: a run is on it when no other run has a higher main metric at a lower or "
               "equal cost."]
     probs = "".join(f'<p class="note err">{esc(p)}</p>' for p in problems)

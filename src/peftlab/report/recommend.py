@@ -258,6 +258,8 @@ def recommend(data: ReportData, budget: Budget | None = None) -> Recommendation:
                 return f"diverged at step {v.run.diverged_step}"
             if v.run.status == "failed":
                 return f"failed: {v.run.error}"
+            if v.run.status == "done":
+                return f"no {main} score"
             return v.run.status
         notes.append("Not ranked: " + "; ".join(f"**{v.label}** ({why(v)})" for v in unfinished) + ".")
     n_test = ((best.run.info or {}).get("data") or {}).get("test")
