@@ -70,9 +70,6 @@ def test_tensorboard_event_files_hold_the_train_loss(logged_run: dict) -> None:
 
 
 @needs_shared
-@pytest.mark.xfail(strict=True, reason="train/trainer.py sets TENSORBOARD_LOGGING_DIR with os.environ.setdefault, so "
-                   "every later run in the same process (in-process runs, a serve worker) logs into the first run's "
-                   "folder; remove this mark when fixed")
 def test_tensorboard_second_run_in_a_process_logs_to_its_own_folder(logged_run: dict) -> None:
     store, second = logged_run["store"], logged_run["runs"][1]
     tb = store.run_dir(second.experiment, second.name) / "tensorboard"

@@ -8,10 +8,12 @@ guard that stops the run at the step it diverged, and a count of real (non-paddi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,28 @@ class PeftlabTrainer(Trainer):
         if mask is not None:
             self.tokens_trained += int(mask.sum())
         return loss
+
+
+_USER_TB_DIR = os.environ.get("TENSORBOARD_LOGGING_DIR")
+
+
+@contextlib.contextmanager
+def _tensorboard_dir(path: Path | None) -> Iterator[None]:
+    """Point the Trainer's TensorBoard callback (which reads the variable when the Trainer is
+    built) at this run's folder, not inside checkpoints/; restore it after, so the next run in
+    the same process (tests, the serve worker) gets its own folder. A user's setting wins."""
+    if path is None or _USER_TB_DIR:
+        yield
+        return
+    before = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = before
 
 
 def last_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -180,21 +204,20 @@ def train_model(
         save_only_model=False,
         disable_tqdm=False,
     )
-    if "tensorboard" in t.report_to:  # keep logs beside the run, not inside checkpoints/
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(out_dir / "tensorboard"))
     callbacks: list[Any] = [StoreCallback(store, run_id)]
     if method.name == "adalora":
         callbacks.append(AdaLoraCallback(model))
     if val_feats and val_examples:
         callbacks.append(ValidationMetricCallback(store, run_id, task, val_examples))
-    trainer = PeftlabTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_feats,
-        eval_dataset=val_feats,
-        data_collator=collator,
-        callbacks=callbacks,
-    )
+    with _tensorboard_dir(out_dir / "tensorboard" if "tensorboard" in t.report_to else None):
+        trainer = PeftlabTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_feats,
+            eval_dataset=val_feats,
+            data_collator=collator,
+            callbacks=callbacks,
+        )
     resume = last_checkpoint(ckpt_dir)
     if resume is not None:
         store.log(run_id, f"resuming from {resume.name}")
