@@ -75,3 +75,23 @@ def test_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     exp = write_experiment(tmp_path, tiny_causal(["lora"]))
     assert main(["--store", str(tmp_path / "s"), "run", str(exp), "--methods", "lorra"]) == 2
     assert "neither a run in this experiment" in capsys.readouterr().err
+
+
+def test_changed_config_never_resumes_old_checkpoints(tmp_path: Path) -> None:
+    from peftlab.store import Store
+    from peftlab.train.runner import plan, queue_run
+
+    exp = write_experiment(tmp_path, tiny_causal(["lora"]))
+    store = Store(tmp_path / "store")
+    p = plan(exp)
+    store.save_experiment("tiny", "causal-lm", "stories260k", p.cfg.model_dump(mode="json"), None, None)
+    run, reset = queue_run(p, store, p.cfg.methods[0])
+    assert reset
+    ckpt = store.run_dir("tiny", "lora") / "checkpoints" / "checkpoint-2"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text("{}")
+    assert queue_run(p, store, p.cfg.methods[0]) == (store.run(run.id), False)  # same config: kept
+    assert ckpt.is_dir()
+    changed = plan(exp, {"training.max_steps": 3})
+    _, reset = queue_run(changed, store, changed.cfg.methods[0])
+    assert reset and not ckpt.exists()

@@ -16,7 +16,8 @@ from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.store import Run, Store
-from peftlab.train.runner import Plan, config_hash
+from peftlab.store.db import pid_alive
+from peftlab.train.runner import Plan, queue_run
 
 AUTO_RESUME_MARK = "auto-resume"
 MAX_AUTO_RESUMES = 3
@@ -39,30 +40,11 @@ def enqueue(p: Plan, store: Store, force: bool = False) -> list[Run]:
                           str(p.base_dir) if p.base_dir else None)
     out: list[Run] = []
     for entry in cfg.methods:
-        run_cfg = {
-            "experiment": cfg.model_dump(mode="json"),
-            "entry": entry.model_dump(mode="json"),
-            "base_dir": str(p.base_dir) if p.base_dir else None,
-        }
-        run, reset = store.upsert_run(cfg.name, entry.run_name, entry.name, config_hash(cfg, entry), run_cfg, force)
+        run, reset = queue_run(p, store, entry, force)
         if reset:
-            shutil.rmtree(store.run_dir(cfg.name, entry.run_name) / "checkpoints", ignore_errors=True)
             store.log(run.id, "queued")
         out.append(run)
     return out
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Is a process with this id running on this machine?"""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def next_queued(store: Store) -> list[Run]:

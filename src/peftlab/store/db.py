@@ -122,12 +122,13 @@ def _live(row: sqlite3.Row, host: str) -> bool:
     if row["status"] != "running":
         return False
     if row["host"] == host:
-        return _pid_alive(row["pid"])
+        return pid_alive(row["pid"])
     beat = row["heartbeat"]
     return beat is not None and time.time() - beat < OTHER_HOST_STALE_SECONDS
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Is a process with this id running on this machine?"""
     if not pid:
         return False
     try:

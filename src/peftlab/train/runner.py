@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -244,14 +245,25 @@ def run_experiment(
     return results
 
 
-def _run_one(p: Plan, store: Store, entry: MethodEntry, head: str, force: bool, isolation: str, echo: Any) -> Run:
+def queue_run(p: Plan, store: Store, entry: MethodEntry, force: bool = False) -> tuple[Run, bool]:
+    """Record one run of the experiment (queued unless already done with this config).
+
+    Returns (run, reset). A reset run (new, changed config, or `force`) loses the checkpoints
+    of its earlier config, so it can never resume from a different configuration's state."""
     cfg = p.cfg
     run_cfg = {
         "experiment": cfg.model_dump(mode="json"),
         "entry": entry.model_dump(mode="json"),
         "base_dir": str(p.base_dir) if p.base_dir else None,
     }
-    run, _ = store.upsert_run(cfg.name, entry.run_name, entry.name, config_hash(cfg, entry), run_cfg, force)
+    run, reset = store.upsert_run(cfg.name, entry.run_name, entry.name, config_hash(cfg, entry), run_cfg, force)
+    if reset:
+        shutil.rmtree(store.run_dir(cfg.name, entry.run_name) / "checkpoints", ignore_errors=True)
+    return run, reset
+
+
+def _run_one(p: Plan, store: Store, entry: MethodEntry, head: str, force: bool, isolation: str, echo: Any) -> Run:
+    run, _ = queue_run(p, store, entry, force)
     if run.status in ("done", "diverged"):
         echo(f"{head}: already {run.status}, skipped (use --force to redo)")
         return run
@@ -264,7 +276,7 @@ def _run_one(p: Plan, store: Store, entry: MethodEntry, head: str, force: bool, 
         return current
     from peftlab.train.trainer import last_checkpoint
 
-    ckpt = last_checkpoint(store.run_dir(cfg.name, entry.run_name) / "checkpoints")
+    ckpt = last_checkpoint(store.run_dir(p.cfg.name, entry.run_name) / "checkpoints")
     echo(f"{head}: running" + (f" (resuming from {ckpt.name})" if ckpt else ""))
     status = _execute(store, run.id, isolation)
     final = store.run(run.id)
