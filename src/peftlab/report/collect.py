@@ -7,13 +7,13 @@ runs apart.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from peftlab.errors import PeftlabError
+from peftlab.evaluate.bertscore import read_predictions
 from peftlab.report.leaderboard import MAIN_METRIC, row
 from peftlab.store import Run, Store
 
@@ -77,12 +77,7 @@ def load_predictions(run: Run) -> list[dict[str, Any]] | None:
     path = (run.info or {}).get("predictions")
     if not path or not Path(path).is_file():
         return None
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                out.append(json.loads(line))
-    return out
+    return read_predictions(path)
 
 
 def _rank_key(main: str):
