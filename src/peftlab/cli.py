@@ -85,11 +85,16 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    store = _store(args)
+def _find_run(store: Any, args: argparse.Namespace) -> Any:
     run = store.find_run(args.experiment, args.run)
     if run is None:
         raise PeftlabError(f"no run {args.run!r} in experiment {args.experiment!r}")
+    return run
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    run = _find_run(store, args)
     d = {k: getattr(run, k) for k in ("id", "experiment", "name", "method", "status", "error", "diverged_step",
                                       "metrics", "cost", "info", "resolved")}
     d["curves"] = store.curves(run.id)
@@ -114,9 +119,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from peftlab.serve import export
 
     store = _store(args)
-    run = store.find_run(args.experiment, args.run)
-    if run is None:
-        raise PeftlabError(f"no run {args.run!r} in experiment {args.experiment!r}")
+    run = _find_run(store, args)
     out = Path(args.output)
     if not args.merge:
         export.copy_adapter(run, out)
