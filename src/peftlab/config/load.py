@@ -121,12 +121,7 @@ def _check_extra(cfg: ExperimentConfig, lines: dict[tuple, int], source: str) ->
 
     def walk(v: Any, path: tuple) -> None:
         if isinstance(v, float) and not math.isfinite(v):
-            line = None
-            for n in range(len(path), -1, -1):
-                line = lines.get(path[:n])
-                if line:
-                    break
-            where = f"{source}:{line}" if line else source
+            where = _where(lines, path, source)
             raise ConfigError(f"{where}: {'.'.join(map(str, path))} = {v}: must be a finite number")
         if isinstance(v, dict):
             for k, x in v.items():
@@ -191,17 +186,21 @@ def _allowed_keys(loc: tuple) -> list[str]:
     return sorted(model.model_fields) if model else []
 
 
+def _where(lines: dict[tuple, int], path: tuple, source: str) -> str:
+    """`file:line` of the key at `path`, or of its nearest enclosing key that has a line."""
+    for n in range(len(path), -1, -1):
+        line = lines.get(path[:n])
+        if line:
+            return f"{source}:{line}"
+    return source
+
+
 def _format(e: ValidationError, raw: Any, lines: dict[tuple, int], source: str) -> str:
     msgs = []
     for err in e.errors():
         loc = tuple(p for p in err["loc"] if p not in ("function-after", "function-before"))
         key = ".".join(str(p) for p in loc) or "(top level)"
-        line = None
-        for n in range(len(loc), -1, -1):
-            line = lines.get(loc[:n])
-            if line:
-                break
-        where = f"{source}:{line}" if line else source
+        where = _where(lines, loc, source)
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc)
             guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
