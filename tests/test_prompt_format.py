@@ -3,12 +3,13 @@ inference, loss only on the completion, EOS appended, truncation counted."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import SMOLLM, STORIES, needs_shared
 from transformers import AutoTokenizer
 
 from peftlab.config.schema import EvaluationConfig, TrainingConfig
 from peftlab.data.prepare import Example
-from peftlab.tasks.causal_lm import CausalLMTask
+from peftlab.tasks.causal_lm import CausalLMTask, keep_count
 
 pytestmark = needs_shared
 
@@ -57,3 +58,65 @@ def test_truncation_keeps_template_and_counts() -> None:
     batch = task.collate([f, task.encode(Example(source="a", target="b", references=["b"]))])
     assert batch["input_ids"].shape[0] == 2
     assert (batch["labels"][1][batch["attention_mask"][1] == 0] == -100).all()
+
+
+def _lengths_batch(task: CausalLMTask) -> dict:
+    rows = [("Table: " + "x y " * n, "title " * m) for n, m in ((3, 2), (20, 1), (9, 6), (1, 9))]
+    feats = [task.encode(Example(source=s, target=t, references=[t])) for s, t in rows]
+    return task.collate(feats)
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt-tuning", "prefix-tuning"])
+def test_completion_only_logits_give_the_models_own_loss(method: str) -> None:
+    """Logits for the last k positions only: the same loss as the full forward, and far
+    fewer logits (the saving #5 measures)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from peftlab.methods import MethodContext, get_method
+
+    task = _task(STORIES)
+    model = AutoModelForCausalLM.from_pretrained(STORIES)
+    task.prepare_model(model)
+    assert task.keep_logits
+    m = get_method(method)
+    ctx = MethodContext(task="causal-lm", model_type=model.config.model_type, total_steps=1,
+                        tokenizer_path=STORIES, prompt_text="Table:", precision="fp32")
+    model = m.apply(model, m.parse_options({}), ctx)
+    batch = _lengths_batch(task)
+    with torch.no_grad():
+        full = model(**batch).loss
+        ours = task.loss(model, batch)
+        n_items = int((batch["labels"][:, 1:] != -100).sum())
+        summed = task.loss(model, batch, num_items=n_items)
+    assert torch.allclose(full, ours, atol=1e-5), (full, ours)
+    assert torch.allclose(ours, summed, atol=1e-6)
+    k = keep_count(batch["labels"])
+    assert 2 <= k < batch["labels"].shape[1]
+
+
+@pytest.mark.parametrize("method", ["lora", "prefix-tuning"])
+def test_one_pass_test_loss_and_generation_match_separate_passes(method: str) -> None:
+    """evaluate() scores the references and generates from one prompt pass per batch; the
+    loss and every output equal a separate loss pass plus plain generate (prompt methods
+    take the separate path)."""
+    from transformers import AutoModelForCausalLM
+
+    from peftlab.methods import MethodContext, get_method
+    from peftlab.tasks.base import Task
+
+    task = _task(STORIES)
+    task.evaluation = EvaluationConfig(max_new_tokens=12, batch_size=3)
+    model = AutoModelForCausalLM.from_pretrained(STORIES)
+    task.prepare_model(model)
+    m = get_method(method)
+    ctx = MethodContext(task="causal-lm", model_type=model.config.model_type, total_steps=1,
+                        tokenizer_path=STORIES, prompt_text="Table:", precision="fp32")
+    model = m.apply(model, m.parse_options({}), ctx)
+    exs = [Example(source="Table: " + "x y " * n, target="the title " * k, references=["t"])
+           for n, k in ((3, 2), (20, 1), (9, 6), (1, 9), (14, 3))]
+    loss, preds = task.evaluate(model, exs)
+    ref_loss, ref_preds = Task.evaluate(task, model, exs)
+    assert abs(loss - ref_loss) < 1e-4, (loss, ref_loss)
+    assert [p.output for p in preds] == [p.output for p in ref_preds]
+    assert [p.stopped for p in preds] == [p.stopped for p in ref_preds]

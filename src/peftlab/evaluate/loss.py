@@ -12,8 +12,15 @@ from peftlab.device import autocast
 
 
 def mean_loss(
-    model: Any, features: list[dict[str, Any]], collate: Callable, batch_size: int, precision: str, desc: str = "loss"
+    model: Any,
+    features: list[dict[str, Any]],
+    collate: Callable,
+    batch_size: int,
+    precision: str,
+    desc: str = "loss",
+    loss: Callable | None = None,
 ) -> float:
+    """`loss(model, batch)` is the task's batch loss (default: the model's own)."""
     dev = next(model.parameters()).device
     order = sorted(range(len(features)), key=lambda i: len(features[i].get("input_ids", ())))
     total, weight = 0.0, 0
@@ -27,8 +34,9 @@ def mean_loss(
                 w = int((labels != -100).sum()) if labels.dim() > 1 else len(labels)
                 if w == 0:
                     continue
-                out = model(**{k: v.to(dev) for k, v in batch.items()})
-                total += float(out.loss) * w
+                batch = {k: v.to(dev) for k, v in batch.items()}
+                value = loss(model, batch) if loss else model(**batch).loss
+                total += float(value) * w
                 weight += w
     finally:
         model.train(was)

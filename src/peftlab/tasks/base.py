@@ -67,12 +67,28 @@ class Task:
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def loss(self, model: Any, batch: dict[str, Any], num_items: Any = None) -> Any:
+        """Loss of one collated batch, as training and evaluation compute it: the mean over
+        its items, or the sum over `num_items` when the Trainer accumulates gradients."""
+        return model(**batch).loss
+
     # -- evaluation -----------------------------------------------------------
     def predict(self, model: Any, examples: list[Example], desc: str = "predict") -> list[Prediction]:
         raise NotImplementedError
 
     def score(self, examples: list[Example], preds: list[Prediction]) -> dict[str, float]:
         raise NotImplementedError
+
+    def evaluate(self, model: Any, examples: list[Example], desc: str = "test") -> tuple[float, list[Prediction]]:
+        """Mean loss over `examples` and the predictions: one loss pass, then `predict`."""
+        from peftlab.evaluate.loss import mean_loss
+
+        before = self.truncated
+        feats = [self.encode(e) for e in examples]
+        self.truncated = before  # truncation is counted on the training set only
+        loss = mean_loss(model, feats, self.collate, self.evaluation.batch_size, self.precision,
+                         desc=f"{desc} loss", loss=self.loss)
+        return loss, self.predict(model, examples, desc=desc)
 
 
 def real_tokens(features: list[dict[str, Any]]) -> int:

@@ -8,14 +8,16 @@ learns to stop (no "Ghana Ghana Ghana").
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from peftlab.data.prepare import Example
 from peftlab.evaluate.metrics import generation_metrics
 from peftlab.tasks.base import Prediction, Task
-from peftlab.tasks.generation import generate_batched
+from peftlab.tasks.generation import Generated, generate_batched, has_virtual_tokens
 
 _SENTINEL = "\u2063PEFTLAB_CONTENT\u2063"
 
@@ -51,6 +53,25 @@ class PromptFormatter:
         return ids[: max_len - 1] + [self.eos_id], len(ids) > max_len - 1
 
 
+def keep_count(labels: torch.Tensor) -> int:
+    """How many trailing positions hold every logit that predicts a label."""
+    n = labels.shape[1]
+    has = labels != -100
+    first = torch.where(has.any(1), has.float().argmax(1), torch.full_like(has[:, 0], n, dtype=torch.long))
+    return max(2, n - int(first.min()) + 1)
+
+
+def completion_loss(logits: torch.Tensor, labels: torch.Tensor, num_items: Any = None) -> torch.Tensor:
+    """Next-token cross-entropy of `logits` (the last k positions) against `labels` (all n)."""
+    k = logits.shape[1]
+    target = labels[:, labels.shape[1] - k + 1 :].to(logits.device)
+    loss = F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), target.flatten(), ignore_index=-100, reduction="sum"
+    )
+    count = num_items if num_items is not None else (target != -100).sum().clamp(min=1)
+    return loss / count
+
+
 def stop_ids(tok: Any) -> list[int]:
     """Token ids that end a completion: the chat end-of-turn token first, then EOS."""
     ids: list[int] = []
@@ -76,6 +97,26 @@ class CausalLMTask(Task):
     def prepare_model(self, model: Any) -> None:
         if model.config.pad_token_id is None:
             model.config.pad_token_id = self.tok.pad_token_id
+        self.keep_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    keep_logits = False  # the model can compute logits for the last k positions only
+
+    def loss(self, model: Any, batch: dict[str, Any], num_items: Any = None) -> torch.Tensor:
+        """Cross-entropy on the completion, with logits computed only where it can be.
+
+        The LM head (vocabulary x hidden) over every prompt position is about a fifth of
+        SmolLM2's training FLOPs, and its fp32 logits the biggest activation, yet only the
+        completion tokens carry loss. With right padding the completions of a batch all lie in
+        its last `k` positions, k = length - shortest prompt + 1, so the model is asked for
+        those logits only (`logits_to_keep`; virtual tokens of prompt methods are prepended,
+        so they do not move the tail).
+        """
+        labels = batch["labels"]
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if self.keep_logits:
+            inputs["logits_to_keep"] = keep_count(labels)
+        logits = model(**inputs).logits
+        return completion_loss(logits, labels, num_items)
 
     def encode(self, ex: Example) -> dict[str, Any]:
         p, cut_p = self.fmt.prompt_ids(ex.source, self.training.max_source_length)
@@ -100,14 +141,32 @@ class CausalLMTask(Task):
         return self.fmt.prompt_ids(source, self.training.max_source_length)[0]
 
     def predict(self, model: Any, examples: list[Example], desc: str = "predict") -> list[Prediction]:
+        return self._generate(model, examples, desc)[1]
+
+    def evaluate(self, model: Any, examples: list[Example], desc: str = "test") -> tuple[float, list[Prediction]]:
+        """Test loss and predictions from one prompt pass per batch (see `generate_batched`),
+        where generation is greedy and the model's cache is its own (no virtual tokens)."""
+        if self.evaluation.num_beams != 1 or not self.keep_logits or has_virtual_tokens(model):
+            return super().evaluate(model, examples, desc)
+        before = self.truncated
+        targets = [self.fmt.target_ids(e.target or "", self.training.max_target_length)[0] for e in examples]
+        self.truncated = before
+        outs, preds = self._generate(model, examples, desc, targets)
+        return (outs.loss_sum / outs.tokens if outs.tokens else float("nan")), preds
+
+    def _generate(
+        self, model: Any, examples: list[Example], desc: str, targets: list[list[int]] | None = None
+    ) -> tuple[Generated, list[Prediction]]:
         prompts = [self.prompt(e.source) for e in examples]
         outs = generate_batched(
-            model, self.tok, prompts, self.evaluation, stop_ids(self.tok), desc=desc, precision=self.precision
+            model, self.tok, prompts, self.evaluation, stop_ids(self.tok), desc=desc, precision=self.precision,
+            targets=targets,
         )
-        return [
+        preds = [
             Prediction(e.source, e.references if len(e.references) > 1 else (e.target or ""), text, stopped)
             for e, (text, stopped) in zip(examples, outs, strict=True)
         ]
+        return outs, preds
 
     def score(self, examples: list[Example], preds: list[Prediction]) -> dict[str, float]:
         return generation_metrics([p.output for p in preds], [e.references for e in examples])

@@ -23,7 +23,6 @@ from peftlab.data.prepare import prepare_data
 from peftlab.device import describe, resolve_precision
 from peftlab.errors import DivergedError, PeftlabError
 from peftlab.evaluate.health import generation_health
-from peftlab.evaluate.loss import mean_loss
 from peftlab.methods import MethodContext, get_method
 from peftlab.models import load_image_processor, load_model, load_tokenizer, resolve_model
 from peftlab.store import Store
@@ -161,11 +160,7 @@ def _run(
     # 6. Evaluate on the test split: loss, predictions, metrics, health.
     store.update(run_id, progress={"phase": "evaluating"})
     t0 = time.perf_counter()
-    before = task.truncated
-    test_feats = [task.encode(e) for e in data.test]
-    task.truncated = before
-    test_loss = mean_loss(model, test_feats, task.collate, ecfg.batch_size, precision, desc="test loss")
-    preds = task.predict(model, data.test, desc=f"{entry.run_name}: test")
+    test_loss, preds = task.evaluate(model, data.test, desc=f"{entry.run_name}: test")
     metrics = task.score(data.test, preds)
     eval_seconds = time.perf_counter() - t0
     per_class = metrics.pop("_per_class", None)

@@ -60,6 +60,18 @@ class PeftlabTrainer(Trainer):
                 collator.counting = counting
 
     tokens_trained = 0  # real tokens of the batches trained on in this process
+    task: Task | None = None
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        """The task's loss (causal-lm: logits on the completion only), for training and eval."""
+        if self.task is None or type(self.task).loss is Task.loss:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # summed over num_items_in_batch, the loss is already scaled for gradient accumulation
+        self.loss_is_scaled_for_ga = num_items_in_batch is not None
+        loss = self.task.loss(model, inputs, num_items_in_batch)
+        return (loss, {"loss": loss}) if return_outputs else loss
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         mask = inputs.get("attention_mask")
@@ -203,6 +215,7 @@ def train_model(
         label_names=["labels"],
         save_only_model=False,
         disable_tqdm=False,
+        prediction_loss_only=True,
     )
     callbacks: list[Any] = [StoreCallback(store, run_id)]
     if method.name == "adalora":
@@ -218,6 +231,7 @@ def train_model(
             data_collator=collator,
             callbacks=callbacks,
         )
+    trainer.task = task
     resume = last_checkpoint(ckpt_dir)
     if resume is not None:
         store.log(run_id, f"resuming from {resume.name}")
