@@ -19,6 +19,6 @@ METHOD = Method(
     name="full",
     summary="Full fine-tuning of all weights.",
     options=FullOptions,
-    learning_rates={"default": 5e-5},
+    learning_rates={"default": 5e-5, "classification": 2e-4},
     apply=apply,
 )

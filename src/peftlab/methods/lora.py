@@ -39,6 +39,6 @@ METHOD = Method(
     name="lora",
     summary="Low-rank adapters on the linear layers.",
     options=LoraOptions,
-    learning_rates={"default": 2e-4, "classification": 5e-4, "image-classification": 5e-4},
+    learning_rates={"default": 2e-4, "classification": 2e-3, "image-classification": 5e-4},
     apply=apply,
 )

@@ -13,10 +13,18 @@ from peftlab.evaluate.metrics import classification_metrics
 from peftlab.tasks.base import Prediction, Task
 
 HEADS = ("classifier", "score")
+# Encoders whose head reads the [CLS] token through a pooler (BERT-style). Checkpoints trained
+# for sentence embeddings (sentence-transformers: mean pooling) never trained that pooler, so the
+# classifier alone on its output learns little more than the majority class: it trains too.
+POOLERS = ("pooler",)
 
 
 def head_names(model: Any) -> list[str]:
-    return [h for h in HEADS if getattr(model, h, None) is not None]
+    heads = [h for h in HEADS if getattr(model, h, None) is not None]
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    if heads and base is not None:
+        heads += [p for p in POOLERS if getattr(base, p, None) is not None]
+    return heads
 
 
 class ClassificationTask(Task):
