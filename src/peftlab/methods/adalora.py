@@ -54,7 +54,7 @@ METHOD = Method(
     name="adalora",
     summary="LoRA with ranks pruned to where they matter.",
     options=AdaLoraOptions,
-    learning_rates={"default": 5e-4, "classification": 1e-3, "image-classification": 1e-3},
+    learning_rates={"default": 5e-4, "classification": 2e-3, "image-classification": 1e-3},
     apply=apply,
     needs_total_steps=True,
 )

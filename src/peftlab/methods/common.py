@@ -17,10 +17,14 @@ _TASK_TYPES = {
 
 
 def peft_kwargs(ctx: MethodContext) -> dict[str, Any]:
-    """task_type and modules_to_save for the task: new classifier heads must train and be saved."""
+    """task_type and modules_to_save for the task: new classifier heads must train and be saved.
+
+    For SEQ_CLS peft adds the classifier head itself; the task may list more (the BERT pooler,
+    which sentence-embedding checkpoints never trained), and those are saved in the adapter,
+    so plain `PeftModel.from_pretrained` restores them.
+    """
     kw: dict[str, Any] = {"task_type": _TASK_TYPES[ctx.task]}
-    # For SEQ_CLS peft adds the classifier head to modules_to_save itself.
-    if ctx.head_modules and kw["task_type"] is None:
+    if ctx.head_modules:
         kw["modules_to_save"] = list(ctx.head_modules)
     return kw
 

@@ -15,6 +15,6 @@ METHOD = Method(
     name="dora",
     summary="LoRA with magnitude/direction decomposition.",
     options=LoraOptions,
-    learning_rates={"default": 2e-4, "classification": 5e-4, "image-classification": 5e-4},
+    learning_rates={"default": 2e-4, "classification": 2e-3, "image-classification": 5e-4},
     apply=apply,
 )

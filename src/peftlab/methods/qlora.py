@@ -30,7 +30,8 @@ def load_kwargs(opts: QLoraOptions, ctx: MethodContext) -> dict[str, Any]:
             bnb_4bit_quant_type=opts.quant_type,
             bnb_4bit_use_double_quant=opts.double_quant,
             bnb_4bit_compute_dtype=compute,
-            llm_int8_skip_modules=["lm_head", "classifier", "score", "pooler"],
+            # heads stay full precision: they train (modules_to_save). ".*pooler" reaches bert.pooler.dense
+            llm_int8_skip_modules=["lm_head", "classifier", "score", "pooler", ".*pooler"],
         )
     }
 
@@ -44,7 +45,7 @@ METHOD = Method(
     name="qlora",
     summary="LoRA on a 4-bit quantized base model.",
     options=QLoraOptions,
-    learning_rates={"default": 2e-4, "classification": 5e-4, "image-classification": 5e-4},
+    learning_rates={"default": 2e-4, "classification": 2e-3, "image-classification": 5e-4},
     apply=apply,
     load_kwargs=load_kwargs,
 )
