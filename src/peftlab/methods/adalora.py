@@ -19,7 +19,7 @@ class AdaLoraOptions(MethodOptions):
     init_r: int = Field(12, gt=0, description="Starting rank of every adapter.")
     target_r: int = Field(8, gt=0, description="Average rank after pruning.")
     alpha: int = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1, description="peft's default; see LoraOptions.dropout.")
     tinit_fraction: float = Field(0.1, ge=0, lt=1, description="Share of steps before pruning starts.")
     tfinal_fraction: float = Field(0.2, ge=0, lt=1, description="Share of steps at the end with ranks fixed.")
     delta_t: int = Field(1, gt=0, description="Steps between two budget allocations.")

@@ -13,7 +13,11 @@ from peftlab.methods.targets import lora_targets
 class LoraOptions(MethodOptions):
     r: int = Field(16, gt=0, description="Rank of the update.")
     alpha: int = Field(32, gt=0, description="Scaling numerator (scale = alpha / r).")
-    dropout: float = Field(0.05, ge=0, lt=1)
+    dropout: float = Field(
+        0.0, ge=0, lt=1,
+        description="peft's default. 0.05 cost 20% of LoRA's training speed on SmolLM2 here (an extra copy of every "
+        "adapted layer's input, forward and backward); see benchmarks/RESULTS.md for its effect on quality.",
+    )
     target_modules: list[str] | None = Field(None, description="Default: per architecture (see targets.py).")
     use_rslora: bool = False
 
