@@ -22,7 +22,12 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import USUAL_LORA_DROPOUT, USUAL_MAX_LENGTH, USUAL_SEQ2SEQ_TARGET_LENGTH  # noqa: E402
+from cases import (  # noqa: E402
+    USUAL_LORA_DROPOUT,
+    USUAL_MAX_LENGTH,
+    USUAL_MICRO_BATCH,
+    USUAL_SEQ2SEQ_TARGET_LENGTH,
+)
 
 from peftlab.config.load import load_experiment  # noqa: E402
 from peftlab.data.prepare import prepare_data  # noqa: E402
@@ -86,7 +91,8 @@ def usual(s: Setup) -> dict[str, Any]:
         feats = [s.task.encode(e) for e in s.data.train]
         padded = [pad_usual(s.cfg.task, f, s.tok.pad_token_id) for f in feats]
         args = TrainingArguments(
-            output_dir="/tmp/peftlab-bench-usual", per_device_train_batch_size=t.batch_size,
+            output_dir="/tmp/peftlab-bench-usual", per_device_train_batch_size=min(t.batch_size, USUAL_MICRO_BATCH),
+            gradient_accumulation_steps=max(1, t.batch_size // USUAL_MICRO_BATCH),
             learning_rate=s.lr, weight_decay=t.weight_decay, warmup_steps=int(t.warmup_ratio * s.total_steps),
             lr_scheduler_type=t.lr_scheduler, num_train_epochs=1, seed=t.seed, report_to="none",
             save_strategy="no", use_cpu=True, logging_steps=1, remove_unused_columns=False,
@@ -157,7 +163,7 @@ def flops(s: Setup, n: int = 4 if os.environ.get("PEFTLAB_BENCH_QUICK") else 16)
     return {"flops_per_token": total / tokens, "examples": len(feats), "tokens": tokens}
 
 
-def ablation(s: Setup, n: int = 16, batch: int = 8) -> dict[str, Any]:
+def ablation(s: Setup, n: int = 8, batch: int = 4) -> dict[str, Any]:
     """Training throughput on the same n examples with the levers switched on one by one."""
     from peftlab.tasks.causal_lm import CausalLMTask
 
@@ -175,6 +181,9 @@ def ablation(s: Setup, n: int = 16, batch: int = 8) -> dict[str, Any]:
     def own_loss(b: dict[str, Any]) -> torch.Tensor:
         return s.model(**b).loss
 
+    def completion(b: dict[str, Any]) -> torch.Tensor:
+        return task.loss(s.model, b)
+
     task.loss(s.model, task.collate(feats[:2])).backward()  # warm-up: first-call allocations
     s.model.zero_grad(set_to_none=True)
     by_len = sorted(feats, key=lambda f: len(f["input_ids"]))
@@ -182,8 +191,8 @@ def ablation(s: Setup, n: int = 16, batch: int = 8) -> dict[str, Any]:
         ("usual: padded to 512, all logits, LoRA dropout 0.05", feats, pad512, own_loss),
         ("dynamic padding, random batches", feats, task.collate, own_loss),
         ("+ length-grouped batches", by_len, task.collate, own_loss),
-        ("+ logits on the completion only", by_len, task.collate, task.loss),
-        ("+ LoRA dropout 0 (= peftlab's default path)", by_len, task.collate, task.loss),
+        ("+ logits on the completion only", by_len, task.collate, completion),
+        ("+ LoRA dropout 0 (= peftlab's default path)", by_len, task.collate, completion),
     ]
     out = []
     for name, order, collate, loss_fn in variants:

@@ -31,7 +31,13 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from cases import USUAL_BATCH_SIZE, USUAL_LORA_DROPOUT, USUAL_MAX_LENGTH, cases  # noqa: E402
+from cases import (  # noqa: E402
+    USUAL_BATCH_SIZE,
+    USUAL_LORA_DROPOUT,
+    USUAL_MAX_LENGTH,
+    USUAL_MICRO_BATCH,
+    cases,
+)
 
 
 def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 5) -> float:
@@ -57,6 +63,8 @@ def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 5) -> float:
 
 def _child(mode: str, exp: Path, work: Path) -> dict[str, Any]:
     out = work / f"{exp.stem}-{mode}.json"
+    if out.is_file():  # `--work` of an interrupted run: what it measured stands
+        return json.loads(out.read_text())
     t0 = time.perf_counter()
     subprocess.run([sys.executable, str(HERE / "recipes.py"), mode, str(exp), str(out)], check=True)
     result = json.loads(out.read_text())
@@ -67,8 +75,8 @@ def _child(mode: str, exp: Path, work: Path) -> dict[str, Any]:
 def _peftlab(exp: Path, store_dir: Path) -> dict[str, Any]:
     from peftlab.store import Store
 
-    subprocess.run([sys.executable, "-m", "peftlab", "--store", str(store_dir), "run", str(exp), "--force"],
-                   check=True)
+    # a fresh store per benchmark; with `--work` of an interrupted run, runs already done are kept
+    subprocess.run([sys.executable, "-m", "peftlab", "--store", str(store_dir), "run", str(exp)], check=True)
     cfg = yaml.safe_load(exp.read_text())
     run = Store(store_dir).find_run(cfg["name"], cfg["methods"][0]["name"])
     assert run is not None and run.status == "done", f"peftlab run did not finish: {run and run.error}"
@@ -146,7 +154,8 @@ def markdown(results: list[dict[str, Any]], mach: dict[str, Any], wall: float) -
         "## Recipes",
         "",
         f"- **usual**: transformers `Trainer`, every example padded to {USUAL_MAX_LENGTH} tokens (seq2seq targets to "
-        f"128), fp32, batch {USUAL_BATCH_SIZE}, random batches, the model's own loss over every logit; "
+        f"128), fp32, batch {USUAL_BATCH_SIZE} ({USUAL_MICRO_BATCH} x {USUAL_BATCH_SIZE // USUAL_MICRO_BATCH} gradient "
+        "accumulation: 16 x 512 in one pass was OOM-killed at 24 GB), random batches, the model's own loss over every logit; "
         "`generate` one example at a time (classification: the Trainer's batches of 16, padded to 512).",
         "- **peftlab**: `peftlab run` with its defaults: dynamic padding with length-grouped batches, logits on the "
         "completion only (causal-lm), precision `auto` (bf16 autocast only where the hardware has native bf16), "
