@@ -19,26 +19,33 @@ USUAL_SEQ2SEQ_TARGET_LENGTH = 128  # usual summarisation notebooks pad targets t
 USUAL_LORA_DROPOUT = 0.05  # LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05) in the usual notebooks
 
 
-def statista_smollm2(n_train: int, n_test: int, batch_size: int, max_new_tokens: int = 40,
-                     seed: int = 42) -> dict[str, Any]:
-    """The main case: LoRA r=16 on SmolLM2-135M-Instruct, statista table-to-title."""
+def _statista(name: str, model: str, task: str, prompt: str, n_train: int, n_test: int, batch_size: int,
+              max_source_length: int, max_new_tokens: int, seed: int) -> dict[str, Any]:
+    """Statista table-to-title with LoRA r=16, as a one-method peftlab experiment."""
     return {
-        "name": "bench-statista-smollm2",
-        "model": "smollm2-135m-instruct-gguf",
-        "task": "causal-lm",
+        "name": name,
+        "model": model,
+        "task": task,
         "data": {
             "train": "statista/train.jsonl",
             "test": "statista/test.jsonl",
-            "prompt": "Write the title of this table:\n{table}",
+            "prompt": prompt,
             "target": "title",
             "max_train_examples": n_train,
             "max_test_examples": n_test,
         },
         "methods": [{"name": "lora", "r": 16, "alpha": 32}],
-        "training": {"epochs": 1, "batch_size": batch_size, "max_source_length": 160, "max_target_length": 48,
-                     "seed": seed},
+        "training": {"epochs": 1, "batch_size": batch_size, "max_source_length": max_source_length,
+                     "max_target_length": 48, "seed": seed},
         "evaluation": {"max_new_tokens": max_new_tokens, "batch_size": 25},
     }
+
+
+def statista_smollm2(n_train: int, n_test: int, batch_size: int, max_new_tokens: int = 40,
+                     seed: int = 42) -> dict[str, Any]:
+    """The main case: LoRA r=16 on SmolLM2-135M-Instruct, statista table-to-title."""
+    return _statista("bench-statista-smollm2", "smollm2-135m-instruct-gguf", "causal-lm",
+                     "Write the title of this table:\n{table}", n_train, n_test, batch_size, 160, max_new_tokens, seed)
 
 
 def fpb_minilm(n_train: int, n_test: int, batch_size: int, seed: int = 42) -> dict[str, Any]:
@@ -64,23 +71,8 @@ def fpb_minilm(n_train: int, n_test: int, batch_size: int, seed: int = 42) -> di
 def statista_t5(model_dir: Path, n_train: int, n_test: int, batch_size: int, max_new_tokens: int = 40,
                 seed: int = 42) -> dict[str, Any]:
     """seq2seq: LoRA r=16 on a small randomly initialised T5 (no pretrained one is available)."""
-    return {
-        "name": "bench-statista-t5",
-        "model": str(model_dir),
-        "task": "seq2seq",
-        "data": {
-            "train": "statista/train.jsonl",
-            "test": "statista/test.jsonl",
-            "prompt": "title: {table}",
-            "target": "title",
-            "max_train_examples": n_train,
-            "max_test_examples": n_test,
-        },
-        "methods": [{"name": "lora", "r": 16, "alpha": 32}],
-        "training": {"epochs": 1, "batch_size": batch_size, "max_source_length": 256, "max_target_length": 48,
-                     "seed": seed},
-        "evaluation": {"max_new_tokens": max_new_tokens, "batch_size": 25},
-    }
+    return _statista("bench-statista-t5", str(model_dir), "seq2seq", "title: {table}",
+                     n_train, n_test, batch_size, 256, max_new_tokens, seed)
 
 
 def build_small_t5(out: Path, tokenizer_dir: Path) -> Path:

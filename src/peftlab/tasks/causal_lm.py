@@ -148,9 +148,7 @@ class CausalLMTask(Task):
         where generation is greedy and the model's cache is its own (no virtual tokens)."""
         if self.evaluation.num_beams != 1 or not self.keep_logits or has_virtual_tokens(model):
             return super().evaluate(model, examples, desc)
-        before = self.truncated
         targets = [self.fmt.target_ids(e.target or "", self.training.max_target_length)[0] for e in examples]
-        self.truncated = before
         outs, preds = self._generate(model, examples, desc, targets)
         return (outs.loss_sum / outs.tokens if outs.tokens else float("nan")), preds
 

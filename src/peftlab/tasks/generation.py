@@ -42,7 +42,6 @@ def generate_batched(
     was_training = model.training
     model.eval()
     bs = ecfg.batch_size
-    joint = targets is not None  # the caller checked: decoder-only, greedy, no virtual tokens
     scored = Generated()
     try:
         with torch.inference_mode(), autocast(precision):
@@ -61,7 +60,7 @@ def generate_batched(
                         mask[row, : len(p)] = 1
                 ids, mask = ids.to(dev), mask.to(dev)
                 cache = None
-                if joint:
+                if targets is not None:  # the caller checked: decoder-only, greedy, no virtual tokens
                     cache = _score_targets(model, ids, mask, [targets[i] for i in idx], pad, scored)
                 out = model.generate(
                     input_ids=ids,
@@ -85,14 +84,12 @@ def generate_batched(
     finally:
         model.train(was_training)
     scored.extend(r for r in results if r is not None)
-    scored.joint = joint
     return scored
 
 
 class Generated(list):
     """(text, stopped) per prompt, plus the targets' summed loss and token count when scored."""
 
-    joint = False
     loss_sum = 0.0
     tokens = 0
 
