@@ -24,7 +24,11 @@ def load_kwargs(opts: QLoraOptions, ctx: MethodContext) -> dict[str, Any]:
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if ctx.precision == "bf16" else torch.float32
+    # On CUDA the weights must be quantized straight onto the GPU: a 4-bit model cannot be
+    # moved with .to() afterwards, and without a device map it would stay (and train) on CPU.
+    placement = {"device_map": {"": torch.cuda.current_device()}} if torch.cuda.is_available() else {}
     return {
+        **placement,
         "quantization_config": BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type=opts.quant_type,

@@ -120,7 +120,7 @@ def _plain_copy(gguf: Path, folder: Path) -> Path:
     if (out / "config.json").is_file():
         return out
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     try:
         q = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=gguf.name, dtype=torch.float32)
@@ -136,7 +136,7 @@ def _plain_copy(gguf: Path, folder: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
     try:
         plain.save_pretrained(tmp)
-        AutoTokenizer.from_pretrained(str(folder)).save_pretrained(tmp)
+        _gguf_tokenizer(folder, gguf, plain_cfg).save_pretrained(tmp)
         for extra in ("generation_config.json", "chat_template.jinja"):
             if (folder / extra).is_file() and not (tmp / extra).exists():
                 shutil.copy(folder / extra, tmp / extra)
@@ -148,6 +148,34 @@ def _plain_copy(gguf: Path, folder: Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _gguf_tokenizer(folder: Path, gguf: Path, config: Any) -> Any:
+    """The tokenizer stored in a GGUF file, with its special tokens.
+
+    transformers' versions differ here: some find the GGUF beside it only when the folder is
+    given alone, others read it only with `gguf_file` but then drop the special tokens. Try
+    both, and restore missing special tokens from the ids the GGUF metadata put in the config.
+    """
+    from transformers import AutoTokenizer
+
+    tok, errors = None, []
+    for kw in ({}, {"gguf_file": gguf.name}):
+        try:
+            t = AutoTokenizer.from_pretrained(str(folder), **kw)
+        except (OSError, ValueError) as e:
+            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0]}")
+            continue
+        if t.eos_token is not None:
+            return t
+        tok = tok or t
+    if tok is None:
+        raise ModelError(f"{gguf}: transformers could not read the tokenizer in this GGUF file ({'; '.join(errors)})")
+    for name in ("bos", "eos", "pad", "unk"):
+        i = getattr(config, f"{name}_token_id", None)
+        if isinstance(i, int) and getattr(tok, f"{name}_token") is None:
+            setattr(tok, f"{name}_token", tok.convert_ids_to_tokens(i))
+    return tok
 
 
 def load_tokenizer(rm: ResolvedModel, cfg: ModelConfig, task: str) -> Any:
