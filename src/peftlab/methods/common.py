@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from peft import TaskType, get_peft_model
@@ -31,3 +33,28 @@ def peft_kwargs(ctx: MethodContext) -> dict[str, Any]:
 
 def wrap(model: Any, config: Any) -> Any:
     return get_peft_model(model, config)
+
+
+def can_merge(model: Any) -> bool:
+    """Whether the adapter's weights can be folded into the base for inference: LoRA, DoRA,
+    AdaLoRA and IA3 can; prompt-learning adapters have nothing to fold, and folding into a
+    4-bit base (qlora) would re-quantize it, so those are left as they are."""
+    from peft import PeftModel
+
+    return (isinstance(model, PeftModel) and not model.active_peft_config.is_prompt_learning
+            and not getattr(model, "is_quantized", False))
+
+
+@contextlib.contextmanager
+def merged_for_inference(model: Any) -> Iterator[None]:
+    """Fold the adapter into the base weights (W + s·BA) for the duration: each layer then runs
+    one matmul instead of the base's plus the adapter's. Measured on SmolLM2-135M LoRA, statista:
+    generation 20% faster with identical outputs and test loss (benchmarks/eval_levers.py)."""
+    if not can_merge(model):
+        yield
+        return
+    model.merge_adapter()
+    try:
+        yield
+    finally:
+        model.unmerge_adapter()

@@ -8,11 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from peftlab.config.schema import ExperimentConfig, MethodEntry
 from peftlab.data.prepare import prepare_data
 from peftlab.device import resolve_precision
 from peftlab.errors import PeftlabError
 from peftlab.methods import MethodContext, get_method
+from peftlab.methods.common import can_merge
 from peftlab.models.loading import load_image_processor, load_model, load_tokenizer, resolve_model
 from peftlab.store import Run
 from peftlab.tasks import TASKS, Task
@@ -71,5 +74,9 @@ def load_trained(run: Run) -> Trained:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, artifact)
+            if can_merge(model):  # inference as the run's test evaluation did it: adapter folded in
+                model.merge_adapter()
+    if torch.cuda.is_available() and not getattr(model, "is_quantized", False):
+        model.to("cuda")  # where training evaluated it, so outputs match (a 4-bit base is placed as it loads)
     model.eval()
     return Trained(model, task, cfg, entry)

@@ -13,6 +13,7 @@ import math
 import platform
 import shutil
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from peftlab.device import describe, resolve_precision
 from peftlab.errors import DivergedError, PeftlabError
 from peftlab.evaluate.health import generation_health
 from peftlab.methods import MethodContext, get_method
+from peftlab.methods.common import merged_for_inference
 from peftlab.models import load_image_processor, load_model, load_tokenizer, resolve_model
 from peftlab.store import Store
 from peftlab.tasks import TASKS
@@ -68,7 +70,7 @@ def execute_run(store: Store, run_id: int) -> str:
         ):
             msg = f"disk full while writing ({e}); earlier checkpoints are kept, free space and run again"
         store.finish(run_id, "failed", error=msg)
-        store.log(run_id, msg, "error")
+        store.log(run_id, f"{msg}\n{traceback.format_exc()}", "error")  # the trace, for a bug report
         return "failed"
 
 
@@ -160,7 +162,8 @@ def _run(
     # 6. Evaluate on the test split: loss, predictions, metrics, health.
     store.update(run_id, progress={"phase": "evaluating"})
     t0 = time.perf_counter()
-    test_loss, preds = task.evaluate(model, data.test, desc=f"{entry.run_name}: test")
+    with merged_for_inference(model):  # the adapter is saved: fold it in, generation is faster
+        test_loss, preds = task.evaluate(model, data.test, desc=f"{entry.run_name}: test")
     metrics = task.score(data.test, preds)
     eval_seconds = time.perf_counter() - t0
     per_class = metrics.pop("_per_class", None)

@@ -1,0 +1,73 @@
+"""Evaluation levers, measured on a done run: re-evaluate its saved adapter on the test split
+with each lever on and off, in one process, and compare with the run's own training time.
+
+    python benchmarks/eval_levers.py --store /work/runs/statista-store statista-smollm2 lora [--n 50]
+
+Prints one JSON line per variant (seconds, examples/s, test loss, outputs identical to the
+first variant) and, last, a summary with eval/train ratios scaled to the whole test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+
+from peftlab.data.prepare import prepare_data
+from peftlab.methods.common import can_merge, merged_for_inference
+from peftlab.models.trained import load_trained, run_config
+from peftlab.store import Store
+from peftlab.tasks import generation
+
+
+@contextlib.contextmanager
+def shared_prefix(on: bool) -> Iterator[None]:
+    keep = generation.MIN_SHARED_PREFIX
+    generation.MIN_SHARED_PREFIX = keep if on else 10**9
+    try:
+        yield
+    finally:
+        generation.MIN_SHARED_PREFIX = keep
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", required=True)
+    ap.add_argument("experiment")
+    ap.add_argument("run")
+    ap.add_argument("--n", type=int, default=0, help="test examples (default: the run's whole test split)")
+    ap.add_argument("--variants", default="plain,prefix,prefix+merge")
+    args = ap.parse_args()
+    run = Store(args.store).find_run(args.experiment, args.run)
+    assert run is not None and run.status == "done", f"{args.experiment}/{args.run} is not a done run"
+    cfg, _, base = run_config(run)
+    test = prepare_data(cfg.data, cfg.task, cfg.training.seed, base).test
+    test = test[: args.n] if args.n else test
+    tr = load_trained(run)
+    if can_merge(tr.model):
+        tr.model.unmerge_adapter()  # load_trained folds the adapter in; the variants choose
+    first: list[str] | None = None
+    out = {}
+    for v in args.variants.split(","):
+        merge = merged_for_inference(tr.model) if "merge" in v else contextlib.nullcontext()
+        with shared_prefix("prefix" in v), merge:
+            t0 = time.perf_counter()
+            loss, preds = tr.task.evaluate(tr.model, test, desc=v)
+            dt = time.perf_counter() - t0
+        texts = [p.output for p in preds]
+        first = first or texts
+        out[v] = {"variant": v, "seconds": round(dt, 2), "examples_per_second": round(len(test) / dt, 3),
+                  "test_loss": round(loss, 5), "same_outputs": texts == first,
+                  "differing_outputs": sum(a != b for a, b in zip(texts, first, strict=True))}
+        print(json.dumps(out[v]), flush=True)
+    train_s = (run.cost or {})["train_seconds"]
+    full_n = (run.info or {})["data"]["test"]
+    print(json.dumps({"train_seconds": train_s, "test_examples": full_n, "measured_on": len(test),
+                      "eval_over_train": {v: round(r["seconds"] * full_n / len(test) / train_s, 3)
+                                          for v, r in out.items()}}))
+
+
+if __name__ == "__main__":
+    main()
