@@ -31,6 +31,7 @@ from cases import (  # noqa: E402
 
 from peftlab.config.load import load_experiment  # noqa: E402
 from peftlab.data.prepare import prepare_data  # noqa: E402
+from peftlab.device import autocast, resolve_precision  # noqa: E402
 from peftlab.methods import MethodContext, get_method  # noqa: E402
 from peftlab.models import load_model, load_tokenizer, resolve_model  # noqa: E402
 from peftlab.tasks import TASKS  # noqa: E402
@@ -64,6 +65,13 @@ class Setup:
         self.model = self.method.apply(model, self.method.parse_options(options), ctx)
         self.lr = self.entry.learning_rate or cfg.training.learning_rate or self.method.learning_rate(cfg.task)
         self.total_steps = n_steps
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def usual_micro_batch(batch_size: int) -> int:
+    """On CPU, 16 x 512 in one pass was OOM-killed (see cases.py): the usual users accumulate.
+    A GPU holds it, so there the usual recipe takes the whole batch in one pass."""
+    return batch_size if torch.cuda.is_available() else min(batch_size, USUAL_MICRO_BATCH)
 
 
 def pad_usual(task_name: str, f: dict[str, Any], pad: int) -> dict[str, Any]:
@@ -91,11 +99,11 @@ def usual(s: Setup) -> dict[str, Any]:
         feats = [s.task.encode(e) for e in s.data.train]
         padded = [pad_usual(s.cfg.task, f, s.tok.pad_token_id) for f in feats]
         args = TrainingArguments(
-            output_dir="/tmp/peftlab-bench-usual", per_device_train_batch_size=min(t.batch_size, USUAL_MICRO_BATCH),
-            gradient_accumulation_steps=max(1, t.batch_size // USUAL_MICRO_BATCH),
+            output_dir="/tmp/peftlab-bench-usual", per_device_train_batch_size=usual_micro_batch(t.batch_size),
+            gradient_accumulation_steps=max(1, t.batch_size // usual_micro_batch(t.batch_size)),
             learning_rate=s.lr, weight_decay=t.weight_decay, warmup_steps=int(t.warmup_ratio * s.total_steps),
             lr_scheduler_type=t.lr_scheduler, num_train_epochs=1, seed=t.seed, report_to="none",
-            save_strategy="no", use_cpu=True, logging_steps=1, remove_unused_columns=False,
+            save_strategy="no", use_cpu=s.device.type == "cpu", logging_steps=1, remove_unused_columns=False,
         )
         trainer = Trainer(model=s.model, args=args, train_dataset=padded, data_collator=default_data_collator)
         t0 = time.perf_counter()
@@ -124,8 +132,8 @@ def _predict_usual(s: Setup) -> list[Prediction]:
             for i in range(0, len(s.data.test), 16):
                 exs = s.data.test[i : i + 16]
                 rows = [pad_usual("classification", task.encode_eval(e), tok.pad_token_id) for e in exs]
-                logits = model(input_ids=torch.tensor([r["input_ids"] for r in rows]),
-                               attention_mask=torch.tensor([r["attention_mask"] for r in rows])).logits
+                logits = model(input_ids=torch.tensor([r["input_ids"] for r in rows], device=s.device),
+                               attention_mask=torch.tensor([r["attention_mask"] for r in rows], device=s.device)).logits
                 for e, k in zip(exs, logits.argmax(-1).tolist(), strict=True):
                     preds.append(Prediction(e.source, task.labels[e.label or 0], task.labels[k], extra={"pred_id": k}))
             return preds
@@ -133,7 +141,7 @@ def _predict_usual(s: Setup) -> list[Prediction]:
         stop = stop_ids(tok) if decoder_only else [tok.eos_token_id]
         for e in s.data.test:  # one example at a time
             ids = task.prompt(e.source) if decoder_only else task.source_ids(e.source)[0]
-            x = torch.tensor([ids])
+            x = torch.tensor([ids], device=s.device)
             out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=ecfg.max_new_tokens,
                                  do_sample=False, num_beams=ecfg.num_beams, eos_token_id=stop,
                                  pad_token_id=tok.pad_token_id)
@@ -169,6 +177,8 @@ def ablation(s: Setup, n: int = 8, batch: int = 4) -> dict[str, Any]:
 
     task = s.task
     assert isinstance(task, CausalLMTask)
+    dev = s.device
+    s.model.to(dev)
     feats = [task.encode(e) for e in s.data.train[:n]]
     tokens = sum(len(f["input_ids"]) for f in feats)
     opt = torch.optim.AdamW([p for p in s.model.parameters() if p.requires_grad], lr=s.lr)
@@ -178,13 +188,20 @@ def ablation(s: Setup, n: int = 8, batch: int = 4) -> dict[str, Any]:
         rows = [pad_usual("causal-lm", f, s.tok.pad_token_id) for f in fs]
         return {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}
 
+    def on_dev(b: dict[str, Any]) -> dict[str, Any]:
+        return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     def own_loss(b: dict[str, Any]) -> torch.Tensor:
         return s.model(**b).loss
 
     def completion(b: dict[str, Any]) -> torch.Tensor:
         return task.loss(s.model, b)
 
-    task.loss(s.model, task.collate(feats[:2])).backward()  # warm-up: first-call allocations
+    task.loss(s.model, on_dev(task.collate(feats[:2]))).backward()  # warm-up: first-call allocations
     s.model.zero_grad(set_to_none=True)
     by_len = sorted(feats, key=lambda f: len(f["input_ids"]))
     variants = [
@@ -192,8 +209,13 @@ def ablation(s: Setup, n: int = 8, batch: int = 4) -> dict[str, Any]:
         ("dynamic padding, random batches", feats, task.collate, own_loss),
         ("+ length-grouped batches", by_len, task.collate, own_loss),
         ("+ logits on the completion only", by_len, task.collate, completion),
-        ("+ LoRA dropout 0 (= peftlab's default path)", by_len, task.collate, completion),
+        ("+ LoRA dropout 0", by_len, task.collate, completion),
     ]
+    precision = resolve_precision("auto")  # bf16 autocast only where the hardware has it natively
+    if precision != "fp32":
+        variants.append((f"+ {precision} autocast", by_len, task.collate, completion))
+    last = variants[-1]
+    variants[-1] = (last[0] + " (= peftlab's default path)", *last[1:])
     out = []
     for name, order, collate, loss_fn in variants:
         if "dropout 0 " in name:
@@ -201,13 +223,16 @@ def ablation(s: Setup, n: int = 8, batch: int = 4) -> dict[str, Any]:
                 if isinstance(getattr(mod, "lora_dropout", None), torch.nn.ModuleDict):
                     for key in mod.lora_dropout:
                         mod.lora_dropout[key] = torch.nn.Identity()
-        batches = [collate(order[i : i + batch]) for i in range(0, n, batch)]
+        batches = [on_dev(collate(order[i : i + batch])) for i in range(0, n, batch)]
         processed = sum(int(b["input_ids"].numel()) for b in batches)
+        sync()
         t0 = time.perf_counter()
-        for b in batches:
-            loss_fn(b).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        with autocast(precision if "autocast" in name else "fp32"):
+            for b in batches:
+                loss_fn(b).backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        sync()
         dt = time.perf_counter() - t0
         out.append({"variant": name, "seconds": dt, "useful_tokens_per_second": tokens / dt,
                     "padding_share": 1 - tokens / processed})
