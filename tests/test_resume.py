@@ -230,3 +230,25 @@ def test_ctrl_c_and_sigterm_stop_cleanly_as_interrupted_and_resume(
     assert run.status == "done", run.error
     assert any("running (resuming from checkpoint-2)" in s for s in said)
     assert [s for s, _ in store.curves(run.id)["train_loss"]] == list(range(1, 7))
+
+
+def test_validation_time_is_not_training_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Periodic validation runs inside the Trainer's loop, but its seconds do not count as
+    training: train seconds and tokens/s stay comparable between runs that validate and not."""
+    from peftlab.train import callbacks
+
+    slow = 0.5
+    real = callbacks.ValidationMetricCallback.on_evaluate
+
+    def slow_eval(self: Any, *a: Any, **k: Any) -> None:
+        time.sleep(slow)
+        real(self, *a, **k)
+
+    monkeypatch.setattr(callbacks.ValidationMetricCallback, "on_evaluate", slow_eval)
+    exp = write_experiment(tmp_path, tiny_causal(["lora"], max_steps=6, eval_every=1))
+    t0 = time.perf_counter()
+    [run] = run_experiment(plan(exp), Store(tmp_path / "store"), isolation="inprocess", echo=lambda *_: None)
+    wall = time.perf_counter() - t0
+    assert run.status == "done", run.error
+    assert len([v for _, v in Store(tmp_path / "store").curves(run.id)["val_rougeL"]]) == 6
+    assert 0 < run.cost["train_seconds"] < wall - 6 * slow

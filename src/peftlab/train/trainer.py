@@ -49,15 +49,22 @@ class TokenCountingCollator:
 
 class PeftlabTrainer(Trainer):
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """Validation (loss, and the main metric through the callbacks): neither its tokens nor
+        its time count as training, so train seconds and tokens/s compare across runs that
+        validate and runs that do not."""
         collator = self.data_collator
         counting = getattr(collator, "counting", None)
         if counting is not None:
             collator.counting = False
+        t0 = time.perf_counter()
         try:
             return super().evaluate(*args, **kwargs)
         finally:
+            self.validation_seconds += time.perf_counter() - t0
             if counting is not None:
                 collator.counting = counting
+
+    validation_seconds = 0.0  # wall time spent in evaluate() in this process
 
     tokens_trained = 0  # real tokens of the batches trained on in this process
     task: Task | None = None
@@ -144,7 +151,7 @@ class CountersCallback(TrainerCallback):
         self.t0 = time.perf_counter()
 
     def totals(self) -> tuple[float, int]:
-        return (self.prior.get("seconds", 0.0) + time.perf_counter() - self.t0,
+        return (self.prior.get("seconds", 0.0) + time.perf_counter() - self.t0 - self.trainer.validation_seconds,
                 int(self.prior.get("tokens", 0)) + self.trainer.tokens_trained)
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
