@@ -135,3 +135,30 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertForSequenceClassification(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def causal_task(path: Path, **training: object):  # noqa: ANN201 - a CausalLMTask
+    """The causal-lm task on `path`'s tokenizer (pad = EOS where it has none)."""
+    from transformers import AutoTokenizer
+
+    from peftlab.config.schema import EvaluationConfig, TrainingConfig
+    from peftlab.tasks.causal_lm import CausalLMTask
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return CausalLMTask(tok, None, TrainingConfig(**training), EvaluationConfig())
+
+
+def stories_with_method(task, method: str):  # noqa: ANN001, ANN201 - a CausalLMTask; a (peft) model
+    """stories260k, prepared by `task` and wrapped by `method` with its default options."""
+    from transformers import AutoModelForCausalLM
+
+    from peftlab.methods import MethodContext, get_method
+
+    model = AutoModelForCausalLM.from_pretrained(STORIES)
+    task.prepare_model(model)
+    m = get_method(method)
+    ctx = MethodContext(task="causal-lm", model_type=model.config.model_type, total_steps=1,
+                        tokenizer_path=STORIES, prompt_text="Table:", precision="fp32")
+    return m.apply(model, m.parse_options({}), ctx)

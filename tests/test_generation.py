@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import STORIES, needs_shared
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from conftest import STORIES, causal_task, needs_shared, stories_with_method
 
-from peftlab.config.schema import EvaluationConfig, TrainingConfig
-from peftlab.methods import MethodContext, get_method
-from peftlab.tasks.causal_lm import CausalLMTask, stop_ids
+from peftlab.config.schema import EvaluationConfig
+from peftlab.tasks.causal_lm import stop_ids
 from peftlab.tasks.generation import MIN_SHARED_PREFIX, _shared_prefix, generate_batched
 
 pytestmark = needs_shared
@@ -18,17 +16,9 @@ INSTRUCTION = "Write a short title for the following table of numbers:\n"
 
 
 def _setup(method: str):
-    tok = AutoTokenizer.from_pretrained(STORIES)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    task = CausalLMTask(tok, None, TrainingConfig(), EvaluationConfig())
+    task = causal_task(STORIES)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(STORIES)
-    task.prepare_model(model)
-    m = get_method(method)
-    ctx = MethodContext(task="causal-lm", model_type=model.config.model_type, total_steps=1,
-                        tokenizer_path=STORIES, prompt_text="Table:", precision="fp32")
-    model = m.apply(model, m.parse_options({}), ctx)
+    model = stories_with_method(task, method)
     for name, p in model.named_parameters():  # a trained-looking adapter: B is no longer zero
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.02)

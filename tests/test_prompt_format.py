@@ -4,25 +4,17 @@ inference, loss only on the completion, EOS appended, truncation counted."""
 from __future__ import annotations
 
 import pytest
-from conftest import SMOLLM, STORIES, needs_shared
-from transformers import AutoTokenizer
+from conftest import SMOLLM, STORIES, causal_task, needs_shared, stories_with_method
 
-from peftlab.config.schema import EvaluationConfig, TrainingConfig
+from peftlab.config.schema import EvaluationConfig
 from peftlab.data.prepare import Example
 from peftlab.tasks.causal_lm import CausalLMTask, keep_count
 
 pytestmark = needs_shared
 
 
-def _task(path, **tr) -> CausalLMTask:
-    tok = AutoTokenizer.from_pretrained(path)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return CausalLMTask(tok, None, TrainingConfig(**tr), EvaluationConfig())
-
-
 def test_chat_template_and_eos() -> None:
-    task = _task(SMOLLM)
+    task = causal_task(SMOLLM)
     ex = Example(source="Write the title:\n0 Year: 2018", target="Attendance 2018", references=["Attendance 2018"])
     f = task.encode(ex)
     text = task.tok.decode(f["input_ids"])
@@ -38,7 +30,7 @@ def test_chat_template_and_eos() -> None:
 
 
 def test_plain_model_bos_prompt_eos() -> None:
-    task = _task(STORIES)
+    task = causal_task(STORIES)
     ex = Example(source="Table: x\nTitle:", target="A title", references=["A title"])
     f = task.encode(ex)
     assert f["input_ids"][0] == task.tok.bos_token_id
@@ -47,7 +39,7 @@ def test_plain_model_bos_prompt_eos() -> None:
 
 
 def test_truncation_keeps_template_and_counts() -> None:
-    task = _task(SMOLLM, max_source_length=64, max_target_length=8)
+    task = causal_task(SMOLLM, max_source_length=64, max_target_length=8)
     ex = Example(source="word " * 500, target="short title here and more words " * 3, references=["x"])
     f = task.encode(ex)
     text = task.tok.decode(f["input_ids"])
@@ -71,18 +63,10 @@ def test_completion_only_logits_give_the_models_own_loss(method: str) -> None:
     """Logits for the last k positions only: the same loss as the full forward, and far
     fewer logits (the saving #5 measures)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from peftlab.methods import MethodContext, get_method
-
-    task = _task(STORIES)
-    model = AutoModelForCausalLM.from_pretrained(STORIES)
-    task.prepare_model(model)
+    task = causal_task(STORIES)
+    model = stories_with_method(task, method)
     assert task.keep_logits
-    m = get_method(method)
-    ctx = MethodContext(task="causal-lm", model_type=model.config.model_type, total_steps=1,
-                        tokenizer_path=STORIES, prompt_text="Table:", precision="fp32")
-    model = m.apply(model, m.parse_options({}), ctx)
     batch = _lengths_batch(task)
     with torch.no_grad():
         full = model(**batch).loss
@@ -100,19 +84,11 @@ def test_one_pass_test_loss_and_generation_match_separate_passes(method: str) ->
     """evaluate() scores the references and generates from one prompt pass per batch; the
     loss and every output equal a separate loss pass plus plain generate (prompt methods
     take the separate path)."""
-    from transformers import AutoModelForCausalLM
-
-    from peftlab.methods import MethodContext, get_method
     from peftlab.tasks.base import Task
 
-    task = _task(STORIES)
+    task = causal_task(STORIES)
     task.evaluation = EvaluationConfig(max_new_tokens=12, batch_size=3)
-    model = AutoModelForCausalLM.from_pretrained(STORIES)
-    task.prepare_model(model)
-    m = get_method(method)
-    ctx = MethodContext(task="causal-lm", model_type=model.config.model_type, total_steps=1,
-                        tokenizer_path=STORIES, prompt_text="Table:", precision="fp32")
-    model = m.apply(model, m.parse_options({}), ctx)
+    model = stories_with_method(task, method)
     exs = [Example(source="Table: " + "x y " * n, target="the title " * k, references=["t"])
            for n, k in ((3, 2), (20, 1), (9, 6), (1, 9), (14, 3))]
     loss, preds = task.evaluate(model, exs)
