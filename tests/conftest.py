@@ -160,5 +160,5 @@ def stories_with_method(task, method: str):  # noqa: ANN001, ANN201 - a CausalLM
     task.prepare_model(model)
     m = get_method(method)
     ctx = MethodContext(task="causal-lm", model_type=model.config.model_type, total_steps=1,
-                        tokenizer_path=STORIES, prompt_text="Table:", precision="fp32")
+                        tokenizer_path=STORIES, prompt_text="Table:", precision="fp32", tokenizer=task.tok)
     return m.apply(model, m.parse_options({}), ctx)

@@ -34,6 +34,7 @@ class MethodContext:
     prompt_text: str | None = None  # static text of the prompt template (prompt-tuning init)
     head_modules: list[str] = field(default_factory=list)  # new heads that must train (classifiers)
     precision: str = "fp32"
+    tokenizer: Any = None  # the run's tokenizer (prefix-tuning's text initialisation)
 
 
 @dataclass(frozen=True)

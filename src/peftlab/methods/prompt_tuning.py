@@ -4,31 +4,17 @@ Initialised from text by default: `init_text`, or else the fixed words of the pr
 template. Text initialisation trains far more reliably than random vectors on small models.
 """
 
-import re
 from typing import Any
 
 from peft import PromptTuningConfig, PromptTuningInit
-from pydantic import Field
 
 from peftlab.methods.base import TEXT_TASKS, Method, MethodContext
 from peftlab.methods.common import peft_kwargs, wrap
-from peftlab.methods.prompt_common import VirtualTokenOptions
+from peftlab.methods.prompt_common import TextInitOptions, init_text
 
 
-class PromptTuningOptions(VirtualTokenOptions):
-    init_text: str | None = Field(
-        None, description='e.g. "Write the title of this table:". Default: the prompt template\'s words.'
-    )
-    random_init: bool = Field(False, description="Start from random vectors instead of text.")
-
-
-def init_text(opts: PromptTuningOptions, ctx: MethodContext) -> str | None:
-    if opts.random_init:
-        return None
-    if opts.init_text:
-        return opts.init_text
-    words = re.sub(r"\{[^{}]*\}", " ", ctx.prompt_text or "").split()
-    return " ".join(words) or None
+class PromptTuningOptions(TextInitOptions):
+    pass
 
 
 def apply(model: Any, opts: PromptTuningOptions, ctx: MethodContext) -> Any:

@@ -103,7 +103,7 @@ def _run(
     total_steps = tcfg.max_steps or max(1, math.ceil(tcfg.epochs * steps_per_epoch))
     ctx = MethodContext(
         task=cfg.task, model_type="", total_steps=total_steps, tokenizer_path=rm.path,
-        prompt_text=data.prompt_text, precision=precision,
+        prompt_text=data.prompt_text, precision=precision, tokenizer=tok,
     )
     store.update(run_id, progress={"phase": "loading model"})
     extra = method.load_kwargs(opts, ctx) if method.load_kwargs else {}

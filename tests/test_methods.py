@@ -1,0 +1,43 @@
+"""Method defaults that the method x task matrix does not pin down."""
+
+from __future__ import annotations
+
+import torch
+from conftest import STORIES, causal_task, needs_shared, stories_with_method
+
+
+@needs_shared
+def test_prefix_tuning_starts_as_the_models_own_keys_and_values_for_text() -> None:
+    """Text initialisation: the untrained prefix acts exactly as if the init text preceded the input,
+    so the model starts from its pretrained behaviour instead of random keys and values."""
+    from transformers import AutoModelForCausalLM
+
+    task = causal_task(STORIES)
+    model = stories_with_method(task, "prefix-tuning").eval()
+    n = model.active_peft_config.num_virtual_tokens
+    text = task.tok("Table:", add_special_tokens=False)["input_ids"]
+    prefix = (text * (n // len(text) + 1))[:n]
+    x = task.tok("Once upon a time there was a little girl", add_special_tokens=False)["input_ids"]
+
+    base = AutoModelForCausalLM.from_pretrained(STORIES).eval()
+    with torch.no_grad():
+        got = model(input_ids=torch.tensor([x])).logits[0]
+        want = base(input_ids=torch.tensor([prefix + x])).logits[0, n:]
+        no_prefix = base(input_ids=torch.tensor([x])).logits[0]
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+    assert not torch.allclose(got, no_prefix, atol=1e-2)  # the prefix is really there
+
+
+@needs_shared
+def test_prefix_tuning_random_init_is_still_available() -> None:
+    from transformers import AutoModelForCausalLM
+
+    from peftlab.methods import MethodContext, get_method
+
+    task = causal_task(STORIES)
+    base = AutoModelForCausalLM.from_pretrained(STORIES)
+    m = get_method("prefix-tuning")
+    ctx = MethodContext(task="causal-lm", model_type="llama", total_steps=1, prompt_text="Table:", tokenizer=task.tok)
+    model = m.apply(base, m.parse_options({"random_init": True}), ctx)
+    w = model.prompt_encoder[model.active_adapter].embedding.weight
+    assert 0.8 < float(w.detach().std()) < 1.2  # peft's unit-normal start
