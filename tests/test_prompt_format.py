@@ -82,8 +82,8 @@ def test_completion_only_logits_give_the_models_own_loss(method: str) -> None:
 @pytest.mark.parametrize("method", ["lora", "prefix-tuning"])
 def test_one_pass_test_loss_and_generation_match_separate_passes(method: str) -> None:
     """evaluate() scores the references and generates from one prompt pass per batch; the
-    loss and every output equal a separate loss pass plus plain generate (prompt methods
-    take the separate path)."""
+    loss and every output equal a separate loss pass plus generation (prompt methods'
+    virtual tokens head the cache: see tests/test_generation.py)."""
     from peftlab.tasks.base import Task
 
     task = causal_task(STORIES)

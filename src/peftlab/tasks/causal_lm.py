@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from peftlab.data.prepare import Example
 from peftlab.evaluate.metrics import generation_metrics
 from peftlab.tasks.base import Prediction, Task
-from peftlab.tasks.generation import Generated, generate_batched, has_virtual_tokens
+from peftlab.tasks.generation import Generated, generate_batched, one_pass_ok
 
 _SENTINEL = "\u2063PEFTLAB_CONTENT\u2063"
 
@@ -145,8 +145,8 @@ class CausalLMTask(Task):
 
     def evaluate(self, model: Any, examples: list[Example], desc: str = "test") -> tuple[float, list[Prediction]]:
         """Test loss and predictions from one prompt pass per batch (see `generate_batched`),
-        where generation is greedy and the model's cache is its own (no virtual tokens)."""
-        if self.evaluation.num_beams != 1 or not self.keep_logits or has_virtual_tokens(model):
+        where generation is greedy and any virtual tokens can head the cache."""
+        if self.evaluation.num_beams != 1 or not self.keep_logits or not one_pass_ok(model):
             return super().evaluate(model, examples, desc)
         targets = [self.fmt.target_ids(e.target or "", self.training.max_target_length)[0] for e in examples]
         outs, preds = self._generate(model, examples, desc, targets)

@@ -8,10 +8,16 @@ Prompts that share a beginning (the chat template's system turn and the instruct
 before every input) have that prefix computed once per batch, at batch size 1, and its KV
 cache repeated over the rows: each batch then computes only the differing suffixes, laid out
 as [shared prefix | left padding | suffix] with the padding masked.
+
+Prompt-learning adapters (prefix-tuning, prompt-tuning, p-tuning) change nothing but what
+comes before the prompt: their virtual tokens are turned into the head of that same cache
+(their keys and values, or the base model's cache over their embeddings), and the base model
+generates on from it. Those methods then get the shared prefix and the one-pass test loss too.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,8 +49,9 @@ def generate_batched(
     pass over the prompts. The summed loss and token count come back on the returned
     list (a `Generated`).
 
-    `share_prefix` (decoder-only, greedy, no virtual tokens) computes the prompts' common
-    beginning once per batch; False gives plain `generate` prefill (tests compare the two).
+    `share_prefix` (decoder-only, greedy) computes the prompts' common beginning once per
+    batch; False gives plain `generate` prefill (tests compare the two). Prompt-learning
+    adapters go through their virtual-token cache under the same conditions (see the module).
     """
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     results: list[tuple[str, bool] | None] = [None] * len(prompts)
@@ -54,7 +61,11 @@ def generate_batched(
     model.eval()
     bs = ecfg.batch_size
     scored = Generated()
-    share_prefix = share_prefix and decoder_only and ecfg.num_beams == 1 and not has_virtual_tokens(model)
+    greedy_decoder = decoder_only and ecfg.num_beams == 1
+    virtual = greedy_decoder and share_prefix and has_virtual_tokens(model) and virtual_cache_ok(model)
+    share_prefix = share_prefix and greedy_decoder and (virtual or not has_virtual_tokens(model))
+    gen = model.get_base_model() if virtual else model  # the virtual tokens live in the cache
+    v = model.active_peft_config.num_virtual_tokens if virtual else 0
     try:
         with torch.inference_mode(), autocast(precision):
             for start in tqdm(range(0, len(order), bs), desc=desc, unit="batch", leave=False):
@@ -65,10 +76,16 @@ def generate_batched(
                 ids, mask = ids.to(dev), mask.to(dev)
                 n = ids.shape[1]
                 cache = None
-                if targets is not None or shared:  # targets: the caller checked decoder-only, greedy, no virtual tokens
+                if targets is not None or shared or virtual:  # targets: the caller checked one_pass_ok
                     tgts = [targets[i] for i in idx] if targets is not None else None
-                    cache = _prefill(model, ids, mask, shared, tgts, pad, scored)
-                out = model.generate(
+                    head = _VirtualHead(model, v) if virtual else None
+                    cache = _prefill(gen, ids, mask, shared, tgts, pad, scored, head)
+                if v:  # stand-ins for the virtual positions, which the cache already covers: each row's
+                    # first real token, so repetition guards see no token the prompt lacks
+                    first = ids.gather(1, mask.argmax(1, keepdim=True))
+                    ids = torch.cat([first.expand(-1, v), ids], dim=1)
+                    mask = torch.cat([mask.new_ones(mask.shape[0], v), mask], dim=1)
+                out = gen.generate(
                     input_ids=ids,
                     attention_mask=mask,
                     past_key_values=cache,
@@ -80,7 +97,7 @@ def generate_batched(
                     eos_token_id=stop,
                     pad_token_id=pad,
                 )
-                new = out[:, n:] if decoder_only else out[:, 1:]
+                new = out[:, v + n :] if decoder_only else out[:, 1:]
                 for row, i in enumerate(idx):
                     toks = new[row].tolist()
                     cut = next((k for k, t in enumerate(toks) if t in stop), None)
@@ -101,9 +118,47 @@ class Generated(list):
 
 
 def has_virtual_tokens(model: Any) -> bool:
-    """Prompt-learning adapters (prefix/prompt/p-tuning) manage their own cache in generate."""
+    """Prompt-learning adapters (prefix/prompt/p-tuning) prepend virtual tokens."""
     cfg = getattr(model, "active_peft_config", None)
     return bool(getattr(cfg, "is_prompt_learning", False))
+
+
+def virtual_cache_ok(model: Any) -> bool:
+    """Whether the adapter's virtual tokens can become the head of a plain cache (`_VirtualHead`):
+    prefix-tuning (its keys and values are a cache), prompt-tuning and p-tuning (embeddings)."""
+    from peft import PeftType
+
+    cfg = model.active_peft_config
+    return cfg.num_transformer_submodules == 1 and cfg.peft_type in (
+        PeftType.PREFIX_TUNING, PeftType.PROMPT_TUNING, PeftType.P_TUNING)
+
+
+def one_pass_ok(model: Any) -> bool:
+    """Whether `generate_batched` can score targets in its prompt pass (greedy decoding assumed)."""
+    return not has_virtual_tokens(model) or virtual_cache_ok(model)
+
+
+@dataclass
+class _VirtualHead:
+    """A prompt-learning adapter's virtual tokens, as the first `length` positions of a cache."""
+
+    model: Any  # the PeftModel
+    length: int
+
+    def cache(self, base: Any, prefix: torch.Tensor) -> Any:
+        """Cache of [virtual tokens | `prefix` (1 x k ids)] at batch size 1. Positions run on
+        from the virtual tokens, as in training (peft counts them)."""
+        k = prefix.shape[1]
+        prompt = self.model.get_prompt(batch_size=1)
+        if self.model.active_peft_config.peft_type.value == "PREFIX_TUNING":
+            if k:
+                pos = torch.arange(self.length, self.length + k, device=prefix.device)[None]
+                base(input_ids=prefix, attention_mask=prefix.new_ones(1, self.length + k),
+                     position_ids=pos, past_key_values=prompt, use_cache=True, logits_to_keep=1)
+            return prompt
+        emb = base.get_input_embeddings()(prefix)
+        x = torch.cat([prompt.to(emb.dtype), emb], dim=1)
+        return base(inputs_embeds=x, use_cache=True, logits_to_keep=1).past_key_values
 
 
 def _shared_prefix(rows: list[list[int]]) -> int:
@@ -135,22 +190,30 @@ def _pad_batch(rows: list[list[int]], shared: int, pad: int, decoder_only: bool)
 
 def _prefill(
     model: Any, ids: torch.Tensor, mask: torch.Tensor, shared: int, targets: list[list[int]] | None, pad: int,
-    acc: Generated,
+    acc: Generated, head: _VirtualHead | None = None,
 ) -> Any:
     """The prompts' KV cache for `generate`, computed here rather than by `generate`:
-    - the first `shared` positions once, at batch size 1, then repeated over the rows;
+    - the virtual tokens (`head`) and the first `shared` positions once, at batch size 1, then
+      repeated over the rows;
     - with `targets`, the rest of the prompt and the reference completions in one pass, whose
       loss is added to `acc` (the test loss costs no second pass over the prompts).
     The cache ends one position short of the prompt, so `generate` feeds the last prompt token
     itself and computes the first new token's logits exactly as without a cache.
     """
     cache = None
-    if shared:
+    v = head.length if head else 0
+    if head is not None:
+        cache = head.cache(model, ids[:1, :shared])
+    elif shared:
         cache = model(input_ids=ids[:1, :shared], use_cache=True, logits_to_keep=1).past_key_values
+    if cache is not None:
         cache.batch_repeat_interleave(ids.shape[0])
+    mask = torch.cat([mask.new_ones(mask.shape[0], v), mask], dim=1)
     if targets is None:
         full_mask, rest = mask[:, :-1], ids[:, shared:-1]
         m = 0
+        if rest.shape[1] == 0:
+            return cache
     else:
         m = max(len(t) for t in targets)
         tgt = torch.full((len(targets), m), pad, dtype=torch.long, device=ids.device)
@@ -161,7 +224,7 @@ def _prefill(
         full_mask = torch.cat([mask, (labels != -100).long()], dim=1)
         rest = torch.cat([ids[:, shared:], tgt], dim=1)
     position_ids = (full_mask.cumsum(-1) - 1).clamp(min=0)  # as generate computes them from the mask
-    out = model(input_ids=rest, attention_mask=full_mask, position_ids=position_ids[:, shared:],
+    out = model(input_ids=rest, attention_mask=full_mask, position_ids=position_ids[:, v + shared :],
                 past_key_values=cache, use_cache=True, logits_to_keep=m + 1)
     if targets is not None:
         logits = out.logits[:, :m].float()  # the last prompt position and targets 0..m-2 predict targets 0..m-1
