@@ -3,6 +3,11 @@ with each lever on and off, in one process, and compare with the run's own train
 
     python benchmarks/eval_levers.py --store /work/runs/statista-store statista-smollm2 lora [--n 50]
 
+Variants: `plain`, `prefix` (shared prompt prefix), `merge` (adapter folded in), combined
+with `+`; `peft-generate` gives prompt-learning adapters peft's own generate and a separate
+loss pass instead of their virtual tokens heading the cache; `usual` is the usual recipe's
+evaluation (benchmarks/speed.py): `generate` one example at a time, generation only, no loss.
+
 Prints one JSON line per variant (seconds, examples/s, test loss, outputs identical to the
 first variant) and, last, a summary with eval/train ratios scaled to the whole test split.
 """
@@ -14,6 +19,8 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
 
 from peftlab.data.prepare import prepare_data
 from peftlab.methods.common import can_merge, merged_for_inference
@@ -30,6 +37,28 @@ def shared_prefix(on: bool) -> Iterator[None]:
         yield
     finally:
         generation.MIN_SHARED_PREFIX = keep
+
+
+@contextlib.contextmanager
+def virtual_head(on: bool) -> Iterator[None]:
+    """Off: prompt-learning adapters take peft's own `generate` and a separate loss pass
+    (the path before their virtual tokens headed the cache)."""
+    keep = generation.virtual_cache_ok
+    if not on:
+        generation.virtual_cache_ok = lambda model: False
+    try:
+        yield
+    finally:
+        generation.virtual_cache_ok = keep
+
+
+def one_at_a_time(tr: Any, test: list[Any]) -> list[Any]:
+    """The usual recipe's evaluation: plain `generate` per example (batch 1, no padding)."""
+    from recipes import _predict_usual  # benchmarks/ is on sys.path when run as a script
+
+    s = SimpleNamespace(task=tr.task, tok=tr.task.tok, model=tr.model, cfg=tr.cfg,
+                        data=SimpleNamespace(test=test), device=next(tr.model.parameters()).device)
+    return _predict_usual(s)
 
 
 def main() -> None:
@@ -52,9 +81,12 @@ def main() -> None:
     out = {}
     for v in args.variants.split(","):
         merge = merged_for_inference(tr.model) if "merge" in v else contextlib.nullcontext()
-        with shared_prefix("prefix" in v), merge:
+        with shared_prefix("prefix" in v), virtual_head("peft-generate" not in v), merge:
             t0 = time.perf_counter()
-            loss, preds = tr.task.evaluate(tr.model, test, desc=v)
+            if v == "usual":
+                loss, preds = float("nan"), one_at_a_time(tr, test)
+            else:
+                loss, preds = tr.task.evaluate(tr.model, test, desc=v)
             dt = time.perf_counter() - t0
         texts = [p.output for p in preds]
         first = first or texts
