@@ -41,3 +41,39 @@ def test_prefix_tuning_random_init_is_still_available() -> None:
     model = m.apply(base, m.parse_options({"random_init": True}), ctx)
     w = model.prompt_encoder[model.active_adapter].embedding.weight
     assert 0.8 < float(w.detach().std()) < 1.2  # peft's unit-normal start
+
+
+@needs_shared
+def test_adalora_training_loss_carries_its_orthogonality_penalty(tmp_path) -> None:  # noqa: ANN001
+    """peftlab computes the causal-lm loss outside the model, where peft would not add AdaLoRA's
+    penalty: the trainer adds it, so the training loss equals peft's own (model computes the
+    loss from labels); evaluation losses leave it out, to compare across methods."""
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from peftlab.data.prepare import Example
+    from peftlab.methods import MethodContext, get_method
+    from peftlab.train.trainer import PeftlabTrainer
+
+    task = causal_task(STORIES)
+    base = AutoModelForCausalLM.from_pretrained(STORIES)
+    task.prepare_model(base)
+    m = get_method("adalora")
+    ctx = MethodContext(task="causal-lm", model_type="llama", total_steps=100, prompt_text="Table:")
+    model = m.apply(base, m.parse_options({}), ctx)
+    batch = task.collate([task.encode(Example(source=f"Table: row {i} " * (i + 1), target="a title " * (i + 2)))
+                          for i in range(3)])
+    trainer = PeftlabTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                                                                  report_to="none"))
+    trainer.task, trainer.extra_loss = task, m.extra_loss
+    model.train()
+    with torch.no_grad():
+        ours = float(trainer.compute_loss(model, dict(batch)))
+        peft_own = float(model(**batch).loss)
+        plain = float(task.loss(model, dict(batch)))
+        penalty = float(m.extra_loss(model))
+        model.eval()
+        evaluated = float(trainer.compute_loss(model, dict(batch)))
+    assert penalty > 0.5  # random P and Q are far from orthogonal at the start
+    assert abs(ours - peft_own) < 1e-4, (ours, peft_own)
+    assert abs(ours - plain - penalty) < 1e-4
+    assert abs(evaluated - plain) < 1e-4

@@ -51,6 +51,9 @@ class Method:
     # Extra `from_pretrained` kwargs (quantization) for methods that change how the base loads.
     load_kwargs: Callable[[Any, MethodContext], dict[str, Any]] | None = None
     needs_total_steps: bool = False
+    # A term the method adds to the training loss, given the wrapped model (AdaLoRA's
+    # orthogonality penalty). peft adds such terms only when the model computes its own loss.
+    extra_loss: Callable[[Any], Any] | None = None
 
     def learning_rate(self, task: str) -> float:
         return self.learning_rates.get(task, self.learning_rates["default"])

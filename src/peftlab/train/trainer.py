@@ -68,6 +68,7 @@ class PeftlabTrainer(Trainer):
 
     tokens_trained = 0  # real tokens of the batches trained on in this process
     task: Task | None = None
+    extra_loss: Any = None  # the method's training-loss term (Method.extra_loss)
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -78,6 +79,11 @@ class PeftlabTrainer(Trainer):
         # summed over num_items_in_batch, the loss is already scaled for gradient accumulation
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         loss = self.task.loss(model, inputs, num_items_in_batch)
+        if self.extra_loss is not None and model.training:  # eval losses stay comparable across methods
+            extra = self.extra_loss(self.accelerator.unwrap_model(model))
+            if extra is not None:
+                ga = self.args.gradient_accumulation_steps if self.loss_is_scaled_for_ga else 1
+                loss = loss + extra / ga
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
@@ -239,6 +245,7 @@ def train_model(
             callbacks=callbacks,
         )
     trainer.task = task
+    trainer.extra_loss = method.extra_loss
     resume = last_checkpoint(ckpt_dir)
     if resume is not None:
         store.log(run_id, f"resuming from {resume.name}")
