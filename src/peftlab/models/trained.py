@@ -43,9 +43,22 @@ def build_task(cfg: ExperimentConfig, base: Path | None, labels: list[str] | Non
     proc = load_image_processor(rm, cfg.model) if cfg.task == "image-classification" else None
     if labels is None and cfg.task in ("classification", "image-classification"):
         labels = prepare_data(cfg.data, cfg.task, cfg.training.seed, base).labels
+    return make_task(cfg, tok, proc, labels), rm
+
+
+def make_task(cfg: ExperimentConfig, tok: Any, proc: Any, labels: list[str] | None) -> Task:
+    """The experiment's task object around a loaded tokenizer / image processor."""
     task = TASKS[cfg.task](tok, proc, cfg.training, cfg.evaluation, labels, cfg.data.system_prompt)
     task.precision = resolve_precision(cfg.training.precision)
-    return task, rm
+    return task
+
+
+def for_inference(model: Any) -> Any:
+    """On the GPU when there is one, where training evaluated it, so outputs match (a 4-bit
+    base is placed as it loads and cannot move), in eval mode."""
+    if torch.cuda.is_available() and not getattr(model, "is_quantized", False):
+        model.to("cuda")
+    return model.eval()
 
 
 def load_trained(run: Run) -> Trained:
@@ -76,7 +89,4 @@ def load_trained(run: Run) -> Trained:
             model = PeftModel.from_pretrained(model, artifact)
             if can_merge(model):  # inference as the run's test evaluation did it: adapter folded in
                 model.merge_adapter()
-    if torch.cuda.is_available() and not getattr(model, "is_quantized", False):
-        model.to("cuda")  # where training evaluated it, so outputs match (a 4-bit base is placed as it loads)
-    model.eval()
-    return Trained(model, task, cfg, entry)
+    return Trained(for_inference(model), task, cfg, entry)

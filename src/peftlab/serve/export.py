@@ -26,9 +26,9 @@ from peftlab.errors import PeftlabError
 from peftlab.serve.loading import (
     adapter_dir,
     adapter_type,
-    build_task,
     example,
     load_base,
+    make_task,
     run_config,
     text_task_or_error,
 )
@@ -145,7 +145,7 @@ def merge(store: Store, run: Run, out: Path, probes: list[str] | None = None, n_
     base, tok, base_path = load_base(cfg, base_dir, labels)
     peft_model = PeftModel.from_pretrained(base, str(src), is_trainable=False)
     peft_model.eval()
-    task = build_task(cfg, tok, labels)
+    task = make_task(cfg, tok, None, labels)
     pairs = _probes(run, probes, n_probes)
     exs = [example(s, r) for s, r in pairs]
     before_out, before_logits = _observe(peft_model, task, exs)

@@ -14,13 +14,12 @@ from typing import Any
 
 from peftlab.config.schema import ExperimentConfig
 from peftlab.data.prepare import Example
-from peftlab.device import resolve_precision
 from peftlab.errors import PeftlabError
 from peftlab.models import load_model, load_tokenizer, resolve_model
-from peftlab.models.trained import run_config as run_config  # re-exported for playground/export
+from peftlab.models.trained import for_inference
+from peftlab.models.trained import make_task as make_task  # re-exported for playground/export
+from peftlab.models.trained import run_config as run_config
 from peftlab.store import Run
-from peftlab.tasks import TASKS
-from peftlab.tasks.base import Task
 
 
 def text_task_or_error(cfg: ExperimentConfig) -> None:
@@ -29,25 +28,14 @@ def text_task_or_error(cfg: ExperimentConfig) -> None:
                            "only (download the adapter and load it with PeftModel.from_pretrained)")
 
 
-def build_task(cfg: ExperimentConfig, tok: Any, labels: list[str] | None) -> Task:
-    task = TASKS[cfg.task](tok, None, cfg.training, cfg.evaluation, labels, cfg.data.system_prompt)
-    task.precision = resolve_precision(cfg.training.precision)
-    return task
-
-
 def load_base(cfg: ExperimentConfig, base: Path | None, labels: list[str] | None) -> tuple[Any, Any, str]:
     """(model in eval mode, tokenizer, resolved path). Full precision: qlora adapters apply to it too."""
-    import torch
-
     rm = resolve_model(cfg.model, base)
     tok = load_tokenizer(rm, cfg.model, cfg.task)
     model = load_model(rm, cfg.model, cfg.task, labels)
     if model.config.pad_token_id is None and tok is not None:
         model.config.pad_token_id = tok.pad_token_id
-    if torch.cuda.is_available():
-        model.to("cuda")
-    model.eval()
-    return model, tok, rm.path
+    return for_inference(model), tok, rm.path
 
 
 def adapter_dir(run: Run) -> Path | None:

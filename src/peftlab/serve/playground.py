@@ -123,7 +123,7 @@ class Playground:
     # -- the request ----------------------------------------------------------
     def generate(self, experiment: str, runs: list[str] | None, text: str | None = None,
                  inputs: dict[str, Any] | None = None, max_new_tokens: int | None = None) -> dict[str, Any]:
-        from peftlab.serve.loading import build_task, example, run_config, source_text, text_task_or_error
+        from peftlab.serve.loading import example, make_task, run_config, source_text, text_task_or_error
 
         exp = self.store.experiment(experiment)
         if exp is None:
@@ -154,7 +154,7 @@ class Playground:
         with self.lock:
             ld = self._ensure_base(cfg, chosen[0])
             labels = (chosen[0].info or {}).get("labels")
-            task = build_task(cfg, ld.tok, labels)
+            task = make_task(cfg, ld.tok, None, labels)
             ex = example(src)
             # Zero-shot first (adapters disabled), then adapters grouped by type so a
             # request switches adapter types at most once per type.
