@@ -17,7 +17,6 @@ generates on from it. Those methods then get the shared prefix and the one-pass 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -61,11 +60,10 @@ def generate_batched(
     model.eval()
     bs = ecfg.batch_size
     scored = Generated()
-    greedy_decoder = decoder_only and ecfg.num_beams == 1
-    virtual = greedy_decoder and share_prefix and has_virtual_tokens(model) and virtual_cache_ok(model)
-    share_prefix = share_prefix and greedy_decoder and (virtual or not has_virtual_tokens(model))
-    gen = model.get_base_model() if virtual else model  # the virtual tokens live in the cache
-    v = model.active_peft_config.num_virtual_tokens if virtual else 0
+    share_prefix = share_prefix and decoder_only and ecfg.num_beams == 1 and one_pass_ok(model)
+    head = _VirtualHead(model) if share_prefix and has_virtual_tokens(model) else None
+    gen = model.get_base_model() if head else model  # the virtual tokens live in the cache
+    v = head.length if head else 0
     try:
         with torch.inference_mode(), autocast(precision):
             for start in tqdm(range(0, len(order), bs), desc=desc, unit="batch", leave=False):
@@ -76,9 +74,8 @@ def generate_batched(
                 ids, mask = ids.to(dev), mask.to(dev)
                 n = ids.shape[1]
                 cache = None
-                if targets is not None or shared or virtual:  # targets: the caller checked one_pass_ok
+                if targets is not None or shared or head:  # targets: the caller checked one_pass_ok
                     tgts = [targets[i] for i in idx] if targets is not None else None
-                    head = _VirtualHead(model, v) if virtual else None
                     cache = _prefill(gen, ids, mask, shared, tgts, pad, scored, head)
                 if v:  # stand-ins for the virtual positions, which the cache already covers: each row's
                     # first real token, so repetition guards see no token the prompt lacks
@@ -138,19 +135,22 @@ def one_pass_ok(model: Any) -> bool:
     return not has_virtual_tokens(model) or virtual_cache_ok(model)
 
 
-@dataclass
 class _VirtualHead:
     """A prompt-learning adapter's virtual tokens, as the first `length` positions of a cache."""
 
-    model: Any  # the PeftModel
-    length: int
+    def __init__(self, model: Any) -> None:  # the PeftModel
+        from peft import PeftType
+
+        self.model = model
+        self.length = model.active_peft_config.num_virtual_tokens
+        self.is_kv = model.active_peft_config.peft_type == PeftType.PREFIX_TUNING  # else embeddings
 
     def cache(self, base: Any, prefix: torch.Tensor) -> Any:
         """Cache of [virtual tokens | `prefix` (1 x k ids)] at batch size 1. Positions run on
         from the virtual tokens, as in training (peft counts them)."""
         k = prefix.shape[1]
         prompt = self.model.get_prompt(batch_size=1)
-        if self.model.active_peft_config.peft_type.value == "PREFIX_TUNING":
+        if self.is_kv:
             if k:
                 pos = torch.arange(self.length, self.length + k, device=prefix.device)[None]
                 base(input_ids=prefix, attention_mask=prefix.new_ones(1, self.length + k),
