@@ -77,3 +77,38 @@ def test_adalora_training_loss_carries_its_orthogonality_penalty(tmp_path) -> No
     assert abs(ours - peft_own) < 1e-4, (ours, peft_own)
     assert abs(ours - plain - penalty) < 1e-4
     assert abs(evaluated - plain) < 1e-4
+
+
+@needs_shared
+def test_adalora_prunes_ranks_to_its_budget_during_training(tmp_path) -> None:  # noqa: ANN001
+    """The method's own callback runs peft's `update_and_allocate` while gradients exist: after
+    training, ranks are masked down to the target budget (init_r 4 -> target_r 2 on average)."""
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from peftlab.data.prepare import Example
+    from peftlab.methods import MethodContext, get_method
+    from peftlab.train.trainer import PeftlabTrainer
+
+    task = causal_task(STORIES)
+    base = AutoModelForCausalLM.from_pretrained(STORIES)
+    task.prepare_model(base)
+    m = get_method("adalora")
+    steps = 10
+    ctx = MethodContext(task="causal-lm", model_type="llama", total_steps=steps, prompt_text="Table:")
+    model = m.apply(base, m.parse_options({"init_r": 4, "target_r": 2}), ctx)
+    feats = [task.encode(Example(source=f"Table: row {i} " * (i % 4 + 1), target="a title " * (i % 3 + 1)))
+             for i in range(steps * 2)]
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=steps,
+                             per_device_train_batch_size=2, learning_rate=m.learning_rate("causal-lm"),
+                             remove_unused_columns=False, label_names=["labels"], save_strategy="no")
+    trainer = PeftlabTrainer(model=model, args=args, train_dataset=feats, data_collator=task.collate,
+                             callbacks=m.callbacks(model))
+    trainer.task, trainer.extra_loss = task, m.extra_loss
+    trainer.train()
+
+    pattern = model.peft_config["default"].rank_pattern
+    assert pattern, "update_and_allocate never set a rank pattern"
+    kept = sum(int(torch.as_tensor(v).sum()) for v in pattern.values())
+    assert kept <= 2 * len(pattern) < 4 * len(pattern)  # the budget, below the starting ranks
+    zeros = sum(int((e == 0).sum()) for n, e in model.named_parameters() if "lora_E" in n)
+    assert zeros >= 4 * len(pattern) - kept  # pruned singular values are masked to zero

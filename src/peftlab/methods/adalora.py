@@ -1,7 +1,7 @@
 """adalora: adaptive rank allocation (Zhang et al., 2023).
 
 AdaLoRA prunes ranks on a schedule, so it must know the total number of steps; the train
-loop calls `update_and_allocate` after every optimizer step (see train/callbacks.py) and adds
+loop calls `update_and_allocate` after every optimizer step (`AdaLoraCallback`) and adds
 the orthogonality penalty to the training loss (`orthogonal_penalty`).
 """
 
@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from peft import AdaLoraConfig
 from pydantic import Field
+from transformers import TrainerCallback
 
 from peftlab.errors import MethodNotApplicable
 from peftlab.methods.base import Method, MethodContext, MethodOptions
@@ -46,6 +47,17 @@ def orthogonal_penalty(model: Any) -> Any:
     return weight * total / n if n else None
 
 
+class AdaLoraCallback(TrainerCallback):
+    """Reallocates ranks from gradient statistics after every optimizer step: peft's
+    `update_and_allocate` reads the gradients, so it must run before they are zeroed."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.model.base_model.update_and_allocate(state.global_step)
+
+
 def apply(model: Any, opts: AdaLoraOptions, ctx: MethodContext) -> Any:
     total = ctx.total_steps
     tinit = int(total * opts.tinit_fraction)
@@ -78,4 +90,5 @@ METHOD = Method(
     apply=apply,
     needs_total_steps=True,
     extra_loss=orthogonal_penalty,
+    callbacks=lambda model: [AdaLoraCallback(model)],
 )

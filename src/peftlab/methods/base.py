@@ -54,6 +54,8 @@ class Method:
     # A term the method adds to the training loss, given the wrapped model (AdaLoRA's
     # orthogonality penalty). peft adds such terms only when the model computes its own loss.
     extra_loss: Callable[[Any], Any] | None = None
+    # Trainer callbacks the method needs, given the wrapped model (AdaLoRA's rank allocation).
+    callbacks: Callable[[Any], list[Any]] | None = None
 
     def learning_rate(self, task: str) -> float:
         return self.learning_rates.get(task, self.learning_rates["default"])

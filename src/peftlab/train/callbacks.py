@@ -1,4 +1,6 @@
-"""Trainer callbacks: write curves and progress to the store, drive AdaLoRA's budget."""
+"""Trainer callbacks: write curves and progress to the store, score validation as training goes.
+
+Callbacks a single method needs live with that method (`Method.callbacks`)."""
 
 from __future__ import annotations
 
@@ -45,16 +47,6 @@ class StoreCallback(TrainerCallback):
                 "eta_seconds": round(eta, 1) if eta is not None else None,
             },
         )
-
-
-class AdaLoraCallback(TrainerCallback):
-    """AdaLoRA reallocates ranks from gradient statistics after every optimizer step."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-
-    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-        self.model.base_model.update_and_allocate(state.global_step)
 
 
 class ValidationMetricCallback(TrainerCallback):

@@ -25,7 +25,7 @@ from peftlab.errors import DivergedError
 from peftlab.methods import Method
 from peftlab.store import Store
 from peftlab.tasks.base import Task
-from peftlab.train.callbacks import AdaLoraCallback, StoreCallback, ValidationMetricCallback
+from peftlab.train.callbacks import StoreCallback, ValidationMetricCallback
 
 
 class TokenCountingCollator:
@@ -231,8 +231,8 @@ def train_model(
         prediction_loss_only=True,
     )
     callbacks: list[Any] = [StoreCallback(store, run_id)]
-    if method.name == "adalora":
-        callbacks.append(AdaLoraCallback(model))
+    if method.callbacks is not None:
+        callbacks.extend(method.callbacks(model))
     if val_feats and val_examples:
         callbacks.append(ValidationMetricCallback(store, run_id, task, val_examples))
     with _tensorboard_dir(out_dir / "tensorboard" if "tensorboard" in t.report_to else None):
