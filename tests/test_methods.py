@@ -82,7 +82,8 @@ def test_adalora_training_loss_carries_its_orthogonality_penalty(tmp_path) -> No
 @needs_shared
 def test_adalora_prunes_ranks_to_its_budget_during_training(tmp_path) -> None:  # noqa: ANN001
     """The method's own callback runs peft's `update_and_allocate` while gradients exist: after
-    training, ranks are masked down to the target budget (init_r 4 -> target_r 2 on average)."""
+    training, ranks are masked down to the target budget (init_r 4 -> target_r 2 on average).
+    The orthogonality penalty inside the training loss is logged beside it (`extra_loss`)."""
     from transformers import AutoModelForCausalLM, TrainingArguments
 
     from peftlab.data.prepare import Example
@@ -100,7 +101,8 @@ def test_adalora_prunes_ranks_to_its_budget_during_training(tmp_path) -> None:  
              for i in range(steps * 2)]
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=steps,
                              per_device_train_batch_size=2, learning_rate=m.learning_rate("causal-lm"),
-                             remove_unused_columns=False, label_names=["labels"], save_strategy="no")
+                             remove_unused_columns=False, label_names=["labels"], save_strategy="no",
+                             logging_steps=5)
     trainer = PeftlabTrainer(model=model, args=args, train_dataset=feats, data_collator=task.collate,
                              callbacks=m.callbacks(model))
     trainer.task, trainer.extra_loss = task, m.extra_loss
@@ -112,3 +114,5 @@ def test_adalora_prunes_ranks_to_its_budget_during_training(tmp_path) -> None:  
     assert kept <= 2 * len(pattern) < 4 * len(pattern)  # the budget, below the starting ranks
     zeros = sum(int((e == 0).sum()) for n, e in model.named_parameters() if "lora_E" in n)
     assert zeros >= 4 * len(pattern) - kept  # pruned singular values are masked to zero
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logged) == 2 and all(0 < h["extra_loss"] < h["loss"] for h in logged)  # the penalty, read apart

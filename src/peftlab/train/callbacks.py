@@ -29,7 +29,8 @@ class StoreCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
         if not logs:
             return
-        keep = {"loss": "train_loss", "eval_loss": "eval_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
+        keep = {"loss": "train_loss", "eval_loss": "eval_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm",
+                "extra_loss": "train_extra_loss"}  # the method's term inside train_loss (AdaLoRA's penalty)
         values = {keep[k]: v for k, v in logs.items() if k in keep and isinstance(v, int | float) and math.isfinite(v)}
         if values:
             self.store.log_points(self.run_id, state.global_step, values)

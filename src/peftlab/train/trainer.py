@@ -70,6 +70,10 @@ class PeftlabTrainer(Trainer):
     task: Task | None = None
     extra_loss: Any = None  # the method's training-loss term (Method.extra_loss)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._extra_logged = []
+
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
@@ -84,7 +88,18 @@ class PeftlabTrainer(Trainer):
             if extra is not None:
                 ga = self.args.gradient_accumulation_steps if self.loss_is_scaled_for_ga else 1
                 loss = loss + extra / ga
+                self._extra_logged.append(float(extra.detach()))
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    _extra_logged: list[float]
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        """Logs the method's own loss term beside the training loss that includes it
+        (`extra_loss`: the mean since the last log), so the task loss can be read off."""
+        if "loss" in logs and self._extra_logged:
+            logs["extra_loss"] = sum(self._extra_logged) / len(self._extra_logged)
+            self._extra_logged.clear()
+        super().log(logs, *args, **kwargs)
 
     def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         mask = inputs.get("attention_mask")
