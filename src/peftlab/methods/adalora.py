@@ -5,10 +5,12 @@ loop calls `update_and_allocate` after every optimizer step (`AdaLoraCallback`) 
 the orthogonality penalty to the training loss (`orthogonal_penalty`).
 """
 
+import warnings
 from typing import Any
 
 import torch
 from peft import AdaLoraConfig
+from peft.utils import PeftWarning
 from pydantic import Field
 from transformers import TrainerCallback
 
@@ -59,6 +61,10 @@ class AdaLoraCallback(TrainerCallback):
 
 
 def apply(model: Any, opts: AdaLoraOptions, ctx: MethodContext) -> Any:
+    # Pruning can take a layer to rank 0; peft saves it as zero-sized tensors (which reload and
+    # reproduce the outputs) but warns that DeepSpeed/FSDP shards were not gathered, which
+    # peftlab never uses.
+    warnings.filterwarnings("ignore", message=r"Adapter .* LoRA tensor\(s\) have invalid shape", category=PeftWarning)
     total = ctx.total_steps
     tinit = int(total * opts.tinit_fraction)
     tfinal = int(total * opts.tfinal_fraction)
