@@ -217,8 +217,14 @@ def test_ctrl_c_and_sigterm_stop_cleanly_as_interrupted_and_resume(
             os.kill(os.getpid(), sig)  # as Ctrl-C, `kill PID` or a job scheduler would
 
     monkeypatch.setattr(StoreCallback, "on_log", on_log)
-    with pytest.raises(KeyboardInterrupt):
-        _inprocess(exp_path, store)
+    # Ctrl-C as a terminal delivers it: a shell that starts a job in the background (`cmd &`, as
+    # CI launchers may) starts it with SIGINT ignored, and Python then raises nothing.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _inprocess(exp_path, store)
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
     (run,) = store.runs()
     assert run.status == "interrupted" and "run again to resume" in run.error and run.pid is None

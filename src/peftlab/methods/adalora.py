@@ -19,6 +19,15 @@ from peftlab.methods.base import Method, MethodContext, MethodOptions
 from peftlab.methods.common import peft_kwargs, wrap
 from peftlab.methods.targets import lora_targets
 
+# Two peft warnings that are wrong for AdaLoRA, silenced for it alone:
+# - pruning can take a layer to rank 0; peft saves it as zero-sized tensors (they reload and
+#   reproduce the outputs) but warns that DeepSpeed/FSDP shards were not gathered;
+# - on reload, the rank pattern's keys name the `lora_E` parameters, which AdaLoRA applies
+#   itself, but peft's generic check reports them as matching no module.
+warnings.filterwarnings("ignore", message=r"Adapter .* LoRA tensor\(s\) have invalid shape", category=PeftWarning)
+warnings.filterwarnings("ignore", message=r"The following rank_pattern keys did not match any targeted module and "
+                        r"were ignored: \['[^']*\.lora_E'", category=RuntimeWarning)
+
 
 class AdaLoraOptions(MethodOptions):
     init_r: int = Field(12, gt=0, description="Starting rank of every adapter.")
@@ -61,10 +70,6 @@ class AdaLoraCallback(TrainerCallback):
 
 
 def apply(model: Any, opts: AdaLoraOptions, ctx: MethodContext) -> Any:
-    # Pruning can take a layer to rank 0; peft saves it as zero-sized tensors (which reload and
-    # reproduce the outputs) but warns that DeepSpeed/FSDP shards were not gathered, which
-    # peftlab never uses.
-    warnings.filterwarnings("ignore", message=r"Adapter .* LoRA tensor\(s\) have invalid shape", category=PeftWarning)
     total = ctx.total_steps
     tinit = int(total * opts.tinit_fraction)
     tfinal = int(total * opts.tfinal_fraction)
