@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from conftest import STORIES, causal_task, needs_shared, stories_with_method
 
@@ -43,23 +45,31 @@ def test_prefix_tuning_random_init_is_still_available() -> None:
     assert 0.8 < float(w.detach().std()) < 1.2  # peft's unit-normal start
 
 
-@needs_shared
-def test_adalora_training_loss_carries_its_orthogonality_penalty(tmp_path) -> None:  # noqa: ANN001
-    """peftlab computes the causal-lm loss outside the model, where peft would not add AdaLoRA's
-    penalty: the trainer adds it, so the training loss equals peft's own (model computes the
-    loss from labels); evaluation losses leave it out, to compare across methods."""
-    from transformers import AutoModelForCausalLM, TrainingArguments
+def _adalora_on_stories(total_steps: int, **options: int) -> tuple[Any, Any, Any]:
+    """(causal task, the adalora Method, stories260k wrapped in AdaLoRA) for `total_steps`."""
+    from transformers import AutoModelForCausalLM
 
-    from peftlab.data.prepare import Example
     from peftlab.methods import MethodContext, get_method
-    from peftlab.train.trainer import PeftlabTrainer
 
     task = causal_task(STORIES)
     base = AutoModelForCausalLM.from_pretrained(STORIES)
     task.prepare_model(base)
     m = get_method("adalora")
-    ctx = MethodContext(task="causal-lm", model_type="llama", total_steps=100, prompt_text="Table:")
-    model = m.apply(base, m.parse_options({}), ctx)
+    ctx = MethodContext(task="causal-lm", model_type="llama", total_steps=total_steps, prompt_text="Table:")
+    return task, m, m.apply(base, m.parse_options(options), ctx)
+
+
+@needs_shared
+def test_adalora_training_loss_carries_its_orthogonality_penalty(tmp_path) -> None:  # noqa: ANN001
+    """peftlab computes the causal-lm loss outside the model, where peft would not add AdaLoRA's
+    penalty: the trainer adds it, so the training loss equals peft's own (model computes the
+    loss from labels); evaluation losses leave it out, to compare across methods."""
+    from transformers import TrainingArguments
+
+    from peftlab.data.prepare import Example
+    from peftlab.train.trainer import PeftlabTrainer
+
+    task, m, model = _adalora_on_stories(total_steps=100)
     batch = task.collate([task.encode(Example(source=f"Table: row {i} " * (i + 1), target="a title " * (i + 2)))
                           for i in range(3)])
     trainer = PeftlabTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
@@ -84,19 +94,13 @@ def test_adalora_prunes_ranks_to_its_budget_during_training(tmp_path) -> None:  
     """The method's own callback runs peft's `update_and_allocate` while gradients exist: after
     training, ranks are masked down to the target budget (init_r 4 -> target_r 2 on average).
     The orthogonality penalty inside the training loss is logged beside it (`extra_loss`)."""
-    from transformers import AutoModelForCausalLM, TrainingArguments
+    from transformers import TrainingArguments
 
     from peftlab.data.prepare import Example
-    from peftlab.methods import MethodContext, get_method
     from peftlab.train.trainer import PeftlabTrainer
 
-    task = causal_task(STORIES)
-    base = AutoModelForCausalLM.from_pretrained(STORIES)
-    task.prepare_model(base)
-    m = get_method("adalora")
     steps = 10
-    ctx = MethodContext(task="causal-lm", model_type="llama", total_steps=steps, prompt_text="Table:")
-    model = m.apply(base, m.parse_options({"init_r": 4, "target_r": 2}), ctx)
+    task, m, model = _adalora_on_stories(total_steps=steps, init_r=4, target_r=2)
     feats = [task.encode(Example(source=f"Table: row {i} " * (i % 4 + 1), target="a title " * (i % 3 + 1)))
              for i in range(steps * 2)]
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=steps,

@@ -72,7 +72,7 @@ class PeftlabTrainer(Trainer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._extra_logged = []
+        self._extra_logged: list[torch.Tensor] = []  # the method's term per step since the last log
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -88,16 +88,14 @@ class PeftlabTrainer(Trainer):
             if extra is not None:
                 ga = self.args.gradient_accumulation_steps if self.loss_is_scaled_for_ga else 1
                 loss = loss + extra / ga
-                self._extra_logged.append(float(extra.detach()))
+                self._extra_logged.append(extra.detach())  # read at log time: no host sync per step
         return (loss, {"loss": loss}) if return_outputs else loss
-
-    _extra_logged: list[float]
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         """Logs the method's own loss term beside the training loss that includes it
         (`extra_loss`: the mean since the last log), so the task loss can be read off."""
         if "loss" in logs and self._extra_logged:
-            logs["extra_loss"] = sum(self._extra_logged) / len(self._extra_logged)
+            logs["extra_loss"] = float(torch.stack(self._extra_logged).float().mean())
             self._extra_logged.clear()
         super().log(logs, *args, **kwargs)
 
