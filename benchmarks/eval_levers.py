@@ -3,8 +3,8 @@ with each lever on and off, in one process, and compare with the run's own train
 
     python benchmarks/eval_levers.py --store /work/runs/statista-store statista-smollm2 lora [--n 50]
 
-Variants: `plain`, `prefix` (shared prompt prefix), `merge` (adapter folded in), combined
-with `+`; `peft-generate` gives prompt-learning adapters peft's own generate and a separate
+Variants: `plain`, `prefix` (shared prompt prefix), `merge` (adapter folded in), `prune`
+(stopped rows leave the batch), combined with `+`; `peft-generate` gives prompt-learning adapters peft's own generate and a separate
 loss pass instead of their virtual tokens heading the cache; `usual` is the usual recipe's
 evaluation (benchmarks/speed.py): `generate` one example at a time, generation only, no loss.
 
@@ -40,6 +40,17 @@ def shared_prefix(on: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def prune_stopped(on: bool) -> Iterator[None]:
+    """Off: one `generate` call per batch, stopped rows decoded as padding to the end."""
+    keep = generation.PRUNE_AT
+    generation.PRUNE_AT = keep if on else 0
+    try:
+        yield
+    finally:
+        generation.PRUNE_AT = keep
+
+
+@contextlib.contextmanager
 def virtual_head(on: bool) -> Iterator[None]:
     """Off: prompt-learning adapters take peft's own `generate` and a separate loss pass
     (the path before their virtual tokens headed the cache)."""
@@ -67,7 +78,7 @@ def main() -> None:
     ap.add_argument("experiment")
     ap.add_argument("run")
     ap.add_argument("--n", type=int, default=0, help="test examples (default: the run's whole test split)")
-    ap.add_argument("--variants", default="plain,prefix,prefix+merge")
+    ap.add_argument("--variants", default="plain,prefix,prefix+merge,prefix+merge+prune")
     args = ap.parse_args()
     run = Store(args.store).find_run(args.experiment, args.run)
     assert run is not None and run.status == "done", f"{args.experiment}/{args.run} is not a done run"
@@ -81,7 +92,7 @@ def main() -> None:
     out = {}
     for v in args.variants.split(","):
         merge = merged_for_inference(tr.model) if "merge" in v else contextlib.nullcontext()
-        with shared_prefix("prefix" in v), virtual_head("peft-generate" not in v), merge:
+        with shared_prefix("prefix" in v), virtual_head("peft-generate" not in v), prune_stopped("prune" in v), merge:
             t0 = time.perf_counter()
             if v == "usual":
                 loss, preds = float("nan"), one_at_a_time(tr, test)

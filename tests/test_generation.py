@@ -92,3 +92,33 @@ def test_virtual_tokens_batched_and_scored(method: str) -> None:
     fast_loss, _ = task.evaluate(model, examples)
     pass_loss, _ = Task.evaluate(task, model, examples)
     assert abs(fast_loss - pass_loss) < 1e-3, (fast_loss, pass_loss)
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt-tuning"])
+def test_dropping_stopped_rows_keeps_the_outputs(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows that have stopped leave the batch (the next `generate` call goes on without them):
+    the outputs and the one-pass test loss equal one call per batch decoding them to the end."""
+    from peftlab.tasks import generation
+
+    task, model, prompts, targets = _setup(method) if method == "lora" else _trained_looking_prompt(method)
+    ecfg = EvaluationConfig(max_new_tokens=40, batch_size=7)
+    stop = stop_ids(task.tok)
+    # this tiny model rarely ends on its own: also stop on a token that some outputs hold, not all
+    outs = [task.tok(text, add_special_tokens=False)["input_ids"] for text, _ in
+            generate_batched(model, task.tok, prompts, ecfg, stop)]
+    stop = stop + [next(t for t in sorted({t for o in outs for t in o})
+                        if 1 < sum(t in o[5:] for o in outs) < len(outs) - 1)]
+    gen = model.get_base_model() if method == "prompt-tuning" else model
+    calls = []
+    real = gen.generate
+    monkeypatch.setattr(gen, "generate", lambda *a, **kw: calls.append(kw["input_ids"].shape[0]) or real(*a, **kw))
+    pruned = generate_batched(model, task.tok, prompts, ecfg, stop, targets=targets)
+    rows_per_call = list(calls)
+    monkeypatch.setattr(generation, "PRUNE_AT", 0)
+    whole = generate_batched(model, task.tok, prompts, ecfg, stop, targets=targets)
+    assert list(pruned) == list(whole)
+    assert abs(pruned.loss_sum - whole.loss_sum) < 1e-6 * whole.tokens
+    stopped = sum(s for _, s in whole)
+    assert 0 < stopped < len(prompts), "the case needs rows that stop and rows that run on"
+    # the batch of 7 shrank: later calls decoded fewer rows
+    assert rows_per_call[0] == 7 and len(rows_per_call) > 1 and rows_per_call[-1] < 7, rows_per_call
