@@ -79,6 +79,8 @@ def test_method_task(tmp_path: Path, model_path: callable, task: str, model: str
     with open(run.info["predictions"], encoding="utf-8") as f:
         preds = [json.loads(line) for line in f]
     assert len(preds) == 6
+    # evaluation time = the model's part (test loss + outputs) + metric scoring
+    assert 0 < cost["predict_seconds"] <= cost["eval_seconds"]
 
     if method == "zero-shot":
         assert cost["trainable_params"] == 0 and cost["train_seconds"] == 0 and cost["adapter_bytes"] == 0
