@@ -68,6 +68,8 @@ def generate_batched(
     head = _VirtualHead(model) if share_prefix and has_virtual_tokens(model) else None
     gen = model.get_base_model() if head else model  # the virtual tokens live in the cache
     v = head.length if head else 0
+    kw = {"do_sample": False, "num_beams": ecfg.num_beams, "eos_token_id": stop, "pad_token_id": pad,
+          "repetition_penalty": ecfg.repetition_penalty, "no_repeat_ngram_size": ecfg.no_repeat_ngram_size}
     try:
         with torch.inference_mode(), autocast(precision):
             for start in tqdm(range(0, len(order), bs), desc=desc, unit="batch", leave=False):
@@ -86,9 +88,6 @@ def generate_batched(
                     first = ids.gather(1, mask.argmax(1, keepdim=True))
                     ids = torch.cat([first.expand(-1, v), ids], dim=1)
                     mask = torch.cat([mask.new_ones(mask.shape[0], v), mask], dim=1)
-                kw = {"do_sample": False, "num_beams": ecfg.num_beams, "eos_token_id": stop, "pad_token_id": pad,
-                      "repetition_penalty": ecfg.repetition_penalty,
-                      "no_repeat_ngram_size": ecfg.no_repeat_ngram_size}
                 if decoder_only and ecfg.num_beams == 1 and PRUNE_AT:
                     new_rows = _decode_pruning(gen, ids, mask, cache, ecfg.max_new_tokens, stop, kw)
                 else:
@@ -146,8 +145,8 @@ def _decode_pruning(gen: Any, ids: torch.Tensor, mask: torch.Tensor, cache: Any,
 
 class _RowsStopped(StoppingCriteria):
     """Stopping criterion: ends the `generate` call (every row) once `need` of its rows have
-    produced a stop token. generate already reads a flag back to the host every step, so this
-    adds no synchronisation of its own kind."""
+    produced a stop token. Its per-step read-back to the host matches the one generate already
+    does for its own stop check."""
 
     def __init__(self, stop: list[int], need: int) -> None:
         self.stop = torch.tensor(stop)
