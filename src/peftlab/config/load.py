@@ -64,7 +64,7 @@ def parse_experiment(
 
     for i, entry in enumerate(cfg.methods):
         try:
-            validate_entry(entry, cfg.task)
+            validate_entry(entry, cfg.task, cfg.evaluation.num_beams)
         except (ConfigError, MethodNotApplicable) as e:
             line = lines.get(("methods", i))
             where = f"{source}:{line}" if line else source

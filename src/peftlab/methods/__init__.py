@@ -6,6 +6,7 @@ import difflib
 
 from pydantic import ValidationError
 
+from peftlab.compat import version_problem
 from peftlab.config.schema import MethodEntry
 from peftlab.errors import ConfigError, MethodNotApplicable
 from peftlab.methods import (
@@ -47,14 +48,22 @@ def get_method(name: str) -> Method:
     return REGISTRY[name]
 
 
-def validate_entry(entry: MethodEntry, task: str) -> MethodOptions:
-    """Check the method exists, applies to the task, and its options are valid."""
+def validate_entry(entry: MethodEntry, task: str, num_beams: int = 1) -> MethodOptions:
+    """Check the method exists, applies to the task (and to the installed library versions:
+    `peftlab.compat`), and its options are valid."""
     method = get_method(entry.name)
     if task not in method.tasks:
         raise MethodNotApplicable(
             f"method {method.name!r} does not apply to task {task!r} "
             f"(it works on: {', '.join(sorted(method.tasks))}); remove it from `methods`"
         )
+    problem = version_problem(
+        virtual_tokens=method.virtual_tokens is not None,
+        task_uses_peft_generate=task == "seq2seq" or num_beams > 1,
+        encoder_prefix=method.virtual_tokens == "kv" and task == "classification",
+    )
+    if problem:
+        raise MethodNotApplicable(f"method {method.name!r}: {problem}")
     try:
         return method.parse_options(entry.options)
     except ValidationError as e:

@@ -56,6 +56,9 @@ class Method:
     extra_loss: Callable[[Any], Any] | None = None
     # Trainer callbacks the method needs, given the wrapped model (AdaLoRA's rank allocation).
     callbacks: Callable[[Any], list[Any]] | None = None
+    # Prompt learning: the adapter prepends virtual tokens, as "embeddings" (prompt-/p-tuning)
+    # or as key/value prefixes in every layer ("kv", prefix-tuning); None for the rest.
+    virtual_tokens: str | None = None
 
     def learning_rate(self, task: str) -> float:
         return self.learning_rates.get(task, self.learning_rates["default"])

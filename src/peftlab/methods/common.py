@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,12 @@ def peft_kwargs(ctx: MethodContext) -> dict[str, Any]:
 
 
 def wrap(model: Any, config: Any) -> Any:
-    return get_peft_model(model, config)
+    """`get_peft_model`, without the deprecation warning that peft's own code raises inside it:
+    peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5.23 deprecated
+    (peft/peft_model.py, PeftModel.__init__). Nothing of peftlab's calls it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def can_merge(model: Any) -> bool:

@@ -32,4 +32,5 @@ METHOD = Method(
     learning_rates={"default": 1e-2},
     apply=apply,
     tasks=TEXT_TASKS,
+    virtual_tokens="embeddings",
 )

@@ -15,6 +15,7 @@ import torch
 from peft import PrefixTuningConfig
 from pydantic import Field
 
+from peftlab.compat import cache_of
 from peftlab.methods.base import TEXT_TASKS, Method, MethodContext
 from peftlab.methods.common import peft_kwargs, wrap
 from peftlab.methods.prompt_common import TextInitOptions, init_text
@@ -58,7 +59,7 @@ def text_key_values(model: Any, tok: Any, text: str, n: int) -> torch.Tensor | N
     model.eval()
     try:
         with torch.no_grad():
-            cache = model(input_ids=torch.tensor([ids], device=dev), use_cache=True).past_key_values
+            cache = cache_of(model(input_ids=torch.tensor([ids], device=dev), use_cache=True))
     finally:
         model.train(was_training)
     layers = getattr(cache, "layers", None)
@@ -78,4 +79,5 @@ METHOD = Method(
     learning_rates={"default": 1e-2},
     apply=apply,
     tasks=TEXT_TASKS,
+    virtual_tokens="kv",
 )

@@ -37,4 +37,5 @@ METHOD = Method(
     learning_rates={"default": 3e-2},
     apply=apply,
     tasks=TEXT_TASKS,
+    virtual_tokens="embeddings",
 )

@@ -193,7 +193,7 @@ def make_plan(body: dict[str, Any]) -> Any:
     except ValidationError as e:
         raise PeftlabError(_pydantic_msg(e)) from None
     for m in cfg.methods:
-        validate_entry(m, cfg.task)
+        validate_entry(m, cfg.task, cfg.evaluation.num_beams)
     return Plan(cfg, None, yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
 
 

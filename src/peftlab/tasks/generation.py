@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import StoppingCriteria
 
+from peftlab.compat import cache_kw, cache_of
 from peftlab.config.schema import EvaluationConfig
 from peftlab.device import autocast
 
@@ -91,7 +92,7 @@ def generate_batched(
                 if decoder_only and ecfg.num_beams == 1 and PRUNE_AT:
                     new_rows = _decode_pruning(gen, ids, mask, cache, ecfg.max_new_tokens, stop, kw)
                 else:
-                    out = gen.generate(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                    out = gen.generate(input_ids=ids, attention_mask=mask, **cache_kw(cache),
                                        max_new_tokens=ecfg.max_new_tokens, **kw)
                     new_rows = (out[:, v + n :] if decoder_only else out[:, 1:]).tolist()
                 for row, i in enumerate(idx):
@@ -123,7 +124,7 @@ def _decode_pruning(gen: Any, ids: torch.Tensor, mask: torch.Tensor, cache: Any,
     stops = set(stop)
     while True:
         rows_stopped = _RowsStopped(stop, max(1, len(active) // PRUNE_AT))
-        out = gen.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=budget,
+        out = gen.generate(input_ids=ids, attention_mask=mask, **cache_kw(cache), max_new_tokens=budget,
                            stopping_criteria=[rows_stopped], return_dict_in_generate=True, **kw)
         k = out.sequences.shape[1] - ids.shape[1]
         budget -= k
@@ -135,7 +136,7 @@ def _decode_pruning(gen: Any, ids: torch.Tensor, mask: torch.Tensor, cache: Any,
         if budget <= 0 or not keep:
             return new
         sel = torch.tensor(keep, device=ids.device)
-        cache = out.past_key_values  # ends one position short: the next call feeds the last token
+        cache = cache_of(out)  # ends one position short: the next call feeds the last token
         if cache is not None:  # (a model without one has generate prefill the rows again)
             cache.batch_select_indices(sel)
         ids = out.sequences.index_select(0, sel)
@@ -206,11 +207,11 @@ class _VirtualHead:
             if k:
                 pos = torch.arange(self.length, self.length + k, device=prefix.device)[None]
                 base(input_ids=prefix, attention_mask=prefix.new_ones(1, self.length + k),
-                     position_ids=pos, past_key_values=prompt, use_cache=True, logits_to_keep=1)
+                     position_ids=pos, **cache_kw(prompt), use_cache=True, logits_to_keep=1)
             return prompt
         emb = base.get_input_embeddings()(prefix)
         x = torch.cat([prompt.to(emb.dtype), emb], dim=1)
-        return base(inputs_embeds=x, use_cache=True, logits_to_keep=1).past_key_values
+        return cache_of(base(inputs_embeds=x, use_cache=True, logits_to_keep=1))
 
 
 def _shared_prefix(rows: list[list[int]]) -> int:
@@ -257,7 +258,7 @@ def _prefill(
     if head is not None:
         cache = head.cache(model, ids[:1, :shared])
     elif shared:
-        cache = model(input_ids=ids[:1, :shared], use_cache=True, logits_to_keep=1).past_key_values
+        cache = cache_of(model(input_ids=ids[:1, :shared], use_cache=True, logits_to_keep=1))
     if cache is not None:
         cache.batch_repeat_interleave(ids.shape[0])
     mask = torch.cat([mask.new_ones(mask.shape[0], v), mask], dim=1)
@@ -277,13 +278,13 @@ def _prefill(
         rest = torch.cat([ids[:, shared:], tgt], dim=1)
     position_ids = (full_mask.cumsum(-1) - 1).clamp(min=0)  # as generate computes them from the mask
     out = model(input_ids=rest, attention_mask=full_mask, position_ids=position_ids[:, v + shared :],
-                past_key_values=cache, use_cache=True, logits_to_keep=m + 1)
+                **cache_kw(cache), use_cache=True, logits_to_keep=m + 1)
     if targets is not None:
         logits = out.logits[:, :m].float()  # the last prompt position and targets 0..m-2 predict targets 0..m-1
         acc.loss_sum += float(torch.nn.functional.cross_entropy(
             logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"))
         acc.tokens += int((labels != -100).sum())
-    cache = out.past_key_values
+    cache = cache_of(out)
     if targets is not None:
         cache.crop(-(m + 1))  # drop the targets and the last prompt position
     return cache

@@ -81,7 +81,7 @@ def plan(path: str | Path, overrides: dict[str, Any] | None = None, methods: lis
     from peftlab.methods import validate_entry
 
     for m in selected:
-        validate_entry(m, cfg.task)
+        validate_entry(m, cfg.task, cfg.evaluation.num_beams)
     return Plan(cfg, path.parent.resolve(), path.read_text(encoding="utf-8"), path)
 
 
