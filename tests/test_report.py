@@ -66,13 +66,34 @@ def test_budget_fits_uses_recorded_costs() -> None:
     assert not Budget().active and Budget(max_memory_mb=1).active
 
 
+def test_a_run_on_other_library_versions_is_flagged() -> None:
+    from peftlab.report.collect import RunView, version_drift
+    from peftlab.report.html import section_environment
+
+    class R:
+        def __init__(self, name: str, transformers: str) -> None:
+            self.name, self.host, self.status = name, "h", "done"
+            self.info = {"versions": {"torch": "2.13.0", "transformers": transformers}, "seed": 42}
+
+    views = [RunView(run=R(n, tf), label=n, experiment="e", task="causal-lm", row={}, curves={}, color="#000",  # type: ignore[arg-type]
+                     index=i) for i, (n, tf) in enumerate([("lora", "5.23.0"), ("ia3", "5.24.0"), ("dora", "5.23.0")])]
+    [note] = version_drift(views)
+    assert note.startswith("ia3 was trained on other library versions") and "transformers 5.24.0 (others 5.23.0)" in note
+    assert "torch" not in note
+    from peftlab.report.collect import ReportData
+
+    page = section_environment(ReportData("e", [], views, "rougeL", ["causal-lm"]))
+    assert "version-drift" in page and "ia3 was trained on other library versions" in page
+    assert version_drift(views[:1] + views[2:]) == []  # one set: nothing to say
+
+
 # -- the real experiment ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def report_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     if not MINILM.is_dir():
         pytest.skip("../shared/models not present")
     tmp = tmp_path_factory.mktemp("report")
-    methods = ["zero-shot", "full", "lora", {"name": "lora", "label": "lora-hot", "learning_rate": 1.0e6}]
+    methods = ["zero-shot", "full", "lora", {"name": "lora", "label": "lora-hot", "learning_rate": 1.0e30}]
     body = tiny_causal(methods, max_steps=4, eval_every=2)
     body["evaluation"]["bertscore_model"] = str(MINILM)
     store = Store(tmp / "store")
@@ -283,7 +304,7 @@ def test_health_config_and_environment(report_store: dict) -> None:
     config = _section(page, "config")
     diff = config.split("<details>")[0]
     assert "learning_rate" in diff and "method" in diff and "options.r" in diff
-    assert "1000000.0" in diff  # lora-hot's learning rate
+    assert "1e+30" in diff  # lora-hot's learning rate
     assert "experiment.training.max_steps" not in diff  # same for all: collapsed below
     assert "experiment.training.max_steps" in config
     env = _section(page, "environment")

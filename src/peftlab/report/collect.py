@@ -90,6 +90,26 @@ def _rank_key(main: str):
     return key
 
 
+def version_drift(views: list[RunView]) -> list[str]:
+    """Runs trained on another set of library versions than the rest of their experiment: a
+    difference between their results may come from the libraries alone, so it is said."""
+    out = []
+    for exp in dict.fromkeys(v.experiment for v in views):
+        sets = [(v, tuple(sorted(((v.run.info or {}).get("versions") or {}).items())))
+                for v in views if v.experiment == exp and (v.run.info or {}).get("versions")]
+        if len({s for _, s in sets}) < 2:
+            continue
+        common = max({s for _, s in sets}, key=[s for _, s in sets].count)
+        usual = dict(common)
+        for v, s in sets:
+            if s != common:
+                diff = ", ".join(f"{k} {val} (others {usual.get(k, 'none')})" for k, val in s if usual.get(k) != val)
+                out.append(f"{v.label} was trained on other library versions than the rest of {exp}: {diff}; "
+                           f"re-run it on the same set (peftlab run --force --methods {v.run.name}) to compare "
+                           "like with like")
+    return out
+
+
 def collect(store: Store, experiments: list[str] | None = None, run_ids: list[int] | None = None) -> ReportData:
     """Runs of the named experiments plus the runs with the given ids, ranked by the main metric."""
     runs: list[Run] = []
@@ -131,4 +151,5 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
         else:
             v.row["rank"] = None
     title = exp_names[0] if len(exp_names) == 1 else " vs ".join(exp_names)
+    notes += version_drift(views)
     return ReportData(title=title, experiments=exps, runs=views, main_metric=main, tasks=tasks, notes=notes)

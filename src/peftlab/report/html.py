@@ -23,7 +23,7 @@ from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.report import plots
-from peftlab.report.collect import ReportData, RunView, collect
+from peftlab.report.collect import ReportData, RunView, collect, version_drift
 from peftlab.report.fmt import COST_LABELS, fmt_value, higher_is_better
 from peftlab.report.leaderboard import COST_KEYS
 from peftlab.report.recommend import PARETO_COSTS, Budget, Recommendation, pareto_front, recommend
@@ -622,9 +622,10 @@ def section_environment(data: ReportData) -> str:
                  f'<tbody>{"".join(rows)}</tbody></table></div>')
     missing = [v.label for v, d in zip(data.runs, per_run, strict=True) if not d]
     skip = f" Not recorded (did not finish): {', '.join(missing)}." if missing else ""
+    drift = "".join(f'<p class="note err version-drift">{esc(n)}</p>' for n in version_drift(data.runs))
     return ('<section id="environment"><h2>Versions &amp; machine</h2><p class="note">Library versions, device and '
             f"seed recorded by each run{' (identical for all runs)' if identical else '; differences highlighted'}."
-            f"{esc(skip)}</p>{table}</section>")
+            f"{esc(skip)}</p>{drift}{table}</section>")
 
 
 def section_metrics(data: ReportData, problems: list[str]) -> str:
@@ -736,6 +737,7 @@ def build_report(
     opts = options or ReportOptions()
     data = collect(store, experiments, run_ids)
     problems = add_bertscores(store, data, opts.bertscore_model) if opts.bertscore and data.generative else []
+    problems += version_drift(data.runs)
     page = render(data, opts, problems)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
