@@ -57,8 +57,10 @@ def tiny_causal(methods: list, **training: object) -> dict:
             "max_test_examples": 8,
         },
         "methods": methods,
+        # fp32: tests compare outputs exactly across runs and paths; `precision: auto` would pick bf16
+        # autocast on a CPU with AMX, whose rounding flips greedy choices of these tiny models.
         "training": {"max_steps": 6, "batch_size": 8, "max_source_length": 48, "max_target_length": 16,
-                     "logging_steps": 1, **training},
+                     "logging_steps": 1, "precision": "fp32", **training},
         "evaluation": {"max_new_tokens": 8, "batch_size": 8},
     }
 

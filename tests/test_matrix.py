@@ -24,7 +24,9 @@ METHODS = list(REGISTRY)
 
 def _experiment(task: str, model: Path, method: str) -> dict:
     # Every step sees the same 8 rows (batch = train set), so the loss curve is smooth.
-    steps = {"max_steps": 12, "batch_size": 8, "logging_steps": 1, "max_source_length": 40, "max_target_length": 12}
+    # fp32: the reload check compares outputs exactly (see conftest.tiny_causal)
+    steps = {"max_steps": 12, "batch_size": 8, "logging_steps": 1, "max_source_length": 40, "max_target_length": 12,
+             "precision": "fp32"}
     if task in ("causal-lm", "seq2seq"):
         data = {"train": str(DATA / "statista" / "train.jsonl"), "validation": str(DATA / "statista" / "validation.jsonl"),
                 "test": str(DATA / "statista" / "test.jsonl"), "prompt": "Table: {table}\nTitle:", "target": "title"}
@@ -91,6 +93,8 @@ def test_method_task(tmp_path: Path, model_path: callable, task: str, model: str
     assert len(preds) == 6
     # evaluation time = the model's part (test loss + outputs) + metric scoring
     assert 0 < cost["predict_seconds"] <= cost["eval_seconds"]
+    # the estimate shown before launch counts the trainable parameters the run really trained
+    assert _estimated_trainable(p) == cost["trainable_params"]
 
     if method == "zero-shot":
         assert cost["trainable_params"] == 0 and cost["train_seconds"] == 0 and cost["adapter_bytes"] == 0
@@ -113,6 +117,16 @@ def test_method_task(tmp_path: Path, model_path: callable, task: str, model: str
         assert isinstance(trained.model, PeftModel)
     again = trained.task.predict(trained.model, _test_examples(p, trained), desc="reload")
     assert [x.output for x in again] == [x["output"] for x in preds]
+
+
+def _estimated_trainable(p) -> int | None:
+    from peftlab.tasks.build import load_task
+    from peftlab.train.estimate import trainable_params
+    from peftlab.train.runner import preflight
+
+    checked = preflight(p)
+    task = load_task(p.cfg, checked.model, checked.data.labels)
+    return trainable_params(p.cfg, checked.model, checked.data, task, p.cfg.methods[0])[0]
 
 
 def _test_examples(p, trained):
@@ -144,3 +158,18 @@ def test_prompt_methods_refused_for_images(tmp_path: Path, tiny_vit: Path) -> No
     exp = write_experiment(tmp_path, _experiment("image-classification", tiny_vit, "prompt-tuning"))
     with pytest.raises(ConfigError, match="does not apply to task 'image-classification'"):
         plan(exp)
+
+
+def test_bf16_autocast_run(tmp_path: Path) -> None:
+    """`precision: bf16` (what `auto` picks on CPUs with AMX or AVX512-BF16, and on GPUs): the run
+    trains with bf16 autocast, its losses stay finite, and it evaluates and saves as usual."""
+    import math
+
+    body = _experiment("causal-lm", STORIES, "lora")
+    body["training"].update(precision="bf16", max_steps=4)
+    store = Store(tmp_path / "store")
+    [run] = run_experiment(plan(write_experiment(tmp_path, body)), store, isolation="inprocess", echo=lambda *_: None)
+    assert run.status == "done", run.error
+    assert run.resolved["precision"] == "bf16"
+    assert all(math.isfinite(v) for _, v in store.curves(run.id)["train_loss"])
+    assert math.isfinite(run.metrics["eval_loss"]) and run.cost["adapter_bytes"] > 0

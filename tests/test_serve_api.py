@@ -457,7 +457,8 @@ def test_playground_one_base_model_adapters_switched(client: Any, trained: Path)
     # each output equals a fresh, separately loaded model with that adapter
     from peft import PeftModel
 
-    from peftlab.serve.loading import example, load_base, make_task, run_config
+    from peftlab.serve.loading import example, load_base, run_config
+    from peftlab.tasks.build import build_task
 
     store = Store(trained)
     for name in ("zero-shot", "lora", "ia3", "prompt-tuning"):
@@ -467,7 +468,7 @@ def test_playground_one_base_model_adapters_switched(client: Any, trained: Path)
         if name != "zero-shot":
             model = PeftModel.from_pretrained(model, run.info["artifact"])
         cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"max_new_tokens": 32})})
-        pred = make_task(cfg, tok, None, None).predict(model, [example(out["input"])])[0]
+        pred = build_task(cfg, tok, None, None).predict(model, [example(out["input"])])[0]
         assert pred.output == first[name], name
     # and the zero-shot output is the base model's, whatever adapter type is loaded
     st = client.get("/api/playground/tiny/runs").json()["status"]

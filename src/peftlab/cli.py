@@ -26,22 +26,9 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    o: dict[str, Any] = {}
-    mapping = {
-        "max_steps": "training.max_steps",
-        "epochs": "training.epochs",
-        "batch_size": "training.batch_size",
-        "learning_rate": "training.learning_rate",
-        "seed": "training.seed",
-        "precision": "training.precision",
-        "max_train_examples": "data.max_train_examples",
-        "max_eval_examples": "data.max_test_examples",
-        "max_validation_examples": "data.max_validation_examples",
-    }
-    for attr, key in mapping.items():
-        v = getattr(args, attr, None)
-        if v is not None:
-            o[key] = v
+    from peftlab.config.overrides import FLAG_KEYS, overrides_from
+
+    o = overrides_from({k: getattr(args, k, None) for k in FLAG_KEYS})
     for item in args.set or []:
         if "=" not in item:
             raise PeftlabError(f"--set {item!r}: use KEY=VALUE, e.g. --set training.batch_size=4")

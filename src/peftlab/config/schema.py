@@ -7,12 +7,14 @@ options model in `peftlab.methods`; here a method entry only needs a known name.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-TaskName = Literal["causal-lm", "seq2seq", "classification", "image-classification"]
+from peftlab.tasks.spec import TaskName, spec
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -80,6 +82,16 @@ class TrainingConfig(_Strict):
     group_by_length: bool = True
     threads: int | None = Field(None, gt=0, description="CPU threads (default: all cores).")
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
+
+    def total_steps(self, n_train: int) -> int:
+        """Optimizer steps of a run on `n_train` examples: `max_steps`, else epochs x the steps of
+        one epoch (batches of `batch_size`, `gradient_accumulation_steps` batches a step). The one
+        formula: the runner, the recipe, the estimate and the tuner all call it."""
+        if self.max_steps:
+            return self.max_steps
+        batches = math.ceil(max(n_train, 1) / self.batch_size)
+        per_epoch = max(1, math.ceil(batches / self.gradient_accumulation_steps))
+        return max(1, math.ceil(self.epochs * per_epoch))
 
 
 class EvaluationConfig(_Strict):
@@ -156,14 +168,14 @@ class ExperimentConfig(_Strict):
         for n in names:
             if not NAME_RE.match(n):
                 raise ValueError(f"methods: run name {n!r}: use letters, digits, '.', '_' and '-' only")
-        d = self.data
-        if self.task in ("causal-lm", "seq2seq") and not d.target:
+        d, s = self.data, spec(self.task)
+        if s.target_key == "target" and not d.target:
             raise ValueError(f"data.target: task {self.task!r} needs the target column (e.g. `target: title`)")
-        if self.task in ("classification", "image-classification") and not d.label:
+        if s.target_key == "label" and not d.label:
             raise ValueError(f"data.label: task {self.task!r} needs the label column (e.g. `label: label`)")
-        if self.task == "image-classification" and not d.image:
-            raise ValueError("data.image: task 'image-classification' needs the image column")
-        if self.task != "image-classification" and not (d.input or d.prompt):
+        if s.image_input and not d.image:
+            raise ValueError(f"data.image: task {self.task!r} needs the image column")
+        if s.text_input and not (d.input or d.prompt):
             raise ValueError("data: give `input` (the input column) or a `prompt` template with {column} fields")
         return self
 

@@ -18,6 +18,7 @@ from typing import Any
 from peftlab.config.schema import DataConfig
 from peftlab.data.sources import RowSet, read_rows
 from peftlab.errors import ConfigError, DataError
+from peftlab.tasks.spec import spec
 
 
 @dataclass
@@ -145,6 +146,7 @@ def decode_image(value: Any, base_dir: Path | None) -> Any:
 
 def _examples(rs: RowSet, cfg: DataConfig, task: str, skipped: list[str]) -> list[Example]:
     out = []
+    s = spec(task)
     for row in rs.rows:
         where = f"{rs.source}:{row.get('__line__', '?')}"
 
@@ -155,13 +157,13 @@ def _examples(rs: RowSet, cfg: DataConfig, task: str, skipped: list[str]) -> lis
                 raise DataError(f"{where}: {msg} (fix the row, or set data.on_bad_rows: skip)")
 
         ex = Example(source="", where=where)
-        if task != "image-classification":
+        if s.text_input:
             missing = [c for c in _source_columns(cfg) if _missing(row.get(c))]
             if missing:
                 bad(f"input column(s) {missing} empty or missing")
                 continue
             ex.source = _format_source(cfg, row)
-        if task in ("causal-lm", "seq2seq"):
+        if s.target_key == "target":
             t = row.get(cfg.target or "")
             refs = [_text(x) for x in t] if isinstance(t, list) else [_text(t)]
             refs = [r for r in refs if r.strip()]
@@ -178,7 +180,7 @@ def _examples(rs: RowSet, cfg: DataConfig, task: str, skipped: list[str]) -> lis
                 bad(f"label {cfg.label!r} must be one value (a string or number), got {type(lab).__name__}")
                 continue
             ex.label = lab  # type: ignore[assignment]  # mapped to an id once all splits are read
-        if task == "image-classification":
+        if s.image_input:
             try:
                 ex.image = decode_image(row.get(cfg.image or ""), rs.base_dir)
             except ValueError as e:
@@ -201,22 +203,23 @@ def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None =
     skipped: list[str] = []
     notes: list[str] = []
     needed: list[tuple[str, str]] = []
-    if task != "image-classification":
+    s = spec(task)
+    if s.text_input:
         key = "data.prompt" if cfg.prompt else "data.input"
         needed += [(c, key) for c in _source_columns(cfg)]
-    if task in ("causal-lm", "seq2seq") and cfg.target:
+    if s.target_key == "target" and cfg.target:
         needed.append((cfg.target, "data.target"))
-    if task in ("classification", "image-classification") and cfg.label:
+    if s.target_key == "label" and cfg.label:
         needed.append((cfg.label, "data.label"))
-    if task == "image-classification" and cfg.image:
+    if s.image_input and cfg.image:
         needed.append((cfg.image, "data.image"))
 
     sets: dict[str, list[Example]] = {}
     for split in ("train", "validation", "test"):
-        spec = getattr(cfg, split)
-        if spec is None:
+        source = getattr(cfg, split)
+        if source is None:
             continue
-        rs = read_rows(spec, base, cfg.on_bad_rows)
+        rs = read_rows(source, base, cfg.on_bad_rows)
         skipped += rs.skipped
         _check_columns(rs, needed)
         before = len(skipped)
@@ -254,7 +257,7 @@ def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None =
     test = _sample(sets["test"], cfg.max_test_examples, seed + 2)
 
     labels = None
-    if task in ("classification", "image-classification"):
+    if s.target_key == "label":
         labels = _map_labels(train, validation, test, cfg)
     static = "".join(lit for lit, *_ in string.Formatter().parse(cfg.prompt)) if cfg.prompt else ""
     return PreparedData(train, validation, test, labels, skipped, notes, static.strip())

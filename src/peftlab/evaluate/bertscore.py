@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.errors import PeftlabError
+from peftlab.tasks.spec import GENERATIVE_TASKS
 
 DEFAULT_ENCODER = "all-minilm-l6-v2"
 METRIC_KEYS = ("bertscore_precision", "bertscore_recall", "bertscore_f1")
-GENERATION_TASKS = ("causal-lm", "seq2seq")
 
 
 def resolve_encoder(name: str | None = None, base: Path | None = None) -> Path:
@@ -181,7 +181,7 @@ def bertscore_run(store: Any, run: Any, model: str | None = None, num_layers: in
     task = ((run.config or {}).get("experiment") or {}).get("task")
     info = run.info or {}
     pred_path = info.get("predictions")
-    if run.status != "done" or task not in GENERATION_TASKS or not pred_path or not Path(pred_path).is_file():
+    if run.status != "done" or task not in GENERATIVE_TASKS or not pred_path or not Path(pred_path).is_file():
         return None
     name, base = _run_encoder(run, model)
     path = resolve_encoder(name, base)

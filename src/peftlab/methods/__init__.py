@@ -22,6 +22,7 @@ from peftlab.methods import (
     zero_shot,
 )
 from peftlab.methods.base import Method, MethodContext, MethodOptions
+from peftlab.tasks.spec import spec
 
 REGISTRY: dict[str, Method] = {
     m.name: m
@@ -57,10 +58,11 @@ def validate_entry(entry: MethodEntry, task: str, num_beams: int = 1) -> MethodO
             f"method {method.name!r} does not apply to task {task!r} "
             f"(it works on: {', '.join(sorted(method.tasks))}); remove it from `methods`"
         )
+    s = spec(task)
     problem = version_problem(
         virtual_tokens=method.virtual_tokens is not None,
-        task_uses_peft_generate=task == "seq2seq" or num_beams > 1,
-        encoder_prefix=method.virtual_tokens == "kv" and task == "classification",
+        task_uses_peft_generate=(s.generative and not s.decoder_only) or num_beams > 1,
+        encoder_prefix=method.virtual_tokens == "kv" and not s.generative,
     )
     if problem:
         raise MethodNotApplicable(f"method {method.name!r}: {problem}")

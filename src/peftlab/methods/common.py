@@ -1,4 +1,4 @@
-"""Helpers shared by the peft-backed methods."""
+"""Helpers shared by the peft-backed methods (peft is imported when a method is applied)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from peft import TaskType, get_peft_model
-
 from peftlab.methods.base import MethodContext
-
-_TASK_TYPES = {
-    "causal-lm": TaskType.CAUSAL_LM,
-    "seq2seq": TaskType.SEQ_2_SEQ_LM,
-    "classification": TaskType.SEQ_CLS,
-    "image-classification": None,  # peft has no task type for it; the head is saved via modules_to_save
-}
+from peftlab.tasks.spec import spec
 
 
 def peft_kwargs(ctx: MethodContext) -> dict[str, Any]:
@@ -24,18 +16,36 @@ def peft_kwargs(ctx: MethodContext) -> dict[str, Any]:
 
     For SEQ_CLS peft adds the classifier head itself; the task may list more (the BERT pooler,
     which sentence-embedding checkpoints never trained), and those are saved in the adapter,
-    so plain `PeftModel.from_pretrained` restores them.
+    so plain `PeftModel.from_pretrained` restores them. Tasks peft has no type for (images)
+    save their head through modules_to_save alone.
     """
-    kw: dict[str, Any] = {"task_type": _TASK_TYPES[ctx.task]}
+    kw: dict[str, Any] = {"task_type": spec(ctx.task).task_type()}
     if ctx.head_modules:
         kw["modules_to_save"] = list(ctx.head_modules)
     return kw
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(trainable, total); counts 4-bit packed weights at their logical size, as peft does."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total
 
 
 def wrap(model: Any, config: Any) -> Any:
     """`get_peft_model`, without the deprecation warning that peft's own code raises inside it:
     peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5.23 deprecated
     (peft/peft_model.py, PeftModel.__init__). Nothing of peftlab's calls it."""
+    from peft import get_peft_model
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         return get_peft_model(model, config)

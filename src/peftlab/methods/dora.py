@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from peftlab.methods.base import Method, MethodContext
+from peftlab.methods.base import LORA_LEARNING_RATES, Method, MethodContext
 from peftlab.methods.common import wrap
 from peftlab.methods.lora import LoraOptions, lora_config
 
@@ -15,6 +15,7 @@ METHOD = Method(
     name="dora",
     summary="LoRA with magnitude/direction decomposition.",
     options=LoraOptions,
-    learning_rates={"default": 2e-4, "classification": 2e-3, "image-classification": 5e-4},
+    learning_rates=LORA_LEARNING_RATES,
     apply=apply,
+    mergeable=True,
 )

@@ -3,6 +3,7 @@
 from typing import Any
 
 from peftlab.methods.base import Method, MethodContext, MethodOptions
+from peftlab.tasks.spec import CLASSIFICATION
 
 
 class FullOptions(MethodOptions):
@@ -19,6 +20,8 @@ METHOD = Method(
     name="full",
     summary="Full fine-tuning of all weights.",
     options=FullOptions,
-    learning_rates={"default": 5e-5, "classification": 2e-4},
+    learning_rates={"default": 5e-5, CLASSIFICATION: 2e-4},
     apply=apply,
+    family="full",
+    artifact="model",
 )

@@ -2,12 +2,12 @@
 
 from typing import Any
 
-from peft import IA3Config
 from pydantic import Field
 
 from peftlab.methods.base import Method, MethodContext, MethodOptions
 from peftlab.methods.common import peft_kwargs, wrap
 from peftlab.methods.targets import ia3_targets
+from peftlab.tasks.spec import CLASSIFICATION, IMAGE_CLASSIFICATION
 
 
 class IA3Options(MethodOptions):
@@ -16,6 +16,8 @@ class IA3Options(MethodOptions):
 
 
 def apply(model: Any, opts: IA3Options, ctx: MethodContext) -> Any:
+    from peft import IA3Config
+
     targets, ff = ia3_targets(model, ctx.model_type, opts.target_modules, opts.feedforward_modules)
     return wrap(model, IA3Config(target_modules=targets, feedforward_modules=ff, **peft_kwargs(ctx)))
 
@@ -25,6 +27,8 @@ METHOD = Method(
     summary="Learned per-channel scaling of keys, values and feed-forward.",
     options=IA3Options,
     # The IA3 paper trains with 3e-3; classification heads start from scratch and like more.
-    learning_rates={"default": 3e-3, "classification": 5e-3, "image-classification": 5e-3},
+    learning_rates={"default": 3e-3, CLASSIFICATION: 5e-3, IMAGE_CLASSIFICATION: 5e-3},
     apply=apply,
+    family="scaling",
+    mergeable=True,
 )

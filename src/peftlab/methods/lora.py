@@ -2,10 +2,9 @@
 
 from typing import Any
 
-from peft import LoraConfig
 from pydantic import Field
 
-from peftlab.methods.base import Method, MethodContext, MethodOptions
+from peftlab.methods.base import LORA_LEARNING_RATES, Method, MethodContext, MethodOptions
 from peftlab.methods.common import peft_kwargs, wrap
 from peftlab.methods.targets import lora_targets
 
@@ -22,7 +21,9 @@ class LoraOptions(MethodOptions):
     use_rslora: bool = False
 
 
-def lora_config(model: Any, opts: LoraOptions, ctx: MethodContext, **extra: Any) -> LoraConfig:
+def lora_config(model: Any, opts: LoraOptions, ctx: MethodContext, **extra: Any) -> Any:
+    from peft import LoraConfig
+
     targets = lora_targets(model, ctx.model_type, ctx.task, opts.target_modules)
     return LoraConfig(
         r=opts.r,
@@ -43,6 +44,7 @@ METHOD = Method(
     name="lora",
     summary="Low-rank adapters on the linear layers.",
     options=LoraOptions,
-    learning_rates={"default": 2e-4, "classification": 2e-3, "image-classification": 5e-4},
+    learning_rates=LORA_LEARNING_RATES,
     apply=apply,
+    mergeable=True,
 )

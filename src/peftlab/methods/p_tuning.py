@@ -2,12 +2,12 @@
 
 from typing import Any, Literal
 
-from peft import PromptEncoderConfig
 from pydantic import Field
 
-from peftlab.methods.base import TEXT_TASKS, Method, MethodContext
+from peftlab.methods.base import Method, MethodContext
 from peftlab.methods.common import peft_kwargs, wrap
 from peftlab.methods.prompt_common import VirtualTokenOptions
+from peftlab.tasks.spec import TEXT_TASKS
 
 
 class PTuningOptions(VirtualTokenOptions):
@@ -16,6 +16,8 @@ class PTuningOptions(VirtualTokenOptions):
 
 
 def apply(model: Any, opts: PTuningOptions, ctx: MethodContext) -> Any:
+    from peft import PromptEncoderConfig
+
     cfg = PromptEncoderConfig(
         num_virtual_tokens=opts.num_virtual_tokens,
         encoder_hidden_size=opts.encoder_hidden_size,
@@ -32,5 +34,6 @@ METHOD = Method(
     learning_rates={"default": 1e-2},
     apply=apply,
     tasks=TEXT_TASKS,
+    family="prompt",
     virtual_tokens="embeddings",
 )

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from peft import PrefixTuningConfig
 from pydantic import Field
 
 from peftlab.compat import cache_of
-from peftlab.methods.base import TEXT_TASKS, Method, MethodContext
+from peftlab.methods.base import Method, MethodContext
 from peftlab.methods.common import peft_kwargs, wrap
 from peftlab.methods.prompt_common import TextInitOptions, init_text
+from peftlab.tasks.spec import TEXT_TASKS, spec
 
 
 class PrefixOptions(TextInitOptions):
@@ -27,6 +26,9 @@ class PrefixOptions(TextInitOptions):
 
 
 def apply(model: Any, opts: PrefixOptions, ctx: MethodContext) -> Any:
+    import torch
+    from peft import PrefixTuningConfig
+
     kw = {"encoder_hidden_size": opts.encoder_hidden_size} if opts.encoder_hidden_size else {}
     cfg = PrefixTuningConfig(
         num_virtual_tokens=opts.num_virtual_tokens,
@@ -36,7 +38,7 @@ def apply(model: Any, opts: PrefixOptions, ctx: MethodContext) -> Any:
     )
     text = init_text(opts, ctx)
     kv = None
-    if text and ctx.task == "causal-lm" and not opts.prefix_projection and ctx.tokenizer is not None:
+    if text and spec(ctx.task).decoder_only and not opts.prefix_projection and ctx.tokenizer is not None:
         kv = text_key_values(model, ctx.tokenizer, text, opts.num_virtual_tokens)
     peft_model = wrap(model, cfg)
     if kv is not None:
@@ -47,9 +49,11 @@ def apply(model: Any, opts: PrefixOptions, ctx: MethodContext) -> Any:
     return peft_model
 
 
-def text_key_values(model: Any, tok: Any, text: str, n: int) -> torch.Tensor | None:
+def text_key_values(model: Any, tok: Any, text: str, n: int) -> Any:
     """The model's own keys and values for `text` (repeated or cut to `n` tokens), laid out as
     peft's prefix embedding: (n, layers * 2 * kv_heads * head_dim), key then value per layer."""
+    import torch
+
     ids = tok(text, add_special_tokens=False)["input_ids"]
     if not ids:
         return None
@@ -79,5 +83,6 @@ METHOD = Method(
     learning_rates={"default": 1e-2},
     apply=apply,
     tasks=TEXT_TASKS,
+    family="prompt",
     virtual_tokens="kv",
 )

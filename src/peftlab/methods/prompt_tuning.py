@@ -6,11 +6,10 @@ template. Text initialisation trains far more reliably than random vectors on sm
 
 from typing import Any
 
-from peft import PromptTuningConfig, PromptTuningInit
-
-from peftlab.methods.base import TEXT_TASKS, Method, MethodContext
+from peftlab.methods.base import Method, MethodContext
 from peftlab.methods.common import peft_kwargs, wrap
 from peftlab.methods.prompt_common import TextInitOptions, init_text
+from peftlab.tasks.spec import TEXT_TASKS
 
 
 class PromptTuningOptions(TextInitOptions):
@@ -18,6 +17,8 @@ class PromptTuningOptions(TextInitOptions):
 
 
 def apply(model: Any, opts: PromptTuningOptions, ctx: MethodContext) -> Any:
+    from peft import PromptTuningConfig, PromptTuningInit
+
     text = init_text(opts, ctx)
     kw: dict[str, Any] = {"prompt_tuning_init": PromptTuningInit.RANDOM}
     if text and ctx.tokenizer_path:
@@ -37,5 +38,6 @@ METHOD = Method(
     learning_rates={"default": 3e-2},
     apply=apply,
     tasks=TEXT_TASKS,
+    family="prompt",
     virtual_tokens="embeddings",
 )

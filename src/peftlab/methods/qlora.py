@@ -6,11 +6,9 @@ The base weights really are 4-bit (bnb Linear4bit, uint8 storage); tests check i
 
 from typing import Any
 
-import torch
-from peft import prepare_model_for_kbit_training
 from pydantic import Field
 
-from peftlab.methods.base import Method, MethodContext
+from peftlab.methods.base import LORA_LEARNING_RATES, Method, MethodContext
 from peftlab.methods.common import wrap
 from peftlab.methods.lora import LoraOptions, lora_config
 
@@ -21,6 +19,7 @@ class QLoraOptions(LoraOptions):
 
 
 def load_kwargs(opts: QLoraOptions, ctx: MethodContext) -> dict[str, Any]:
+    import torch
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if ctx.precision == "bf16" else torch.float32
@@ -41,6 +40,8 @@ def load_kwargs(opts: QLoraOptions, ctx: MethodContext) -> dict[str, Any]:
 
 
 def apply(model: Any, opts: QLoraOptions, ctx: MethodContext) -> Any:
+    from peft import prepare_model_for_kbit_training
+
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return wrap(model, lora_config(model, opts, ctx))
 
@@ -49,7 +50,9 @@ METHOD = Method(
     name="qlora",
     summary="LoRA on a 4-bit quantized base model.",
     options=QLoraOptions,
-    learning_rates={"default": 2e-4, "classification": 2e-3, "image-classification": 5e-4},
+    learning_rates=LORA_LEARNING_RATES,
     apply=apply,
     load_kwargs=load_kwargs,
+    mergeable=True,  # into the full-precision base (export); the test evaluation keeps the 4-bit base
+    quantized_base=True,
 )

@@ -10,18 +10,10 @@ full fine-tuning; encoders for classification use peft's attention defaults.
 
 from __future__ import annotations
 
-from peft.utils.constants import (
-    TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as IA3_FF,
-)
-from peft.utils.constants import (
-    TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as IA3_TARGETS,
-)
-from peft.utils.constants import (
-    TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS,
-)
-from torch import nn
+from typing import Any
 
 from peftlab.errors import ModelError
+from peftlab.tasks.spec import spec
 
 # Fallbacks when peft has no entry for an architecture (or its names no longer match the
 # model, as for ViT in transformers 5): the first pattern whose modules all exist wins.
@@ -33,8 +25,10 @@ IA3_KVF = (
 HEAD_NAMES = ("lm_head", "classifier", "score", "pooler", "qa_outputs", "cls")
 
 
-def linear_names(model: nn.Module) -> list[str]:
+def linear_names(model: Any) -> list[str]:
     """Leaf names of the linear layers inside the transformer blocks (heads excluded)."""
+    from torch import nn
+
     names = set()
     for full, mod in model.named_modules():
         if isinstance(mod, nn.Linear) and not any(h in full.split(".") for h in HEAD_NAMES):
@@ -42,11 +36,11 @@ def linear_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def _suffix_exists(model: nn.Module, target: str) -> bool:
+def _suffix_exists(model: Any, target: str) -> bool:
     return any(n == target or n.endswith("." + target) for n, _ in model.named_modules())
 
 
-def check_targets(model: nn.Module, targets: list[str], key: str) -> None:
+def check_targets(model: Any, targets: list[str], key: str) -> None:
     missing = [t for t in targets if not _suffix_exists(model, t)]
     if missing:
         raise ModelError(
@@ -54,14 +48,16 @@ def check_targets(model: nn.Module, targets: list[str], key: str) -> None:
         )
 
 
-def lora_targets(model: nn.Module, model_type: str, task: str, given: list[str] | None) -> list[str]:
+def lora_targets(model: Any, model_type: str, task: str, given: list[str] | None) -> list[str]:
     if given:
         check_targets(model, given, "target_modules")
         return list(given)
-    if task in ("causal-lm", "seq2seq"):
+    if spec(task).generative:
         names = linear_names(model)
         if names:
             return names
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as LORA_TARGETS
+
     mapped = LORA_TARGETS.get(model_type)
     if mapped and all(_suffix_exists(model, t) for t in mapped):
         return list(mapped)
@@ -75,7 +71,7 @@ def lora_targets(model: nn.Module, model_type: str, task: str, given: list[str] 
 
 
 def ia3_targets(
-    model: nn.Module, model_type: str, given: list[str] | None, given_ff: list[str] | None
+    model: Any, model_type: str, given: list[str] | None, given_ff: list[str] | None
 ) -> tuple[list[str], list[str]]:
     if given:
         check_targets(model, given, "target_modules")
@@ -83,6 +79,9 @@ def ia3_targets(
         if any(f not in given for f in ff):
             raise ModelError(f"feedforward_modules {ff} must be a subset of target_modules {given}")
         return list(given), ff
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as IA3_FF
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as IA3_TARGETS
+
     mapped = IA3_TARGETS.get(model_type)
     if mapped and all(_suffix_exists(model, t) for t in mapped):
         return list(mapped), list(IA3_FF.get(model_type, []))

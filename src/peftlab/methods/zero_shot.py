@@ -17,4 +17,6 @@ METHOD = Method(
     options=ZeroShotOptions,
     learning_rates={"default": 0.0},
     trains=False,
+    family="zero-shot",
+    artifact=None,
 )

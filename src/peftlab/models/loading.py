@@ -14,20 +14,15 @@ import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftlab.config.schema import ModelConfig
+from peftlab.config.schema import ExperimentConfig, ModelConfig
 from peftlab.errors import ModelError
 from peftlab.paths import resolve, search_dirs
-
-TASK_AUTO_CLASSES = {
-    "causal-lm": "AutoModelForCausalLM",
-    "seq2seq": "AutoModelForSeq2SeqLM",
-    "classification": "AutoModelForSequenceClassification",
-    "image-classification": "AutoModelForImageClassification",
-}
+from peftlab.tasks.spec import spec
 
 
 @dataclass
@@ -179,7 +174,7 @@ def _gguf_tokenizer(folder: Path, gguf: Path, config: Any) -> Any:
 
 
 def load_tokenizer(rm: ResolvedModel, cfg: ModelConfig, task: str) -> Any:
-    if task == "image-classification":
+    if spec(task).image_input:
         return None
     from transformers import AutoTokenizer
 
@@ -213,7 +208,7 @@ def load_model(
     import torch
     import transformers
 
-    auto = getattr(transformers, TASK_AUTO_CLASSES[task])
+    auto = getattr(transformers, spec(task).auto_class)
     kw: dict[str, Any] = {
         "trust_remote_code": cfg.trust_remote_code,
         "revision": cfg.revision,
@@ -233,4 +228,44 @@ def load_model(
         model = auto.from_pretrained(rm.path, **kw)
     except (OSError, ValueError, ImportError) as e:
         raise ModelError(explain_load_error(rm.path, f"it as a {task} model", e)) from None
+    if "quantization_config" in kwargs:
+        _guard_bnb_cpu_packing(model)
     return model
+
+
+def _guard_bnb_cpu_packing(model: Any) -> None:
+    """bitsandbytes repacks a 4-bit layer's weights for its fast inference kernel on CPUs with
+    AVX512-BF16 (in eval mode, without gradients), and that repacking fails for layers whose
+    input width is not a multiple of the quantization block (64) or whose output width is not a
+    multiple of 32 ("N must be divisible by block_n", "shape '[32, 0]' is invalid", measured with
+    bitsandbytes 0.50 on stories260k's 172-wide MLP and 32-wide layers). Those layers keep the
+    generic kernel, which computes the same outputs."""
+    for mod in model.modules():
+        if hasattr(mod, "support_avx512bf16_for_cpu") and getattr(mod, "in_features", None):
+            block = getattr(getattr(mod.weight, "quant_state", None), "blocksize", 64) or 64
+            if mod.in_features % block or mod.out_features % 32:
+                mod.support_avx512bf16_for_cpu = False
+
+
+def empty_model(cfg: ExperimentConfig, rm: ResolvedModel, labels: list[str] | None) -> Any:
+    """The model's architecture with no weights (meta device): free to build, even for big models."""
+    import torch
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(
+            rm.path, trust_remote_code=cfg.model.trust_remote_code, revision=cfg.model.revision
+        )
+    except Exception as e:  # noqa: BLE001 - any failure to read the config is the user's to fix
+        what = "its config.json" if rm.local else "the config of this hub id (offline? use a local folder)"
+        raise ModelError(explain_load_error(rm.path, what, e)) from None
+    if labels is not None:
+        config.num_labels = len(labels)
+    auto = getattr(transformers, spec(cfg.task).auto_class)
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return auto.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+    except ValueError as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ModelError(f"{rm.path}: a {config.model_type!r} model cannot be used for task {cfg.task!r} ({first})") from None

@@ -12,13 +12,14 @@ import torch
 
 from peftlab.config.schema import ExperimentConfig, MethodEntry
 from peftlab.data.prepare import prepare_data
-from peftlab.device import resolve_precision
 from peftlab.errors import PeftlabError
 from peftlab.methods import MethodContext, get_method
 from peftlab.methods.common import can_merge
-from peftlab.models.loading import load_image_processor, load_model, load_tokenizer, resolve_model
+from peftlab.models.loading import load_model, resolve_model
 from peftlab.store import Run
-from peftlab.tasks import TASKS, Task
+from peftlab.tasks.base import Task
+from peftlab.tasks.build import load_task
+from peftlab.tasks.spec import spec
 
 
 @dataclass
@@ -36,21 +37,13 @@ def run_config(run: Run) -> tuple[ExperimentConfig, MethodEntry, Path | None]:
     return cfg, entry, base
 
 
-def build_task(cfg: ExperimentConfig, base: Path | None, labels: list[str] | None = None) -> tuple[Task, Any]:
-    """The task object (tokenizer, formatter) for an experiment, and the resolved model."""
+def run_task(cfg: ExperimentConfig, base: Path | None, labels: list[str] | None = None) -> tuple[Task, Any]:
+    """The task object (tokenizer, formatter) for a run's experiment, and the resolved model.
+    Labels come from the run's record; older runs without them read the data once."""
     rm = resolve_model(cfg.model, base)
-    tok = load_tokenizer(rm, cfg.model, cfg.task)
-    proc = load_image_processor(rm, cfg.model) if cfg.task == "image-classification" else None
-    if labels is None and cfg.task in ("classification", "image-classification"):
+    if labels is None and spec(cfg.task).target_key == "label":
         labels = prepare_data(cfg.data, cfg.task, cfg.training.seed, base).labels
-    return make_task(cfg, tok, proc, labels), rm
-
-
-def make_task(cfg: ExperimentConfig, tok: Any, proc: Any, labels: list[str] | None) -> Task:
-    """The experiment's task object around a loaded tokenizer / image processor."""
-    task = TASKS[cfg.task](tok, proc, cfg.training, cfg.evaluation, labels, cfg.data.system_prompt)
-    task.precision = resolve_precision(cfg.training.precision)
-    return task
+    return load_task(cfg, rm, labels), rm
 
 
 def for_inference(model: Any) -> Any:
@@ -67,10 +60,10 @@ def load_trained(run: Run) -> Trained:
         raise PeftlabError(f"run {run.name!r} is {run.status}, not done; nothing to load")
     cfg, entry, base = run_config(run)
     labels = (run.info or {}).get("labels")
-    task, rm = build_task(cfg, base, labels)
+    task, rm = run_task(cfg, base, labels)
     method = get_method(entry.name)
     artifact = (run.info or {}).get("artifact")
-    if entry.name == "full":
+    if method.is_full:
         from peftlab.config.schema import ModelConfig
 
         model = load_model(resolve_model(ModelConfig(path=artifact), None), cfg.model, cfg.task, labels)

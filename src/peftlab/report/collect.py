@@ -14,8 +14,10 @@ from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.evaluate.bertscore import read_predictions
-from peftlab.report.leaderboard import MAIN_METRIC, row
+from peftlab.methods import REGISTRY, Method
+from peftlab.report.leaderboard import row
 from peftlab.store import Run, Store
+from peftlab.tasks.spec import SPECS, main_metric
 
 # Colour-blind-friendly categorical palette (Tableau 10), one colour per run.
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
@@ -39,8 +41,23 @@ class RunView:
         return self.run.status == "done"
 
     @property
+    def method(self) -> Method | None:
+        """The run's method (its traits); None for a method this version no longer has."""
+        return REGISTRY.get(self.run.method)
+
+    @property
     def trains(self) -> bool:
-        return self.run.method != "zero-shot"
+        return self.method.trains if self.method else True
+
+    @property
+    def is_baseline(self) -> bool:
+        """The untouched base model's row (zero-shot)."""
+        return bool(self.method and self.method.is_baseline)
+
+    @property
+    def is_full(self) -> bool:
+        """The full fine-tuning row."""
+        return bool(self.method and self.method.is_full)
 
     def metric(self, name: str) -> float | None:
         v = (self.run.metrics or {}).get(name)
@@ -66,11 +83,11 @@ class ReportData:
 
     @property
     def generative(self) -> bool:
-        return any(t in ("causal-lm", "seq2seq") for t in self.tasks)
+        return any(t in SPECS and SPECS[t].generative for t in self.tasks)
 
     @property
     def classification(self) -> bool:
-        return any(t in ("classification", "image-classification") for t in self.tasks)
+        return any(t in SPECS and not SPECS[t].generative for t in self.tasks)
 
 
 def load_predictions(run: Run) -> list[dict[str, Any]] | None:
@@ -129,7 +146,7 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
     exp_names = list(dict.fromkeys(r.experiment for r in runs))
     exps = [store.experiment(n) or {"name": n, "task": "?", "model": "?"} for n in exp_names]
     tasks = list(dict.fromkeys(e["task"] for e in exps))
-    mains = list(dict.fromkeys(MAIN_METRIC.get(t, "rougeL") for t in tasks))
+    mains = list(dict.fromkeys(main_metric(t) for t in tasks))
     notes = []
     if len(mains) > 1:
         notes.append(f"these experiments have different main metrics ({', '.join(mains)}); ranked by {mains[0]}")

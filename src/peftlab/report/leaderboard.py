@@ -14,9 +14,8 @@ import math
 from typing import Any
 
 from peftlab.store import Run, Store
+from peftlab.tasks.spec import main_metric
 
-MAIN_METRIC = {"causal-lm": "rougeL", "seq2seq": "rougeL", "classification": "macro_f1",
-               "image-classification": "macro_f1"}
 COST_KEYS = ("trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds", "eval_seconds",
              "train_tokens_per_second", "adapter_bytes")
 METRIC_ORDER = ("rouge1", "rouge2", "rougeL", "bleu", "accuracy", "macro_f1", "eval_loss")
@@ -41,7 +40,7 @@ def rows(store: Store, experiment: str) -> list[dict[str, Any]]:
     if exp is None:
         names = [e["name"] for e in store.experiments()]
         raise KeyError(f"no experiment {experiment!r} in {store.root}; known: {', '.join(names) or '(none)'}")
-    main = MAIN_METRIC[exp["task"]]
+    main = main_metric(exp["task"])
     out = [row(r) for r in store.runs(experiment)]
 
     def key(r: dict[str, Any]) -> tuple:

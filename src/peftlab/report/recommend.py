@@ -94,8 +94,9 @@ def ranked(data: ReportData) -> list[RunView]:
     return [v for v in data.runs if v.row.get("rank") is not None]
 
 
-def _baseline(data: ReportData, method: str, like: RunView | None) -> RunView | None:
-    cands = [v for v in ranked(data) if v.run.method == method]
+def _baseline(data: ReportData, full: bool, like: RunView | None) -> RunView | None:
+    """The best zero-shot row (or, `full`, full fine-tuning row), of `like`'s experiment if it has one."""
+    cands = [v for v in ranked(data) if (v.is_full if full else v.is_baseline)]
     if like is not None:
         same = [v for v in cands if v.experiment == like.experiment]
         cands = same or cands
@@ -171,8 +172,8 @@ def recommend(data: ReportData, budget: Budget | None = None) -> Recommendation:
             msg += " Unfinished: " + "; ".join(f"**{v.label}** ({v.run.status}: {v.run.error})" for v in failed) + "."
         return Recommendation(None, None, None, None, [msg])
     best = rs[0]
-    zs = _baseline(data, "zero-shot", best)
-    full = _baseline(data, "full", best)
+    zs = _baseline(data, False, best)
+    full = _baseline(data, True, best)
     m = best.metric(main)
     assert m is not None
 
@@ -187,7 +188,7 @@ def recommend(data: ReportData, budget: Budget | None = None) -> Recommendation:
         losses = ", ".join(_loss(v) for v in ties)
         first += (f" It ties on {main} with {names}; the tie is broken by test loss "
                   f"({_loss(best)} vs {losses}).")
-    if best.run.method == "zero-shot":
+    if best.is_baseline:
         first += " No fine-tuning method beat the untouched base model here."
         trained = next((v for v in rs if v.trains), None)
         if trained is not None:
@@ -195,8 +196,8 @@ def recommend(data: ReportData, budget: Budget | None = None) -> Recommendation:
             assert tm is not None
             first += (f" The best trained run is **{trained.label}**{_method(trained)} with {main} {tm:.2f} "
                       f"({_delta(tm, m)} vs zero-shot).")
-    elif best.run.method == "full":
-        peft = next((v for v in rs if v.run.method not in ("full", "zero-shot")), None)
+    elif best.is_full:
+        peft = next((v for v in rs if v.trains and not v.is_full), None)
         if peft is not None:
             first += (f" The best parameter-efficient method is **{peft.label}** with {main} "
                       f"{peft.metric(main):.2f} ({_versus(peft, main, zs, full)}; {_costs(peft, full)}).")

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -35,16 +35,18 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
 
 from peftlab import __version__
+from peftlab.config.overrides import apply_overrides, overrides_from
+from peftlab.config.schema import MethodEntry
 from peftlab.errors import PeftlabError
 from peftlab.serve import jobs
 from peftlab.serve.datasets import Datasets
 from peftlab.serve.playground import Playground
 from peftlab.serve.worker import Scheduler
 from peftlab.store import Store
+from peftlab.tasks.spec import TASK_NAMES, TaskName, spec
 
 log = logging.getLogger("peftlab.serve")
 STATIC = Path(__file__).parent / "static"
-TASK_NAMES = ("causal-lm", "seq2seq", "classification", "image-classification")
 TICKET_SECONDS = 300
 
 
@@ -74,21 +76,14 @@ class Mapping(BaseModel):
     image: str | None = Field(None, description="Image column: base64, data URL or file path (image tasks).")
 
 
-class MethodSpec(BaseModel):
-    name: str
-    label: str | None = None
-    learning_rate: float | None = Field(None, gt=0)
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
 class ExperimentRequest(BaseModel):
     name: str = Field(description="Experiment name: letters, digits, . _ - (it becomes a folder name).")
     model: str = Field(description="A model folder name from /api/models, a path, or a hub id.")
-    task: Literal["causal-lm", "seq2seq", "classification", "image-classification"] = "causal-lm"
+    task: TaskName = TASK_NAMES[0]
     dataset: str | None = Field(None, description="Data set id from /api/datasets.")
     data: dict[str, Any] | None = Field(None, description="Or: the experiment file's `data` section as is.")
     mapping: Mapping | None = Field(None, description="Column mapping (default: the data set's).")
-    methods: list[MethodSpec] = Field(min_length=1)
+    methods: list[MethodEntry] = Field(min_length=1)
     max_steps: int | None = Field(None, gt=0)
     epochs: float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, gt=0)
@@ -147,12 +142,10 @@ def build_config(req: ExperimentRequest, datasets: Datasets) -> dict[str, Any]:
             data["prompt"] = m["prompt"]
         elif m.get("input"):
             data["input"] = m["input"] if isinstance(m["input"], str) or len(m["input"]) != 1 else m["input"][0]
-        if req.task in ("causal-lm", "seq2seq"):
-            if m.get("target"):
-                data["target"] = m["target"]
-        elif m.get("label"):
-            data["label"] = m["label"]
-        if req.task == "image-classification":
+        s = spec(req.task)
+        if m.get(s.target_key):
+            data[s.target_key] = m[s.target_key]
+        if s.image_input:
             data.pop("input", None)
             data.pop("prompt", None)
             if m.get("image"):
@@ -161,25 +154,11 @@ def build_config(req: ExperimentRequest, datasets: Datasets) -> dict[str, Any]:
         data = dict(req.data)
     else:
         raise PeftlabError("no data: give `dataset` (upload one on the Datasets page) or a `data` section")
-    if req.max_train_examples:
-        data["max_train_examples"] = req.max_train_examples
-    if req.max_eval_examples:
-        data["max_test_examples"] = req.max_eval_examples
-    training = dict(req.training)
-    for k in ("max_steps", "epochs", "batch_size"):
-        v = getattr(req, k)
-        if v is not None:
-            training[k] = v
-    methods = []
-    for m in req.methods:
-        d: dict[str, Any] = {"name": m.name, "options": dict(m.options)}
-        if m.label:
-            d["label"] = m.label
-        if m.learning_rate:
-            d["learning_rate"] = m.learning_rate
-        methods.append(d)
-    return {"name": req.name, "model": req.model, "task": req.task, "data": data, "methods": methods,
-            "training": training, "evaluation": dict(req.evaluation)}
+    methods = [m.model_dump(exclude_none=True) for m in req.methods]
+    body = {"name": req.name, "model": req.model, "task": req.task, "data": data, "methods": methods,
+            "training": dict(req.training), "evaluation": dict(req.evaluation)}
+    flags = {k: getattr(req, k) for k in ("max_steps", "epochs", "batch_size", "max_train_examples", "max_eval_examples")}
+    return apply_overrides(body, overrides_from(flags))
 
 
 def make_plan(body: dict[str, Any]) -> Any:
@@ -211,14 +190,14 @@ def method_catalogue(task: str | None) -> list[dict[str, Any]]:
                            "description": f.description}
         out.append({"name": m.name, "summary": m.summary, "tasks": sorted(m.tasks), "trains": m.trains,
                     "applicable": task is None or task in m.tasks,
-                    "learning_rate": m.learning_rate(task or "causal-lm") if m.trains else None,
+                    "learning_rate": m.learning_rate(task or TASK_NAMES[0]) if m.trains else None,
                     "learning_rates": m.learning_rates, "options": opts})
     return out
 
 
 def local_models() -> list[dict[str, Any]]:
     from peftlab.paths import search_dirs
-    from peftlab.serve.estimate import model_shape
+    from peftlab.train.estimate import model_shape
 
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -467,21 +446,15 @@ def create_app(settings: Settings) -> FastAPI:
 
         from peftlab.data.prepare import prepare_data
         from peftlab.models import resolve_model
-        from peftlab.serve.estimate import estimate as est
+        from peftlab.tasks.build import load_task
+        from peftlab.train.estimate import estimate as est
 
         p = _plan(req)
         cfg = p.cfg
         data = prepare_data(cfg.data, cfg.task, cfg.training.seed, None)
         rm = resolve_model(cfg.model, None)
-        t = cfg.training
-        src = [len(e.source) / 4 for e in data.train[:500]] or [0.0]
-        tgt = [len(e.target or "") / 4 for e in data.train[:500]] or [0.0]
-        src_tok = min(sum(src) / len(src), t.max_source_length)
-        tgt_tok = min(sum(tgt) / len(tgt), t.max_target_length) if cfg.task in ("causal-lm", "seq2seq") else 0.0
-        out = est(rm.path if rm.local else None, [m.model_dump() for m in cfg.methods], task=cfg.task,
-                  max_steps=t.max_steps, epochs=t.epochs, n_train=len(data.train), n_test=len(data.test),
-                  batch_size=t.batch_size, source_tokens=src_tok, target_tokens=tgt_tok,
-                  max_new_tokens=cfg.evaluation.max_new_tokens, cuda=torch.cuda.is_available(), store=store)
+        task = load_task(cfg, rm, data.labels)
+        out = est(cfg, rm, data, task, cuda=torch.cuda.is_available(), store=store)
         out["data"] = data.counts()
         return out
 

@@ -25,6 +25,7 @@ from peftlab.data.sources import FORMATS, read_rows
 from peftlab.errors import DataError
 from peftlab.paths import search_dirs
 from peftlab.store import Store
+from peftlab.tasks.spec import SPECS
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS serve_datasets (
     id TEXT PRIMARY KEY,
@@ -374,8 +375,9 @@ def _suggest(columns: list[str], info: dict[str, dict[str, Any]], n: int) -> dic
                         and info[c]["kind"] in ("text", "mixed")),
                        key=lambda c: -info[c]["mean_chars"])
     inputs = text_cols[:1]
-    task = "causal-lm"
-    if label and not target:
-        task = "image-classification" if image else "classification"
-    return {"input": [] if task == "image-classification" else inputs, "prompt": None, "target": target,
-            "label": label, "image": image if task == "image-classification" else None, "task": task}
+    # the first task (in spec order) whose needs the guessed columns meet: text + target -> causal-lm
+    want = "label" if label and not target else "target"
+    task = next(n for n, s in SPECS.items() if s.target_key == want and s.image_input == (want == "label" and bool(image)))
+    img = SPECS[task].image_input
+    return {"input": [] if img else inputs, "prompt": None, "target": target,
+            "label": label, "image": image if img else None, "task": task}

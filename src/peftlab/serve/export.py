@@ -23,17 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.errors import PeftlabError
+from peftlab.methods import get_method
 from peftlab.serve.loading import (
     adapter_dir,
     adapter_type,
     example,
     load_base,
-    make_task,
     run_config,
     text_task_or_error,
 )
-from peftlab.serve.playground import PROMPT_LEARNING
 from peftlab.store import Run, Store
+from peftlab.tasks.build import build_task
 
 CHECK_FILE = "peftlab-merge-check.json"
 ATOL = 1e-3
@@ -43,11 +43,12 @@ RTOL = 1e-4
 def artifact(run: Run) -> Path:
     if run.status != "done":
         raise PeftlabError(f"run {run.name!r} is {run.status}; only done runs can be exported")
-    if run.method == "zero-shot":
-        raise PeftlabError("zero-shot trains nothing: there is no adapter; the base model itself is the result")
+    method = get_method(run.method)
+    if method.is_baseline:
+        raise PeftlabError(f"{run.method} trains nothing: there is no adapter; the base model itself is the result")
     d = adapter_dir(run)
     if d is None or not d.is_dir():
-        raise PeftlabError(f"run {run.name!r}: its saved {'model' if run.method == 'full' else 'adapter'} is "
+        raise PeftlabError(f"run {run.name!r}: its saved {'model' if method.is_full else 'adapter'} is "
                            "missing from the store")
     return d
 
@@ -134,10 +135,10 @@ def merge(store: Store, run: Run, out: Path, probes: list[str] | None = None, n_
         raise PeftlabError(f"{out}: exists and is not empty; choose a new folder")
     labels = (run.info or {}).get("labels")
     t0 = time.perf_counter()
-    if run.method == "full":
+    method = get_method(run.method)
+    if method.is_full:
         raise PeftlabError("a fully fine-tuned run is already a whole model: download it as it is (nothing to merge)")
-    ptype = adapter_type(src)
-    if ptype in PROMPT_LEARNING:
+    if not method.mergeable:
         raise PeftlabError(f"{run.method} adds virtual tokens instead of weight deltas; it cannot be merged into the "
                            "weights. Download the adapter and load it with PeftModel.from_pretrained")
     from peft import PeftModel
@@ -145,7 +146,9 @@ def merge(store: Store, run: Run, out: Path, probes: list[str] | None = None, n_
     base, tok, base_path = load_base(cfg, base_dir, labels)
     peft_model = PeftModel.from_pretrained(base, str(src), is_trainable=False)
     peft_model.eval()
-    task = make_task(cfg, tok, None, labels)
+    # The check compares the merge's arithmetic, so both sides run in fp32 whatever the training
+    # precision: bf16 autocast noise alone flips greedy choices of a small model.
+    task = build_task(cfg, tok, None, labels, precision="fp32")
     pairs = _probes(run, probes, n_probes)
     exs = [example(s, r) for s, r in pairs]
     before_out, before_logits = _observe(peft_model, task, exs)
@@ -158,7 +161,7 @@ def merge(store: Store, run: Run, out: Path, probes: list[str] | None = None, n_
     same = [a == b for a, b in zip(before_out, after_out, strict=True)]
     ok = all(same) and max(diffs) <= tol
     report = {
-        "run": run.name, "experiment": run.experiment, "method": run.method, "adapter_type": ptype,
+        "run": run.name, "experiment": run.experiment, "method": run.method, "adapter_type": adapter_type(src),
         "base_model": base_path, "passed": ok, "probes": len(exs),
         "same_greedy_outputs": all(same), "max_abs_logit_diff": max(diffs), "tolerance": tol,
         "atol": atol, "rtol": rtol, "max_abs_logit": scale,

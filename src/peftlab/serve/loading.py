@@ -17,13 +17,13 @@ from peftlab.data.prepare import Example
 from peftlab.errors import PeftlabError
 from peftlab.models import load_model, load_tokenizer, resolve_model
 from peftlab.models.trained import for_inference
-from peftlab.models.trained import make_task as make_task  # re-exported for playground/export
 from peftlab.models.trained import run_config as run_config
 from peftlab.store import Run
+from peftlab.tasks.spec import spec
 
 
 def text_task_or_error(cfg: ExperimentConfig) -> None:
-    if cfg.task == "image-classification":
+    if spec(cfg.task).image_input:
         raise PeftlabError("image-classification runs take images; the playground and the merge check take text "
                            "only (download the adapter and load it with PeftModel.from_pretrained)")
 

@@ -21,10 +21,10 @@ from typing import Any
 
 from peftlab.config.schema import ExperimentConfig
 from peftlab.errors import PeftlabError
+from peftlab.methods import get_method
 from peftlab.store import Run, Store
 
 MAX_NEW_TOKENS_LIMIT = 256
-PROMPT_LEARNING = {"PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING"}  # peft types that add virtual tokens
 
 # peftlab.serve.loading (torch, transformers, peft) is imported where a model is needed, so
 # that the service starts in a second.
@@ -63,9 +63,10 @@ class Playground:
 
         if r.status != "done":
             return False, f"{r.status}, not done"
-        if r.method == "zero-shot":
+        method = get_method(r.method)
+        if method.is_baseline:
             return True, None
-        if r.method == "full":
+        if method.is_full:
             return False, "full fine-tuning makes a whole model, not an adapter; export it to try it"
         d = adapter_dir(r)
         if d is None or not (d / "adapter_config.json").is_file():
@@ -114,7 +115,7 @@ class Playground:
     def _unload(ld: _Loaded) -> None:
         if ld.peft is None:
             return
-        if ld.peft_type in PROMPT_LEARNING:
+        if ld.peft.active_peft_config.is_prompt_learning:
             ld.base = ld.peft.get_base_model()  # prompt learning never touched the base modules
         else:
             ld.base = ld.peft.unload()  # removes the adapter layers, base weights unchanged
@@ -123,7 +124,8 @@ class Playground:
     # -- the request ----------------------------------------------------------
     def generate(self, experiment: str, runs: list[str] | None, text: str | None = None,
                  inputs: dict[str, Any] | None = None, max_new_tokens: int | None = None) -> dict[str, Any]:
-        from peftlab.serve.loading import example, make_task, run_config, source_text, text_task_or_error
+        from peftlab.serve.loading import example, run_config, source_text, text_task_or_error
+        from peftlab.tasks.build import build_task
 
         exp = self.store.experiment(experiment)
         if exp is None:
@@ -154,17 +156,17 @@ class Playground:
         with self.lock:
             ld = self._ensure_base(cfg, chosen[0])
             labels = (chosen[0].info or {}).get("labels")
-            task = make_task(cfg, ld.tok, None, labels)
+            task = build_task(cfg, ld.tok, None, labels)
             ex = example(src)
             # Zero-shot first (adapters disabled), then adapters grouped by type so a
             # request switches adapter types at most once per type.
-            order = sorted(chosen, key=lambda r: (r.method != "zero-shot", self._type_rank(ld, r), r.id))
+            order = sorted(chosen, key=lambda r: (not get_method(r.method).is_baseline, self._type_rank(ld, r), r.id))
             for r in order:
                 t0 = time.perf_counter()
-                if r.method == "zero-shot":
+                if get_method(r.method).is_baseline:
                     if ld.peft is None:
                         pred = task.predict(ld.base, [ex], desc="playground")[0]
-                    elif ld.peft_type in PROMPT_LEARNING:
+                    elif ld.peft.active_peft_config.is_prompt_learning:
                         pred = task.predict(ld.peft.get_base_model(), [ex], desc="playground")[0]
                     else:
                         with ld.peft.disable_adapter():
@@ -182,7 +184,7 @@ class Playground:
     def _type_rank(ld: _Loaded, r: Run) -> tuple[int, str]:
         from peftlab.serve.loading import adapter_dir, adapter_type
 
-        if r.method == "zero-shot":
+        if get_method(r.method).is_baseline:
             return (0, "")
         d = adapter_dir(r)
         t = adapter_type(d) if d else ""

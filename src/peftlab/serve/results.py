@@ -16,8 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from peftlab.report.leaderboard import MAIN_METRIC, rows
+from peftlab.report.leaderboard import rows
 from peftlab.store import Store
+from peftlab.tasks.spec import main_metric
 
 
 def recommendation(store: Store, experiment: str, rs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def leaderboard(store: Store, experiment: str) -> dict[str, Any]:
             if isinstance(v, float) and not math.isfinite(v):
                 r[k] = None
     rec = recommendation(store, experiment, rs)
-    return {"experiment": experiment, "task": exp["task"], "model": exp["model"], "main_metric": MAIN_METRIC[exp["task"]],
+    return {"experiment": experiment, "task": exp["task"], "model": exp["model"], "main_metric": main_metric(exp["task"]),
             "rows": rs, "recommendation": rec, "fingerprint": fingerprint(store, experiment)}
 
 

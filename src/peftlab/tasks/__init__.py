@@ -1,16 +1,10 @@
-"""The task registry. Adding a task = one module here + one line in TASKS."""
+"""Tasks: `spec.py` says what each task is (torch-free), one module per task says how it
+encodes, batches, predicts and scores (`base.Task`), and `build.py` makes the task object
+for a run. Adding a task = one module here + one `TaskSpec` line in `spec.py`.
 
-from peftlab.tasks.base import Prediction, Task
-from peftlab.tasks.causal_lm import CausalLMTask
-from peftlab.tasks.classification import ClassificationTask
-from peftlab.tasks.image_classification import ImageClassificationTask
-from peftlab.tasks.seq2seq import Seq2SeqTask
+This package's own namespace stays torch-free, so `peftlab.tasks.spec` can be read anywhere.
+"""
 
-TASKS: dict[str, type[Task]] = {
-    "causal-lm": CausalLMTask,
-    "seq2seq": Seq2SeqTask,
-    "classification": ClassificationTask,
-    "image-classification": ImageClassificationTask,
-}
+from peftlab.tasks.spec import SPECS, TASK_NAMES, TaskSpec, spec
 
-__all__ = ["TASKS", "Prediction", "Task"]
+__all__ = ["SPECS", "TASK_NAMES", "TaskSpec", "spec"]

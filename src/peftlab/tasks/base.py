@@ -1,7 +1,7 @@
 """What a task is to peftlab: how to encode examples, batch them, predict and score.
 
-A task is one module in this folder exporting a Task subclass, plus one line in the
-registry (`peftlab/tasks/__init__.py`).
+A task is one module in this folder exporting a Task subclass, plus one `TaskSpec` line in
+`peftlab/tasks/spec.py`, which names the class.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 from peftlab.config.schema import EvaluationConfig, TrainingConfig
 from peftlab.data.prepare import Example
+from peftlab.tasks.spec import TaskSpec
 
 
 @dataclass
@@ -29,10 +30,19 @@ class Prediction:
 
 
 class Task:
-    name: str = ""
-    main_metric: str = ""
-    generative: bool = False
-    peft_prompt_learning: bool = True  # can prompt-based methods apply
+    spec: TaskSpec  # what the task is (tasks/spec.py); each subclass names its own
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def main_metric(self) -> str:
+        return self.spec.main_metric
+
+    @property
+    def generative(self) -> bool:
+        return self.spec.generative
 
     def __init__(
         self,

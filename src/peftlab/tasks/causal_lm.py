@@ -18,6 +18,7 @@ from peftlab.data.prepare import Example
 from peftlab.evaluate.metrics import generation_metrics
 from peftlab.tasks.base import Prediction, Task
 from peftlab.tasks.generation import Generated, generate_batched, one_pass_ok
+from peftlab.tasks.spec import CAUSAL_LM, SPECS
 
 _SENTINEL = "\u2063PEFTLAB_CONTENT\u2063"
 
@@ -86,9 +87,7 @@ def stop_ids(tok: Any) -> list[int]:
 
 
 class CausalLMTask(Task):
-    name = "causal-lm"
-    main_metric = "rougeL"
-    generative = True
+    spec = SPECS[CAUSAL_LM]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

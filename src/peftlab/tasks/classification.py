@@ -11,6 +11,7 @@ from peftlab.data.prepare import Example
 from peftlab.device import autocast
 from peftlab.evaluate.metrics import classification_metrics
 from peftlab.tasks.base import Prediction, Task
+from peftlab.tasks.spec import CLASSIFICATION, SPECS
 
 HEADS = ("classifier", "score")
 # Encoders whose head reads the [CLS] token through a pooler (BERT-style). Checkpoints trained
@@ -28,8 +29,7 @@ def head_names(model: Any) -> list[str]:
 
 
 class ClassificationTask(Task):
-    name = "classification"
-    main_metric = "macro_f1"
+    spec = SPECS[CLASSIFICATION]
 
     def head_modules(self, model: Any) -> list[str]:
         return head_names(model)

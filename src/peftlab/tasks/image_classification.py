@@ -12,11 +12,11 @@ import torch
 
 from peftlab.data.prepare import Example
 from peftlab.tasks.classification import ClassificationTask
+from peftlab.tasks.spec import IMAGE_CLASSIFICATION, SPECS
 
 
 class ImageClassificationTask(ClassificationTask):
-    name = "image-classification"
-    peft_prompt_learning = False
+    spec = SPECS[IMAGE_CLASSIFICATION]
 
     def prepare_model(self, model: Any) -> None:
         self.channels = getattr(model.config, "num_channels", 3)

@@ -10,12 +10,11 @@ from peftlab.data.prepare import Example
 from peftlab.evaluate.metrics import generation_metrics
 from peftlab.tasks.base import Prediction, Task
 from peftlab.tasks.generation import generate_batched
+from peftlab.tasks.spec import SEQ2SEQ, SPECS
 
 
 class Seq2SeqTask(Task):
-    name = "seq2seq"
-    main_metric = "rougeL"
-    generative = True
+    spec = SPECS[SEQ2SEQ]
 
     def prepare_model(self, model: Any) -> None:
         if model.config.pad_token_id is None:

@@ -10,6 +10,8 @@ from typing import Any
 import psutil
 import torch
 
+from peftlab.methods.common import parameter_counts as parameter_counts  # re-exported for the recipe
+
 
 class PeakMemory:
     """Peak resident memory (CPU) or peak allocated memory (CUDA) over a `with` block.
@@ -50,21 +52,6 @@ class PeakMemory:
     @staticmethod
     def process_maxrss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def parameter_counts(model: Any) -> tuple[int, int]:
-    """(trainable, total); counts 4-bit packed weights at their logical size, as peft does."""
-    if hasattr(model, "get_nb_trainable_parameters"):
-        return model.get_nb_trainable_parameters()
-    trainable = total = 0
-    for p in model.parameters():
-        n = p.numel()
-        if p.__class__.__name__ == "Params4bit":
-            n *= 2
-        total += n
-        if p.requires_grad:
-            trainable += n
-    return trainable, total
 
 
 def dir_bytes(path: Path) -> int:

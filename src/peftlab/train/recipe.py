@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import platform
 import shutil
 import time
@@ -26,9 +25,9 @@ from peftlab.errors import DivergedError, PeftlabError
 from peftlab.evaluate.health import generation_health
 from peftlab.methods import MethodContext, get_method
 from peftlab.methods.common import merged_for_inference
-from peftlab.models import load_image_processor, load_model, load_tokenizer, resolve_model
+from peftlab.models import load_model, resolve_model
 from peftlab.store import Store
-from peftlab.tasks import TASKS
+from peftlab.tasks.build import load_task
 from peftlab.train.cost import PeakMemory, dir_bytes, parameter_counts
 
 
@@ -78,7 +77,7 @@ def _run(
     store: Store, run_id: int, cfg: ExperimentConfig, entry: MethodEntry, base: Path | None, out_dir: Path,
     mem: PeakMemory,
 ) -> dict[str, Any]:
-    tcfg, ecfg = cfg.training, cfg.evaluation
+    tcfg = cfg.training
     method = get_method(entry.name)
     opts = method.parse_options(entry.options)
     if tcfg.threads:
@@ -92,18 +91,13 @@ def _run(
 
     # 2. Tokenizer / processor and the task's encoding.
     rm = resolve_model(cfg.model, base)
-    tok = load_tokenizer(rm, cfg.model, cfg.task)
-    processor = load_image_processor(rm, cfg.model) if cfg.task == "image-classification" else None
-    task = TASKS[cfg.task](tok, processor, tcfg, ecfg, data.labels, cfg.data.system_prompt)
-    task.precision = precision
+    task = load_task(cfg, rm, data.labels, precision)
 
     # 3. Steps, then the base model (some methods change how it loads: 4-bit for qlora).
-    n_train = len(data.train)
-    steps_per_epoch = max(1, math.ceil(math.ceil(n_train / tcfg.batch_size) / tcfg.gradient_accumulation_steps))
-    total_steps = tcfg.max_steps or max(1, math.ceil(tcfg.epochs * steps_per_epoch))
+    total_steps = tcfg.total_steps(len(data.train))
     ctx = MethodContext(
         task=cfg.task, model_type="", total_steps=total_steps, tokenizer_path=rm.path,
-        prompt_text=data.prompt_text, precision=precision, tokenizer=tok,
+        prompt_text=data.prompt_text, precision=precision, tokenizer=task.tok,
     )
     store.update(run_id, progress={"phase": "loading model"})
     extra = method.load_kwargs(opts, ctx) if method.load_kwargs else {}
@@ -147,11 +141,11 @@ def _run(
             val_examples=data.validation,
         )
         model.eval()
-        save_dir = out_dir / ("model" if entry.name == "full" else "adapter")
+        save_dir = out_dir / ("model" if method.artifact == "model" else "adapter")
         shutil.rmtree(save_dir, ignore_errors=True)
         model.save_pretrained(save_dir)
-        for extra_obj in (tok, processor):
-            if extra_obj is not None and entry.name == "full":
+        for extra_obj in (task.tok, task.processor):
+            if extra_obj is not None and method.artifact == "model":  # a whole model travels with its tokenizer
                 extra_obj.save_pretrained(save_dir)
         artifact_bytes = dir_bytes(save_dir)
     else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -34,7 +33,7 @@ from peftlab.config.schema import MethodEntry
 from peftlab.data.prepare import PreparedData, prepare_data
 from peftlab.errors import ConfigError, DataError, ModelError, PeftlabError
 from peftlab.models import ResolvedModel, resolve_model
-from peftlab.models.loading import explain_load_error
+from peftlab.models.loading import empty_model
 from peftlab.store import Run, Store
 
 
@@ -123,20 +122,17 @@ def _wraps(entry: MethodEntry) -> bool:
 
 
 def _task(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData) -> Any:
-    from peftlab.models import load_image_processor, load_tokenizer
-    from peftlab.tasks import TASKS
+    from peftlab.tasks.build import load_task
 
-    tok = load_tokenizer(rm, cfg.model, cfg.task)
-    processor = load_image_processor(rm, cfg.model) if cfg.task == "image-classification" else None
     try:
-        return TASKS[cfg.task](tok, processor, cfg.training, cfg.evaluation, data.labels, cfg.data.system_prompt)
+        return load_task(cfg, rm, data.labels)
     except (ValueError, KeyError, TypeError) as e:  # e.g. a tokenizer with no EOS token
         raise ModelError(f"{rm.path}: cannot prepare {cfg.task!r} inputs with this model's tokenizer ({e})") from None
 
 
 def _check_long_rows(cfg: ExperimentConfig, task: Any, data: PreparedData) -> None:
     """`data.on_long_rows: error`: refuse rows that would be cut to the max lengths."""
-    if cfg.task == "image-classification":
+    if not task.spec.text_input:
         return
     t = cfg.training
     for split, examples in (("train", data.train), ("validation", data.validation), ("test", data.test)):
@@ -158,69 +154,58 @@ def _check_long_rows(cfg: ExperimentConfig, task: Any, data: PreparedData) -> No
             )
 
 
-def _meta_model(cfg: ExperimentConfig, rm: ResolvedModel, labels: list[str] | None) -> Any:
-    """The model's architecture with no weights (meta device): free to build, even for big models."""
-    import torch
-    import transformers
-
-    from peftlab.models.loading import TASK_AUTO_CLASSES
-
-    try:
-        config = transformers.AutoConfig.from_pretrained(
-            rm.path, trust_remote_code=cfg.model.trust_remote_code, revision=cfg.model.revision
-        )
-    except Exception as e:  # noqa: BLE001 - any failure to read the config is the user's to fix
-        what = "its config.json" if rm.local else "the config of this hub id (offline? use a local folder)"
-        raise ModelError(explain_load_error(rm.path, what, e)) from None
-    if labels is not None:
-        config.num_labels = len(labels)
-    auto = getattr(transformers, TASK_AUTO_CLASSES[cfg.task])
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return auto.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
-    except ValueError as e:
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ModelError(f"{rm.path}: a {config.model_type!r} model cannot be used for task {cfg.task!r} ({first})") from None
-
-
 def _check_methods(p: Plan, rm: ResolvedModel, data: PreparedData, task: Any) -> None:
     """Apply each method to an empty copy of the model: unknown target modules, a method that
     cannot apply to this architecture, too few steps for AdaLoRA... fail here, before training."""
-    from peftlab.methods import MethodContext, get_method
+    from peftlab.methods import get_method
 
     cfg = p.cfg
-    t = cfg.training
-    steps_per_epoch = max(1, math.ceil(math.ceil(len(data.train) / t.batch_size) / t.gradient_accumulation_steps))
-    total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
     lines = method_lines(p.yaml_text) if p.yaml_text else {}
     source = str(p.path) if p.path else "experiment"
     for entry in cfg.methods:
-        method = get_method(entry.name)
-        if method.apply is None:
+        if get_method(entry.name).apply is None:
             continue
-        opts = method.parse_options(entry.options)
         try:
-            model = _meta_model(cfg, rm, data.labels)
-        except ModelError:
-            raise
-        except Exception:  # noqa: BLE001 - an architecture we cannot build empty: the run will tell
+            apply_to_empty_model(cfg, rm, data, task, entry)
+        except _CannotBuildEmpty:  # an architecture we cannot build empty: the run will tell
             return
-        try:
-            task.prepare_model(model)
-            ctx = MethodContext(
-                task=cfg.task, model_type=model.config.model_type, total_steps=total_steps, tokenizer_path=rm.path,
-                prompt_text=data.prompt_text, precision="fp32", head_modules=task.head_modules(model),
-            )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                method.apply(model, opts, ctx)
         except PeftlabError as e:
             line = lines.get(entry.run_name)
             where = f"{source}:{line}" if line else source
             raise type(e)(f"{where}: methods: {entry.run_name} ({entry.name}): {e}") from None
         except Exception:  # noqa: BLE001 - not a user error (e.g. a method that needs real weights)
             continue
+
+
+class _CannotBuildEmpty(Exception):
+    pass
+
+
+def apply_to_empty_model(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task: Any,
+                         entry: MethodEntry) -> tuple[Any, Any, int]:
+    """(method, wrapped model, base parameters): `entry`'s method applied to an empty (meta-device)
+    copy of the model, as the run will apply it. Preflight uses it to fail early; the estimate
+    counts its trainable parameters. A PeftlabError is the user's to fix."""
+    from peftlab.methods import MethodContext, get_method
+    from peftlab.methods.common import parameter_counts
+
+    method = get_method(entry.name)
+    opts = method.parse_options(entry.options)
+    try:
+        model = empty_model(cfg, rm, data.labels)
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise _CannotBuildEmpty(str(e)) from None
+    task.prepare_model(model)
+    base_params = parameter_counts(model)[1]
+    ctx = MethodContext(
+        task=cfg.task, model_type=model.config.model_type, total_steps=cfg.training.total_steps(len(data.train)),
+        tokenizer_path=rm.path, prompt_text=data.prompt_text, precision="fp32", head_modules=task.head_modules(model),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return method, (method.apply(model, opts, ctx) if method.apply is not None else model), base_params
 
 
 def run_experiment(

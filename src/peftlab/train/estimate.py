@@ -3,12 +3,10 @@
 How it is computed (no model is loaded; shapes are read from the safetensors headers, or
 from config.json when the weights are in another format):
 
-- P = parameters of the base model. T = trainable parameters of the method:
-  full = P; lora/dora/qlora = r x (in + out) for every 2-D weight inside the transformer
-  blocks; adalora = the same with init_r; ia3 = out features of k/v projections + in
-  features of the down projection (its default targets); prompt-tuning / p-tuning =
-  virtual tokens x hidden (+ the p-tuning encoder MLP); prefix-tuning = virtual tokens x
-  layers x 2 x hidden (key and value per layer); zero-shot = 0.
+- P = parameters of the base model, T = trainable parameters of the method: both counted on
+  an empty (meta-device) copy of the model with the method applied to it, exactly as the run
+  applies it (`Method.count_trainable`): the real counts, heads that train with every
+  method included. Sequence lengths: the run's own encoding of up to 200 training rows.
 - Memory (fp32) = weights (4 B x P; 0.55 B x P for the 4-bit qlora base) + training state
   for the trainable parameters (gradient + 2 Adam moments = 12 B x T) + activations
   (batch x sequence length x hidden x layers x 34 B; prompt methods lengthen the sequence
@@ -33,6 +31,9 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from peftlab.config.schema import ExperimentConfig, MethodEntry
+from peftlab.data.prepare import PreparedData
+from peftlab.models.loading import ResolvedModel
 from peftlab.store import Store
 
 CPU_FLOPS = 20e9
@@ -92,44 +93,34 @@ def model_shape(path: str | None) -> dict[str, Any]:
     return out
 
 
-def trainable(method: str, options: dict[str, Any], shape: dict[str, Any]) -> int | None:
-    P, hidden, layers, linears = shape["params"], shape["hidden"], shape["layers"], shape["linears"]
-    if method == "zero-shot":
-        return 0
-    if method == "full":
-        return P
-    if method in ("lora", "dora", "qlora", "adalora"):
-        r = options.get("init_r", 12) if method == "adalora" else options.get("r", 16)
-        t = sum(r * (s[0] + s[1]) for _, s in linears)
-        if method == "dora":
-            t += sum(s[0] for _, s in linears)
-        return t or None
-    if method == "ia3":
-        t = sum(s[0] for k, s in linears if re.search(r"(k_proj|v_proj|key|value|\.k\.|\.v\.|wk|wv)", k))
-        t += sum(s[1] for k, s in linears if re.search(r"(down_proj|fc2|\.wo\.|dense_4h_to_h|w2)", k))
-        return t or None
-    n = options.get("num_virtual_tokens", 20)
-    if not hidden:
-        return None
-    if method == "prompt-tuning":
-        return n * hidden
-    if method == "p-tuning":
-        e = options.get("encoder_hidden_size", 128)
-        return n * hidden + hidden * e + e * e + e * hidden
-    if method == "prefix-tuning":
-        return n * (layers or 1) * 2 * hidden
-    return None
+def trainable_params(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task: Any,
+                     entry: MethodEntry) -> tuple[int | None, int | None]:
+    """(trainable, base model) parameters of `entry` on this model and task: the method applied to an
+    empty (meta-device) copy of the model, as preflight and the run apply it, and counted as the
+    run counts them (classifier heads and poolers that train with every method included).
+    None where that cannot be done without loading weights (the run will count them)."""
+    from peftlab.methods.common import parameter_counts
+    from peftlab.train.runner import apply_to_empty_model
+
+    try:
+        method, model, base = apply_to_empty_model(cfg, rm, data, task, entry)
+    except Exception:  # noqa: BLE001 - an estimate is best effort; preflight reports user errors
+        return None, None
+    return (parameter_counts(model)[0] if method.trains else 0), base
 
 
 def _observed_flops(store: Store | None) -> float | None:
     """Effective FLOP/s measured by finished training runs in this store (median)."""
+    from peftlab.methods import REGISTRY
+
     if store is None:
         return None
     rates = []
     for r in store.runs():
         c = r.cost or {}
         tps, total = c.get("train_tokens_per_second"), c.get("total_params")
-        if r.status == "done" and tps and total and r.method != "full":
+        method = REGISTRY.get(r.method)
+        if r.status == "done" and tps and total and method is not None and not method.is_full:
             rates.append(tps * 4 * total)
     if not rates:
         return None
@@ -137,35 +128,59 @@ def _observed_flops(store: Store | None) -> float | None:
     return rates[len(rates) // 2]
 
 
-def estimate(model_path: str | None, methods: list[dict[str, Any]], *, task: str, max_steps: int | None,
-             epochs: float, n_train: int, n_test: int, batch_size: int, source_tokens: float, target_tokens: float,
-             max_new_tokens: int, cuda: bool, store: Store | None = None) -> dict[str, Any]:
-    shape = model_shape(model_path)
-    P = shape["params"]
+def _token_counts(task: Any, data: PreparedData, sample: int = 200) -> tuple[float, float]:
+    """Mean (input, target) tokens per training example, counted with the run's own encoding
+    (truncation included) on up to `sample` rows."""
+    rows = data.train[:sample]
+    if not rows or not task.spec.text_input:
+        return 0.0, 0.0
+    before = task.truncated
+    feats = [task.encode(e) for e in rows]
+    task.truncated = before
+    if task.spec.decoder_only:  # one sequence: prompt positions carry label -100
+        tgt = [sum(1 for x in f["labels"] if x != -100) for f in feats]
+        src = [len(f["input_ids"]) - t for f, t in zip(feats, tgt, strict=True)]
+    else:
+        src = [len(f["input_ids"]) for f in feats]
+        tgt = [len(f["labels"]) if isinstance(f["labels"], list) else 0 for f in feats]
+    return sum(src) / len(src), sum(tgt) / len(tgt)
+
+
+def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task: Any, *, cuda: bool,
+             store: Store | None = None) -> dict[str, Any]:
+    """Trainable parameters, memory and time of each of the experiment's methods (see the module)."""
+    from peftlab.methods import get_method
+
+    shape = model_shape(rm.path if rm.local else None)
     observed = _observed_flops(store)
     flops = observed or (GPU_FLOPS if cuda else CPU_FLOPS)
-    steps = max_steps or max(1, math.ceil(epochs * math.ceil(max(n_train, 1) / batch_size)))
+    steps = cfg.training.total_steps(len(data.train))
+    batch_size = cfg.training.batch_size * cfg.training.gradient_accumulation_steps
+    source_tokens, target_tokens = _token_counts(task, data)
     seq = source_tokens + target_tokens
+    generative = task.spec.generative
+    P = shape["params"]
     rows = []
-    for m in methods:
-        name, opts = m["name"], m.get("options") or {}
-        T = trainable(name, opts, shape)
-        row: dict[str, Any] = {"name": m.get("label") or name, "method": name, "trainable_params": T,
+    for entry in cfg.methods:
+        method = get_method(entry.name)
+        opts = method.parse_options(entry.options)
+        T, total = trainable_params(cfg, rm, data, task, entry)
+        P = total or P
+        row: dict[str, Any] = {"name": entry.run_name, "method": entry.name, "trainable_params": T,
                                "memory_mb": None, "seconds": None}
         if P is None:
             rows.append(row)
             continue
-        virt = opts.get("num_virtual_tokens", 20) if name in ("prompt-tuning", "p-tuning", "prefix-tuning") else 0
-        weight_b = 0.55 * P if name == "qlora" else 4.0 * P
-        act = batch_size * (seq + virt) * (shape["hidden"] or 512) * (shape["layers"] or 12) * 34
+        virt = getattr(opts, "num_virtual_tokens", 0) if method.virtual_tokens else 0
+        weight_b = 0.55 * P if method.quantized_base else 4.0 * P
+        act = cfg.training.batch_size * (seq + virt) * (shape["hidden"] or 512) * (shape["layers"] or 12) * 34
         state = 12.0 * (T or 0)
-        trains = name != "zero-shot"
-        mem = weight_b + (state + act if trains else act / 4) + FRAMEWORK_BYTES[cuda]
-        train_flops = steps * batch_size * (seq + virt) * (6 if name == "full" else 4) * P if trains else 0
-        gen_flops = n_test * (source_tokens + virt + max_new_tokens) * 2 * P if task in ("causal-lm", "seq2seq") \
-            else n_test * (source_tokens + virt) * 2 * P
+        mem = weight_b + (state + act if method.trains else act / 4) + FRAMEWORK_BYTES[cuda]
+        train_flops = steps * batch_size * (seq + virt) * (6 if method.is_full else 4) * P if method.trains else 0
+        new = cfg.evaluation.max_new_tokens if generative else 0
+        gen_flops = len(data.test) * (source_tokens + virt + new) * 2 * P
         row.update(memory_mb=round(mem / 2**20), seconds=round(STARTUP_SECONDS + (train_flops + gen_flops) / flops, 1),
-                   steps=steps if trains else 0)
+                   steps=steps if method.trains else 0)
         rows.append(row)
     return {"base_params": P, "shape_source": shape["source"], "steps": steps, "sequence_tokens": round(seq, 1),
             "flops_per_second": flops, "throughput_source": "measured on this store's finished runs" if observed
