@@ -47,9 +47,17 @@ class PreparedData:
 
 def template_fields(template: str) -> list[str]:
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parts = [(f, fmt, conv) for _, f, fmt, conv in string.Formatter().parse(template) if f is not None]
     except ValueError as e:
         raise ConfigError(f"data.prompt: bad template ({e}); write placeholders as {{column}}, braces as {{{{ }}}}") from None
+    for f, fmt, conv in parts:
+        if fmt or conv:  # {t:>300000000} would pad every row to 300 MB; {t!r} quotes it
+            shown = f"{{{f}{'!' + conv if conv else ''}{':' + fmt if fmt else ''}}}"
+            raise ConfigError(
+                f"data.prompt: placeholder {shown} has a {'format spec' if fmt else 'conversion'}; write plain "
+                f"{{column}} placeholders (nothing after the name) and literal braces as {{{{ }}}}"
+            )
+    fields = [f for f, _, _ in parts]
     for f in fields:
         if not f or f.isdigit() or any(c in f for c in ".[]"):
             raise ConfigError(
@@ -258,12 +266,50 @@ def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None =
 
     labels = None
     if s.target_key == "label":
-        labels = _map_labels(train, validation, test, cfg)
+        labels = _map_labels(train, validation, test, cfg, notes)
+        notes.append(f"{len(labels)} classes: {', '.join(labels[:20])}{', ...' if len(labels) > 20 else ''}")
     static = "".join(lit for lit, *_ in string.Formatter().parse(cfg.prompt)) if cfg.prompt else ""
     return PreparedData(train, validation, test, labels, skipped, notes, static.strip())
 
 
-def _map_labels(train: list[Example], val: list[Example], test: list[Example], cfg: DataConfig) -> list[str]:
+def label_name(value: Any, numeric: bool) -> str:
+    """The class a label value belongs to. Numbers that are equal are one class (1, 1.0 and, in a
+    column of numbers only, "1" and "1.0" all become "1"); text labels keep their text."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float) or numeric:
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            return str(value).strip()
+        if math.isfinite(f) and f == int(f):
+            return str(int(f))
+        return repr(f)
+    return str(value).strip()
+
+
+def _is_number(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _map_labels(train: list[Example], val: list[Example], test: list[Example], cfg: DataConfig,
+                notes: list[str] | None = None) -> list[str]:
+    every = [e.label for e in (*train, *val, *test)]
+    numeric = all(_is_number(v) for v in every)
+    raw: dict[str, set[str]] = {}
+    for e in (*train, *val, *test):
+        name = label_name(e.label, numeric)
+        raw.setdefault(name, set()).add(str(e.label))
+        e.label = name  # type: ignore[assignment]  # the class name, mapped to an id below
+    merged = {n: sorted(vs) for n, vs in raw.items() if len(vs) > 1}
+    if merged and notes is not None:
+        notes.append("labels that are the same number were merged into one class: "
+                     + "; ".join(f"{' and '.join(vs)} -> {n!r}" for n, vs in sorted(merged.items())))
     names = sorted({str(e.label) for e in train}, key=_label_key)
     if len(names) < 2:
         raise DataError(

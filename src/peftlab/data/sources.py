@@ -27,7 +27,29 @@ class RowSet:
     base_dir: Path | None = None  # for resolving relative image paths
 
 
-def read_rows(spec: str, base: Path | None = None, on_bad_rows: str = "error") -> RowSet:
+@dataclass(frozen=True)
+class ReadLimits:
+    """Bounds on what a file may decode to, checked before it is decoded where the format says
+    (Parquet's metadata): a small compressed file can hold millions of rows. The web service
+    sets them for files it is sent; the CLI reads the user's own files without limits."""
+
+    max_rows: int | None = None
+    max_cells: int | None = None  # rows x columns: each cell becomes a Python object (~100 bytes)
+
+    def check(self, src: str, rows: int, columns: int = 1) -> None:
+        if self.max_rows is not None and rows > self.max_rows:
+            raise DataError(f"{src}: {rows:,} rows, more than the {self.max_rows:,} this service accepts; "
+                            "use a smaller sample (or run it with the peftlab CLI)")
+        if self.max_cells is not None and rows * columns > self.max_cells:
+            raise DataError(f"{src}: {rows:,} rows x {columns:,} columns decode to {rows * columns:,} values, more "
+                            f"than the {self.max_cells:,} this service accepts; use a smaller sample or fewer columns")
+
+
+NO_LIMITS = ReadLimits()
+
+
+def read_rows(spec: str, base: Path | None = None, on_bad_rows: str = "error",
+              limits: ReadLimits = NO_LIMITS) -> RowSet:
     """Read a data source: a local file (searched on PEFTLAB_DATA_PATH too) or a hub id."""
     path = resolve(spec, "data", base)
     if path is None:
@@ -50,8 +72,13 @@ def read_rows(spec: str, base: Path | None = None, on_bad_rows: str = "error") -
         raise DataError(f"{path}: the file is empty; it needs a header/first row and examples")
     if fmt == "jsonl" and path.suffix.lower() == ".json" and data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
         fmt = "json-array"
+    elif fmt == "jsonl":
+        _check_json_shape(data, str(path))
+    if fmt == "parquet":
+        _check_parquet_size(data, str(path), limits)
     reader = {"jsonl": _read_jsonl, "json-array": _read_json_array, "csv": _read_csv, "parquet": _read_parquet}[fmt]
     rows, skipped = reader(data, str(path), on_bad_rows)
+    limits.check(str(path), len(rows), max((len(r) - 1 for r in rows), default=1))
     if not rows and skipped:
         raise DataError(f"{path}: no usable rows ({len(skipped)} skipped; first: {skipped[0]})")
     if not rows:
@@ -96,6 +123,43 @@ def _read_jsonl(data: bytes, src: str, on_bad_rows: str) -> tuple[list[dict], li
         obj["__line__"] = i
         rows.append(obj)
     return rows, skipped
+
+
+def _check_json_shape(data: bytes, src: str) -> None:
+    """A file read as JSON Lines whose first line is not a JSON value, but which is one JSON value
+    as a whole: a pretty-printed array or object, or an object wrapping the rows. Each of those
+    would otherwise fail on every line, and "skip bad rows" would skip them all."""
+    text = data.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+    first = text.split("\n", 1)[0].strip()
+    if not first or first[0] not in "[{":
+        return
+    try:
+        json.loads(first)
+        return  # a complete value on line 1: JSON Lines (or an array on one line, refused per line)
+    except (json.JSONDecodeError, RecursionError):
+        pass
+    try:
+        whole = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        return  # not one JSON value either: the per-line messages say where it breaks
+    if isinstance(whole, list):
+        raise DataError(
+            f"{src}: the file is one JSON array spread over several lines ({len(whole)} items), not JSON Lines "
+            f"(one object per line). Rename it to .json (peftlab reads a top-level array of objects there), or "
+            f"write one object per line"
+        )
+    lists = {k: v for k, v in whole.items() if isinstance(v, list)} if isinstance(whole, dict) else {}
+    if lists:
+        key, rows = max(lists.items(), key=lambda kv: len(kv[1]))
+        raise DataError(
+            f"{src}: the file is one JSON object whose key {key!r} holds a list of {len(rows)} items, not JSON "
+            f"Lines. Save that list alone as a .json file (a top-level array of objects), or write one object "
+            f"per line (e.g. jq -c '.{key}[]' {Path(src).name} > rows.jsonl)"
+        )
+    raise DataError(
+        f"{src}: the file is one JSON object spread over several lines (pretty-printed), not JSON Lines. Write "
+        f"each row as one object on its own line (e.g. jq -c . {Path(src).name})"
+    )
 
 
 def _row_problem(obj: Any, line: str) -> str | None:
@@ -189,6 +253,20 @@ def _read_csv(data: bytes, src: str, on_bad_rows: str) -> tuple[list[dict], list
         row["__line__"] = reader.line_num
         rows.append(row)
     return rows, skipped
+
+
+def _check_parquet_size(data: bytes, src: str, limits: ReadLimits) -> None:
+    """Rows and uncompressed size from the Parquet footer, before anything is decoded."""
+    if limits == NO_LIMITS or not data.startswith(b"PAR1"):
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise DataError(f"{src}: not a readable Parquet file ({str(e).splitlines()[0] if str(e) else e})") from None
+    limits.check(src, meta.num_rows, meta.num_columns)
 
 
 def _read_parquet(data: bytes, src: str, on_bad_rows: str) -> tuple[list[dict], list[str]]:
