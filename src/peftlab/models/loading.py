@@ -82,7 +82,10 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 def _check_weights(p: Path, allow_pickle: bool) -> None:
-    if any(p.glob("*.safetensors")):
+    shards = sorted(p.glob("*.safetensors"))
+    if shards:
+        for f in shards:
+            _check_safetensors(f)
         return
     pickled = sorted(f.name for f in p.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES and f.is_file())
     if pickled:
@@ -93,6 +96,41 @@ def _check_weights(p: Path, allow_pickle: bool) -> None:
             )
         return
     raise ModelError(f"{p}: no weights (*.safetensors) found; a model folder needs config.json and weights")
+
+
+def _check_safetensors(f: Path) -> None:
+    """Open a weight file's header: a truncated or corrupt file is named here, in preflight,
+    instead of failing in the worker with "incomplete metadata" and no file name."""
+    import json
+    import struct
+
+    try:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise ValueError("shorter than its 8-byte header length")
+            n = struct.unpack("<Q", head)[0]
+            if n > size - 8:
+                raise ValueError(f"its header claims {n:,} bytes but the file has {size - 8:,} after the length")
+            header = json.loads(fh.read(n))
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + n + end > size:
+            raise ValueError(f"its tensors need {8 + n + end:,} bytes but the file has {size:,} (cut short?)")
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise ModelError(f"{f}: not a complete safetensors file ({e}); copy or download it again") from None
+
+
+def _missing_tokenizer_files(path: str) -> str | None:
+    """Which tokenizer files a local model folder lacks, or None when it has one of them."""
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    have = {f.name for f in p.iterdir()}
+    if have & {"tokenizer.json", "tokenizer.model", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model"}:
+        return None
+    return ("it has no tokenizer files (none of tokenizer.json, tokenizer.model, vocab.txt, vocab.json + "
+            "merges.txt, spiece.model); copy the tokenizer files that came with the model into the folder")
 
 
 def explain_load_error(path: str, what: str, e: BaseException) -> str:
@@ -181,6 +219,9 @@ def load_tokenizer(rm: ResolvedModel, cfg: ModelConfig, task: str) -> Any:
     try:
         tok = AutoTokenizer.from_pretrained(rm.path, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision)
     except Exception as e:  # noqa: BLE001
+        missing = _missing_tokenizer_files(rm.path) if rm.local else None
+        if missing:
+            raise ModelError(f"{rm.path}: could not load its tokenizer: {missing}") from None
         raise ModelError(explain_load_error(rm.path, "its tokenizer", e)) from None
     tok.model_max_length = 10**9  # we truncate ourselves; silences "longer than max length" noise
     if tok.pad_token is None:
