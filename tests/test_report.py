@@ -87,6 +87,45 @@ def test_a_run_on_other_library_versions_is_flagged() -> None:
     assert version_drift(views[:1] + views[2:]) == []  # one set: nothing to say
 
 
+def _generation_views() -> list:
+    """Two generation runs over the same two test rows (the Run fields the outputs table reads)."""
+    from peftlab.report.collect import RunView
+
+    class R:
+        status, metrics, info = "done", {}, {}
+
+    refs = ["the cat sat on the mat", "Apple revenue from 2010 to 2020"]
+
+    def view(i: int, outs: list[str]) -> RunView:
+        preds = [{"input": f"row {j}", "reference": r, "output": o, "stopped": True}
+                 for j, (r, o) in enumerate(zip(refs, outs, strict=True))]
+        return RunView(run=R(), label=f"run{i}", experiment="e", task="causal-lm", row={}, curves={},  # type: ignore[arg-type]
+                       color="#000", index=i, predictions=preds)
+
+    return [view(0, ["the cat sat on the mat", "Revenue of Apple 2010 to 2020"]),
+            view(1, ["a dog barked", "Revenue of Apple 2010 to 2020"])]
+
+
+def test_row_scores_are_computed_once_and_average_to_the_corpus_rouge() -> None:
+    """The outputs table's per-row ROUGE-L comes from the collect step (`RunView.row_scores`,
+    `evaluate.metrics.sentence_scores`); its mean is the corpus rougeL a run records."""
+    from peftlab.evaluate.metrics import generation_metrics
+    from peftlab.report.collect import ReportData
+    from peftlab.report.html import ReportOptions, section_outputs
+
+    a, b = _generation_views()
+    for v in (a, b):
+        assert v.row_scores is v.row_scores  # computed once
+        preds = v.predictions or []
+        corpus = generation_metrics([p["output"] for p in preds], [[p["reference"]] for p in preds])
+        assert len(v.row_scores) == len(preds)
+        assert sum(r["rougeL"] for r in v.row_scores) / len(preds) == pytest.approx(corpus["rougeL"])
+    assert a.row_scores[0]["rougeL"] == pytest.approx(100.0)
+    page = section_outputs(ReportData("e", [], [a, b], "rougeL", ["causal-lm"]), ReportOptions())
+    assert "RL 100" in page and f"RL {b.row_scores[0]['rougeL']:.0f}<" in page
+    assert 'class="top"' in page and "only rows where runs disagree (1)" in page
+
+
 # -- the real experiment ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def report_store(tmp_path_factory: pytest.TempPathFactory) -> dict:

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.errors import PeftlabError
 from peftlab.report import plots
-from peftlab.report.collect import ReportData, RunView, collect, version_drift
+from peftlab.report.collect import ReportData, RunView, add_bertscores, collect, references, version_drift
 from peftlab.report.fmt import COST_LABELS, fmt_value, higher_is_better
 from peftlab.report.leaderboard import COST_KEYS
 from peftlab.report.recommend import PARETO_COSTS, Budget, Recommendation, pareto_front, recommend
@@ -62,22 +61,6 @@ def _slug(s: str) -> str:
 
 
 # -- data preparation ------------------------------------------------------------------
-def add_bertscores(store: Store, data: ReportData, model: str | None) -> list[str]:
-    """BERTScore for every finished generation run (cached in the store). Returns problems met."""
-    from peftlab.evaluate.bertscore import bertscore_run
-
-    problems = []
-    for v in data.runs:
-        try:
-            scores = bertscore_run(store, v.run, model=model)
-        except PeftlabError as e:
-            problems.append(f"BERTScore not computed for {v.label}: {e}")
-            continue
-        if scores:
-            v.row.update(scores)
-    return problems
-
-
 def metric_columns(data: ReportData) -> tuple[list[str], list[str]]:
     """(headline metrics: main first, then the usual ones and test loss; detailed ones, e.g. ROUGE precision)."""
     present: list[str] = []
@@ -462,7 +445,8 @@ def section_outputs(data: ReportData, opts: ReportOptions) -> str:
     if not runs:
         return ('<section id="outputs"><h2>Outputs side by side</h2><p class="note">No predictions recorded yet.</p>'
                 "</section>")
-    by_run = [{p["input"]: p for p in v.predictions or []} for v in runs]
+    by_run = [{p["input"]: (p, v.row_scores[i]["rougeL"] if v.row_scores else None)
+               for i, p in enumerate(v.predictions or [])} for v in runs]
     inputs = list(dict.fromkeys(p["input"] for v in runs for p in v.predictions or []))
     total = len(inputs)
     if not opts.all_outputs and total > opts.sample:
@@ -472,29 +456,17 @@ def section_outputs(data: ReportData, opts: ReportOptions) -> str:
                  "all of them)")
     else:
         scope = f"all {total} test inputs"
-    scorer = None
-    if data.generative:
-        from rouge_score import rouge_scorer
-
-        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     head = "".join(f'<th><span class="swatch" style="background:{v.color}"></span>{esc(v.label)}</th>' for v in runs)
     rows = []
     n_disagree = n_wrong = 0
     for i, inp in enumerate(inputs, start=1):
-        preds = [m.get(inp) for m in by_run]
+        found = [m.get(inp) for m in by_run]
+        preds = [f[0] if f is not None else None for f in found]
+        scores = [f[1] if f is not None else None for f in found]
         first = next(p for p in preds if p is not None)
-        ref = first.get("reference", "")
-        refs = [ref] if isinstance(ref, str) else [str(r) for r in ref]
+        refs = references(first)
         outs = {_norm(str(p.get("output", ""))) for p in preds if p is not None}
         disagree = len(outs) > 1
-        scores: list[float | None] = []
-        for p in preds:
-            if p is None or scorer is None:
-                scores.append(None)
-                continue
-            out = str(p.get("output", ""))
-            s = scorer.score_multi(refs, out) if len(refs) > 1 else scorer.score(refs[0], out)
-            scores.append(100 * s["rougeL"].fmeasure)
         top = max((s for s in scores if s is not None), default=None)
         cells = []
         any_wrong = False
