@@ -68,7 +68,7 @@ def test_budget_fits_uses_recorded_costs() -> None:
 
 def test_a_run_on_other_library_versions_is_flagged() -> None:
     from peftlab.report.collect import RunView, version_drift
-    from peftlab.report.html import section_environment
+    from peftlab.report.sections import environment
 
     class R:
         def __init__(self, name: str, transformers: str) -> None:
@@ -82,7 +82,7 @@ def test_a_run_on_other_library_versions_is_flagged() -> None:
     assert "torch" not in note
     from peftlab.report.collect import ReportData
 
-    page = section_environment(ReportData("e", [], views, "rougeL", ["causal-lm"]))
+    page = environment.render(environment.view(ReportData("e", [], views, "rougeL", ["causal-lm"])))
     assert "version-drift" in page and "ia3 was trained on other library versions" in page
     assert version_drift(views[:1] + views[2:]) == []  # one set: nothing to say
 
@@ -111,7 +111,7 @@ def test_row_scores_are_computed_once_and_average_to_the_corpus_rouge() -> None:
     `evaluate.metrics.sentence_scores`); its mean is the corpus rougeL a run records."""
     from peftlab.evaluate.metrics import generation_metrics
     from peftlab.report.collect import ReportData
-    from peftlab.report.html import ReportOptions, section_outputs
+    from peftlab.report.sections import outputs
 
     a, b = _generation_views()
     for v in (a, b):
@@ -121,7 +121,14 @@ def test_row_scores_are_computed_once_and_average_to_the_corpus_rouge() -> None:
         assert len(v.row_scores) == len(preds)
         assert sum(r["rougeL"] for r in v.row_scores) / len(preds) == pytest.approx(corpus["rougeL"])
     assert a.row_scores[0]["rougeL"] == pytest.approx(100.0)
-    page = section_outputs(ReportData("e", [], [a, b], "rougeL", ["causal-lm"]), ReportOptions())
+    # The section renders a prepared view: the scores are read from row_scores, not recomputed.
+    view = outputs.view(ReportData("e", [], [a, b], "rougeL", ["causal-lm"]), sample=20, all_outputs=False)
+    first, second = view.rows
+    assert first.disagree and not second.disagree and view.n_disagree == 1
+    cells = [c for c in first.cells if c is not None]
+    assert [c.score for c in cells] == [a.row_scores[0]["rougeL"], b.row_scores[0]["rougeL"]]
+    assert [c.top for c in cells] == [True, False]  # the best output of a row where runs disagree
+    page = outputs.render(view)
     assert "RL 100" in page and f"RL {b.row_scores[0]['rougeL']:.0f}<" in page
     assert 'class="top"' in page and "only rows where runs disagree (1)" in page
 
