@@ -20,7 +20,7 @@ from conftest import MINILM, needs_shared, tiny_causal, write_experiment
 
 from peftlab.report.html import ReportOptions, build_report
 from peftlab.report.plots import Axis, nice_ticks
-from peftlab.report.recommend import Budget, pareto_front
+from peftlab.report.recommend import Budget, pareto_front, recommend
 from peftlab.store import Store
 from peftlab.train.runner import plan, run_experiment
 
@@ -280,6 +280,23 @@ def test_budget_picks_the_best_run_that_fits(report_store: dict, tmp_path: Path)
                         options=ReportOptions(budget=Budget(max_memory_mb=1), bertscore=False))
     assert none.recommendation.best_in_budget is None
     assert "No finished run fits your budget (peak memory ≤ 1 MB)" in none.recommendation.text
+
+
+@needs_shared
+def test_the_recommendation_is_made_once_and_is_the_one_shown(report_store: dict, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import peftlab.report.html as page
+
+    made = []
+
+    def counted(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        made.append(recommend(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(page, "recommend", counted)
+    res = build_report(report_store["store"], ["tiny"], tmp_path / "once.html", options=ReportOptions(bertscore=False))
+    assert len(made) == 1 and res.recommendation is made[0]
+    assert res.recommendation.html in _section(res.path.read_text(encoding="utf-8"), "recommendation")
 
 
 @needs_shared

@@ -5,7 +5,7 @@
     render(collect(store, ["my-exp"]), ReportOptions())          # the page only (the web service)
 
 This module assembles the page: collect the runs (`collect.py`, where scores are computed),
-recommend (`recommend.py`), prepare each section's view, render the sections in `BODY`
+recommend once (`recommend.py`), prepare each section's view, render the sections in `BODY`
 order, and write the file and the PNG charts. The sections themselves (recommendation,
 leaderboard, curves, cost vs quality, generation health, per class, outputs side by side,
 config diff, versions and machine, how each metric was computed) are in `sections/`, one
@@ -79,8 +79,10 @@ def _views(data: ReportData, opts: ReportOptions, rec: Recommendation, problems:
     }
 
 
-def render(data: ReportData, opts: ReportOptions, problems: list[str] | None = None) -> str:
-    rec = recommend(data, opts.budget)
+def render(data: ReportData, opts: ReportOptions, problems: list[str] | None = None,
+           rec: Recommendation | None = None) -> str:
+    """The page. `rec`: the recommendation already made for `data` (made here when not given)."""
+    rec = rec if rec is not None else recommend(data, opts.budget)
     views = _views(data, opts, rec, problems or [])
     shown = [(s, views[s.ID]) for s in BODY if views[s.ID] is not None]
     title = opts.title or f"peftlab report: {data.title}"
@@ -114,7 +116,7 @@ def write_pngs(data: ReportData, out_dir: Path) -> list[Path]:
 class ReportResult:
     path: Path
     data: ReportData
-    recommendation: Recommendation
+    recommendation: Recommendation  # the one the page shows
     pngs: list[Path]
     problems: list[str]
 
@@ -126,14 +128,15 @@ def build_report(
     run_ids: list[int] | None = None,
     options: ReportOptions | None = None,
 ) -> ReportResult:
-    """Collect, score (BERTScore, cached), render and write the report; optionally the PNGs."""
+    """Collect, score (BERTScore, cached), recommend, render and write the report; optionally the PNGs."""
     opts = options or ReportOptions()
     data = collect(store, experiments, run_ids)
     problems = add_bertscores(store, data, opts.bertscore_model) if opts.bertscore and data.generative else []
     problems += version_drift(data.runs)
-    page = render(data, opts, problems)
+    rec = recommend(data, opts.budget)
+    page = render(data, opts, problems, rec)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     pngs = write_pngs(data, Path(opts.png_dir)) if opts.png_dir else []
-    return ReportResult(path, data, recommend(data, opts.budget), pngs, problems)
+    return ReportResult(path, data, rec, pngs, problems)
