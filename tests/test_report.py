@@ -133,6 +133,24 @@ def test_row_scores_are_computed_once_and_average_to_the_corpus_rouge() -> None:
     assert 'class="top"' in page and "only rows where runs disagree (1)" in page
 
 
+def test_config_diff_highlights_against_the_first_of_tied_common_values() -> None:
+    """Which cells are highlighted does not depend on set order (PYTHONHASHSEED)."""
+    from peftlab.report.collect import ReportData, RunView
+    from peftlab.report.sections import config
+
+    class R:
+        def __init__(self, lr: float) -> None:
+            self.method, self.config = "lora", {}
+            self.resolved = {"learning_rate": lr, "options": {"r": 8}}
+
+    views = [RunView(run=R(lr), label=f"r{i}", experiment="e", task="causal-lm", row={}, curves={},  # type: ignore[arg-type]
+                     color="#000", index=i) for i, lr in enumerate([3e-4, 1e-3, 1e-3, 3e-4, 5e-3])]
+    view = config.view(ReportData("e", [], views, "rougeL", ["causal-lm"]))
+    [lr] = [d for d in view.differ if d.key == "learning_rate"]
+    assert lr.common == "0.0003"
+    assert {"method", "options.r"} <= {s.key for s in view.same}
+
+
 # -- the real experiment ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def report_store(tmp_path_factory: pytest.TempPathFactory) -> dict:

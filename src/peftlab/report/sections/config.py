@@ -18,7 +18,7 @@ _GROUPS = ("method", "learning_rate", "total_steps", "precision", "options.", "p
 class Differs:
     key: str
     values: list[str | None]  # one per run; None: does not apply to it
-    common: str | None  # the most common value, when at least two runs share it
+    common: str | None  # the most common value (first in run order on a tie), when at least two runs share it
 
 
 @dataclass
@@ -95,7 +95,7 @@ def view(data: ReportData) -> ConfigView:
         vals = [s.get(k) for s in settings]
         present = [x for x in vals if x is not None]
         if len(set(present)) > 1:
-            common = max(set(present), key=present.count)
+            common = max(dict.fromkeys(present), key=present.count)  # a tie: the first run's value
             # all different: no "odd one out" to point at
             differ.append(Differs(k, vals, common if present.count(common) >= 2 else None))
         else:
