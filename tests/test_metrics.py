@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from peftlab.evaluate.health import generation_health, repeat_rate
-from peftlab.evaluate.metrics import classification_metrics, generation_metrics
+from peftlab.evaluate.metrics import classification_metrics, generation_metrics, sentence_scores
 
 
 def test_identical_outputs_score_100() -> None:
@@ -30,6 +30,26 @@ def test_multi_reference_takes_the_best() -> None:
     multi = generation_metrics(["blue spice is a coffee shop"], [["a pub in town", "blue spice is a coffee shop"]])
     assert multi["rougeL"] == pytest.approx(100.0) and single["rougeL"] < 50
     assert multi["bleu"] > single["bleu"]
+
+
+def test_corpus_rouge_is_the_mean_of_the_per_row_scores() -> None:
+    """One definition of ROUGE: the corpus numbers are the mean of `sentence_scores`' rows."""
+    from rouge_score import rouge_scorer
+
+    outs = ["the cat sat on the mat", "Revenue of Apple 2010 to 2020", "blue spice is a coffee shop", ""]
+    refs = [["a cat sat on a mat"], ["Apple revenue from 2010 to 2020"],
+            ["a pub in town", "blue spice is a coffee shop"], ["something"]]
+    rows = sentence_scores(outs, refs)
+    corpus = generation_metrics(outs, refs)
+    assert len(rows) == len(outs)
+    assert set(rows[0]) == {k for k in corpus if k != "bleu"}
+    for k in rows[0]:
+        assert sum(r[k] for r in rows) / len(rows) == pytest.approx(corpus[k]), k
+    direct = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(refs[1][0], outs[1])["rougeL"]
+    assert rows[1]["rougeL"] == pytest.approx(100 * direct.fmeasure)
+    assert rows[2]["rougeL"] == pytest.approx(100.0) and rows[3]["rougeL"] == 0.0  # best reference; empty output
+    with pytest.raises(ValueError):
+        sentence_scores(outs, refs[:2])
 
 
 def test_classification_metrics() -> None:

@@ -20,7 +20,7 @@ from conftest import MINILM, needs_shared, tiny_causal, write_experiment
 
 from peftlab.report.html import ReportOptions, build_report
 from peftlab.report.plots import Axis, nice_ticks
-from peftlab.report.recommend import Budget, pareto_front
+from peftlab.report.recommend import Budget, pareto_front, recommend
 from peftlab.store import Store
 from peftlab.train.runner import plan, run_experiment
 
@@ -68,7 +68,7 @@ def test_budget_fits_uses_recorded_costs() -> None:
 
 def test_a_run_on_other_library_versions_is_flagged() -> None:
     from peftlab.report.collect import RunView, version_drift
-    from peftlab.report.html import section_environment
+    from peftlab.report.sections import environment
 
     class R:
         def __init__(self, name: str, transformers: str) -> None:
@@ -82,9 +82,73 @@ def test_a_run_on_other_library_versions_is_flagged() -> None:
     assert "torch" not in note
     from peftlab.report.collect import ReportData
 
-    page = section_environment(ReportData("e", [], views, "rougeL", ["causal-lm"]))
+    page = environment.render(environment.view(ReportData("e", [], views, "rougeL", ["causal-lm"])))
     assert "version-drift" in page and "ia3 was trained on other library versions" in page
     assert version_drift(views[:1] + views[2:]) == []  # one set: nothing to say
+
+
+def _generation_views() -> list:
+    """Two generation runs over the same two test rows (the Run fields the outputs table reads)."""
+    from peftlab.report.collect import RunView
+
+    class R:
+        status, metrics, info = "done", {}, {}
+
+    refs = ["the cat sat on the mat", "Apple revenue from 2010 to 2020"]
+
+    def view(i: int, outs: list[str]) -> RunView:
+        preds = [{"input": f"row {j}", "reference": r, "output": o, "stopped": True}
+                 for j, (r, o) in enumerate(zip(refs, outs, strict=True))]
+        return RunView(run=R(), label=f"run{i}", experiment="e", task="causal-lm", row={}, curves={},  # type: ignore[arg-type]
+                       color="#000", index=i, predictions=preds)
+
+    return [view(0, ["the cat sat on the mat", "Revenue of Apple 2010 to 2020"]),
+            view(1, ["a dog barked", "Revenue of Apple 2010 to 2020"])]
+
+
+def test_row_scores_are_computed_once_and_average_to_the_corpus_rouge() -> None:
+    """The outputs table's per-row ROUGE-L comes from the collect step (`RunView.row_scores`,
+    `evaluate.metrics.sentence_scores`); its mean is the corpus rougeL a run records."""
+    from peftlab.evaluate.metrics import generation_metrics
+    from peftlab.report.collect import ReportData
+    from peftlab.report.sections import outputs
+
+    a, b = _generation_views()
+    for v in (a, b):
+        assert v.row_scores is v.row_scores  # computed once
+        preds = v.predictions or []
+        corpus = generation_metrics([p["output"] for p in preds], [[p["reference"]] for p in preds])
+        assert len(v.row_scores) == len(preds)
+        assert sum(r["rougeL"] for r in v.row_scores) / len(preds) == pytest.approx(corpus["rougeL"])
+    assert a.row_scores[0]["rougeL"] == pytest.approx(100.0)
+    # The section renders a prepared view: the scores are read from row_scores, not recomputed.
+    view = outputs.view(ReportData("e", [], [a, b], "rougeL", ["causal-lm"]), sample=20, all_outputs=False)
+    first, second = view.rows
+    assert first.disagree and not second.disagree and view.n_disagree == 1
+    cells = [c for c in first.cells if c is not None]
+    assert [c.score for c in cells] == [a.row_scores[0]["rougeL"], b.row_scores[0]["rougeL"]]
+    assert [c.top for c in cells] == [True, False]  # the best output of a row where runs disagree
+    page = outputs.render(view)
+    assert "RL 100" in page and f"RL {b.row_scores[0]['rougeL']:.0f}<" in page
+    assert 'class="top"' in page and "only rows where runs disagree (1)" in page
+
+
+def test_config_diff_highlights_against_the_first_of_tied_common_values() -> None:
+    """Which cells are highlighted does not depend on set order (PYTHONHASHSEED)."""
+    from peftlab.report.collect import ReportData, RunView
+    from peftlab.report.sections import config
+
+    class R:
+        def __init__(self, lr: float) -> None:
+            self.method, self.config = "lora", {}
+            self.resolved = {"learning_rate": lr, "options": {"r": 8}}
+
+    views = [RunView(run=R(lr), label=f"r{i}", experiment="e", task="causal-lm", row={}, curves={},  # type: ignore[arg-type]
+                     color="#000", index=i) for i, lr in enumerate([3e-4, 1e-3, 1e-3, 3e-4, 5e-3])]
+    view = config.view(ReportData("e", [], views, "rougeL", ["causal-lm"]))
+    [lr] = [d for d in view.differ if d.key == "learning_rate"]
+    assert lr.common == "0.0003"
+    assert {"method", "options.r"} <= {s.key for s in view.same}
 
 
 # -- the real experiment ---------------------------------------------------------------
@@ -234,6 +298,23 @@ def test_budget_picks_the_best_run_that_fits(report_store: dict, tmp_path: Path)
                         options=ReportOptions(budget=Budget(max_memory_mb=1), bertscore=False))
     assert none.recommendation.best_in_budget is None
     assert "No finished run fits your budget (peak memory ≤ 1 MB)" in none.recommendation.text
+
+
+@needs_shared
+def test_the_recommendation_is_made_once_and_is_the_one_shown(report_store: dict, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import peftlab.report.html as page
+
+    made = []
+
+    def counted(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        made.append(recommend(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(page, "recommend", counted)
+    res = build_report(report_store["store"], ["tiny"], tmp_path / "once.html", options=ReportOptions(bertscore=False))
+    assert len(made) == 1 and res.recommendation is made[0]
+    assert res.recommendation.html in _section(res.path.read_text(encoding="utf-8"), "recommendation")
 
 
 @needs_shared

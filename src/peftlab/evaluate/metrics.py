@@ -3,6 +3,8 @@
 - ROUGE: Google's `rouge-score` (the reference re-implementation), ROUGE-1/2/L with the
   Porter stemmer on (use_stemmer=True), default tokenizer (lowercase, alphanumeric tokens).
   Precision, recall and F1 are all reported; multi-reference rows take the best reference.
+  `sentence_scores` is the one definition (per example); the corpus numbers of
+  `generation_metrics` are the mean of its rows.
 - BLEU: `sacrebleu` corpus BLEU, default 13a tokenizer, exp smoothing (sacrebleu defaults),
   multi-reference when a row has several references. Reported on the 0-100 scale.
 - Accuracy and macro-F1: scikit-learn.
@@ -13,21 +15,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
-def generation_metrics(outputs: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
-    import sacrebleu
+
+def sentence_scores(outputs: Sequence[str], references: Sequence[Sequence[str]]) -> list[dict[str, float]]:
+    """ROUGE of each output against its references, one dict per row, 0-100.
+
+    Keys: the F1 under the type's name (`rouge1`, `rouge2`, `rougeL`) and `<type>_precision`,
+    `<type>_recall`. A row with several references takes, per ROUGE type, the reference with
+    the best F1 (rouge-score's `score_multi`). The report's per-row scores, the corpus means of
+    `generation_metrics` and per-example intervals all come from here.
+    """
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    sums: dict[str, float] = {}
+    if len(outputs) != len(references):
+        raise ValueError(f"sentence_scores: {len(outputs)} outputs but {len(references)} references")
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    rows = []
     for out, refs in zip(outputs, references, strict=True):
         scores = scorer.score_multi(list(refs), out) if len(refs) > 1 else scorer.score(refs[0], out)
-        for name, s in scores.items():
-            for part, v in (("precision", s.precision), ("recall", s.recall), ("", s.fmeasure)):
-                key = f"{name}_{part}" if part else name
-                sums[key] = sums.get(key, 0.0) + v
-    n = max(len(outputs), 1)
-    metrics = {k: 100.0 * v / n for k, v in sums.items()}
+        row: dict[str, float] = {}
+        for name in ROUGE_TYPES:
+            s = scores[name]
+            row[f"{name}_precision"] = 100.0 * s.precision
+            row[f"{name}_recall"] = 100.0 * s.recall
+            row[name] = 100.0 * s.fmeasure
+        rows.append(row)
+    return rows
+
+
+def generation_metrics(outputs: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Corpus ROUGE (the mean of `sentence_scores` over the rows) and corpus BLEU, 0-100."""
+    import sacrebleu
+
+    rows = sentence_scores(outputs, references)
+    metrics = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} if rows else {}
     width = max((len(r) for r in references), default=1)
     ref_streams = [[refs[i] if i < len(refs) else refs[0] for refs in references] for i in range(width)]
     metrics["bleu"] = float(sacrebleu.corpus_bleu(list(outputs), ref_streams).score) if outputs else 0.0

@@ -2,18 +2,22 @@
 
 One `ReportData` can hold runs of one experiment (`peftlab report`) or of several
 (`peftlab compare`); run labels get the experiment as a prefix only when needed to tell
-runs apart.
+runs apart. Scores the report adds to what the runs recorded are computed here too, once:
+each run's per-example ROUGE (`RunView.row_scores`) and BERTScore (`add_bertscores`).
+The sections (`report/sections/`) only read what this module gathered.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from peftlab.errors import PeftlabError
 from peftlab.evaluate.bertscore import read_predictions
+from peftlab.evaluate.metrics import sentence_scores
 from peftlab.methods import REGISTRY, Method
 from peftlab.report.leaderboard import row
 from peftlab.store import Run, Store
@@ -71,6 +75,18 @@ class RunView:
     def health(self) -> dict[str, Any] | None:
         return (self.run.info or {}).get("health")
 
+    @cached_property
+    def row_scores(self) -> list[dict[str, float]] | None:
+        """Per-example ROUGE of each prediction, in `predictions` order (`sentence_scores`: the
+        definition the run's corpus ROUGE averages); None for a run without predictions or of
+        a task that does not generate text. Computed on first use, once per view: the
+        leaderboard and the recommendation never need it."""
+        spec = SPECS.get(self.task)
+        if not self.predictions or spec is None or not spec.generative:
+            return None
+        return sentence_scores([str(p.get("output", "")) for p in self.predictions],
+                               [references(p) for p in self.predictions])
+
 
 @dataclass
 class ReportData:
@@ -88,6 +104,12 @@ class ReportData:
     @property
     def classification(self) -> bool:
         return any(t in SPECS and not SPECS[t].generative for t in self.tasks)
+
+
+def references(prediction: dict[str, Any]) -> list[str]:
+    """The reference(s) a prediction row was scored against (one string, or a list)."""
+    ref = prediction.get("reference", "")
+    return [ref] if isinstance(ref, str) else [str(r) for r in ref] or [""]
 
 
 def load_predictions(run: Run) -> list[dict[str, Any]] | None:
@@ -125,6 +147,22 @@ def version_drift(views: list[RunView]) -> list[str]:
                            f"re-run it on the same set (peftlab run --force --methods {v.run.name}) to compare "
                            "like with like")
     return out
+
+
+def add_bertscores(store: Store, data: ReportData, model: str | None) -> list[str]:
+    """BERTScore for every finished generation run (cached in the store). Returns problems met."""
+    from peftlab.evaluate.bertscore import bertscore_run
+
+    problems = []
+    for v in data.runs:
+        try:
+            scores = bertscore_run(store, v.run, model=model)
+        except PeftlabError as e:
+            problems.append(f"BERTScore not computed for {v.label}: {e}")
+            continue
+        if scores:
+            v.row.update(scores)
+    return problems
 
 
 def collect(store: Store, experiments: list[str] | None = None, run_ids: list[int] | None = None) -> ReportData:

@@ -1,0 +1,149 @@
+"""Every run in one sortable table: rank, status (with the error of failed and diverged runs),
+headline metrics, costs, then the detailed metrics; ★ marks the best value of each column."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peftlab.report.collect import ReportData, RunView
+from peftlab.report.fmt import COST_LABELS, fmt_value, higher_is_better
+from peftlab.report.leaderboard import COST_KEYS
+from peftlab.report.sections.common import RunTag, esc, note, section, swatch, table, tag
+
+ID, TITLE = "leaderboard", "Leaderboard"
+METRIC_PREFERRED = ("rouge1", "rouge2", "rougeL", "bleu", "bertscore_f1", "bertscore_precision", "bertscore_recall",
+                    "accuracy", "macro_f1")
+
+
+@dataclass
+class Column:
+    key: str
+    label: str
+    tip: str  # what the column is and which way is better
+    up: bool  # higher is better
+
+
+@dataclass
+class Cell:
+    value: float | None
+    text: str  # formatted value
+    best: bool
+
+
+@dataclass
+class Row:
+    rank: int | None
+    run: RunTag
+    method: str
+    status: str
+    note: str  # the error of a failed or diverged run
+    unhealthy: str | None  # the generation problems of an unhealthy run, joined
+    cells: list[Cell]
+
+
+@dataclass
+class LeaderboardView:
+    main_metric: str
+    columns: list[Column]
+    rows: list[Row]
+    encoders: list[tuple[str, str]]  # BERTScore (encoder, layer) pairs the runs were scored with
+
+
+def metric_columns(data: ReportData) -> tuple[list[str], list[str]]:
+    """(headline metrics: main first, then the usual ones and test loss; detailed ones, e.g. ROUGE precision)."""
+    present: list[str] = []
+    for v in data.runs:
+        for k, val in (v.run.metrics or {}).items():
+            if isinstance(val, int | float) and k not in present:
+                present.append(k)
+    first = [data.main_metric] if data.main_metric in present else []
+    preferred = [k for k in METRIC_PREFERRED if k in present and k not in first]
+    rest = sorted(k for k in present if k not in first and k not in preferred and k != "eval_loss")
+    return first + preferred + (["eval_loss"] if "eval_loss" in present else []), rest
+
+
+def _best(data: ReportData, key: str, cost: bool) -> float | None:
+    """Best value of a column: over finished runs; for costs, over runs that train.
+
+    None when there is nothing to choose from (fewer than two values, or all equal): marking
+    every cell of a tied column as best would say nothing.
+    """
+    vals = []
+    for v in data.runs:
+        if not v.done or (cost and not v.trains):
+            continue
+        x = v.cost(key) if cost else v.metric(key)
+        if x is not None:
+            vals.append(x)
+    if len(vals) < 2 or len(set(vals)) == 1:
+        return None
+    return max(vals) if higher_is_better(key) else min(vals)
+
+
+def _column(key: str, main: str, label: str | None = None) -> Column:
+    up = higher_is_better(key)
+    tip = f"{COST_LABELS.get(key, key)}{' (main metric)' if key == main else ''}: {'higher' if up else 'lower'} is better"
+    return Column(key, label or key, tip, up)
+
+
+def view(data: ReportData) -> LeaderboardView:
+    metrics, detail = metric_columns(data)
+    costs = list(COST_KEYS)
+    keys = [(k, False) for k in metrics] + [(k, True) for k in costs] + [(k, False) for k in detail]
+    columns = [_column(k, data.main_metric, COST_LABELS.get(k, k) if cost else None) for k, cost in keys]
+    best = {k: _best(data, k, cost) for k, cost in keys}
+
+    def cell(v: RunView, k: str, cost: bool) -> Cell:
+        x = v.cost(k) if cost else v.metric(k)
+        win = x is not None and v.done and (v.trains or not cost) and best[k] is not None and x == best[k]
+        return Cell(x, fmt_value(k, x), win)
+
+    rows = []
+    for v in data.runs:
+        err = ""
+        if v.run.status == "diverged":
+            err = f"at step {v.run.diverged_step}: {v.run.error or ''}"
+        elif v.run.error:
+            err = v.run.error
+        h = v.health
+        unhealthy = "; ".join(h.get("problems", [])) if h and not h.get("healthy", True) else None
+        rows.append(Row(v.row.get("rank"), tag(v), v.run.method, v.run.status, err, unhealthy,
+                        [cell(v, k, cost) for k, cost in keys]))
+    encoders = {(b.get("model_name"), b.get("num_layers")) for v in data.runs
+                if (b := (v.run.info or {}).get("bertscore"))}
+    return LeaderboardView(data.main_metric, columns, rows, sorted(encoders, key=str))
+
+
+def _head(c: Column) -> str:
+    return f'<th class="num" title="{esc(c.tip)}">{esc(c.label)} {"↑" if c.up else "↓"}</th>'
+
+
+def _row(r: Row) -> str:
+    rank = "" if r.rank is None else r.rank
+    flag = f' <span class="badge flag" title="{esc(r.unhealthy)}">⚠ unhealthy</span>' if r.unhealthy is not None else ""
+    status = f'<span class="badge {esc(r.status)}">{esc(r.status)}</span>'
+    status += f'<div class="err">{esc(r.note)}</div>' if r.note else ""
+    cells = [f'<td class="num" data-v="{rank}">{rank if r.rank is not None else "–"}</td>',
+             f'<td class="nowrap" data-v="{esc(r.run.label.lower())}">{swatch(r.run.color)}{esc(r.run.label)}{flag}</td>',
+             f'<td class="nowrap">{esc(r.method)}</td>', f'<td data-v="{esc(r.status)}">{status}</td>']
+    cells += [f'<td class="{"num best" if c.best else "num"}" data-v="{"" if c.value is None else c.value}">{c.text}</td>'
+              for c in r.cells]
+    bad = r.status in ("failed", "diverged")
+    return f'<tr class="{"bad" if bad else ""}">{"".join(cells)}</tr>'
+
+
+def render(lb: LeaderboardView) -> str:
+    head = ['<th class="num" title="rank by the main metric">#</th>', "<th>run</th>", "<th>method</th>",
+            "<th>status</th>"] + [_head(c) for c in lb.columns]
+    encoders = ""
+    if lb.encoders:
+        names = ", ".join(f"{esc(n)} (layer {esc(layer)})" for n, layer in lb.encoders)
+        encoders = f" BERTScore encoder: <b>{names}</b> (see How metrics are computed)."
+    explain = note(
+        f"Every run, ranked by <b>{esc(lb.main_metric)}</b> (ties by test loss). Click a header to sort. ★ marks the "
+        "best value of each column (metrics over finished runs, costs over runs that train; none when all tie). "
+        "Metrics are on the test split; ROUGE, BLEU, BERTScore, accuracy and F1 on a 0-100 scale; the detailed "
+        f"metric columns follow the costs.{encoders}")
+    body = "".join(_row(r) for r in lb.rows)
+    return section(ID, "Leaderboard",
+                   explain + table("".join(head), body, cls="sortable", id="leaderboard-table", scroll=True))

@@ -1,0 +1,65 @@
+"""The main metric against each cost, with the Pareto frontier (also the slides' PNGs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peftlab.report import plots
+from peftlab.report.collect import ReportData
+from peftlab.report.recommend import PARETO_COSTS, pareto_front
+from peftlab.report.sections.common import RunTag, esc, legend, note, section, tag
+
+ID, TITLE = "pareto", "Cost vs quality"
+
+
+@dataclass
+class Chart:
+    key: str  # the cost
+    label: str
+    log: bool
+    zero: bool  # linear axis starts at 0
+    points: list[plots.Point]
+    frontier: list[str]  # labels on the frontier, cheapest first
+
+
+@dataclass
+class ParetoView:
+    main_metric: str
+    charts: list[Chart]
+    legend: list[RunTag]  # runs plotted in any chart
+
+
+def pareto_points(data: ReportData, key: str) -> list[plots.Point]:
+    vs = [v for v in data.runs if v.done and v.metric(data.main_metric) is not None and v.cost(key) is not None]
+    xy = [(v.cost(key) or 0.0, v.metric(data.main_metric) or 0.0) for v in vs]
+    front = set(pareto_front(xy))
+    return [plots.Point(v.label, v.index, v.color, x, y, i in front)
+            for i, (v, (x, y)) in enumerate(zip(vs, xy, strict=True))]
+
+
+def view(data: ReportData) -> ParetoView:
+    charts = []
+    plotted: dict[int, RunTag] = {}
+    for key, label, log, zero in PARETO_COSTS:
+        pts = pareto_points(data, key)
+        if not pts:
+            continue
+        for p in pts:
+            plotted[p.index] = tag(data.runs[p.index])
+        front = [p.label for p in sorted((p for p in pts if p.frontier), key=lambda p: p.x)]
+        charts.append(Chart(key, label, log, zero, pts, front))
+    return ParetoView(data.main_metric, charts, sorted(plotted.values(), key=lambda t: t.index))
+
+
+def render(p: ParetoView) -> str:
+    if not p.charts:
+        return section(ID, "Cost vs quality", note("No finished run has both a score and its costs."))
+    boxes = []
+    for c in p.charts:
+        svg = plots.pareto_svg(f"{p.main_metric} vs {c.label}", c.points, c.key, c.label, p.main_metric, c.log, c.zero)
+        boxes.append(f'<div class="chartbox" data-chart="pareto-{esc(c.key)}">{svg}'
+                     f'{note("Frontier (cheapest first): " + esc(" → ".join(c.frontier)))}</div>')
+    explain = note("The main metric against each cost. The dashed staircase is the Pareto frontier: runs (bold, "
+                   "outlined) that no other run beats on both quality and that cost. Everything below or right of it "
+                   "is dominated. Parameter counts and sizes are on a log scale with 0 (zero-shot) at the far left.")
+    return section(ID, "Cost vs quality", f'{explain}{legend(p.legend)}<div class="charts">{"".join(boxes)}</div>')
