@@ -36,7 +36,7 @@ for p in ("torch", "transformers", "peft", "accelerate", "datasets", "bitsandbyt
         pass
 PY
 echo "== method x task matrix, generation and warnings checks"
-"$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider -rfEX --no-header \
+"$tmp/venv/bin/python" -m pytest -q -p no:cacheprovider -rfExX --no-header \
   tests/test_matrix.py tests/test_generation.py tests/test_warnings.py 2>&1 \
   | grep -E "^(FAILED|ERROR|XPASS|XFAIL)|passed|failed|error" | grep -v "^E "
 code=${PIPESTATUS[0]}
