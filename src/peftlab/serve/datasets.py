@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,17 +26,6 @@ from peftlab.paths import search_dirs
 from peftlab.store import Store
 from peftlab.tasks.spec import SPECS
 
-SCHEMA = """CREATE TABLE IF NOT EXISTS serve_datasets (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    train TEXT NOT NULL,
-    validation TEXT,
-    test TEXT,
-    mapping_json TEXT,
-    info_json TEXT NOT NULL,
-    created_at REAL NOT NULL
-)"""
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
                "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
 TARGET_GUESSES = ("target", "output", "title", "summary", "answer", "response", "completion", "ref", "label_text")
@@ -54,11 +42,9 @@ def _safe_stem(name: str) -> str:
 class Datasets:
     def __init__(self, store: Store, data_dirs: list[Path] | None = None) -> None:
         self.store = store
-        self.root = store.root / "uploads"
+        self.root = store.uploads
         self.root.mkdir(parents=True, exist_ok=True)
         self.extra_dirs = [Path(d).resolve() for d in (data_dirs or [])]
-        with store.tx() as c:
-            c.execute(SCHEMA)
 
     # -- where files may come from --------------------------------------------
     def allowed_dirs(self) -> list[Path]:
@@ -164,35 +150,17 @@ class Datasets:
         info = {"skipped": skipped[:50], "skipped_count": len(skipped)}
         analysis = analyse(splits, None)
         mapping = analysis["suggested_mapping"]
-        with self.store.tx() as c:
-            c.execute(
-                """INSERT INTO serve_datasets(id, name, origin, train, validation, test, mapping_json, info_json,
-                   created_at) VALUES (?,?,?,?,?,?,?,?,?)""",
-                (ds_id, name[:200], origin, splits["train"], splits["validation"], splits["test"],
-                 json.dumps(mapping), json.dumps(info), time.time()),
-            )
-        return self.get(ds_id)
+        return self.store.save_dataset(ds_id, name, origin, splits, mapping, info)
 
     # -- read / update --------------------------------------------------------
-    def _rows(self) -> list[dict[str, Any]]:
-        with self.store.tx() as c:
-            rows = c.execute("SELECT * FROM serve_datasets ORDER BY created_at DESC").fetchall()
-        return [dict(r) for r in rows]
-
     def list(self) -> list[dict[str, Any]]:
-        return [self._public(r) for r in self._rows()]
-
-    def _public(self, r: dict[str, Any]) -> dict[str, Any]:
-        return {"id": r["id"], "name": r["name"], "origin": r["origin"],
-                "files": {"train": r["train"], "validation": r["validation"], "test": r["test"]},
-                "mapping": json.loads(r["mapping_json"] or "{}"), "info": json.loads(r["info_json"]),
-                "created_at": r["created_at"]}
+        return self.store.datasets()
 
     def get(self, ds_id: str) -> dict[str, Any]:
-        for r in self._rows():
-            if r["id"] == ds_id:
-                return self._public(r)
-        raise KeyError(ds_id)
+        d = self.store.dataset(ds_id)
+        if d is None:
+            raise KeyError(ds_id)
+        return d
 
     def detail(self, ds_id: str, max_source_tokens: int = 256) -> dict[str, Any]:
         d = self.get(ds_id)
@@ -220,14 +188,12 @@ class Datasets:
                 raise DataError(f"prompt: placeholder(s) {missing} are not columns; columns: {', '.join(sorted(cols))}")
         clean = {"input": inputs, "prompt": mapping.get("prompt") or None, "target": mapping.get("target") or None,
                  "label": mapping.get("label") or None, "image": mapping.get("image") or None}
-        with self.store.tx() as c:
-            c.execute("UPDATE serve_datasets SET mapping_json=? WHERE id=?", (json.dumps(clean), ds_id))
+        self.store.set_dataset_mapping(ds_id, clean)
         return self.get(ds_id)
 
     def delete(self, ds_id: str) -> None:
         d = self.get(ds_id)
-        with self.store.tx() as c:
-            c.execute("DELETE FROM serve_datasets WHERE id=?", (ds_id,))
+        self.store.delete_dataset(ds_id)
         if d["origin"] == "upload":
             folder = (self.root / ds_id).resolve()
             if self.root.resolve() in folder.parents:

@@ -1,22 +1,21 @@
 """The run queue, on top of the store: enqueue, cancel, retry, auto-resume.
 
 The queue *is* the store's `runs` table: a run with status `queued` waits for a worker;
-`store.claim()` hands it to exactly one process. Nothing here runs a model. These helpers
-are written on the store's public methods plus raw SQL through `Store.tx()`.
+`store.claim()` hands it to exactly one process. Nothing here runs a model, and nothing here
+writes SQL: the run-state transitions are the store's (`peftlab.store.runs`); this module
+decides when they happen (auto-resume limits, signals, what a user may cancel or retry).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import time
 from typing import Any
 
 from peftlab.errors import PeftlabError
-from peftlab.store import Run, Store
-from peftlab.store.db import pid_alive
+from peftlab.store import Run, Store, pid_alive
 from peftlab.train.runner import Plan, queue_run
 
 AUTO_RESUME_MARK = "auto-resume"
@@ -49,25 +48,13 @@ def enqueue(p: Plan, store: Store, force: bool = False) -> list[Run]:
 
 def next_queued(store: Store) -> list[Run]:
     """Queued runs, oldest first (the order they were queued in)."""
-    return sorted((r for r in store.runs() if r.status == "queued"), key=lambda r: (r.created_at, r.id))
+    return store.queued()
 
 
 def requeue(store: Store, run_id: int, message: str, clear: bool = False) -> None:
     """Put a run back in the queue. `clear` forgets its checkpoints and curves (start afresh)."""
-    run = store.run(run_id)
-    if run is None:
+    if not store.requeue(run_id, clear):
         raise KeyError(run_id)
-    if clear:
-        shutil.rmtree(store.run_dir(run.experiment, run.name) / "checkpoints", ignore_errors=True)
-    with store.tx() as c:
-        if clear:
-            c.execute("DELETE FROM curves WHERE run_id=?", (run_id,))
-            c.execute(
-                """UPDATE runs SET status='queued', error=NULL, diverged_step=NULL, metrics_json=NULL, cost_json=NULL,
-                   info_json=NULL, progress_json=NULL, pid=NULL, heartbeat=NULL, started_at=NULL, finished_at=NULL
-                   WHERE id=?""", (run_id,))
-        else:
-            c.execute("UPDATE runs SET status='queued', error=NULL, pid=NULL, finished_at=NULL WHERE id=?", (run_id,))
     store.log(run_id, message)
 
 
@@ -101,9 +88,7 @@ def cancel(store: Store, run_id: int, wait: float = 15.0) -> Run:
     if run is None:
         raise KeyError(run_id)
     if run.status == "queued":
-        with store.tx() as c:
-            c.execute("UPDATE runs SET status='interrupted', error=? WHERE id=? AND status='queued'",
-                      (f"{CANCELLED} before it started; Retry to run it", run_id))
+        store.cancel_queued(run_id, f"{CANCELLED} before it started; Retry to run it")
         store.log(run_id, f"{CANCELLED} (it had not started)")
     elif run.status == "running":
         if run.host and run.host != socket.gethostname():
@@ -122,10 +107,7 @@ def cancel(store: Store, run_id: int, wait: float = 15.0) -> Run:
                 if pid_alive(pid):
                     os.kill(pid, signal.SIGKILL)
         where = f" at step {step}" if step else ""
-        with store.tx() as c:
-            c.execute("UPDATE runs SET status='interrupted', pid=NULL, error=? WHERE id=? AND status IN "
-                      "('running','interrupted')",
-                      (f"{CANCELLED}{where}; Retry resumes from the last checkpoint", run_id))
+        store.mark_cancelled(run_id, f"{CANCELLED}{where}; Retry resumes from the last checkpoint")
         store.log(run_id, f"{CANCELLED}{where}")
     else:
         raise JobError(f"run {run.name!r} is {run.status}; only queued or running runs can be cancelled")

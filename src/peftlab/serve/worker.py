@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.serve import jobs
-from peftlab.store import Store
+from peftlab.store import Store, pid_alive
 
 log = logging.getLogger("peftlab.serve")
 
@@ -120,7 +120,7 @@ class Scheduler:
             ours = {rid for rid, j in self.jobs.items() if j.proc.poll() is None}
         host = socket.gethostname()
         others = {r.id for r in self.store.runs()
-                  if r.status == "running" and r.host == host and jobs.pid_alive(r.pid)}
+                  if r.status == "running" and r.host == host and pid_alive(r.pid)}
         return len(ours | others)
 
     def _spawn(self, run_id: int) -> None:
@@ -150,13 +150,11 @@ class Scheduler:
             for j in done:
                 del self.jobs[j.run_id]
         for j in done:
-            run = self.store.run(j.run_id)
-            if run is not None and run.status == "running" and run.pid == j.proc.pid:
-                code = j.proc.returncode
-                why = "was killed (out of memory?)" if code in (-9, 137) else f"exited with code {code}"
-                self.store.update(j.run_id, status="interrupted", pid=None,
-                                  error=f"worker process {why} before finishing; Retry resumes from the last "
-                                        "checkpoint")
+            code = j.proc.returncode
+            why = "was killed (out of memory?)" if code in (-9, 137) else f"exited with code {code}"
+            # only if the run is still marked running by that process (a finished run has moved on)
+            if self.store.mark_interrupted(j.run_id, f"worker process {why} before finishing; Retry resumes "
+                                                     "from the last checkpoint", pid=j.proc.pid):
                 self.store.log(j.run_id, f"worker process {why}", "error")
 
     def status(self) -> dict[str, Any]:
