@@ -27,21 +27,21 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from peftlab import __version__
 from peftlab.config.overrides import apply_overrides, overrides_from
 from peftlab.config.schema import MethodEntry
 from peftlab.errors import PeftlabError
-from peftlab.serve import jobs
+from peftlab.queue import jobs
+from peftlab.queue.jobs import make_plan
+from peftlab.queue.scheduler import Scheduler
 from peftlab.serve.datasets import Datasets
 from peftlab.serve.playground import Playground
-from peftlab.serve.worker import Scheduler
 from peftlab.store import Store
 from peftlab.tasks.spec import TASK_NAMES, TaskName, spec
 
@@ -116,14 +116,6 @@ def _err(status: int, msg: str) -> HTTPException:
     return HTTPException(status_code=status, detail=msg)
 
 
-def _pydantic_msg(e: ValidationError) -> str:
-    parts = []
-    for er in e.errors():
-        loc = ".".join(str(p) for p in er["loc"])
-        parts.append(f"{loc}: {er['msg']}" if loc else er["msg"])
-    return "; ".join(parts)
-
-
 def build_config(req: ExperimentRequest, datasets: Datasets) -> dict[str, Any]:
     """The experiment file (as a dict) the request describes."""
     if req.dataset and req.data:
@@ -159,21 +151,6 @@ def build_config(req: ExperimentRequest, datasets: Datasets) -> dict[str, Any]:
             "training": dict(req.training), "evaluation": dict(req.evaluation)}
     flags = {k: getattr(req, k) for k in ("max_steps", "epochs", "batch_size", "max_train_examples", "max_eval_examples")}
     return apply_overrides(body, overrides_from(flags))
-
-
-def make_plan(body: dict[str, Any]) -> Any:
-    """Validate an experiment dict exactly as the CLI validates a file (schema, methods)."""
-    from peftlab.config import ExperimentConfig
-    from peftlab.methods import validate_entry
-    from peftlab.train.runner import Plan
-
-    try:
-        cfg = ExperimentConfig.model_validate(body)
-    except ValidationError as e:
-        raise PeftlabError(_pydantic_msg(e)) from None
-    for m in cfg.methods:
-        validate_entry(m, cfg.task, cfg.evaluation.num_beams)
-    return Plan(cfg, None, yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
 
 
 def method_catalogue(task: str | None) -> list[dict[str, Any]]:

@@ -1,4 +1,9 @@
-"""The run queue, on top of the store: enqueue, cancel, retry, auto-resume.
+"""The run queue's policy, on top of the store: enqueue, cancel, retry, auto-resume.
+
+Usable without HTTP (the web service's routers are one caller):
+
+    from peftlab.queue.jobs import make_plan, enqueue
+    enqueue(make_plan(experiment_dict), Store("peftlab-store"))   # then: python -m peftlab.queue STORE
 
 The queue *is* the store's `runs` table: a run with status `queued` waits for a worker;
 `store.claim()` hands it to exactly one process. Nothing here runs a model, and nothing here
@@ -14,7 +19,10 @@ import socket
 import time
 from typing import Any
 
-from peftlab.errors import PeftlabError
+import yaml
+from pydantic import ValidationError
+
+from peftlab.errors import NotFound, PeftlabError
 from peftlab.store import Run, Store, pid_alive
 from peftlab.train.runner import Plan, queue_run
 
@@ -25,6 +33,28 @@ CANCELLED = "cancelled by the user"
 
 class JobError(PeftlabError):
     """A queue operation that is not possible in the run's current state (HTTP 409)."""
+
+
+def _pydantic_msg(e: ValidationError) -> str:
+    parts = []
+    for er in e.errors():
+        loc = ".".join(str(p) for p in er["loc"])
+        parts.append(f"{loc}: {er['msg']}" if loc else er["msg"])
+    return "; ".join(parts)
+
+
+def make_plan(body: dict[str, Any]) -> Plan:
+    """Validate an experiment dict exactly as the CLI validates a file (schema, methods)."""
+    from peftlab.config import ExperimentConfig
+    from peftlab.methods import validate_entry
+
+    try:
+        cfg = ExperimentConfig.model_validate(body)
+    except ValidationError as e:
+        raise PeftlabError(_pydantic_msg(e)) from None
+    for m in cfg.methods:
+        validate_entry(m, cfg.task, cfg.evaluation.num_beams)
+    return Plan(cfg, None, yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
 
 
 def enqueue(p: Plan, store: Store, force: bool = False) -> list[Run]:
@@ -46,15 +76,10 @@ def enqueue(p: Plan, store: Store, force: bool = False) -> list[Run]:
     return out
 
 
-def next_queued(store: Store) -> list[Run]:
-    """Queued runs, oldest first (the order they were queued in)."""
-    return store.queued()
-
-
 def requeue(store: Store, run_id: int, message: str, clear: bool = False) -> None:
     """Put a run back in the queue. `clear` forgets its checkpoints and curves (start afresh)."""
     if not store.requeue(run_id, clear):
-        raise KeyError(run_id)
+        raise NotFound(f"no run {run_id}")
     store.log(run_id, message)
 
 
@@ -86,7 +111,7 @@ def cancel(store: Store, run_id: int, wait: float = 15.0) -> Run:
     """Cancel a queued or running run. A running one gets SIGTERM (its checkpoints are kept)."""
     run = store.run(run_id)
     if run is None:
-        raise KeyError(run_id)
+        raise NotFound(f"no run {run_id}")
     if run.status == "queued":
         store.cancel_queued(run_id, f"{CANCELLED} before it started; Retry to run it")
         store.log(run_id, f"{CANCELLED} (it had not started)")
@@ -124,7 +149,7 @@ def retry(store: Store, run_id: int, force: bool = False) -> Run:
     """
     run = store.run(run_id)
     if run is None:
-        raise KeyError(run_id)
+        raise NotFound(f"no run {run_id}")
     if run.status == "interrupted":
         requeue(store, run_id, "retry requested: queued again, resumes from the last checkpoint")
     elif run.status in ("failed", "diverged") or (run.status == "done" and force):
