@@ -457,7 +457,8 @@ def test_playground_one_base_model_adapters_switched(client: Any, trained: Path)
     # each output equals a fresh, separately loaded model with that adapter
     from peft import PeftModel
 
-    from peftlab.serve.loading import example, load_base, run_config
+    from peftlab.infer.loading import example, load_base
+    from peftlab.models.trained import run_config
     from peftlab.tasks.build import build_task
 
     store = Store(trained)
@@ -523,7 +524,7 @@ def test_merged_export_is_checked_before_offered(client: Any) -> None:
 
 
 def test_merged_check_can_fail(client: Any, trained: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from peftlab.serve import export
+    from peftlab.infer import export
 
     store = Store(trained)
     run = store.find_run("tiny", "lora")

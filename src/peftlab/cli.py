@@ -103,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from peftlab.serve import export
+    from peftlab.infer import export
 
     store = _store(args)
     run = _find_run(store, args)

@@ -36,12 +36,12 @@ from pydantic import BaseModel, Field
 from peftlab import __version__
 from peftlab.config.overrides import apply_overrides, overrides_from
 from peftlab.config.schema import MethodEntry
-from peftlab.errors import PeftlabError
+from peftlab.errors import NotFound, PeftlabError
+from peftlab.infer.playground import Playground
 from peftlab.queue import jobs
 from peftlab.queue.jobs import make_plan
 from peftlab.queue.scheduler import Scheduler
 from peftlab.serve.datasets import Datasets
-from peftlab.serve.playground import Playground
 from peftlab.store import Store
 from peftlab.tasks.spec import TASK_NAMES, TaskName, spec
 
@@ -296,7 +296,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(PeftlabError)
     async def _peftlab_error(request: Request, exc: PeftlabError) -> JSONResponse:
-        status = 409 if isinstance(exc, jobs.JobError) else 422
+        status = 409 if isinstance(exc, jobs.JobError) else 404 if isinstance(exc, NotFound) else 422
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     # -- pages ----------------------------------------------------------------
@@ -550,13 +550,13 @@ def create_app(settings: Settings) -> FastAPI:
         _exp(req.experiment)
         try:
             return playground.generate(req.experiment, req.runs, req.text, req.inputs, req.max_new_tokens)
-        except KeyError as e:
-            raise _err(404, str(e.args[0])) from None
+        except NotFound as e:
+            raise _err(404, str(e)) from None
 
     # -- export ---------------------------------------------------------------
     @app.get("/api/runs/{run_id}/export", tags=["export"])
     def export_state(run_id: int) -> dict[str, Any]:
-        from peftlab.serve import export as ex
+        from peftlab.infer import export as ex
 
         r = _run(run_id)
         try:
@@ -574,7 +574,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/runs/{run_id}/adapter.zip", tags=["export"], response_class=FileResponse)
     def adapter_zip(run_id: int) -> FileResponse:
-        from peftlab.serve import export as ex
+        from peftlab.infer import export as ex
 
         r = _run(run_id)
         z = ex.adapter_zip(store, r)
@@ -584,7 +584,7 @@ def create_app(settings: Settings) -> FastAPI:
     def export_merged(run_id: int, req: MergeRequest | None = None) -> dict[str, Any]:
         """Merge the adapter into the base, check it on probe inputs, keep it only if the check passes.
         Runs in this request (seconds for small models); the result and the check are returned."""
-        from peftlab.serve import export as ex
+        from peftlab.infer import export as ex
 
         r = _run(run_id)
         st = ex.merged_state(store, r)
@@ -605,7 +605,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/runs/{run_id}/merged.zip", tags=["export"], response_class=FileResponse)
     def merged_zip(run_id: int) -> FileResponse:
-        from peftlab.serve import export as ex
+        from peftlab.infer import export as ex
 
         r = _run(run_id)
         st = ex.merged_state(store, r)
