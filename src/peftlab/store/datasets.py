@@ -2,7 +2,7 @@
 their split files, column mapping and intake notes. Looked up by id (its primary key).
 
 What a file holds (columns, problems, a mapping guess) is `peftlab.data.analyze`; taking a
-file in (upload limits, allowed folders) is the service's datasets router.
+file in (checks, safe names, allowed folders) is `peftlab.store.intake`.
 """
 
 from __future__ import annotations

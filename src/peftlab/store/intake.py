@@ -1,4 +1,6 @@
-"""Data sets of the web service: uploads and server-side files, their checks and column mapping.
+"""Taking data sets into a store: uploaded files and server-side files, checked before they
+are kept, with their column mapping. Used by the web service's datasets router; the rows are
+in the datasets table (`peftlab.store.datasets`), what a file holds is `peftlab.data.analyze`.
 
 An uploaded file is written to `<store>/uploads/.incoming/`, read with the engine's own
 reader (`peftlab.data.sources.read_rows`), and only when it reads is it moved to
@@ -22,7 +24,7 @@ from typing import Any
 
 from peftlab.data.analyze import analyse, check_mapping, split_by_column
 from peftlab.data.sources import FORMATS, read_rows
-from peftlab.errors import DataError
+from peftlab.errors import DataError, NotFound
 from peftlab.paths import search_dirs
 from peftlab.store import Store
 
@@ -33,6 +35,8 @@ def _safe_stem(name: str) -> str:
 
 
 class Datasets:
+    """The data sets of one store; server-side files only from `allowed_dirs()`."""
+
     def __init__(self, store: Store, data_dirs: list[Path] | None = None) -> None:
         self.store = store
         self.root = store.uploads
@@ -142,7 +146,7 @@ class Datasets:
     def get(self, ds_id: str) -> dict[str, Any]:
         d = self.store.dataset(ds_id)
         if d is None:
-            raise KeyError(ds_id)
+            raise NotFound(f"no dataset {ds_id!r}")
         return d
 
     def detail(self, ds_id: str, max_source_tokens: int = 256) -> dict[str, Any]:
