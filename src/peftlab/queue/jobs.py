@@ -2,8 +2,9 @@
 
 Usable without HTTP (the web service's routers are one caller):
 
-    from peftlab.queue.jobs import make_plan, enqueue
-    enqueue(make_plan(experiment_dict), Store("peftlab-store"))   # then: python -m peftlab.queue STORE
+    p = make_plan(experiment_dict)        # schema and methods, as `peftlab run` checks a file
+    preflight(p)                          # peftlab.train.runner: data, model, methods applied
+    enqueue(p, Store("peftlab-store"))    # then: python -m peftlab.queue peftlab-store
 
 The queue *is* the store's `runs` table: a run with status `queued` waits for a worker;
 `store.claim()` hands it to exactly one process. Nothing here runs a model, and nothing here
