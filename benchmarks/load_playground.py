@@ -52,7 +52,7 @@ def build_store(root: Path) -> tuple[Path, str]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("PEFTLAB_MODEL_PATH", str(SHARED / "models"))
     os.environ.setdefault("PEFTLAB_DATA_PATH", str(SHARED / "data"))
-    from peftlab.serve.app import make_plan
+    from peftlab.queue.jobs import make_plan
     from peftlab.store import Store
     from peftlab.train.runner import run_experiment
 

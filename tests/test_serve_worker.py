@@ -20,7 +20,7 @@ import httpx
 import pytest
 from conftest import DATA, MODELS, STORIES, needs_shared
 
-from peftlab.serve import jobs
+from peftlab.queue import jobs
 from peftlab.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def test_resume_stale_requeues_dead_runs_a_bounded_number_of_times(tmp_path: Pat
 
 
 def test_scheduler_respects_concurrency_and_requeues_on_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from peftlab.serve.worker import Scheduler
+    from peftlab.queue.scheduler import Scheduler
 
     store = Store(tmp_path / "store")
     ids = [_fake_run(store, n) for n in ("a", "b", "c")]
@@ -149,7 +149,7 @@ def test_scheduler_respects_concurrency_and_requeues_on_stop(tmp_path: Path, mon
             return self.returncode
 
     def fake_spawn(self: Scheduler, run_id: int) -> None:
-        from peftlab.serve.worker import _Job
+        from peftlab.queue.scheduler import _Job
 
         spawned.append(run_id)
         self.store.release(run_id, os.getpid())
@@ -185,7 +185,7 @@ def test_cancel_running_run_sends_sigterm(tmp_path: Path) -> None:
 # -- the real thing ---------------------------------------------------------------------
 @needs_shared
 def test_restart_after_sigkill_resumes_and_loses_nothing(tmp_path: Path) -> None:
-    from peftlab.serve.app import make_plan
+    from peftlab.queue.jobs import make_plan
     from peftlab.train.runner import run_experiment
 
     store_dir = tmp_path / "store"

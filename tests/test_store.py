@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from peftlab.store import Store
-from peftlab.store import db as store_db
+from peftlab.store import runs as store_runs
 
 
 def _experiment(store: Store, name: str = "exp") -> None:
     store.save_experiment(name, "causal-lm", "m", {"name": name}, None, None)
 
 
-def _run(store: Store, name: str = "lora", config_hash: str = "h1", force: bool = False) -> store_db.Run:
+def _run(store: Store, name: str = "lora", config_hash: str = "h1", force: bool = False) -> store_runs.Run:
     run, _ = store.upsert_run("exp", name, "lora", config_hash, {"entry": {"name": name}}, force)
     return run
 
@@ -201,7 +201,7 @@ def test_runs_on_another_host_count_as_live_until_their_heartbeat_is_old(tmp_pat
     assert not store.claim(run.id)
     _, reset = store.upsert_run("exp", "lora", "lora", "h2", {}, False)
     assert not reset and store.run(run.id).status == "running"
-    store.update(run.id, heartbeat=time.time() - store_db.OTHER_HOST_STALE_SECONDS - 1)
+    store.update(run.id, heartbeat=time.time() - store_runs.OTHER_HOST_STALE_SECONDS - 1)
     assert store.claim(run.id)
     assert store.run(run.id).host != "elsewhere"
 

@@ -103,7 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from peftlab.serve import export
+    from peftlab.infer import export
 
     store = _store(args)
     run = _find_run(store, args)
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--data-dir", action="append", metavar="DIR",
                     help="another folder whose data files may be used by path (besides PEFTLAB_DATA_PATH)")
     sv.add_argument("--no-worker", action="store_true",
-                    help="do not run queued runs here (run `python -m peftlab.serve.worker STORE` elsewhere)")
+                    help="do not run queued runs here (run `python -m peftlab.queue STORE` elsewhere)")
     sv.add_argument("--poll-seconds", type=float, default=1.0, help="how often the worker looks at the queue")
     sv.set_defaults(fn=cmd_serve)
 

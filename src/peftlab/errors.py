@@ -24,6 +24,10 @@ class MethodNotApplicable(PeftlabError):
     """A PEFT method cannot apply to this task or architecture."""
 
 
+class NotFound(PeftlabError):
+    """A named thing (experiment, run, data set) is not in the store (HTTP 404 in the service)."""
+
+
 class DivergedError(Exception):
     """Training loss became NaN or infinite."""
 

@@ -324,7 +324,7 @@ async function pageJobs(exp) {
 async function renderJobs() {
   const exp = $("#jobs-exp").value;
   const [runs, w] = await Promise.all([api("GET", "/api/runs" + (exp ? `?experiment=${encodeURIComponent(exp)}` : "")), api("GET", "/api/worker")]);
-  $("#jobs-worker").textContent = w.running ? `Worker: ${w.active.length} of ${w.concurrency} slot(s) busy.` : "No worker in this service: queued runs wait for `python -m peftlab.serve.worker`.";
+  $("#jobs-worker").textContent = w.running ? `Worker: ${w.active.length} of ${w.concurrency} slot(s) busy.` : "No worker in this service: queued runs wait for `python -m peftlab.queue STORE`.";
   const rows = runs.slice().reverse().map((r) => {
     const p = r.progress || {};
     const pct = p.max_steps ? Math.min(100, (100 * (p.step || 0)) / p.max_steps) : r.status === "done" ? 100 : 0;

@@ -23,15 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.errors import PeftlabError
+from peftlab.infer.loading import adapter_dir, adapter_type, example, load_base, text_task_or_error
 from peftlab.methods import get_method
-from peftlab.serve.loading import (
-    adapter_dir,
-    adapter_type,
-    example,
-    load_base,
-    run_config,
-    text_task_or_error,
-)
+from peftlab.models.trained import run_config
 from peftlab.store import Run, Store
 from peftlab.tasks.build import build_task
 

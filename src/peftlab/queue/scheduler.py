@@ -1,6 +1,6 @@
 """The scheduler: claims queued runs from the store and runs each in a worker process.
 
-    python -m peftlab.serve.worker STORE [--concurrency N]     # standalone, no web server
+    python -m peftlab.queue STORE [--concurrency N]     # standalone, no web server
 
 `peftlab serve` starts one Scheduler in a background thread (unless --no-worker). Each run
 executes in `python -m peftlab.train.worker STORE RUN_ID`, a process of its own: its peak
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftlab.serve import jobs
-from peftlab.store import Store
+from peftlab.queue import jobs
+from peftlab.store import Store, pid_alive
 
-log = logging.getLogger("peftlab.serve")
+log = logging.getLogger("peftlab.queue")
 
 
 @dataclass
@@ -104,7 +104,7 @@ class Scheduler:
         """Collect finished workers, then start queued runs up to the concurrency. Returns started ids."""
         self._collect()
         started: list[int] = []
-        for run in jobs.next_queued(self.store):
+        for run in self.store.queued():
             if self.busy() >= self.concurrency or self._stop.is_set():
                 break
             if not self.store.claim(run.id):
@@ -120,7 +120,7 @@ class Scheduler:
             ours = {rid for rid, j in self.jobs.items() if j.proc.poll() is None}
         host = socket.gethostname()
         others = {r.id for r in self.store.runs()
-                  if r.status == "running" and r.host == host and jobs.pid_alive(r.pid)}
+                  if r.status == "running" and r.host == host and pid_alive(r.pid)}
         return len(ours | others)
 
     def _spawn(self, run_id: int) -> None:
@@ -150,13 +150,11 @@ class Scheduler:
             for j in done:
                 del self.jobs[j.run_id]
         for j in done:
-            run = self.store.run(j.run_id)
-            if run is not None and run.status == "running" and run.pid == j.proc.pid:
-                code = j.proc.returncode
-                why = "was killed (out of memory?)" if code in (-9, 137) else f"exited with code {code}"
-                self.store.update(j.run_id, status="interrupted", pid=None,
-                                  error=f"worker process {why} before finishing; Retry resumes from the last "
-                                        "checkpoint")
+            code = j.proc.returncode
+            why = "was killed (out of memory?)" if code in (-9, 137) else f"exited with code {code}"
+            # only if the run is still marked running by that process (a finished run has moved on)
+            if self.store.mark_interrupted(j.run_id, f"worker process {why} before finishing; Retry resumes "
+                                                     "from the last checkpoint", pid=j.proc.pid):
                 self.store.log(j.run_id, f"worker process {why}", "error")
 
     def status(self) -> dict[str, Any]:
@@ -168,7 +166,7 @@ class Scheduler:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m peftlab.serve.worker",
+    ap = argparse.ArgumentParser(prog="python -m peftlab.queue",
                                  description="Run queued peftlab runs from a store, N at a time.")
     ap.add_argument("store", type=Path)
     ap.add_argument("--concurrency", type=int, default=1)
@@ -185,7 +183,3 @@ def main(argv: list[str] | None = None) -> int:
         pass
     sched.stop()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

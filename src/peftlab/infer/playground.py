@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peftlab.config.schema import ExperimentConfig
-from peftlab.errors import PeftlabError
+from peftlab.errors import NotFound, PeftlabError
 from peftlab.methods import get_method
 from peftlab.store import Run, Store
 
 MAX_NEW_TOKENS_LIMIT = 256
 
-# peftlab.serve.loading (torch, transformers, peft) is imported where a model is needed, so
-# that the service starts in a second.
+# peftlab.infer.loading and peftlab.models.trained (torch, transformers, peft) are imported
+# where a model is needed, so that the service starts in a second.
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Playground:
 
     @staticmethod
     def _usable(r: Run) -> tuple[bool, str | None]:
-        from peftlab.serve.loading import adapter_dir
+        from peftlab.infer.loading import adapter_dir
 
         if r.status != "done":
             return False, f"{r.status}, not done"
@@ -75,7 +75,8 @@ class Playground:
 
     # -- model management -----------------------------------------------------
     def _ensure_base(self, cfg: ExperimentConfig, run: Run) -> _Loaded:
-        from peftlab.serve.loading import load_base, run_config
+        from peftlab.infer.loading import load_base
+        from peftlab.models.trained import run_config
 
         cfg0, _, base_dir = run_config(run)
         labels = (run.info or {}).get("labels")
@@ -91,7 +92,7 @@ class Playground:
         """Make `run`'s adapter the active one; returns the model to generate with."""
         from peft import PeftModel
 
-        from peftlab.serve.loading import adapter_dir, adapter_type
+        from peftlab.infer.loading import adapter_dir, adapter_type
 
         path = adapter_dir(run)
         assert path is not None
@@ -124,19 +125,20 @@ class Playground:
     # -- the request ----------------------------------------------------------
     def generate(self, experiment: str, runs: list[str] | None, text: str | None = None,
                  inputs: dict[str, Any] | None = None, max_new_tokens: int | None = None) -> dict[str, Any]:
-        from peftlab.serve.loading import example, run_config, source_text, text_task_or_error
+        from peftlab.infer.loading import example, source_text, text_task_or_error
+        from peftlab.models.trained import run_config
         from peftlab.tasks.build import build_task
 
         exp = self.store.experiment(experiment)
         if exp is None:
-            raise KeyError(experiment)
+            raise NotFound(f"no experiment {experiment!r}")
         all_runs = {r.name: r for r in self.store.runs(experiment)}
         names = runs or [n for n, r in all_runs.items() if self._usable(r)[0]]
         if not names:
             raise PeftlabError(f"experiment {experiment!r} has no finished runs to try yet")
         unknown = [n for n in names if n not in all_runs]
         if unknown:
-            raise KeyError(f"run(s) {unknown} not in experiment {experiment!r}; runs: {', '.join(all_runs)}")
+            raise NotFound(f"run(s) {unknown} not in experiment {experiment!r}; runs: {', '.join(all_runs)}")
         chosen = [all_runs[n] for n in names]
         for r in chosen:
             ok, why = self._usable(r)
@@ -182,7 +184,7 @@ class Playground:
 
     @staticmethod
     def _type_rank(ld: _Loaded, r: Run) -> tuple[int, str]:
-        from peftlab.serve.loading import adapter_dir, adapter_type
+        from peftlab.infer.loading import adapter_dir, adapter_type
 
         if get_method(r.method).is_baseline:
             return (0, "")

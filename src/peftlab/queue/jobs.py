@@ -1,22 +1,30 @@
-"""The run queue, on top of the store: enqueue, cancel, retry, auto-resume.
+"""The run queue's policy, on top of the store: enqueue, cancel, retry, auto-resume.
+
+Usable without HTTP (the web service's routers are one caller):
+
+    p = make_plan(experiment_dict)        # schema and methods, as `peftlab run` checks a file
+    preflight(p)                          # peftlab.train.runner: data, model, methods applied
+    enqueue(p, Store("peftlab-store"))    # then: python -m peftlab.queue peftlab-store
 
 The queue *is* the store's `runs` table: a run with status `queued` waits for a worker;
-`store.claim()` hands it to exactly one process. Nothing here runs a model. These helpers
-are written on the store's public methods plus raw SQL through `Store.tx()`.
+`store.claim()` hands it to exactly one process. Nothing here runs a model, and nothing here
+writes SQL: the run-state transitions are the store's (`peftlab.store.runs`); this module
+decides when they happen (auto-resume limits, signals, what a user may cancel or retry).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import time
 from typing import Any
 
-from peftlab.errors import PeftlabError
-from peftlab.store import Run, Store
-from peftlab.store.db import pid_alive
+import yaml
+from pydantic import ValidationError
+
+from peftlab.errors import NotFound, PeftlabError
+from peftlab.store import Run, Store, pid_alive
 from peftlab.train.runner import Plan, queue_run
 
 AUTO_RESUME_MARK = "auto-resume"
@@ -26,6 +34,28 @@ CANCELLED = "cancelled by the user"
 
 class JobError(PeftlabError):
     """A queue operation that is not possible in the run's current state (HTTP 409)."""
+
+
+def _pydantic_msg(e: ValidationError) -> str:
+    parts = []
+    for er in e.errors():
+        loc = ".".join(str(p) for p in er["loc"])
+        parts.append(f"{loc}: {er['msg']}" if loc else er["msg"])
+    return "; ".join(parts)
+
+
+def make_plan(body: dict[str, Any]) -> Plan:
+    """Validate an experiment dict exactly as the CLI validates a file (schema, methods)."""
+    from peftlab.config import ExperimentConfig
+    from peftlab.methods import validate_entry
+
+    try:
+        cfg = ExperimentConfig.model_validate(body)
+    except ValidationError as e:
+        raise PeftlabError(_pydantic_msg(e)) from None
+    for m in cfg.methods:
+        validate_entry(m, cfg.task, cfg.evaluation.num_beams)
+    return Plan(cfg, None, yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
 
 
 def enqueue(p: Plan, store: Store, force: bool = False) -> list[Run]:
@@ -47,27 +77,10 @@ def enqueue(p: Plan, store: Store, force: bool = False) -> list[Run]:
     return out
 
 
-def next_queued(store: Store) -> list[Run]:
-    """Queued runs, oldest first (the order they were queued in)."""
-    return sorted((r for r in store.runs() if r.status == "queued"), key=lambda r: (r.created_at, r.id))
-
-
 def requeue(store: Store, run_id: int, message: str, clear: bool = False) -> None:
     """Put a run back in the queue. `clear` forgets its checkpoints and curves (start afresh)."""
-    run = store.run(run_id)
-    if run is None:
-        raise KeyError(run_id)
-    if clear:
-        shutil.rmtree(store.run_dir(run.experiment, run.name) / "checkpoints", ignore_errors=True)
-    with store.tx() as c:
-        if clear:
-            c.execute("DELETE FROM curves WHERE run_id=?", (run_id,))
-            c.execute(
-                """UPDATE runs SET status='queued', error=NULL, diverged_step=NULL, metrics_json=NULL, cost_json=NULL,
-                   info_json=NULL, progress_json=NULL, pid=NULL, heartbeat=NULL, started_at=NULL, finished_at=NULL
-                   WHERE id=?""", (run_id,))
-        else:
-            c.execute("UPDATE runs SET status='queued', error=NULL, pid=NULL, finished_at=NULL WHERE id=?", (run_id,))
+    if not store.requeue(run_id, clear):
+        raise NotFound(f"no run {run_id}")
     store.log(run_id, message)
 
 
@@ -99,11 +112,9 @@ def cancel(store: Store, run_id: int, wait: float = 15.0) -> Run:
     """Cancel a queued or running run. A running one gets SIGTERM (its checkpoints are kept)."""
     run = store.run(run_id)
     if run is None:
-        raise KeyError(run_id)
+        raise NotFound(f"no run {run_id}")
     if run.status == "queued":
-        with store.tx() as c:
-            c.execute("UPDATE runs SET status='interrupted', error=? WHERE id=? AND status='queued'",
-                      (f"{CANCELLED} before it started; Retry to run it", run_id))
+        store.cancel_queued(run_id, f"{CANCELLED} before it started; Retry to run it")
         store.log(run_id, f"{CANCELLED} (it had not started)")
     elif run.status == "running":
         if run.host and run.host != socket.gethostname():
@@ -122,10 +133,7 @@ def cancel(store: Store, run_id: int, wait: float = 15.0) -> Run:
                 if pid_alive(pid):
                     os.kill(pid, signal.SIGKILL)
         where = f" at step {step}" if step else ""
-        with store.tx() as c:
-            c.execute("UPDATE runs SET status='interrupted', pid=NULL, error=? WHERE id=? AND status IN "
-                      "('running','interrupted')",
-                      (f"{CANCELLED}{where}; Retry resumes from the last checkpoint", run_id))
+        store.mark_cancelled(run_id, f"{CANCELLED}{where}; Retry resumes from the last checkpoint")
         store.log(run_id, f"{CANCELLED}{where}")
     else:
         raise JobError(f"run {run.name!r} is {run.status}; only queued or running runs can be cancelled")
@@ -142,7 +150,7 @@ def retry(store: Store, run_id: int, force: bool = False) -> Run:
     """
     run = store.run(run_id)
     if run is None:
-        raise KeyError(run_id)
+        raise NotFound(f"no run {run_id}")
     if run.status == "interrupted":
         requeue(store, run_id, "retry requested: queued again, resumes from the last checkpoint")
     elif run.status in ("failed", "diverged") or (run.status == "done" and force):

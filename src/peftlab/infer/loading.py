@@ -1,4 +1,4 @@
-"""Shared by the playground and export: a run's config, its task object, its base model.
+"""Shared by the playground and export: a run's base model, its adapter, its inputs.
 
 The task object is the engine's own (`peftlab.tasks`), so inputs are formatted exactly as at
 training time (`PromptFormatter` for causal LMs: chat template or the prompt template).
@@ -17,7 +17,6 @@ from peftlab.data.prepare import Example
 from peftlab.errors import PeftlabError
 from peftlab.models import load_model, load_tokenizer, resolve_model
 from peftlab.models.trained import for_inference
-from peftlab.models.trained import run_config as run_config
 from peftlab.store import Run
 from peftlab.tasks.spec import spec
 

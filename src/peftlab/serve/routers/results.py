@@ -1,4 +1,4 @@
-"""What the Results page shows.
+"""Results of an experiment: what the Results page shows.
 
 The page itself is the HTML report of `peftlab report` (`peftlab.report.html`: recommendation,
 leaderboard, curves, cost vs quality, outputs side by side, ...), rendered for one experiment
@@ -16,9 +16,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse
+
 from peftlab.report.leaderboard import rows
+from peftlab.serve.deps import StoreDep, find_experiment
 from peftlab.store import Store
 from peftlab.tasks.spec import main_metric
+
+router = APIRouter(tags=["results"])
 
 
 def recommendation(store: Store, experiment: str, rs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -65,9 +71,7 @@ def report_html(store: Store, experiment: str) -> str:
 
 
 def leaderboard(store: Store, experiment: str) -> dict[str, Any]:
-    exp = store.experiment(experiment)
-    if exp is None:
-        raise KeyError(experiment)
+    exp = find_experiment(store, experiment)
     rs = rows(store, experiment)
     for r in rs:
         for k, v in list(r.items()):
@@ -111,3 +115,29 @@ def curves(store: Store, experiment: str) -> dict[str, Any]:
         if c:
             out[r.name] = {k: [[s, v] for s, v in pts] for k, pts in c.items()}
     return {"experiment": experiment, "curves": out}
+
+
+# -- routes ---------------------------------------------------------------------
+@router.get("/api/experiments/{name}/leaderboard", name="leaderboard")
+def leaderboard_route(name: str, store: StoreDep) -> dict[str, Any]:
+    return leaderboard(store, name)
+
+
+@router.get("/api/experiments/{name}/report.html", response_class=HTMLResponse)
+def report(name: str, store: StoreDep) -> HTMLResponse:
+    """The experiment's HTML report (the one `peftlab report` writes), re-rendered when a run changes."""
+    find_experiment(store, name)
+    return HTMLResponse(report_html(store, name), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/experiments/{name}/outputs", name="outputs")
+def outputs_route(name: str, store: StoreDep, limit: int = Query(10, ge=1, le=200),
+                  offset: int = Query(0, ge=0)) -> dict[str, Any]:
+    find_experiment(store, name)
+    return outputs(store, name, limit, offset)
+
+
+@router.get("/api/experiments/{name}/curves")
+def experiment_curves(name: str, store: StoreDep) -> dict[str, Any]:
+    find_experiment(store, name)
+    return curves(store, name)

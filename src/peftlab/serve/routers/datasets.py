@@ -1,0 +1,74 @@
+"""Data sets: upload a file or point at a server-side one, read its analysis, set its mapping.
+
+The intake (checks, safe names, allowed folders) is `peftlab.store.intake`; the analysis is
+`peftlab.data.analyze`. Here: the upload stream (limit, empty file) and the routes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from peftlab.serve.deps import DatasetsDep, SettingsDep
+from peftlab.serve.schemas import Mapping, PathDataset
+
+router = APIRouter(tags=["datasets"])
+
+
+@router.get("/api/datasets")
+def list_datasets(datasets: DatasetsDep) -> list[dict[str, Any]]:
+    return datasets.list()
+
+
+@router.post("/api/datasets", status_code=201)
+async def upload_dataset(datasets: DatasetsDep, settings: SettingsDep,
+                         file: UploadFile = File(..., description="A .csv, .jsonl or .parquet file."),
+                         name: str | None = Form(None)) -> dict[str, Any]:
+    limit = int(settings.max_upload_mb * 2**20)
+    filename = file.filename or "upload"
+    fd, tmp_name = tempfile.mkstemp(prefix="peftlab-upload-", suffix=Path(filename).suffix[:10])
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := await file.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"upload too large: the limit is {settings.max_upload_mb:g} MB "
+                                             "(--max-upload-mb)")
+                out.write(chunk)
+        if size == 0:
+            raise HTTPException(400, f"{filename}: the file is empty")
+        return await run_in_threadpool(datasets.add_upload, filename, Path(tmp_name), name)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+@router.post("/api/datasets/from-path", status_code=201)
+def dataset_from_path(req: PathDataset, datasets: DatasetsDep) -> dict[str, Any]:
+    return datasets.add_path(req.path, req.name, req.validation, req.test)
+
+
+@router.get("/api/data-files")
+def data_files(datasets: DatasetsDep) -> dict[str, Any]:
+    return {"folders": [str(d) for d in datasets.allowed_dirs()], "files": datasets.server_files()}
+
+
+@router.get("/api/datasets/{ds_id}")
+def get_dataset(ds_id: str, datasets: DatasetsDep, max_source_tokens: int = Query(256, gt=0)) -> dict[str, Any]:
+    return datasets.detail(ds_id, max_source_tokens)
+
+
+@router.put("/api/datasets/{ds_id}/mapping")
+def set_mapping(ds_id: str, mapping: Mapping, datasets: DatasetsDep) -> dict[str, Any]:
+    datasets.set_mapping(ds_id, mapping.model_dump())
+    return datasets.detail(ds_id)
+
+
+@router.delete("/api/datasets/{ds_id}", status_code=204)
+def delete_dataset(ds_id: str, datasets: DatasetsDep) -> None:
+    datasets.delete(ds_id)

@@ -1,0 +1,161 @@
+"""Experiments: the models and methods to choose from, the estimate before launch, and the
+experiments themselves (create = validate as `peftlab run` does and queue one run per method)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from peftlab.config.overrides import apply_overrides, overrides_from
+from peftlab.errors import PeftlabError
+from peftlab.queue import jobs
+from peftlab.serve.deps import StoreDep, find_experiment
+from peftlab.serve.schemas import ExperimentRequest
+from peftlab.store import Store
+from peftlab.tasks.spec import TASK_NAMES, spec
+from peftlab.train.runner import Plan
+
+router = APIRouter(tags=["experiments"])
+
+
+def build_config(req: ExperimentRequest, store: Store) -> dict[str, Any]:
+    """The experiment file (as a dict) the request describes."""
+    if req.dataset and req.data:
+        raise PeftlabError("give either `dataset` (an uploaded data set) or `data` (a data section), not both")
+    if req.dataset:
+        ds = store.dataset(req.dataset)
+        if ds is None:
+            raise PeftlabError(f"dataset {req.dataset!r} not found; upload it first (see /api/datasets)")
+        m = {**ds["mapping"], **(req.mapping.model_dump(exclude_none=True) if req.mapping else {})}
+        data: dict[str, Any] = {"train": ds["files"]["train"]}
+        for k in ("validation", "test"):
+            if ds["files"][k]:
+                data[k] = ds["files"][k]
+        if m.get("prompt"):
+            data["prompt"] = m["prompt"]
+        elif m.get("input"):
+            data["input"] = m["input"] if isinstance(m["input"], str) or len(m["input"]) != 1 else m["input"][0]
+        s = spec(req.task)
+        if m.get(s.target_key):
+            data[s.target_key] = m[s.target_key]
+        if s.image_input:
+            data.pop("input", None)
+            data.pop("prompt", None)
+            if m.get("image"):
+                data["image"] = m["image"]
+    elif req.data:
+        data = dict(req.data)
+    else:
+        raise PeftlabError("no data: give `dataset` (upload one on the Datasets page) or a `data` section")
+    methods = [m.model_dump(exclude_none=True) for m in req.methods]
+    body = {"name": req.name, "model": req.model, "task": req.task, "data": data, "methods": methods,
+            "training": dict(req.training), "evaluation": dict(req.evaluation)}
+    flags = {k: getattr(req, k) for k in ("max_steps", "epochs", "batch_size", "max_train_examples", "max_eval_examples")}
+    return apply_overrides(body, overrides_from(flags))
+
+
+def method_catalogue(task: str | None) -> list[dict[str, Any]]:
+    from peftlab.methods import REGISTRY
+
+    out = []
+    for m in REGISTRY.values():
+        opts = {}
+        for fname, f in m.options.model_fields.items():
+            default = f.get_default(call_default_factory=True)
+            ann = f.annotation
+            kind = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "")
+            opts[fname] = {"default": default, "type": kind,
+                           "description": f.description}
+        out.append({"name": m.name, "summary": m.summary, "tasks": sorted(m.tasks), "trains": m.trains,
+                    "applicable": task is None or task in m.tasks,
+                    "learning_rate": m.learning_rate(task or TASK_NAMES[0]) if m.trains else None,
+                    "learning_rates": m.learning_rates, "options": opts})
+    return out
+
+
+def local_models() -> list[dict[str, Any]]:
+    from peftlab.paths import search_dirs
+    from peftlab.train.estimate import model_shape
+
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for d in search_dirs("models"):
+        if not d.is_dir():
+            continue
+        for p in sorted(d.iterdir()):
+            if p.name in seen or p.name.startswith("."):
+                continue
+            if (p.is_dir() and ((p / "config.json").is_file() or any(p.glob("*.gguf")))) or p.suffix == ".gguf":
+                seen.add(p.name)
+                shape = model_shape(str(p))
+                cfg_path = p / "config.json"
+                arch = None
+                if cfg_path.is_file():
+                    arch = (json.loads(cfg_path.read_text(encoding="utf-8")).get("architectures") or [None])[0]
+                out.append({"name": p.name, "path": str(p), "folder": str(d), "params": shape["params"],
+                            "architecture": arch})
+    return out
+
+
+def _plan(req: ExperimentRequest, store: Store) -> Plan:
+    return jobs.make_plan(build_config(req, store))
+
+
+@router.get("/api/models")
+def models() -> dict[str, Any]:
+    from peftlab.paths import search_dirs
+
+    return {"folders": [str(d) for d in search_dirs("models")], "models": local_models(),
+            "note": "a hub id (org/name) also works where the hub can be reached"}
+
+
+@router.get("/api/methods")
+def methods(task: str | None = Query(None, description="Mark which methods apply to this task.")) -> list[dict]:
+    if task is not None and task not in TASK_NAMES:
+        raise HTTPException(400, f"unknown task {task!r}; tasks: {', '.join(TASK_NAMES)}")
+    return method_catalogue(task)
+
+
+@router.post("/api/estimate")
+def estimate(req: ExperimentRequest, store: StoreDep) -> dict[str, Any]:
+    """Memory and time per method before launch (a rough model; `how` says how it is computed)."""
+    import torch
+
+    from peftlab.data.prepare import prepare_data
+    from peftlab.models import resolve_model
+    from peftlab.tasks.build import load_task
+    from peftlab.train.estimate import estimate as est
+
+    cfg = _plan(req, store).cfg
+    data = prepare_data(cfg.data, cfg.task, cfg.training.seed, None)
+    rm = resolve_model(cfg.model, None)
+    task = load_task(cfg, rm, data.labels)
+    out = est(cfg, rm, data, task, cuda=torch.cuda.is_available(), store=store)
+    out["data"] = data.counts()
+    return out
+
+
+@router.post("/api/experiments", status_code=201)
+def create_experiment(req: ExperimentRequest, store: StoreDep) -> dict[str, Any]:
+    """Validate (schema, methods, data, model) and queue one run per method. Nothing trains here."""
+    from peftlab.train.runner import preflight
+
+    p = _plan(req, store)
+    preflight(p)
+    runs = jobs.enqueue(p, store, force=req.force)
+    return {"experiment": p.cfg.name, "runs": [jobs.run_summary(r) for r in runs], "yaml": p.yaml_text}
+
+
+@router.get("/api/experiments")
+def experiments(store: StoreDep) -> list[dict[str, Any]]:
+    return store.experiments()
+
+
+@router.get("/api/experiments/{name}")
+def experiment(name: str, store: StoreDep) -> dict[str, Any]:
+    e = find_experiment(store, name)
+    return {"name": e["name"], "task": e["task"], "model": e["model"], "config": e["config"],
+            "yaml": e["config_yaml"], "created_at": e["created_at"], "updated_at": e["updated_at"],
+            "runs": [jobs.run_summary(r) for r in store.runs(name)]}

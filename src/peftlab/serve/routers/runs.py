@@ -1,0 +1,66 @@
+"""The jobs: every run in the store, its logs and curves, Cancel and Retry, and the worker.
+
+Queue policy (what may be cancelled or retried, signals) is `peftlab.queue.jobs`; a refused
+operation is a `JobError` (409)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+
+from peftlab.queue import jobs
+from peftlab.serve.deps import SchedulerDep, StoreDep, find_run
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get("/api/worker")
+def worker_status(scheduler: SchedulerDep) -> dict[str, Any]:
+    return scheduler.status()
+
+
+@router.get("/api/runs")
+def list_runs(store: StoreDep, experiment: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    rs = store.runs(experiment)
+    if status:
+        wanted = set(status.split(","))
+        rs = [r for r in rs if r.status in wanted]
+    return [jobs.run_summary(r) for r in rs]
+
+
+@router.get("/api/runs/{run_id}")
+def get_run(run_id: int, store: StoreDep) -> dict[str, Any]:
+    r = find_run(store, run_id)
+    return {**jobs.run_summary(r), "config": r.config, "resolved": r.resolved, "info": r.info}
+
+
+@router.get("/api/runs/{run_id}/logs")
+def run_logs(run_id: int, store: StoreDep, tail: int = Query(200, ge=1, le=5000)) -> dict[str, Any]:
+    r = find_run(store, run_id)
+    worker_log = store.run_dir(r.experiment, r.name) / "worker.log"
+    lines: list[str] = []
+    if worker_log.is_file():
+        with open(worker_log, "rb") as f:
+            f.seek(max(0, worker_log.stat().st_size - 64 * 1024))
+            text = f.read().decode("utf-8", "replace").replace("\r", "\n")
+        lines = [ln for ln in text.split("\n") if ln.strip()][-tail:]
+    return {"run_id": run_id, "logs": store.logs(run_id)[-tail:], "worker_output": lines}
+
+
+@router.get("/api/runs/{run_id}/curves")
+def run_curves(run_id: int, store: StoreDep) -> dict[str, Any]:
+    find_run(store, run_id)
+    return {k: [[s, v] for s, v in pts] for k, pts in store.curves(run_id).items()}
+
+
+@router.post("/api/runs/{run_id}/cancel")
+def cancel(run_id: int, store: StoreDep) -> dict[str, Any]:
+    find_run(store, run_id)
+    return jobs.run_summary(jobs.cancel(store, run_id))
+
+
+@router.post("/api/runs/{run_id}/retry")
+def retry(run_id: int, store: StoreDep, force: bool = False) -> dict[str, Any]:
+    find_run(store, run_id)
+    return jobs.run_summary(jobs.retry(store, run_id, force))

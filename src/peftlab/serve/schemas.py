@@ -1,0 +1,74 @@
+"""The service's settings and the request bodies of the REST API (pydantic models; they make the
+OpenAPI schema). Fields reuse the engine's own types: `TaskName` from `peftlab.tasks.spec` and
+`MethodEntry` from `peftlab.config.schema`, so a request is checked as an experiment file is.
+The JSON shape of a run is `peftlab.queue.jobs.run_summary`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from peftlab.config.schema import MethodEntry
+from peftlab.tasks.spec import TASK_NAMES, TaskName
+
+
+class Settings(BaseModel):
+    store: str
+    token: str | None = None
+    concurrency: int = Field(1, ge=1)
+    max_upload_mb: float = Field(100.0, gt=0)
+    start_worker: bool = True
+    poll_seconds: float = 1.0
+    data_dirs: list[str] = Field(default_factory=list)
+
+
+class PathDataset(BaseModel):
+    path: str = Field(description="A data file inside the data folders (absolute, or relative to one).")
+    name: str | None = None
+    validation: str | None = None
+    test: str | None = None
+
+
+class Mapping(BaseModel):
+    input: list[str] | str | None = Field(None, description="Input column(s).")
+    prompt: str | None = Field(None, description="Template with {column} placeholders (instead of input).")
+    target: str | None = Field(None, description="Target column (generation tasks).")
+    label: str | None = Field(None, description="Label column (classification).")
+    image: str | None = Field(None, description="Image column: base64, data URL or file path (image tasks).")
+
+
+class ExperimentRequest(BaseModel):
+    name: str = Field(description="Experiment name: letters, digits, . _ - (it becomes a folder name).")
+    model: str = Field(description="A model folder name from /api/models, a path, or a hub id.")
+    task: TaskName = TASK_NAMES[0]
+    dataset: str | None = Field(None, description="Data set id from /api/datasets.")
+    data: dict[str, Any] | None = Field(None, description="Or: the experiment file's `data` section as is.")
+    mapping: Mapping | None = Field(None, description="Column mapping (default: the data set's).")
+    methods: list[MethodEntry] = Field(min_length=1)
+    max_steps: int | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, gt=0)
+    max_train_examples: int | None = Field(None, gt=0)
+    max_eval_examples: int | None = Field(None, gt=0, description="Limit on test examples.")
+    training: dict[str, Any] = Field(default_factory=dict, description="Other `training` keys.")
+    evaluation: dict[str, Any] = Field(default_factory=dict, description="`evaluation` keys.")
+    force: bool = Field(False, description="Redo runs already done with the same configuration.")
+
+
+class PlaygroundRequest(BaseModel):
+    experiment: str
+    runs: list[str] | None = Field(None, description="Run names (default: every finished run).")
+    text: str | None = Field(None, description="The input (the value of the input column).")
+    inputs: dict[str, Any] | None = Field(None, description="A value per input column, for several.")
+    max_new_tokens: int | None = Field(None, ge=1, le=256)
+
+
+class MergeRequest(BaseModel):
+    probes: list[str] | None = Field(None, description="Probe inputs (default: the run's first test inputs).")
+    n_probes: int = Field(4, ge=1, le=32)
+
+
+class TicketRequest(BaseModel):
+    path: str = Field(description="The download path, e.g. /api/runs/3/adapter.zip")
