@@ -20,6 +20,11 @@ class ModelError(PeftlabError):
     """A model cannot be found or loaded, or a module named in the config does not exist."""
 
 
+class StoreError(PeftlabError):
+    """The store folder or its database cannot be used: a file where a folder should be, a
+    corrupt database, no write access for a write."""
+
+
 class MethodNotApplicable(PeftlabError):
     """A PEFT method cannot apply to this task or architecture."""
 

@@ -180,8 +180,8 @@ def bertscore_run(store: Any, run: Any, model: str | None = None, num_layers: in
     """
     task = ((run.config or {}).get("experiment") or {}).get("task")
     info = run.info or {}
-    pred_path = info.get("predictions")
-    if run.status != "done" or task not in GENERATIVE_TASKS or not pred_path or not Path(pred_path).is_file():
+    pred_path = run.file("predictions")
+    if run.status != "done" or task not in GENERATIVE_TASKS or pred_path is None or not pred_path.is_file():
         return None
     name, base = _run_encoder(run, model)
     path = resolve_encoder(name, base)

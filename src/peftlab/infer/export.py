@@ -85,9 +85,9 @@ def copy_adapter(run: Run, out: Path) -> Path:
 def _probes(run: Run, probes: list[str] | None, n: int) -> list[tuple[str, str]]:
     if probes:
         return [(p, "") for p in probes[:n]]
-    pred = (run.info or {}).get("predictions")
+    pred = run.file("predictions")
     out: list[tuple[str, str]] = []
-    if pred and Path(pred).is_file():
+    if pred is not None and pred.is_file():
         with open(pred, encoding="utf-8") as f:
             for line in f:
                 d = json.loads(line)

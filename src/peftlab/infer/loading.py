@@ -38,8 +38,7 @@ def load_base(cfg: ExperimentConfig, base: Path | None, labels: list[str] | None
 
 
 def adapter_dir(run: Run) -> Path | None:
-    art = (run.info or {}).get("artifact")
-    return Path(art) if art else None
+    return run.file("artifact")
 
 
 def adapter_type(path: Path) -> str:

@@ -62,7 +62,8 @@ def load_trained(run: Run) -> Trained:
     labels = (run.info or {}).get("labels")
     task, rm = run_task(cfg, base, labels)
     method = get_method(entry.name)
-    artifact = (run.info or {}).get("artifact")
+    art = run.file("artifact")
+    artifact = str(art) if art is not None else None
     if method.is_full:
         from peftlab.config.schema import ModelConfig
 

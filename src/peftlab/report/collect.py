@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from peftlab.errors import PeftlabError
@@ -113,10 +112,10 @@ def references(prediction: dict[str, Any]) -> list[str]:
 
 
 def load_predictions(run: Run) -> list[dict[str, Any]] | None:
-    path = (run.info or {}).get("predictions")
-    if not path or not Path(path).is_file():
+    path = run.file("predictions")
+    if path is None or not path.is_file():
         return None
-    return read_predictions(path)
+    return read_predictions(str(path))
 
 
 def _rank_key(main: str):

@@ -17,12 +17,14 @@ never run the same method twice.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from peftlab.config.schema import NAME_RE
+from peftlab.errors import StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -93,15 +95,51 @@ class Database:
 
     def __init__(self, root: str | Path = "peftlab-store") -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "peftlab.db"
-        with self._connect() as c:
-            c.executescript(SCHEMA)
+        self.read_only = False
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{self.root}: is a file, not a store folder; give --store a folder (new or existing)")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{self.root}: cannot create the store folder ({e.strerror or e})") from None
+        if self.path.exists() and not self.path.is_file():
+            raise StoreError(f"{self.path}: is not a file; move it away, or use another --store folder")
+        if self.path.is_file() and not os.access(self.root, os.W_OK | os.X_OK) or (
+                self.path.is_file() and not os.access(self.path, os.W_OK)):
+            self.read_only = True  # read a store on read-only media or someone else's: no writes
+        try:
+            if self.read_only:
+                self._query("SELECT name FROM sqlite_master LIMIT 1")
+            else:
+                with self._connect() as c:
+                    c.executescript(SCHEMA)
+                self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(self._explain(e)) from None
+
+    def _explain(self, e: sqlite3.Error) -> str:
+        text = str(e)
+        if "not a database" in text or "malformed" in text:
+            return (f"{self.path}: not a readable peftlab database ({text}); restore it from a backup, or move it "
+                    "away to start an empty store (the run folders under runs/ are kept)")
+        if "readonly" in text or "read-only" in text:
+            return f"{self.path}: the store is read-only ({text}); reading works, writing needs write access"
+        return f"{self.path}: database error ({text})"
+
+    def _migrate(self) -> None:
+        """Bring an older store up to date (tables' own modules add their steps)."""
 
     def _connect(self) -> sqlite3.Connection:
-        c = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        if self.read_only:
+            # immutable: no -wal/-shm files are needed (or created) to read
+            c = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, timeout=60,
+                                isolation_level=None)
+        else:
+            c = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         c.row_factory = sqlite3.Row
-        c.execute("PRAGMA journal_mode=WAL")
+        if not self.read_only:
+            c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA busy_timeout=60000")
         c.execute("PRAGMA foreign_keys=ON")
         return c
@@ -109,6 +147,9 @@ class Database:
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: all of it is written, or none."""
+        if self.read_only:
+            raise StoreError(f"{self.root}: the store is read-only (no write access); peftlab can read it but not "
+                             "record anything in it: copy it somewhere writable, or fix its permissions")
         c = self._connect()
         try:
             c.execute("BEGIN IMMEDIATE")

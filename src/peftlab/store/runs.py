@@ -21,6 +21,7 @@ import socket
 import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from peftlab.store.db import Database
@@ -55,14 +56,43 @@ class Run:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    root: Path | None = None  # the store folder it was read from
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Run:
+    def from_row(cls, row: sqlite3.Row, root: Path | None = None) -> Run:
         d = dict(row)
         for f in JSON_FIELDS:
             raw = d.pop(f, None)
             d[f.removesuffix("_json")] = json.loads(raw) if raw else None
-        return cls(**d)
+        return cls(**d, root=root)
+
+    def file(self, key: str) -> Path | None:
+        """A file or folder the run recorded in its info (`predictions`, `artifact`, ...), resolved
+        against the store folder it is read from now. The store keeps these paths relative to
+        its root, so a moved or renamed store keeps its artifacts; an older absolute path is
+        mapped by its runs/<experiment>/<run>/ part when it no longer exists."""
+        value = (self.info or {}).get(key)
+        if not value:
+            return None
+        p = Path(value)
+        if not p.is_absolute():
+            return self.root / p if self.root is not None else p
+        if p.exists() or self.root is None:
+            return p
+        rel = run_relative(p, self.experiment, self.name)
+        return self.root / rel if rel is not None else p
+
+
+ARTIFACT_KEYS = ("predictions", "artifact", "scores")
+
+
+def run_relative(p: Path, experiment: str, name: str) -> Path | None:
+    """`runs/<experiment>/<name>/...` of an absolute path inside some store folder, or None."""
+    parts = p.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == ("runs", experiment, name):
+            return Path(*parts[i:])
+    return None
 
 
 def _live(row: sqlite3.Row, host: str) -> bool:
@@ -89,6 +119,31 @@ def pid_alive(pid: int | None) -> bool:
 
 
 class RunsTable(Database):
+    def _migrate(self) -> None:
+        """Stores written before paths were kept relative: make every recorded artifact path
+        relative to the store root (by its runs/<experiment>/<run>/ part), once."""
+        super()._migrate()
+        rows = self._query("SELECT id, experiment, name, info_json FROM runs WHERE info_json LIKE '%\"/%'")
+        for r in rows:
+            info = json.loads(r["info_json"])
+            changed = False
+            for key in ARTIFACT_KEYS:
+                v = info.get(key)
+                if isinstance(v, str) and Path(v).is_absolute():
+                    rel = run_relative(Path(v), r["experiment"], r["name"])
+                    if rel is not None:
+                        info[key], changed = str(rel), True
+            if changed:
+                with self.tx() as c:
+                    c.execute("UPDATE runs SET info_json=? WHERE id=?", (json.dumps(info), r["id"]))
+
+    def relative(self, path: Path) -> str:
+        """How a run's file is recorded: relative to the store root (see `Run.file`)."""
+        try:
+            return str(Path(path).resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
     # -- create / reset -------------------------------------------------------
     def upsert_run(
         self, experiment: str, name: str, method: str, config_hash: str, config: dict[str, Any], force: bool = False
@@ -121,7 +176,7 @@ class RunsTable(Database):
             elif row["status"] in ("failed", "interrupted"):
                 c.execute("UPDATE runs SET status='queued', error=NULL WHERE id=?", (row["id"],))
             out = c.execute("SELECT * FROM runs WHERE experiment=? AND name=?", (experiment, name)).fetchone()
-        return Run.from_row(out), reset
+        return Run.from_row(out, self.root), reset
 
     # -- queued -> running ----------------------------------------------------
     def claim(self, run_id: int, pid: int | None = None) -> bool:
@@ -224,20 +279,20 @@ class RunsTable(Database):
     # -- reads ----------------------------------------------------------------
     def run(self, run_id: int) -> Run | None:
         rows = self._query("SELECT * FROM runs WHERE id=?", (run_id,))
-        return Run.from_row(rows[0]) if rows else None
+        return Run.from_row(rows[0], self.root) if rows else None
 
     def runs(self, experiment: str | None = None) -> list[Run]:
         if experiment is None:
             rows = self._query("SELECT * FROM runs ORDER BY id")
         else:
             rows = self._query("SELECT * FROM runs WHERE experiment=? ORDER BY id", (experiment,))
-        return [Run.from_row(r) for r in rows]
+        return [Run.from_row(r, self.root) for r in rows]
 
     def find_run(self, experiment: str, name: str) -> Run | None:
         rows = self._query("SELECT * FROM runs WHERE experiment=? AND name=?", (experiment, name))
-        return Run.from_row(rows[0]) if rows else None
+        return Run.from_row(rows[0], self.root) if rows else None
 
     def queued(self) -> list[Run]:
         """Queued runs, oldest first (the order they were queued in)."""
         rows = self._query("SELECT * FROM runs WHERE status='queued' ORDER BY created_at, id")
-        return [Run.from_row(r) for r in rows]
+        return [Run.from_row(r, self.root) for r in rows]

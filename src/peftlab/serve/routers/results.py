@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import threading
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query
@@ -87,8 +86,8 @@ def outputs(store: Store, experiment: str, limit: int = 10, offset: int = 0) -> 
     runs = [r for r in store.runs(experiment) if r.status == "done"]
     cols: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        p = (r.info or {}).get("predictions")
-        if not p or not Path(p).is_file():
+        p = r.file("predictions")
+        if p is None or not p.is_file():
             continue
         items = []
         with open(p, encoding="utf-8") as f:
