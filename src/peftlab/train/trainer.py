@@ -13,7 +13,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,22 @@ class TokenCountingCollator:
 
 
 class PeftlabTrainer(Trainer):
+    """The Trainer with the task's loss, the method's loss term, a divergence guard, and counts
+    of training tokens and validation time.
+
+    `task`: its `loss` replaces the model's own (None: the model's). `extra_loss`: the method's
+    term added to the training loss (`Method.extra_loss`). Every other argument is the Trainer's.
+    """
+
+    def __init__(self, *args: Any, task: Task | None = None, extra_loss: Callable[[Any], Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.task = task
+        self.extra_loss = extra_loss
+        self.validation_seconds = 0.0  # wall time spent in evaluate() in this process
+        self.tokens_trained = 0  # real tokens of the batches trained on in this process
+        self._extra_logged: list[torch.Tensor] = []  # the method's term per step since the last log
+
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         """Validation (loss, and the main metric through the callbacks): neither its tokens nor
         its time count as training, so train seconds and tokens/s compare across runs that
@@ -63,16 +79,6 @@ class PeftlabTrainer(Trainer):
             self.validation_seconds += time.perf_counter() - t0
             if counting is not None:
                 collator.counting = counting
-
-    validation_seconds = 0.0  # wall time spent in evaluate() in this process
-
-    tokens_trained = 0  # real tokens of the batches trained on in this process
-    task: Task | None = None
-    extra_loss: Any = None  # the method's training-loss term (Method.extra_loss)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._extra_logged: list[torch.Tensor] = []  # the method's term per step since the last log
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -256,9 +262,9 @@ def train_model(
             eval_dataset=val_feats,
             data_collator=collator,
             callbacks=callbacks,
+            task=task,
+            extra_loss=method.extra_loss,
         )
-    trainer.task = task
-    trainer.extra_loss = method.extra_loss
     resume = last_checkpoint(ckpt_dir)
     if resume is not None:
         store.log(run_id, f"resuming from {resume.name}")
