@@ -84,6 +84,7 @@ def _run(ctx: RunContext) -> dict[str, Any]:
     """The run's steps, in order: each puts what it resolves on `ctx` for the steps after it.
     Returns what the store records: metrics, cost, info and the resolved settings."""
     cfg, tcfg = ctx.cfg, ctx.cfg.training
+    # 0. The method and its options; threads, seed and precision.
     ctx.method = get_method(ctx.entry.name)
     ctx.opts = ctx.method.parse_options(ctx.entry.options)
     if tcfg.threads:
