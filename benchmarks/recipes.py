@@ -44,7 +44,7 @@ class Setup:
     """The experiment's data, task, model and adapter, built the way peftlab's recipe does."""
 
     def __init__(self, path: Path, lora_dropout: float | None = None) -> None:
-        self.cfg = cfg = load_experiment(path)
+        self.cfg = cfg = load_experiment(path).cfg
         self.entry = cfg.methods[0]
         torch.manual_seed(cfg.training.seed)
         self.data = prepare_data(cfg.data, cfg.task, cfg.training.seed, path.parent)

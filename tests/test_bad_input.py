@@ -280,6 +280,24 @@ def test_bad_config(case: str, tmp_path: Path, store: Store) -> None:
         assert part in str(err), f"{part!r} not in: {err}"
 
 
+def test_loader_keeps_the_line_of_each_key(tmp_path: Path) -> None:
+    """The loader returns the lines it read, so an error found later (data, a method applied in
+    the preflight) names its line without the file being parsed again; a plan built without the
+    loader (the web API's) gets the lines of its YAML text."""
+    from peftlab.config import parse_experiment
+    from peftlab.train.runner import Plan
+
+    text = _yaml(tmp_path, {})
+    line = text.splitlines().index
+    loaded = parse_experiment(text, source="exp.yaml")
+    assert loaded.where("data.target") == f"exp.yaml:{line('  target: title') + 1}"
+    assert loaded.where(("methods", 0)) == loaded.method_where("lora") == f"exp.yaml:{line('- lora') + 1}"
+    assert loaded.where("training.learning_rate") == loaded.method_where("ia3") == "exp.yaml"  # not in the file
+    api = Plan(loaded.cfg, None, text)
+    assert api.method_where("lora") == f"experiment:{line('- lora') + 1}"
+    assert api.where("data.target") == "experiment"
+
+
 # -- models and methods ---------------------------------------------------------------------
 
 def test_model_path_that_does_not_exist(tmp_path: Path, store: Store) -> None:

@@ -39,8 +39,8 @@ def test_shared_prefix_matches_plain_generate(method: str, scored: bool) -> None
     kw = {"targets": targets} if scored else {}
     shared = generate_batched(model, task.tok, prompts, ecfg, stop_ids(task.tok), **kw)
     plain = generate_batched(model, task.tok, prompts, ecfg, stop_ids(task.tok), share_prefix=False, **kw)
-    assert list(shared) == list(plain)
-    assert any(text for text, _ in shared)
+    assert shared.outputs == plain.outputs
+    assert any(text for text, _ in shared.outputs)
     if scored:
         assert shared.tokens == plain.tokens == sum(len(t) for t in targets)
         assert abs(shared.loss_sum - plain.loss_sum) < 1e-3 * plain.tokens, (shared.loss_sum, plain.loss_sum)
@@ -110,7 +110,7 @@ def test_virtual_tokens_as_cache_head_match_step_by_step_reference(method: str) 
     reference = _reference_greedy(model, task.tok, prompts, 10, stop)
     for bs in (1, 4):
         fast = generate_batched(model, task.tok, prompts, EvaluationConfig(max_new_tokens=10, batch_size=bs), stop)
-        assert list(fast) == reference, bs
+        assert fast.outputs == reference, bs
     assert any(text for text, _ in reference)
 
 
@@ -124,7 +124,7 @@ def test_peft_generate_matches_step_by_step_reference(method: str) -> None:
     stop = stop_ids(task.tok)
     plain = generate_batched(model, task.tok, prompts, EvaluationConfig(max_new_tokens=10, batch_size=1), stop,
                              share_prefix=False)
-    assert list(plain) == _reference_greedy(model, task.tok, prompts, 10, stop)
+    assert plain.outputs == _reference_greedy(model, task.tok, prompts, 10, stop)
 
 
 @pytest.mark.parametrize("method", ["prefix-tuning", "prompt-tuning", "p-tuning"])
@@ -139,7 +139,7 @@ def test_virtual_tokens_batched_and_scored(method: str) -> None:
                            stop_ids(task.tok))
     batched = generate_batched(model, task.tok, prompts, EvaluationConfig(max_new_tokens=10, batch_size=4),
                                stop_ids(task.tok), targets=targets)
-    assert list(batched) == list(one)
+    assert batched.outputs == one.outputs
     examples = [Example(source=INSTRUCTION + "row " * n + "end", target="the title " * k)
                 for n, k in zip((3, 20, 9, 1, 14, 6, 11), (2, 1, 6, 3, 2, 4, 1), strict=True)]
     task.evaluation = EvaluationConfig(max_new_tokens=10, batch_size=4)
@@ -159,7 +159,7 @@ def test_dropping_stopped_rows_keeps_the_outputs(method: str, monkeypatch: pytes
     stop = stop_ids(task.tok)
     # this tiny model rarely ends on its own: also stop on a token that some outputs hold, not all
     outs = [task.tok(text, add_special_tokens=False)["input_ids"] for text, _ in
-            generate_batched(model, task.tok, prompts, ecfg, stop)]
+            generate_batched(model, task.tok, prompts, ecfg, stop).outputs]
     stop = stop + [next(t for t in sorted({t for o in outs for t in o})
                         if 1 < sum(t in o[5:] for o in outs) < len(outs) - 1)]
     gen = model.get_base_model() if method == "prompt-tuning" else model
@@ -170,9 +170,9 @@ def test_dropping_stopped_rows_keeps_the_outputs(method: str, monkeypatch: pytes
     rows_per_call = list(calls)
     monkeypatch.setattr(generation, "PRUNE_AT", 0)
     whole = generate_batched(model, task.tok, prompts, ecfg, stop, targets=targets)
-    assert list(pruned) == list(whole)
+    assert pruned.outputs == whole.outputs
     assert abs(pruned.loss_sum - whole.loss_sum) < 1e-6 * whole.tokens
-    stopped = sum(s for _, s in whole)
+    stopped = sum(s for _, s in whole.outputs)
     assert 0 < stopped < len(prompts), "the case needs rows that stop and rows that run on"
     # the batch of 7 shrank: later calls decoded fewer rows
     assert rows_per_call[0] == 7 and len(rows_per_call) > 1 and rows_per_call[-1] < 7, rows_per_call

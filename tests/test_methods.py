@@ -73,8 +73,8 @@ def test_adalora_training_loss_carries_its_orthogonality_penalty(tmp_path) -> No
     batch = task.collate([task.encode(Example(source=f"Table: row {i} " * (i + 1), target="a title " * (i + 2)))
                           for i in range(3)])
     trainer = PeftlabTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
-                                                                  report_to="none"))
-    trainer.task, trainer.extra_loss = task, m.extra_loss
+                                                                  report_to="none"),
+                             task=task, extra_loss=m.extra_loss)
     model.train()
     with torch.no_grad():
         ours = float(trainer.compute_loss(model, dict(batch)))
@@ -108,8 +108,7 @@ def test_adalora_prunes_ranks_to_its_budget_during_training(tmp_path) -> None:  
                              remove_unused_columns=False, label_names=["labels"], save_strategy="no",
                              logging_steps=5)
     trainer = PeftlabTrainer(model=model, args=args, train_dataset=feats, data_collator=task.collate,
-                             callbacks=m.callbacks(model))
-    trainer.task, trainer.extra_loss = task, m.extra_loss
+                             callbacks=m.callbacks(model), task=task, extra_loss=m.extra_loss)
     trainer.train()
 
     pattern = model.peft_config["default"].rank_pattern

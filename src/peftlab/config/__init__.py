@@ -1,6 +1,6 @@
 """Experiment configuration: the YAML schema and its loader."""
 
-from peftlab.config.load import load_experiment, parse_experiment
+from peftlab.config.load import LoadedExperiment, load_experiment, parse_experiment
 from peftlab.config.schema import (
     DataConfig,
     EvaluationConfig,
@@ -14,6 +14,7 @@ __all__ = [
     "DataConfig",
     "EvaluationConfig",
     "ExperimentConfig",
+    "LoadedExperiment",
     "MethodEntry",
     "ModelConfig",
     "TrainingConfig",

@@ -1,13 +1,18 @@
 """Load and validate an experiment file, turning every problem into one readable ConfigError.
 
 The message names the file, the line, the key path (e.g. `training.learning_rate`), the
-value found and what is allowed, with a "did you mean" for misspelt keys.
+value found and what is allowed, with a "did you mean" for misspelt keys. The loader returns
+a `LoadedExperiment`: the config plus the line of every key, so a problem found later (in the
+data, or by applying a method) can name its line too (`where`) without reading the file again.
+
+A new schema key goes in `schema.py`; a new check that needs the file's lines goes here.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,32 @@ from peftlab.config.schema import NAME_RE, ExperimentConfig
 from peftlab.errors import ConfigError, MethodNotApplicable
 
 
-def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+@dataclass(frozen=True)
+class LoadedExperiment:
+    """A validated experiment, where it came from (`source`: the file, for messages), its text,
+    and the 1-based line of each key path in that text (`("training", "seed")`, `("methods", 0)`)."""
+
+    cfg: ExperimentConfig
+    source: str
+    lines: dict[tuple, int] = field(default_factory=dict)
+    text: str | None = None
+
+    def where(self, key_path: str | tuple) -> str:
+        """`source:line` of a key (dotted, e.g. `data.prompt`, or a path tuple); the source alone
+        when the key is not in the file (a default, an override)."""
+        path = key_path if isinstance(key_path, tuple) else _dotted_path(key_path)
+        line = self.lines.get(path)
+        return f"{self.source}:{line}" if line else self.source
+
+    def method_where(self, run_name: str) -> str:
+        """`source:line` of the `methods` entry whose run name is `run_name`."""
+        for i, m in enumerate(self.cfg.methods):
+            if m.run_name == run_name:
+                return self.where(("methods", i))
+        return self.source
+
+
+def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedExperiment:
     """Read `path` (YAML), apply dotted-key `overrides`, validate. Raises ConfigError."""
     path = Path(path)
     if not path.is_file():
@@ -32,7 +62,7 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
 
 def parse_experiment(
     text: str, source: str = "<experiment>", overrides: dict[str, Any] | None = None
-) -> ExperimentConfig:
+) -> LoadedExperiment:
     try:
         raw = yaml.safe_load(text)
         node = yaml.compose(text)
@@ -60,16 +90,29 @@ def parse_experiment(
         raise ConfigError(_format(e, raw, lines, source)) from None
     _check_extra(cfg, lines, source)
     # Method names and options are validated by each method's own options model.
-    from peftlab.methods import validate_entry
+    from peftlab.methods import validate_method
 
     for i, entry in enumerate(cfg.methods):
         try:
-            validate_entry(entry, cfg.task, cfg.evaluation.num_beams)
+            validate_method(entry.name, entry.options, cfg.task, cfg.evaluation.num_beams)
         except (ConfigError, MethodNotApplicable) as e:
             line = lines.get(("methods", i))
             where = f"{source}:{line}" if line else source
             raise ConfigError(f"{where}: methods[{i}] ({entry.name}): {e}") from None
-    return cfg
+    return LoadedExperiment(cfg, source, lines, text)
+
+
+def line_index(text: str) -> dict[tuple, int]:
+    """Key paths to 1-based lines of a YAML text (empty if it does not parse): for an experiment
+    that did not come through the loader, e.g. one the web API built."""
+    try:
+        return _line_index(yaml.compose(text))
+    except Exception:  # noqa: BLE001 - only used to decorate messages
+        return {}
+
+
+def _dotted_path(dotted: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
@@ -131,27 +174,6 @@ def _check_extra(cfg: ExperimentConfig, lines: dict[tuple, int], source: str) ->
                 walk(x, (*path, i))
 
     walk(cfg.model_dump(mode="python"), ())
-
-
-def key_line(text: str, dotted: str) -> int | None:
-    """1-based line of a dotted key (e.g. `data.prompt`) in the YAML text, if it is there."""
-    try:
-        lines = _line_index(yaml.compose(text))
-    except Exception:  # noqa: BLE001 - only used to decorate messages
-        return None
-    path = tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
-    return lines.get(path)
-
-
-def method_lines(text: str) -> dict[str, int]:
-    """Line of each `methods` entry, by run name (for messages about a method found later)."""
-    try:
-        raw = yaml.safe_load(text)
-        lines = _line_index(yaml.compose(text))
-        cfg = ExperimentConfig.model_validate(raw)
-    except Exception:  # noqa: BLE001 - only used to decorate messages
-        return {}
-    return {m.run_name: lines[("methods", i)] for i, m in enumerate(cfg.methods) if ("methods", i) in lines}
 
 
 def _line_index(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:

@@ -3,6 +3,9 @@
 Every model forbids unknown keys so a typo is an error, not a silently ignored setting.
 Method-specific options (rank, virtual tokens, ...) are validated by the method's own
 options model in `peftlab.methods`; here a method entry only needs a known name.
+
+A new experiment key goes here, with the checks pydantic can express; a check that needs the
+file's lines (or every value, like the finite-number check) goes in `load.py`.
 """
 
 from __future__ import annotations

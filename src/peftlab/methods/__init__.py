@@ -1,13 +1,17 @@
-"""The method registry. Adding a method = one module here + one line in REGISTRY."""
+"""The method registry. Adding a method = one module here + one line in REGISTRY.
+
+A method's own behaviour (options, how it wraps the model, its loss term and callbacks) goes in
+its module; `validate_method` is the one check of a method against a task, on plain values, so
+this package does not depend on the experiment schema (`peftlab.config`)."""
 
 from __future__ import annotations
 
 import difflib
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from peftlab.compat import version_problem
-from peftlab.config.schema import MethodEntry
 from peftlab.errors import ConfigError, MethodNotApplicable
 from peftlab.methods import (
     adalora,
@@ -49,10 +53,10 @@ def get_method(name: str) -> Method:
     return REGISTRY[name]
 
 
-def validate_entry(entry: MethodEntry, task: str, num_beams: int = 1) -> MethodOptions:
+def validate_method(name: str, options: dict[str, Any], task: str, num_beams: int = 1) -> MethodOptions:
     """Check the method exists, applies to the task (and to the installed library versions:
-    `peftlab.compat`), and its options are valid."""
-    method = get_method(entry.name)
+    `peftlab.compat`, where `num_beams` matters), and its options are valid. Returns them parsed."""
+    method = get_method(name)
     if task not in method.tasks:
         raise MethodNotApplicable(
             f"method {method.name!r} does not apply to task {task!r} "
@@ -67,7 +71,7 @@ def validate_entry(entry: MethodEntry, task: str, num_beams: int = 1) -> MethodO
     if problem:
         raise MethodNotApplicable(f"method {method.name!r}: {problem}")
     try:
-        return method.parse_options(entry.options)
+        return method.parse_options(options)
     except ValidationError as e:
         msgs = []
         allowed = sorted(method.options.model_fields)
@@ -82,4 +86,14 @@ def validate_entry(entry: MethodEntry, task: str, num_beams: int = 1) -> MethodO
         raise ConfigError("; ".join(msgs)) from None
 
 
-__all__ = ["REGISTRY", "Method", "MethodContext", "MethodOptions", "get_method", "validate_entry"]
+class _Entry(Protocol):  # what validate_entry reads of a `config.MethodEntry`
+    name: str
+    options: dict[str, Any]
+
+
+def validate_entry(entry: _Entry, task: str, num_beams: int = 1) -> MethodOptions:
+    """`validate_method` for a method entry of an experiment (its `name` and `options`)."""
+    return validate_method(entry.name, entry.options, task, num_beams)
+
+
+__all__ = ["REGISTRY", "Method", "MethodContext", "MethodOptions", "get_method", "validate_entry", "validate_method"]

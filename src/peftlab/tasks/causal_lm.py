@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from peftlab.data.prepare import Example
 from peftlab.evaluate.metrics import generation_metrics
 from peftlab.tasks.base import Prediction, Task
-from peftlab.tasks.generation import Generated, generate_batched, one_pass_ok
+from peftlab.tasks.generation import GenerationResult, generate_batched, one_pass_ok
 from peftlab.tasks.spec import CAUSAL_LM, SPECS
 
 _SENTINEL = "\u2063PEFTLAB_CONTENT\u2063"
@@ -148,22 +148,22 @@ class CausalLMTask(Task):
         if self.evaluation.num_beams != 1 or not self.keep_logits or not one_pass_ok(model):
             return super().evaluate(model, examples, desc)
         targets = [self.fmt.target_ids(e.target or "", self.training.max_target_length)[0] for e in examples]
-        outs, preds = self._generate(model, examples, desc, targets)
-        return (outs.loss_sum / outs.tokens if outs.tokens else float("nan")), preds
+        generated, preds = self._generate(model, examples, desc, targets)
+        return generated.mean_loss, preds
 
     def _generate(
         self, model: Any, examples: list[Example], desc: str, targets: list[list[int]] | None = None
-    ) -> tuple[Generated, list[Prediction]]:
+    ) -> tuple[GenerationResult, list[Prediction]]:
         prompts = [self.prompt(e.source) for e in examples]
-        outs = generate_batched(
+        generated = generate_batched(
             model, self.tok, prompts, self.evaluation, stop_ids(self.tok), desc=desc, precision=self.precision,
             targets=targets,
         )
         preds = [
             Prediction(e.source, e.references if len(e.references) > 1 else (e.target or ""), text, stopped)
-            for e, (text, stopped) in zip(examples, outs, strict=True)
+            for e, (text, stopped) in zip(examples, generated.outputs, strict=True)
         ]
-        return outs, preds
+        return generated, preds
 
     def score(self, examples: list[Example], preds: list[Prediction]) -> dict[str, float]:
         return generation_metrics([p.output for p in preds], [e.references for e in examples])

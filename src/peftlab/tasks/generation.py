@@ -13,10 +13,14 @@ Prompt-learning adapters (prefix-tuning, prompt-tuning, p-tuning) change nothing
 comes before the prompt: their virtual tokens are turned into the head of that same cache
 (their keys and values, or the base model's cache over their embeddings), and the base model
 generates on from it. Those methods then get the shared prefix and the one-pass test loss too.
+
+`_Path` decides once per call which of these ways the batches go; `_generate_batch` is one
+batch. A new way to decode goes there; a task's use of the outputs goes in its own module.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -33,82 +37,151 @@ MIN_SHARED_PREFIX = 8  # tokens: below this, a separate prefix pass is not worth
 PRUNE_AT = 4
 
 
+@dataclass
+class GenerationResult:
+    """What `generate_batched` returns: (text, stopped) per prompt in the input order and, when
+    it scored `targets`, their summed loss and token count."""
+
+    outputs: list[tuple[str, bool]]
+    loss_sum: float = 0.0
+    tokens: int = 0
+
+    @property
+    def mean_loss(self) -> float:
+        """The targets' mean loss per token (NaN when none were scored)."""
+        return self.loss_sum / self.tokens if self.tokens else float("nan")
+
+
+@dataclass(frozen=True)
+class _Decoding:
+    """The decoding settings every batch shares: the evaluation config's, the stop tokens, the
+    padding id."""
+
+    stop: list[int]
+    pad: int
+    max_new_tokens: int
+    num_beams: int
+    repetition_penalty: float
+    no_repeat_ngram_size: int
+
+    @classmethod
+    def of(cls, ecfg: EvaluationConfig, stop: list[int], pad: int) -> _Decoding:
+        return cls(stop, pad, ecfg.max_new_tokens, ecfg.num_beams, ecfg.repetition_penalty,
+                   ecfg.no_repeat_ngram_size)
+
+    def generate_kw(self) -> dict[str, Any]:
+        """`generate` arguments, but for the inputs, cache and length."""
+        return {"do_sample": False, "num_beams": self.num_beams, "eos_token_id": self.stop, "pad_token_id": self.pad,
+                "repetition_penalty": self.repetition_penalty, "no_repeat_ngram_size": self.no_repeat_ngram_size}
+
+    def text(self, tok: Any, new: list[int]) -> tuple[str, bool]:
+        """A row's new tokens as (text up to the first stop token, whether it stopped)."""
+        cut = next((k for k, t in enumerate(new) if t in self.stop), None)
+        stopped = cut is not None
+        return tok.decode(new[:cut] if stopped else new, skip_special_tokens=True).strip(), stopped
+
+
+@dataclass(frozen=True)
+class _Path:
+    """How `generate_batched` runs its batches, decided once per call from the model and settings:
+    - encoder-decoder, or beam search: plain `generate` on the padded prompts (`greedy` False);
+    - decoder-only greedy: our own prefill (`_prefill`: the batch's shared prefix once, targets
+      scored in the prompt pass) whenever there is one to do, then `_decode_pruning`;
+    - and with a prompt-learning adapter, its virtual tokens as the head of the cache (`head`),
+      `generate` running on the base model (`gen`)."""
+
+    decoder_only: bool
+    greedy: bool  # decoder-only, one beam
+    share_prefix: bool
+    head: _VirtualHead | None
+    gen: Any  # the model `generate` runs on
+    device: torch.device
+
+    @classmethod
+    def of(cls, model: Any, decoder_only: bool, num_beams: int, share_prefix: bool) -> _Path:
+        greedy = decoder_only and num_beams == 1
+        share_prefix = share_prefix and greedy and one_pass_ok(model)
+        head = _VirtualHead(model) if share_prefix and has_virtual_tokens(model) else None
+        gen = model.get_base_model() if head else model  # the virtual tokens live in the cache
+        return cls(decoder_only, greedy, share_prefix, head, gen, next(model.parameters()).device)
+
+    @property
+    def virtual(self) -> int:
+        """Positions the virtual tokens take at the head of the cache (0: none)."""
+        return self.head.length if self.head else 0
+
+
 def generate_batched(
     model: Any,
     tok: Any,
     prompts: list[list[int]],
     ecfg: EvaluationConfig,
     stop: list[int],
+    *,
     decoder_only: bool = True,
     desc: str = "generate",
     precision: str = "fp32",
     targets: list[list[int]] | None = None,
     share_prefix: bool = True,
-) -> list[tuple[str, bool]]:
+) -> GenerationResult:
     """Greedy/beam outputs for `prompts`, as (text, stopped) in the input order.
 
     With `targets` (decoder-only, greedy), each batch's prompt forward pass also scores the
     reference completions: one pass over [left-padded prompt | target] gives the targets'
     loss, its cache cropped to the prompt seeds `generate`, so the test loss costs no second
-    pass over the prompts. The summed loss and token count come back on the returned
-    list (a `Generated`).
+    pass over the prompts. The summed loss and token count come back in the result.
 
     `share_prefix` (decoder-only, greedy) computes the prompts' common beginning once per
     batch; False gives plain `generate` prefill (tests compare the two). Prompt-learning
     adapters go through their virtual-token cache under the same conditions (see the module).
     """
+    dec = _Decoding.of(ecfg, stop, tok.pad_token_id)
+    path = _Path.of(model, decoder_only, ecfg.num_beams, share_prefix)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    results: list[tuple[str, bool] | None] = [None] * len(prompts)
-    pad = tok.pad_token_id
-    dev = next(model.parameters()).device
+    outputs: list[tuple[str, bool]] = [("", False)] * len(prompts)
+    result = GenerationResult(outputs)
     was_training = model.training
     model.eval()
-    bs = ecfg.batch_size
-    scored = Generated()
-    share_prefix = share_prefix and decoder_only and ecfg.num_beams == 1 and one_pass_ok(model)
-    head = _VirtualHead(model) if share_prefix and has_virtual_tokens(model) else None
-    gen = model.get_base_model() if head else model  # the virtual tokens live in the cache
-    v = head.length if head else 0
-    kw = {"do_sample": False, "num_beams": ecfg.num_beams, "eos_token_id": stop, "pad_token_id": pad,
-          "repetition_penalty": ecfg.repetition_penalty, "no_repeat_ngram_size": ecfg.no_repeat_ngram_size}
     try:
         with torch.inference_mode(), autocast(precision):
-            for start in tqdm(range(0, len(order), bs), desc=desc, unit="batch", leave=False):
-                idx = order[start : start + bs]
-                rows = [prompts[i] for i in idx]
-                shared = _shared_prefix(rows) if share_prefix else 0
-                ids, mask = _pad_batch(rows, shared, pad, decoder_only)
-                ids, mask = ids.to(dev), mask.to(dev)
-                n = ids.shape[1]
-                cache = None
-                if targets is not None or shared or head:  # targets: the caller checked one_pass_ok
-                    tgts = [targets[i] for i in idx] if targets is not None else None
-                    cache = _prefill(gen, ids, mask, shared, tgts, pad, scored, head)
-                if v:  # stand-ins for the virtual positions, which the cache already covers: each row's
-                    # first real token, so repetition guards see no token the prompt lacks
-                    first = ids.gather(1, mask.argmax(1, keepdim=True))
-                    ids = torch.cat([first.expand(-1, v), ids], dim=1)
-                    mask = torch.cat([mask.new_ones(mask.shape[0], v), mask], dim=1)
-                if decoder_only and ecfg.num_beams == 1 and PRUNE_AT:
-                    new_rows = _decode_pruning(gen, ids, mask, cache, ecfg.max_new_tokens, stop, kw)
-                else:
-                    out = gen.generate(input_ids=ids, attention_mask=mask, **cache_kw(cache),
-                                       max_new_tokens=ecfg.max_new_tokens, **kw)
-                    new_rows = (out[:, v + n :] if decoder_only else out[:, 1:]).tolist()
-                for row, i in enumerate(idx):
-                    toks = new_rows[row]
-                    cut = next((k for k, t in enumerate(toks) if t in stop), None)
-                    stopped = cut is not None
-                    toks = toks[:cut] if stopped else toks
-                    results[i] = (tok.decode(toks, skip_special_tokens=True).strip(), stopped)
+            for start in tqdm(range(0, len(order), ecfg.batch_size), desc=desc, unit="batch", leave=False):
+                idx = order[start : start + ecfg.batch_size]
+                tgts = [targets[i] for i in idx] if targets is not None else None
+                new_rows, loss_sum, tokens = _generate_batch(path, dec, [prompts[i] for i in idx], tgts)
+                result.loss_sum += loss_sum
+                result.tokens += tokens
+                for i, new in zip(idx, new_rows, strict=True):
+                    outputs[i] = dec.text(tok, new)
     finally:
         model.train(was_training)
-    scored.extend(r for r in results if r is not None)
-    return scored
+    return result
 
 
-def _decode_pruning(gen: Any, ids: torch.Tensor, mask: torch.Tensor, cache: Any, max_new_tokens: int,
-                    stop: list[int], kw: dict[str, Any]) -> list[list[int]]:
+def _generate_batch(path: _Path, dec: _Decoding, rows: list[list[int]], targets: list[list[int]] | None
+                    ) -> tuple[list[list[int]], float, int]:
+    """One batch: the new tokens of each row, and the summed loss and count of the `targets`
+    scored on the way (0.0, 0 without)."""
+    gen, v = path.gen, path.virtual
+    shared = _shared_prefix(rows) if path.share_prefix else 0
+    ids, mask = _pad_batch(rows, shared, dec.pad, path.decoder_only)
+    ids, mask = ids.to(path.device), mask.to(path.device)
+    n = ids.shape[1]
+    cache, loss_sum, tokens = None, 0.0, 0
+    if targets is not None or shared or path.head:  # targets: the caller checked one_pass_ok
+        cache, loss_sum, tokens = _prefill(gen, ids, mask, shared, targets, dec.pad, path.head)
+    if v:  # stand-ins for the virtual positions, which the cache already covers: each row's
+        # first real token, so repetition guards see no token the prompt lacks
+        first = ids.gather(1, mask.argmax(1, keepdim=True))
+        ids = torch.cat([first.expand(-1, v), ids], dim=1)
+        mask = torch.cat([mask.new_ones(mask.shape[0], v), mask], dim=1)
+    if path.greedy and PRUNE_AT:
+        return _decode_pruning(gen, ids, mask, cache, dec), loss_sum, tokens
+    out = gen.generate(input_ids=ids, attention_mask=mask, **cache_kw(cache), max_new_tokens=dec.max_new_tokens,
+                       **dec.generate_kw())
+    return (out[:, v + n :] if path.decoder_only else out[:, 1:]).tolist(), loss_sum, tokens
+
+
+def _decode_pruning(gen: Any, ids: torch.Tensor, mask: torch.Tensor, cache: Any, dec: _Decoding) -> list[list[int]]:
     """Greedy decoding that drops rows once they have stopped; the new tokens of each row.
 
     `generate` decodes every row of a batch until the last one stops, the finished ones as
@@ -120,10 +193,11 @@ def _decode_pruning(gen: Any, ids: torch.Tensor, mask: torch.Tensor, cache: Any,
     b = ids.shape[0]
     new: list[list[int]] = [[] for _ in range(b)]
     active = list(range(b))
-    budget = max_new_tokens
-    stops = set(stop)
+    budget = dec.max_new_tokens
+    stops = set(dec.stop)
+    kw = dec.generate_kw()
     while True:
-        rows_stopped = _RowsStopped(stop, max(1, len(active) // PRUNE_AT))
+        rows_stopped = _RowsStopped(dec.stop, max(1, len(active) // PRUNE_AT))
         out = gen.generate(input_ids=ids, attention_mask=mask, **cache_kw(cache), max_new_tokens=budget,
                            stopping_criteria=[rows_stopped], return_dict_in_generate=True, **kw)
         k = out.sequences.shape[1] - ids.shape[1]
@@ -158,13 +232,6 @@ class _RowsStopped(StoppingCriteria):
         hit = torch.isin(input_ids[:, -1], self.stop.to(input_ids.device))
         self.done = hit if self.done is None else self.done | hit
         return torch.full_like(hit, bool(self.done.sum() >= self.need))
-
-
-class Generated(list):
-    """(text, stopped) per prompt, plus the targets' summed loss and token count when scored."""
-
-    loss_sum = 0.0
-    tokens = 0
 
 
 def has_virtual_tokens(model: Any) -> bool:
@@ -243,13 +310,14 @@ def _pad_batch(rows: list[list[int]], shared: int, pad: int, decoder_only: bool)
 
 def _prefill(
     model: Any, ids: torch.Tensor, mask: torch.Tensor, shared: int, targets: list[list[int]] | None, pad: int,
-    acc: Generated, head: _VirtualHead | None = None,
-) -> Any:
-    """The prompts' KV cache for `generate`, computed here rather than by `generate`:
+    head: _VirtualHead | None = None,
+) -> tuple[Any, float, int]:
+    """The prompts' KV cache for `generate`, computed here rather than by `generate`, with the
+    summed loss and token count of the `targets` (0.0, 0 without):
     - the virtual tokens (`head`) and the first `shared` positions once, at batch size 1, then
       repeated over the rows;
     - with `targets`, the rest of the prompt and the reference completions in one pass, whose
-      loss is added to `acc` (the test loss costs no second pass over the prompts).
+      loss comes back with the cache (the test loss costs no second pass over the prompts).
     The cache ends one position short of the prompt, so `generate` feeds the last prompt token
     itself and computes the first new token's logits exactly as without a cache.
     """
@@ -266,7 +334,7 @@ def _prefill(
         full_mask, rest = mask[:, :-1], ids[:, shared:-1]
         m = 0
         if rest.shape[1] == 0:
-            return cache
+            return cache, 0.0, 0
     else:
         m = max(len(t) for t in targets)
         tgt = torch.full((len(targets), m), pad, dtype=torch.long, device=ids.device)
@@ -279,12 +347,11 @@ def _prefill(
     position_ids = (full_mask.cumsum(-1) - 1).clamp(min=0)  # as generate computes them from the mask
     out = model(input_ids=rest, attention_mask=full_mask, position_ids=position_ids[:, v + shared :],
                 **cache_kw(cache), use_cache=True, logits_to_keep=m + 1)
-    if targets is not None:
-        logits = out.logits[:, :m].float()  # the last prompt position and targets 0..m-2 predict targets 0..m-1
-        acc.loss_sum += float(torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"))
-        acc.tokens += int((labels != -100).sum())
     cache = cache_of(out)
-    if targets is not None:
-        cache.crop(-(m + 1))  # drop the targets and the last prompt position
-    return cache
+    if targets is None:
+        return cache, 0.0, 0
+    logits = out.logits[:, :m].float()  # the last prompt position and targets 0..m-2 predict targets 0..m-1
+    loss_sum = float(torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum"))
+    cache.crop(-(m + 1))  # drop the targets and the last prompt position
+    return cache, loss_sum, int((labels != -100).sum())

@@ -50,7 +50,7 @@ class Seq2SeqTask(Task):
         outs = generate_batched(
             model, self.tok, prompts, self.evaluation, [self.tok.eos_token_id],
             decoder_only=False, desc=desc, precision=self.precision,
-        )
+        ).outputs
         return [
             Prediction(e.source, e.references if len(e.references) > 1 else (e.target or ""), text, stopped)
             for e, (text, stopped) in zip(examples, outs, strict=True)

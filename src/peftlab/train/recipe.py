@@ -3,6 +3,10 @@
 `execute_run(store, run_id)` is the whole flow for one method on one experiment. It is
 called in a worker subprocess by `peftlab run` (so each run's peak memory is its own and a
 crash cannot take the others down), or in-process by tests and the library API.
+
+The run's state travels as one `RunContext` (`context.py`), which each numbered step of `_run`
+reads and fills in. A new phase of a run goes here, as a step; a change to the training step
+goes in `trainer.py`; what runs in which order (preflight, skipping, resuming) in `runner.py`.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ from peftlab.errors import DivergedError, PeftlabError
 from peftlab.evaluate.health import generation_health
 from peftlab.methods import MethodContext, get_method
 from peftlab.methods.common import merged_for_inference
-from peftlab.models import load_model, resolve_model
+from peftlab.models import ResolvedModel, load_model, resolve_model
 from peftlab.store import Store
+from peftlab.tasks.base import Prediction
 from peftlab.tasks.build import load_task
-from peftlab.train.cost import PeakMemory, dir_bytes, parameter_counts
+from peftlab.train.context import RunContext
+from peftlab.train.cost import dir_bytes, parameter_counts
 
 
 def execute_run(store: Store, run_id: int) -> str:
@@ -40,11 +46,12 @@ def execute_run(store: Store, run_id: int) -> str:
     base = Path(run.config["base_dir"]) if run.config.get("base_dir") else None
     out_dir = store.run_dir(cfg.name, entry.run_name)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(store, run_id, cfg, entry, base, out_dir)
     store.log(run_id, f"run {entry.run_name} ({entry.name}) started")
     try:
-        with PeakMemory() as mem:
-            result = _run(store, run_id, cfg, entry, base, out_dir, mem)
-        result["cost"]["peak_memory_mb"] = round(mem.peak_mb, 1)
+        with ctx.mem:
+            result = _run(ctx)
+        result["cost"]["peak_memory_mb"] = round(ctx.mem.peak_mb, 1)
         store.finish(run_id, "done", metrics=result["metrics"], cost=result["cost"], info=result["info"],
                      resolved=result["resolved"], progress={"phase": "done"})
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
@@ -73,121 +80,60 @@ def execute_run(store: Store, run_id: int) -> str:
         return "failed"
 
 
-def _run(
-    store: Store, run_id: int, cfg: ExperimentConfig, entry: MethodEntry, base: Path | None, out_dir: Path,
-    mem: PeakMemory,
-) -> dict[str, Any]:
-    tcfg = cfg.training
-    method = get_method(entry.name)
-    opts = method.parse_options(entry.options)
+def _run(ctx: RunContext) -> dict[str, Any]:
+    """The run's steps, in order: each puts what it resolves on `ctx` for the steps after it.
+    Returns what the store records: metrics, cost, info and the resolved settings."""
+    cfg, tcfg = ctx.cfg, ctx.cfg.training
+    # 0. The method and its options; threads, seed and precision.
+    ctx.method = get_method(ctx.entry.name)
+    ctx.opts = ctx.method.parse_options(ctx.entry.options)
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
     torch.manual_seed(tcfg.seed)
-    precision = resolve_precision(tcfg.precision)
-    store.update(run_id, progress={"phase": "loading data"})
+    ctx.precision = resolve_precision(tcfg.precision)
+    ctx.phase("loading data")
 
     # 1. Data: read, check, split, limit. Fails here, before any model loads.
-    data = prepare_data(cfg.data, cfg.task, tcfg.seed, base)
+    ctx.data = data = prepare_data(cfg.data, cfg.task, tcfg.seed, ctx.base_dir)
 
     # 2. Tokenizer / processor and the task's encoding.
-    rm = resolve_model(cfg.model, base)
-    task = load_task(cfg, rm, data.labels, precision)
+    rm = resolve_model(cfg.model, ctx.base_dir)
+    ctx.task = task = load_task(cfg, rm, data.labels, ctx.precision)
 
     # 3. Steps, then the base model (some methods change how it loads: 4-bit for qlora).
-    total_steps = tcfg.total_steps(len(data.train))
-    ctx = MethodContext(
-        task=cfg.task, model_type="", total_steps=total_steps, tokenizer_path=rm.path,
-        prompt_text=data.prompt_text, precision=precision, tokenizer=task.tok,
-    )
-    store.update(run_id, progress={"phase": "loading model"})
-    extra = method.load_kwargs(opts, ctx) if method.load_kwargs else {}
-    model = load_model(rm, cfg.model, cfg.task, data.labels, **extra)
-    task.prepare_model(model)
-    ctx.model_type = model.config.model_type
-    ctx.head_modules = task.head_modules(model)
-    if torch.cuda.is_available() and not extra:
-        model.to("cuda")
+    ctx.total_steps = tcfg.total_steps(len(data.train))
+    model, mctx = _load_model(ctx, rm)
 
-    # 4. Method: wrap the model (or leave it: zero-shot).
-    if method.apply is not None:
-        model = method.apply(model, opts, ctx)
-    trainable, total = parameter_counts(model)
-    if not method.trains:
-        trainable = 0
-    if method.trains and trainable == 0:
-        raise PeftlabError(f"method {entry.name}: no trainable parameters after applying it")
-    lr = entry.learning_rate or tcfg.learning_rate or method.learning_rate(cfg.task)
-    resolved = {
-        "method": entry.name,
-        "options": opts.model_dump(),
-        "learning_rate": lr if method.trains else None,
-        "total_steps": total_steps if method.trains else 0,
-        "precision": precision,
-        "peft_config": _peft_config(model),
-        "experiment": cfg.model_dump(mode="json"),
-    }
-    store.update(run_id, resolved=resolved)
+    # 4. Method: wrap the model (or leave it: zero-shot); record the settings the run resolved.
+    model, trainable, total = _apply_method(ctx, model, mctx)
+    ctx.learning_rate = ctx.entry.learning_rate or tcfg.learning_rate or ctx.method.learning_rate(cfg.task)
+    resolved = _resolved(ctx, model)
+    ctx.update(resolved=resolved)
 
-    # 5. Train.
-    train_seconds, tokens = 0.0, 0
-    if method.trains:
-        store.update(run_id, progress={"phase": "tokenizing"})
-        train_feats = [task.encode(e) for e in data.train]
-        val_feats = [task.encode(e) for e in data.validation] if tcfg.eval_every else None
-        from peftlab.train.trainer import train_model
+    # 5. Train (in place).
+    train_seconds, tokens, train_rows = _train(ctx, model) if ctx.method.trains else (0.0, 0, 0)
 
-        train_seconds, tokens = train_model(
-            store, run_id, model, task, method, train_feats, val_feats, cfg, lr, total_steps, precision, out_dir,
-            val_examples=data.validation,
-        )
-        model.eval()
-        save_dir = out_dir / ("model" if method.artifact == "model" else "adapter")
-        shutil.rmtree(save_dir, ignore_errors=True)
-        model.save_pretrained(save_dir)
-        for extra_obj in (task.tok, task.processor):
-            if extra_obj is not None and method.artifact == "model":  # a whole model travels with its tokenizer
-                extra_obj.save_pretrained(save_dir)
-        artifact_bytes = dir_bytes(save_dir)
-    else:
-        save_dir, artifact_bytes = None, 0
-        train_feats = []
-    train_peak = mem.peak_mb
+    # 6. Save the trained artifact: the adapter, or the whole model with its tokenizer.
+    save_dir, artifact_bytes = _save(ctx, model) if ctx.method.trains else (None, 0)
+    train_peak = ctx.mem.peak_mb
 
-    # 6. Evaluate on the test split: loss, predictions, metrics, health.
-    store.update(run_id, progress={"phase": "evaluating"})
+    # 7. Evaluate on the test split: loss, predictions, metrics.
+    ctx.phase("evaluating")
     t0 = time.perf_counter()
     with merged_for_inference(model):  # the adapter is saved: fold it in, generation is faster
-        test_loss, preds = task.evaluate(model, data.test, desc=f"{entry.run_name}: test")
+        test_loss, preds = task.evaluate(model, data.test, desc=f"{ctx.run_name}: test")
     predict_seconds = time.perf_counter() - t0  # the model's part: test loss and outputs
     metrics = task.score(data.test, preds)
     eval_seconds = time.perf_counter() - t0  # + metric scoring (the first call imports ROUGE/BLEU)
     per_class = metrics.pop("_per_class", None)
     metrics["eval_loss"] = test_loss
-    pred_path = out_dir / "predictions.jsonl"
-    with open(pred_path, "w", encoding="utf-8") as f:
-        for p in preds:
-            f.write(json.dumps(p.as_dict(), ensure_ascii=False) + "\n")
+    pred_path = _write_predictions(ctx.out_dir / "predictions.jsonl", preds)
 
-    info: dict[str, Any] = {
-        "versions": versions(),
-        "machine": describe(),
-        "seed": tcfg.seed,
-        "data": {**data.counts(), "skipped_rows": len(data.skipped), "skipped": data.skipped[:100],
-                 "truncated_train_rows": task.truncated, "notes": data.notes},
-        "main_metric": task.main_metric,
-        "predictions": str(pred_path),
-        "artifact": str(save_dir) if save_dir else None,
-        "labels": data.labels,
-    }
-    if per_class:
-        info["per_class"] = per_class
-    if task.generative:
-        info["health"] = generation_health(
-            [p.output for p in preds], [p.stopped for p in preds], [e.references[0] for e in data.test]
-        )
+    # 8. Record: what the run produced (predictions, health, artifact) and what it cost.
+    info = _info(ctx, preds, pred_path, save_dir, per_class)
     if task.truncated:
-        msg = f"{task.truncated} of {len(train_feats)} training rows were longer than the max length and truncated"
-        store.log(run_id, msg, "warning")
+        ctx.log(f"{task.truncated} of {train_rows} training rows were longer than the max length and truncated",
+                "warning")
     cost = {
         "trainable_params": trainable,
         "total_params": total,
@@ -202,6 +148,108 @@ def _run(
         "eval_examples_per_second": round(len(data.test) / eval_seconds, 2) if eval_seconds else None,
     }
     return {"metrics": metrics, "cost": cost, "info": info, "resolved": resolved}
+
+
+def _load_model(ctx: RunContext, rm: ResolvedModel) -> tuple[Any, MethodContext]:
+    """Step 3: the base model, loaded as the method asks, fixed up for the task, on the GPU if
+    there is one; and what the method is told about the run (`MethodContext`)."""
+    cfg, data, task = ctx.cfg, ctx.data, ctx.task
+    mctx = MethodContext(
+        task=cfg.task, model_type="", total_steps=ctx.total_steps, tokenizer_path=rm.path,
+        prompt_text=data.prompt_text, precision=ctx.precision, tokenizer=task.tok,
+    )
+    ctx.phase("loading model")
+    extra = ctx.method.load_kwargs(ctx.opts, mctx) if ctx.method.load_kwargs else {}
+    model = load_model(rm, cfg.model, cfg.task, data.labels, **extra)
+    task.prepare_model(model)
+    mctx.model_type = model.config.model_type
+    mctx.head_modules = task.head_modules(model)
+    if torch.cuda.is_available() and not extra:
+        model.to("cuda")
+    return model, mctx
+
+
+def _apply_method(ctx: RunContext, model: Any, mctx: MethodContext) -> tuple[Any, int, int]:
+    """Step 4: the model with the method applied, its trainable and total parameters."""
+    method = ctx.method
+    if method.apply is not None:
+        model = method.apply(model, ctx.opts, mctx)
+    trainable, total = parameter_counts(model)
+    if not method.trains:
+        trainable = 0
+    if method.trains and trainable == 0:
+        raise PeftlabError(f"method {ctx.entry.name}: no trainable parameters after applying it")
+    return model, trainable, total
+
+
+def _resolved(ctx: RunContext, model: Any) -> dict[str, Any]:
+    trains = ctx.method.trains
+    return {
+        "method": ctx.entry.name,
+        "options": ctx.opts.model_dump(),
+        "learning_rate": ctx.learning_rate if trains else None,
+        "total_steps": ctx.total_steps if trains else 0,
+        "precision": ctx.precision,
+        "peft_config": _peft_config(model),
+        "experiment": ctx.cfg.model_dump(mode="json"),
+    }
+
+
+def _train(ctx: RunContext, model: Any) -> tuple[float, int, int]:
+    """Step 5: encode the splits and train. Returns (train seconds, real tokens, training rows),
+    the first two for the whole run (a resumed run adds what its checkpoint recorded)."""
+    ctx.phase("tokenizing")
+    task, data = ctx.task, ctx.data
+    train_feats = [task.encode(e) for e in data.train]
+    val_feats = [task.encode(e) for e in data.validation] if ctx.cfg.training.eval_every else None
+    from peftlab.train.trainer import train_model
+
+    train_seconds, tokens = train_model(ctx, model, train_feats, val_feats)
+    model.eval()
+    return train_seconds, tokens, len(train_feats)
+
+
+def _save(ctx: RunContext, model: Any) -> tuple[Path, int]:
+    """Step 6: the artifact's folder and its size in bytes."""
+    whole = ctx.method.artifact == "model"
+    save_dir = ctx.out_dir / ("model" if whole else "adapter")
+    shutil.rmtree(save_dir, ignore_errors=True)
+    model.save_pretrained(save_dir)
+    for extra_obj in (ctx.task.tok, ctx.task.processor):
+        if extra_obj is not None and whole:  # a whole model travels with its tokenizer
+            extra_obj.save_pretrained(save_dir)
+    return save_dir, dir_bytes(save_dir)
+
+
+def _write_predictions(path: Path, preds: list[Prediction]) -> Path:
+    with open(path, "w", encoding="utf-8") as f:
+        for p in preds:
+            f.write(json.dumps(p.as_dict(), ensure_ascii=False) + "\n")
+    return path
+
+
+def _info(ctx: RunContext, preds: list[Prediction], pred_path: Path, save_dir: Path | None,
+          per_class: Any) -> dict[str, Any]:
+    """Step 8: what the store keeps about the run besides metrics and cost."""
+    data, task = ctx.data, ctx.task
+    info: dict[str, Any] = {
+        "versions": versions(),
+        "machine": describe(),
+        "seed": ctx.cfg.training.seed,
+        "data": {**data.counts(), "skipped_rows": len(data.skipped), "skipped": data.skipped[:100],
+                 "truncated_train_rows": task.truncated, "notes": data.notes},
+        "main_metric": task.main_metric,
+        "predictions": str(pred_path),
+        "artifact": str(save_dir) if save_dir else None,
+        "labels": data.labels,
+    }
+    if per_class:
+        info["per_class"] = per_class
+    if task.generative:
+        info["health"] = generation_health(
+            [p.output for p in preds], [p.stopped for p in preds], [e.references[0] for e in data.test]
+        )
+    return info
 
 
 def _peft_config(model: Any) -> dict[str, Any] | None:

@@ -8,6 +8,9 @@ The preflight reads and checks all data, resolves the model, loads its tokenizer
 config, and tries every method on an empty ("meta" device) copy of the model, so a bad
 file, a missing model, an unknown target module or a method that cannot apply to the
 architecture fails in seconds with one message, before anything in the store changes.
+
+What runs, and in what order, goes here (preflight checks, skipping, resuming, isolation); what
+happens inside one run goes in `recipe.py`.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftlab.config import ExperimentConfig, load_experiment
-from peftlab.config.load import key_line, method_lines
+from peftlab.config import ExperimentConfig, LoadedExperiment, load_experiment
+from peftlab.config.load import line_index
 from peftlab.config.schema import MethodEntry
 from peftlab.data.prepare import PreparedData, prepare_data
 from peftlab.errors import ConfigError, DataError, ModelError, PeftlabError
@@ -39,10 +42,29 @@ from peftlab.store import Run, Store
 
 @dataclass
 class Plan:
+    """An experiment to run: its config (the selected methods), the folder its relative paths
+    start from, its YAML text (kept with the experiment in the store) and where its keys are."""
+
     cfg: ExperimentConfig
     base_dir: Path | None
     yaml_text: str | None
     path: Path | None = None  # the experiment file, for messages
+    loaded: LoadedExperiment | None = None  # the loader's result: the lines of the file's keys
+
+    def __post_init__(self) -> None:
+        if self.loaded is None and self.yaml_text:  # built without the loader (the web API's experiments)
+            source = str(self.path) if self.path else "experiment"
+            self.loaded = LoadedExperiment(self.cfg, source, line_index(self.yaml_text), self.yaml_text)
+
+    def where(self, key: str) -> str:
+        """`file:line` of a key of the experiment file, for a message about it."""
+        if self.path is None or self.loaded is None:
+            return str(self.path or "experiment")
+        return self.loaded.where(key)
+
+    def method_where(self, run_name: str) -> str:
+        """`file:line` of a `methods` entry, for a message about it."""
+        return self.loaded.method_where(run_name) if self.loaded else str(self.path or "experiment")
 
 
 def config_hash(cfg: ExperimentConfig, entry: MethodEntry) -> str:
@@ -74,14 +96,14 @@ def select_methods(cfg: ExperimentConfig, names: list[str] | None) -> list[Metho
 
 def plan(path: str | Path, overrides: dict[str, Any] | None = None, methods: list[str] | None = None) -> Plan:
     path = Path(path)
-    cfg = load_experiment(path, overrides)
-    selected = select_methods(cfg, methods)
-    cfg = cfg.model_copy(update={"methods": selected})
-    from peftlab.methods import validate_entry
+    loaded = load_experiment(path, overrides)
+    selected = select_methods(loaded.cfg, methods)
+    cfg = loaded.cfg.model_copy(update={"methods": selected})
+    from peftlab.methods import validate_method
 
     for m in selected:
-        validate_entry(m, cfg.task, cfg.evaluation.num_beams)
-    return Plan(cfg, path.parent.resolve(), path.read_text(encoding="utf-8"), path)
+        validate_method(m.name, m.options, cfg.task, cfg.evaluation.num_beams)
+    return Plan(cfg, path.parent.resolve(), loaded.text, path, loaded)
 
 
 @dataclass
@@ -100,9 +122,7 @@ def preflight(p: Plan) -> Preflight:
         data = prepare_data(cfg.data, cfg.task, cfg.training.seed, p.base_dir)
     except ConfigError as e:  # a data.* setting at fault: point at its line
         key = str(e).split(":", 1)[0]
-        line = key_line(p.yaml_text, key) if p.yaml_text else None
-        where = f"{p.path}:{line}" if p.path and line else str(p.path or "experiment")
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"{p.where(key)}: {e}") from None
     rm = resolve_model(cfg.model, p.base_dir)
     notes: list[str] = []
     if data.skipped:
@@ -160,8 +180,6 @@ def _check_methods(p: Plan, rm: ResolvedModel, data: PreparedData, task: Any) ->
     from peftlab.methods import get_method
 
     cfg = p.cfg
-    lines = method_lines(p.yaml_text) if p.yaml_text else {}
-    source = str(p.path) if p.path else "experiment"
     for entry in cfg.methods:
         if get_method(entry.name).apply is None:
             continue
@@ -170,9 +188,7 @@ def _check_methods(p: Plan, rm: ResolvedModel, data: PreparedData, task: Any) ->
         except _CannotBuildEmpty:  # an architecture we cannot build empty: the run will tell
             return
         except PeftlabError as e:
-            line = lines.get(entry.run_name)
-            where = f"{source}:{line}" if line else source
-            raise type(e)(f"{where}: methods: {entry.run_name} ({entry.name}): {e}") from None
+            raise type(e)(f"{p.method_where(entry.run_name)}: methods: {entry.run_name} ({entry.name}): {e}") from None
         except Exception:  # noqa: BLE001 - not a user error (e.g. a method that needs real weights)
             continue
 

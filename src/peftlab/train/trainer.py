@@ -4,6 +4,10 @@ We use the Trainer for what it does well (optimizer, schedule, autocast, checkpo
 optimizer/scheduler/RNG state and data position, logging integrations such as TensorBoard
 and MLflow) and add three things: dynamic padding with length-grouped batches, a NaN/inf
 guard that stops the run at the step it diverged, and a count of real (non-padding) tokens.
+
+A change to what one training step does (its loss, what it counts or guards) goes in
+`PeftlabTrainer`; a new Trainer setting from the config goes in `train_model`; a callback that
+one method needs goes with that method (`Method.callbacks`), one every run needs in `callbacks.py`.
 """
 
 from __future__ import annotations
@@ -13,19 +17,17 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from peftlab.config.schema import ExperimentConfig
 from peftlab.errors import DivergedError
-from peftlab.methods import Method
-from peftlab.store import Store
 from peftlab.tasks.base import Task
 from peftlab.train.callbacks import StoreCallback, ValidationMetricCallback
+from peftlab.train.context import RunContext
 
 
 class TokenCountingCollator:
@@ -48,6 +50,22 @@ class TokenCountingCollator:
 
 
 class PeftlabTrainer(Trainer):
+    """The Trainer with the task's loss, the method's loss term, a divergence guard, and counts
+    of training tokens and validation time.
+
+    `task`: its `loss` replaces the model's own (None: the model's). `extra_loss`: the method's
+    term added to the training loss (`Method.extra_loss`). Every other argument is the Trainer's.
+    """
+
+    def __init__(self, *args: Any, task: Task | None = None, extra_loss: Callable[[Any], Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.task = task
+        self.extra_loss = extra_loss
+        self.validation_seconds = 0.0  # wall time spent in evaluate() in this process
+        self.tokens_trained = 0  # real tokens of the batches trained on in this process
+        self._extra_logged: list[torch.Tensor] = []  # the method's term per step since the last log
+
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         """Validation (loss, and the main metric through the callbacks): neither its tokens nor
         its time count as training, so train seconds and tokens/s compare across runs that
@@ -63,16 +81,6 @@ class PeftlabTrainer(Trainer):
             self.validation_seconds += time.perf_counter() - t0
             if counting is not None:
                 collator.counting = counting
-
-    validation_seconds = 0.0  # wall time spent in evaluate() in this process
-
-    tokens_trained = 0  # real tokens of the batches trained on in this process
-    task: Task | None = None
-    extra_loss: Any = None  # the method's training-loss term (Method.extra_loss)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._extra_logged: list[torch.Tensor] = []  # the method's term per step since the last log
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -192,24 +200,18 @@ def default_checkpoint_every(total_steps: int) -> int:
 
 
 def train_model(
-    store: Store,
-    run_id: int,
+    ctx: RunContext,
     model: Any,
-    task: Task,
-    method: Method,
     train_feats: list[dict[str, Any]],
     val_feats: list[dict[str, Any]] | None,
-    cfg: ExperimentConfig,
-    lr: float,
-    total_steps: int,
-    precision: str,
-    out_dir: Path,
-    val_examples: list[Any] | None = None,
 ) -> tuple[float, int]:
-    """Train in place. Returns (train wall seconds, real tokens seen), both for the whole run:
-    a resumed run adds what its checkpoint recorded before the restart."""
+    """Train `model` in place on the encoded `train_feats` (validating on `val_feats` if given),
+    with the run's settings from `ctx`. Returns (train wall seconds, real tokens seen), both for
+    the whole run: a resumed run adds what its checkpoint recorded before the restart."""
+    cfg, task, method = ctx.cfg, ctx.task, ctx.method
     t = cfg.training
-    ckpt_dir = out_dir / "checkpoints"
+    total_steps = ctx.total_steps
+    ckpt_dir = ctx.out_dir / "checkpoints"
     text = "input_ids" in train_feats[0]
     collator = TokenCountingCollator(task.collate)
     args = TrainingArguments(
@@ -217,7 +219,7 @@ def train_model(
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=cfg.evaluation.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=lr,
+        learning_rate=ctx.learning_rate,
         weight_decay=t.weight_decay,
         warmup_steps=int(t.warmup_ratio * total_steps),
         lr_scheduler_type=t.lr_scheduler,
@@ -229,8 +231,8 @@ def train_model(
         save_total_limit=2,
         eval_strategy="steps" if val_feats else "no",
         eval_steps=t.eval_every,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
+        bf16=ctx.precision == "bf16",
+        fp16=ctx.precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
         seed=t.seed,
         data_seed=t.seed,
@@ -243,12 +245,12 @@ def train_model(
         disable_tqdm=False,
         prediction_loss_only=True,
     )
-    callbacks: list[Any] = [StoreCallback(store, run_id)]
+    callbacks: list[Any] = [StoreCallback(ctx.store, ctx.run_id)]
     if method.callbacks is not None:
         callbacks.extend(method.callbacks(model))
-    if val_feats and val_examples:
-        callbacks.append(ValidationMetricCallback(store, run_id, task, val_examples))
-    with _tensorboard_dir(out_dir / "tensorboard" if "tensorboard" in t.report_to else None):
+    if val_feats and ctx.data.validation:
+        callbacks.append(ValidationMetricCallback(ctx.store, ctx.run_id, task, ctx.data.validation))
+    with _tensorboard_dir(ctx.out_dir / "tensorboard" if "tensorboard" in t.report_to else None):
         trainer = PeftlabTrainer(
             model=model,
             args=args,
@@ -256,12 +258,12 @@ def train_model(
             eval_dataset=val_feats,
             data_collator=collator,
             callbacks=callbacks,
+            task=task,
+            extra_loss=method.extra_loss,
         )
-    trainer.task = task
-    trainer.extra_loss = method.extra_loss
     resume = last_checkpoint(ckpt_dir)
     if resume is not None:
-        store.log(run_id, f"resuming from {resume.name}")
+        ctx.log(f"resuming from {resume.name}")
     counters = CountersCallback(trainer, _prior_counters(resume))
     trainer.add_callback(counters)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
