@@ -37,4 +37,4 @@ def test_gguf_full_fine_tuning(tmp_path: Path) -> None:
     [run] = run_experiment(plan(write_experiment(tmp_path, body)), store, isolation="inprocess", echo=lambda *_: None)
     assert run.status == "done", run.error
     assert run.cost["trainable_params"] == run.cost["total_params"] > 100_000_000
-    assert (Path(run.info["artifact"]) / "model.safetensors").is_file()
+    assert (run.file("artifact") / "model.safetensors").is_file()

@@ -88,7 +88,7 @@ def test_method_task(tmp_path: Path, model_path: callable, task: str, model: str
     assert "eval_loss" in metrics
     main = "rougeL" if task in ("causal-lm", "seq2seq") else "macro_f1"
     assert main in metrics
-    with open(run.info["predictions"], encoding="utf-8") as f:
+    with open(run.file("predictions"), encoding="utf-8") as f:
         preds = [json.loads(line) for line in f]
     assert len(preds) == 6
     # evaluation time = the model's part (test loss + outputs) + metric scoring

@@ -349,7 +349,7 @@ def test_outputs_side_by_side(report_store: dict, tmp_path: Path) -> None:
     body = sec.split("<tbody>")[1]
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)
     lora = store.find_run("tiny", "lora")
-    preds = [json.loads(line) for line in Path(lora.info["predictions"]).read_text(encoding="utf-8").splitlines()]
+    preds = [json.loads(line) for line in lora.file("predictions").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == len(preds) == 8  # 8 test rows <= the default sample of 20: all shown
     head = sec.split("<tbody>")[0]
     done = [v for v in report_store["res"].data.runs if v.done]
@@ -480,7 +480,7 @@ def test_classification_report_has_confusion_matrices_and_per_class_scores(image
     for run in store.runs("img"):
         card = re.search(rf'<div class="card" data-run="{run.name}">(.*?)</div>', sec, re.S)
         assert card, run.name
-        preds = [json.loads(line) for line in Path(run.info["predictions"]).read_text(encoding="utf-8").splitlines()]
+        preds = [json.loads(line) for line in run.file("predictions").read_text(encoding="utf-8").splitlines()]
         labels = run.info["labels"]
         cm = re.search(r'<table class="cm">(.*?)</table>', card.group(1), re.S).group(1)
         counts = [[int(x) for x in re.findall(r'<td class="(?:diag)?"[^>]*>(\d+)</td>', row)]

@@ -136,7 +136,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert run.metrics.keys() == ref_run.metrics.keys()
     for k, v in ref_run.metrics.items():
         assert math.isclose(run.metrics[k], v, abs_tol=TOLERANCE), (k, run.metrics[k], v)
-    with open(run.info["predictions"], encoding="utf-8") as a, open(ref_run.info["predictions"], encoding="utf-8") as b:
+    with open(run.file("predictions"), encoding="utf-8") as a, open(ref_run.file("predictions"), encoding="utf-8") as b:
         assert [json.loads(x)["output"] for x in a] == [json.loads(x)["output"] for x in b]
     # The cost covers the whole run, not only the part after the last restart.
     assert run.cost["train_tokens"] == ref_run.cost["train_tokens"] > 0

@@ -472,7 +472,7 @@ def test_playground_one_base_model_adapters_switched(client: Any, trained: Path)
         cfg, _, base = run_config(run)
         model, tok, _ = load_base(cfg, base, None)
         if name != "zero-shot":
-            model = PeftModel.from_pretrained(model, run.info["artifact"])
+            model = PeftModel.from_pretrained(model, str(run.file("artifact")))
         cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(update={"max_new_tokens": 32})})
         pred = build_task(cfg, tok, None, None).predict(model, [example(out["input"])])[0]
         assert pred.output == first[name], name

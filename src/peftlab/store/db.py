@@ -132,9 +132,12 @@ class Database:
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
-            # immutable: no -wal/-shm files are needed (or created) to read
-            c = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, timeout=60,
-                                isolation_level=None)
+            uri = self.path.resolve().as_uri()
+            try:  # read-only, but still reading a write-ahead log the last writer left
+                c = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None)
+                c.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+            except sqlite3.OperationalError:  # no way to open -shm beside it (read-only media)
+                c = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=60, isolation_level=None)
         else:
             c = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         c.row_factory = sqlite3.Row

@@ -239,8 +239,8 @@ def _info(ctx: RunContext, preds: list[Prediction], pred_path: Path, save_dir: P
         "data": {**data.counts(), "skipped_rows": len(data.skipped), "skipped": data.skipped[:100],
                  "truncated_train_rows": task.truncated, "notes": data.notes},
         "main_metric": task.main_metric,
-        "predictions": str(pred_path),
-        "artifact": str(save_dir) if save_dir else None,
+        "predictions": ctx.store.relative(pred_path),  # relative to the store root (Run.file)
+        "artifact": ctx.store.relative(save_dir) if save_dir else None,
         "labels": data.labels,
     }
     if per_class:
