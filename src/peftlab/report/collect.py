@@ -18,7 +18,7 @@ from peftlab.errors import PeftlabError
 from peftlab.evaluate.bertscore import read_predictions
 from peftlab.evaluate.metrics import sentence_scores
 from peftlab.methods import REGISTRY, Method
-from peftlab.report.leaderboard import row
+from peftlab.report.leaderboard import is_trial, row, variant_of
 from peftlab.store import Run, Store
 from peftlab.tasks.spec import SPECS, main_metric
 
@@ -95,6 +95,7 @@ class ReportData:
     main_metric: str
     tasks: list[str]
     notes: list[str] = field(default_factory=list)
+    trials: list[Run] = field(default_factory=list)  # tuning trials: shown apart (budget curves)
 
     @property
     def generative(self) -> bool:
@@ -189,6 +190,8 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
         notes.append(f"these experiments have different main metrics ({', '.join(mains)}); ranked by {mains[0]}")
     main = mains[0]
     task_of = {e["name"]: e["task"] for e in exps}
+    trials = [r for r in runs if is_trial(r)]
+    runs = [r for r in runs if not is_trial(r)]
     views = []
     for r in runs:
         label = r.name if len(exp_names) == 1 else f"{r.experiment}/{r.name}"
@@ -206,4 +209,24 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
             v.row["rank"] = None
     title = exp_names[0] if len(exp_names) == 1 else " vs ".join(exp_names)
     notes += version_drift(views)
-    return ReportData(title=title, experiments=exps, runs=views, main_metric=main, tasks=tasks, notes=notes)
+    add_significance(views, task_of)
+    return ReportData(title=title, experiments=exps, runs=views, main_metric=main, tasks=tasks, notes=notes,
+                      trials=trials)
+
+
+def add_significance(views: list[RunView], task_of: dict[str, str]) -> None:
+    """Intervals, rank groups and p against the best (per experiment: its runs share a test set)
+    into each view's row, from the runs' per-example scores (`report.significance`)."""
+    from peftlab.report.significance import significance
+
+    for exp, task in task_of.items():
+        groups: dict[str, list[RunView]] = {}
+        for v in views:
+            if v.experiment == exp:
+                groups.setdefault(variant_of(v.run), []).append(v)
+        s = SPECS.get(task)
+        stats = significance({n: [v.run for v in vs if v.done] for n, vs in groups.items()}, main_metric(task),
+                             s.higher_is_better if s else True)
+        for n, vs in groups.items():
+            for v in vs:
+                v.row.update({k: x for k, x in stats.get(n, {}).items() if not k.endswith("_mean")})

@@ -1,8 +1,15 @@
-"""The leaderboard: one row per run, ranked by the task's main metric.
+"""The leaderboard: one row per run, ranked by the task's main metric, with its uncertainty.
 
 Row keys are stable (the web service and JSON consumers rely on them): method, run, status,
 trainable_params, trainable_percent, peak_memory_mb, train_seconds, eval_seconds,
-train_tokens_per_second, adapter_bytes, then every metric by name.
+train_tokens_per_second, adapter_bytes, then every metric by name; and from the per-example
+scores (`report.significance`): `<metric>_ci_low`, `<metric>_ci_high` (95% bootstrap
+interval) and `<metric>_std` (across seeds) for every metric that has them, `n_seeds`,
+`rank_group` (1: cannot be told apart from the best row) and `p_vs_best` (paired test on the
+same test examples, Holm-corrected across rows).
+
+A row is a variant: the runs of one method entry, one per seed when the experiment has several
+(`seeds:`); its metrics are the means over seeds. Tuning trials (`tuning:`) are not rows.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import math
 from typing import Any
 
 from peftlab.store import Run, Store
-from peftlab.tasks.spec import main_metric
+from peftlab.tasks.spec import SPECS, main_metric
 
 COST_KEYS = ("trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds", "eval_seconds",
              "train_tokens_per_second", "adapter_bytes")
@@ -35,18 +42,57 @@ def row(run: Run) -> dict[str, Any]:
     return r
 
 
-def rows(store: Store, experiment: str) -> list[dict[str, Any]]:
+def variant_of(run: Run) -> str:
+    """The leaderboard row a run belongs to: its method entry (seeds of one entry share it)."""
+    return str((run.config or {}).get("variant") or run.name)
+
+
+def is_trial(run: Run) -> bool:
+    return (run.config or {}).get("role") == "trial"
+
+
+def _aggregate(name: str, runs: list[Run]) -> dict[str, Any]:
+    """One row for the seeds of a variant: means of the done runs' metrics and costs."""
+    if len(runs) == 1:
+        r = row(runs[0])
+        r["run"] = name if (runs[0].config or {}).get("variant") else r["run"]
+        return r
+    done = [x for x in runs if x.status == "done"]
+    base = row(done[0] if done else runs[0])
+    base.update(run=name, runs=[x.name for x in runs], run_ids=[x.id for x in runs],
+                status="done" if done else base["status"])
+    for key in {k for x in done for k in (x.metrics or {})} | set(COST_KEYS):
+        vals = [v for x in done for v in [((x.metrics or {}) | (x.cost or {})).get(key)]
+                if isinstance(v, int | float) and not isinstance(v, bool)]
+        if vals:
+            base[key] = sum(vals) / len(vals)
+    return base
+
+
+def rows(store: Store, experiment: str, significance: bool = True) -> list[dict[str, Any]]:
     exp = store.experiment(experiment)
     if exp is None:
         names = [e["name"] for e in store.experiments()]
         raise KeyError(f"no experiment {experiment!r} in {store.root}; known: {', '.join(names) or '(none)'}")
+    spec = SPECS.get(exp["task"])
     main = main_metric(exp["task"])
-    out = [row(r) for r in store.runs(experiment)]
+    higher = spec.higher_is_better if spec else True
+    variants: dict[str, list[Run]] = {}
+    for r in store.runs(experiment):
+        if not is_trial(r):
+            variants.setdefault(variant_of(r), []).append(r)
+    out = [_aggregate(name, runs) for name, runs in variants.items()]
+    if significance:
+        from peftlab.report.significance import significance as stats
+
+        extra = stats({n: [r for r in rs if r.status == "done"] for n, rs in variants.items()}, main, higher)
+        for r in out:
+            r.update({k: v for k, v in extra.get(r["run"], {}).items() if not k.endswith("_mean")})
 
     def key(r: dict[str, Any]) -> tuple:
         v = r.get(main)
         ok = r["status"] == "done" and isinstance(v, int | float) and not math.isnan(v)
-        return (0 if ok else 1, -(v if ok else 0.0), r["run"])
+        return (0 if ok else 1, -(v if ok else 0.0) if higher else (v if ok else 0.0), r["run"])
 
     out.sort(key=key)
     for rank, r in enumerate(out, start=1):
@@ -55,21 +101,32 @@ def rows(store: Store, experiment: str) -> list[dict[str, Any]]:
     return out
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
+# One format per column, so a column reads at a glance (metrics are on a 0-100 scale).
+COLUMN_FORMATS = {"eval_loss": "{:.4f}", "trainable_params": "{:,.0f}", "trainable_percent": "{:.3g}",
+                  "peak_memory_mb": "{:,.0f}", "train_seconds": "{:,.1f}", "eval_seconds": "{:,.1f}",
+                  "train_tokens_per_second": "{:,.1f}", "adapter_bytes": "{:,.0f}", "p_vs_best": "{:.2g}"}
+
+
+def _fmt(col: str, v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}" if abs(v) < 1e5 else f"{v:.3g}"
-    if isinstance(v, int) and abs(v) >= 10_000:
-        return f"{v:,}"
-    return str(v)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    return COLUMN_FORMATS.get(col, "{:.2f}").format(v)
+
+
+def _with_ci(r: dict[str, Any], metric: str) -> str:
+    v = _fmt(metric, r.get(metric))
+    lo, hi = r.get(f"{metric}_ci_low"), r.get(f"{metric}_ci_high")
+    return f"{v} [{lo:.2f}, {hi:.2f}]" if v != "-" and lo is not None and hi is not None else v
 
 
 def render(rs: list[dict[str, Any]], fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps(rs, indent=2)
     metric_cols = [m for m in METRIC_ORDER if any(m in r for r in rs)]
-    cols = ["rank", "run", "method", "status", *metric_cols, *COST_KEYS]
+    stat_cols = [c for c in ("rank_group", "p_vs_best", "n_seeds") if any(r.get(c) is not None for r in rs)]
+    cols = ["rank", "run", "method", "status", *metric_cols, *stat_cols, *COST_KEYS]
     if fmt == "csv":
         buf = io.StringIO()
         extra = sorted({k for r in rs for k in r} - set(cols))
@@ -80,12 +137,17 @@ def render(rs: list[dict[str, Any]], fmt: str = "table") -> str:
         return buf.getvalue()
     from tabulate import tabulate
 
+    main = rs[0]["main_metric"] if rs else None
     short = {"trainable_params": "trainable", "trainable_percent": "train%", "peak_memory_mb": "peak MB",
              "train_seconds": "train s", "eval_seconds": "eval s", "train_tokens_per_second": "tok/s",
-             "adapter_bytes": "adapter B"}
-    table = [[_fmt(r.get(c)) for c in cols] for r in rs]
-    text = tabulate(table, headers=[short.get(c, c) for c in cols], tablefmt="simple")
+             "adapter_bytes": "adapter B", "rank_group": "group", "p_vs_best": "p vs best", "n_seeds": "seeds"}
+    if main:
+        short[main] = f"{main} [95% CI]"
+    table = [[_with_ci(r, c) if c == main else _fmt(c, r.get(c)) if c not in ("rank", "rank_group", "n_seeds")
+              else ("-" if r.get(c) is None else str(r[c])) for c in cols] for r in rs]
+    text = tabulate(table, headers=[short.get(c, c) for c in cols], tablefmt="simple", disable_numparse=True)
     errors = [f"  {r['run']}: {r['status']}: {r['error']}" for r in rs if r.get("error")]
     if rs:
-        text += f"\n(ranked by {rs[0]['main_metric']}, higher is better)"
+        text += f"\n(ranked by {main}, higher is better; group 1: not significantly different from the best, " \
+                "paired test on the same test examples, Holm-corrected)"
     return text + ("\n" + "\n".join(errors) if errors else "")

@@ -8,6 +8,7 @@ how far each is from the zero-shot row and from full fine-tuning.
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,6 +77,10 @@ class Recommendation:
     zero_shot: RunView | None
     full: RunView | None
     paragraphs: list[str] = field(default_factory=list)  # with **bold** markers
+    # The pick: the cheapest run that cannot be told apart from the best (rank group 1), within the
+    # budget when one is given; the best itself when nothing ties with it or no statistics exist.
+    recommended: RunView | None = None
+    tied: list[RunView] = field(default_factory=list)  # rank group 1, best first
 
     @property
     def text(self) -> str:
@@ -160,7 +165,54 @@ def _costs(v: RunView, full: RunView | None) -> str:
     return ", ".join(out)
 
 
-def recommend(data: ReportData, budget: Budget | None = None) -> Recommendation:
+DEFAULT_PREFER = ("trainable_params", "peak_memory_mb", "train_seconds")
+
+
+def _cheapness(v: RunView, prefer: tuple[str, ...]) -> tuple[float, ...]:
+    return tuple(c if (c := v.cost(k)) is not None else math.inf for k in prefer)
+
+
+def _names(labels: list[str]) -> str:
+    b = [f"**{x}**" for x in labels]
+    return b[0] if len(b) == 1 else ", ".join(b[:-1]) + " and " + b[-1]
+
+
+def _ties(rs: list[RunView], best: RunView, main: str, budget: Budget, full: RunView | None,
+          prefer: tuple[str, ...]) -> tuple[str | None, RunView, list[RunView]]:
+    """The paragraph on what the uncertainty says, the pick and the tied runs."""
+    if best.row.get("rank_group") != 1:
+        return None, best, []
+    # groups are per experiment (its runs share a test set)
+    rs = [v for v in rs if v.experiment == best.experiment]
+    tied = [v for v in rs if v.row.get("rank_group") == 1]
+    lo, hi = best.row.get(f"{main}_ci_low"), best.row.get(f"{main}_ci_high")
+    ci = f", 95% CI {lo:.1f}-{hi:.1f}" if lo is not None and hi is not None else ""
+    if len(tied) == 1:
+        others = [v.row["p_vs_best"] for v in rs if v is not best and v.row.get("p_vs_best") is not None]
+        if not others:
+            return None, best, tied
+        return (f"**{best.label}** is significantly better than every other run on {main} ({best.metric(main):.1f}"
+                f"{ci}; p ≤ {max(others):.2g} against each, paired test on the same test examples, Holm-corrected).",
+                best, tied)
+    pool = [v for v in tied if budget.fits(v)] if budget.active else tied
+    pick = min(pool, key=lambda v: _cheapness(v, prefer)) if pool else best
+    ps = [v.row["p_vs_best"] for v in tied if v is not best and v.row.get("p_vs_best") is not None] or [1.0]
+    cost_names = {"trainable_params": "trainable parameters", "peak_memory_mb": "peak memory",
+                  "train_seconds": "train time"}
+    order = ", then ".join(cost_names.get(k, k) for k in prefer)
+    text = (f"{_names([v.label for v in tied])} are tied on {main} (best {best.metric(main):.1f}{ci}; "
+            f"p ≥ {min(ps):.2g} against it, Holm-corrected): the test set cannot tell them apart. ")
+    if pool:
+        text += (f"**{pick.label}** is the cheapest of them by {order}"
+                 + (f" within your budget ({budget.describe()})" if budget.active else "")
+                 + (f" ({_costs(pick, full)})" if _costs(pick, full) else "") + ": the recommendation.")
+    else:
+        text += f"None of them fits your budget ({budget.describe()})."
+    return text, pick, tied
+
+
+def recommend(data: ReportData, budget: Budget | None = None,
+              prefer: tuple[str, ...] = DEFAULT_PREFER) -> Recommendation:
     budget = budget or Budget()
     main = data.main_metric
     rs = ranked(data)
@@ -217,6 +269,11 @@ def recommend(data: ReportData, budget: Budget | None = None) -> Recommendation:
         first += " (No full fine-tuning row to compare with: add `full` to the methods.)"
     paragraphs.append(first)
 
+    # 1b. What the uncertainty says: the runs the best cannot be told apart from, and the pick.
+    tie_text, pick, tied = _ties(rs, best, main, budget, full, prefer)
+    if tie_text:
+        paragraphs.append(tie_text)
+
     # 2. Best within the budget, or the cheapest run close to the best.
     in_budget = None
     if budget.active:
@@ -269,4 +326,4 @@ def recommend(data: ReportData, budget: Budget | None = None) -> Recommendation:
             "; with so few, differences of a few points can be noise." if n_test < 200 else "."))
     if notes:
         paragraphs.append(" ".join(notes))
-    return Recommendation(best, in_budget, zs, full, paragraphs)
+    return Recommendation(best, in_budget, zs, full, paragraphs, recommended=pick, tied=tied)

@@ -12,6 +12,8 @@ experiment. Methods, each from a maintained library where one exists:
   through the same scipy test.
 - Multiple comparisons (`holm`): Holm-Bonferroni via statsmodels' `multipletests`;
   `rank_groups` builds tied groups from Holm-adjusted paired tests.
+- Corpus metrics over seeds (`corpus_seeds_ci`, `paired_corpus_seeds_pvalue`): the same
+  two-level bootstrap and paired randomization on a pool of every seed's rows.
 - Budget (`expected_max_curve`): expected best score after n trials (Dodge et al., 2019).
 
 numpy is imported eagerly; scipy, sacrebleu, scikit-learn and statsmodels only when a
@@ -23,12 +25,14 @@ from .corpus import bleu_statistic, macro_f1_statistic
 from .groups import RankGroup, holm, rank_groups
 from .intervals import Interval, SeedsInterval, corpus_ci, mean_ci, seeds_ci
 from .paired import mcnemar_pvalue, paired_bleu_pvalue, paired_corpus_pvalue, paired_pvalue
+from .seeds import corpus_seeds_ci, paired_corpus_seeds_pvalue, seed_values
 
 __all__ = [
     "Interval",
     "RankGroup",
     "SeedsInterval",
     "bleu_statistic",
+    "corpus_seeds_ci",
     "corpus_ci",
     "expected_max_curve",
     "holm",
@@ -37,7 +41,9 @@ __all__ = [
     "mean_ci",
     "paired_bleu_pvalue",
     "paired_corpus_pvalue",
+    "paired_corpus_seeds_pvalue",
     "paired_pvalue",
     "rank_groups",
+    "seed_values",
     "seeds_ci",
 ]

@@ -56,16 +56,28 @@ def bleu_statistic(outputs: Sequence[str], references: Sequence[Sequence[str]]) 
 
 
 def macro_f1_statistic(pred: Sequence[int], gold: Sequence[int], labels: Sequence[int]) -> Statistic:
-    """Macro-F1 (0-100) of the predictions ``idx`` over the given labels (absent ones count 0)."""
-    from sklearn.metrics import f1_score
+    """Macro-F1 (0-100) of the predictions ``idx`` over the given labels (absent ones count 0).
 
+    Computed from one confusion count per call (numpy), which equals scikit-learn's
+    ``f1_score(average="macro", zero_division=0)`` (tests check it) and costs microseconds
+    instead of milliseconds: a paired test calls it thousands of times."""
     p, g = np.asarray(pred), np.asarray(gold)
     if p.shape != g.shape:
         raise ValueError(f"macro_f1_statistic: {p.size} predictions but {g.size} gold labels")
     names = list(labels)
+    k = len(names)
+    code = {name: i for i, name in enumerate(names)}
+    pi = np.array([code.get(x, -1) for x in p.tolist()], dtype=np.intp)
+    gi = np.array([code.get(x, -1) for x in g.tolist()], dtype=np.intp)
 
     def statistic(idx: np.ndarray) -> float:
         i = np.asarray(idx, dtype=np.intp)
-        return 100.0 * float(f1_score(g[i], p[i], labels=names, average="macro", zero_division=0))
+        pp, gg = pi[i], gi[i]
+        tp = np.bincount(gg[(pp == gg) & (gg >= 0)], minlength=k)[:k]
+        n_pred = np.bincount(pp[pp >= 0], minlength=k)[:k]
+        n_gold = np.bincount(gg[gg >= 0], minlength=k)[:k]
+        denom = n_pred + n_gold  # F1 = 2 tp / (predicted + actual); 0 where both are 0
+        f1 = np.divide(2.0 * tp, denom, out=np.zeros(k), where=denom > 0)
+        return 100.0 * float(f1.mean()) if k else 0.0
 
     return statistic

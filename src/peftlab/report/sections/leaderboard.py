@@ -93,10 +93,27 @@ def view(data: ReportData) -> LeaderboardView:
     columns = [_column(k, data.main_metric, COST_LABELS.get(k, k) if cost else None) for k, cost in keys]
     best = {k: _best(data, k, cost) for k, cost in keys}
 
+    stats = any(v.row.get("rank_group") is not None for v in data.runs)
+    main = data.main_metric
+    if stats:  # the uncertainty of the ranking, right after the main metric
+        at = next((i for i, (k, _) in enumerate(keys) if k == main), -1) + 1
+        keys[at:at] = [("rank_group", False), ("p_vs_best", False)]
+        columns[at:at] = [Column("rank_group", "group", "rank group: 1 = not significantly different from the best "
+                                 "(paired test on the same test examples, Holm-corrected)", False),
+                          Column("p_vs_best", "p vs best", "Holm-adjusted p-value of the paired test against the best "
+                                 "run", True)]
+
     def cell(v: RunView, k: str, cost: bool) -> Cell:
+        if k in ("rank_group", "p_vs_best"):
+            x = v.row.get(k)
+            return Cell(x, "–" if x is None else (str(x) if k == "rank_group" else f"{x:.2g}"), False)
         x = v.cost(k) if cost else v.metric(k)
-        win = x is not None and v.done and (v.trains or not cost) and best[k] is not None and x == best[k]
-        return Cell(x, fmt_value(k, x), win)
+        win = x is not None and v.done and (v.trains or not cost) and best.get(k) is not None and x == best[k]
+        text = fmt_value(k, x)
+        lo, hi = v.row.get(f"{k}_ci_low"), v.row.get(f"{k}_ci_high")
+        if k == main and x is not None and lo is not None and hi is not None:
+            text += f' <span class="ci" title="95% confidence interval">[{lo:.1f}, {hi:.1f}]</span>'
+        return Cell(x, text, win)
 
     rows = []
     for v in data.runs:
@@ -143,7 +160,10 @@ def render(lb: LeaderboardView) -> str:
         f"Every run, ranked by <b>{esc(lb.main_metric)}</b> (ties by test loss). Click a header to sort. ★ marks the "
         "best value of each column (metrics over finished runs, costs over runs that train; none when all tie). "
         "Metrics are on the test split; ROUGE, BLEU, BERTScore, accuracy and F1 on a 0-100 scale; the detailed "
-        f"metric columns follow the costs.{encoders}")
+        "metric columns follow the costs. Brackets: the main metric's 95% confidence interval (bootstrap over test "
+        "examples; over seeds and examples with several seeds). <b>group</b> 1: cannot be told apart from the best "
+        "run (paired test on the same test examples, Holm-corrected; <b>p vs best</b>); the next group starts where "
+        f"the difference becomes significant.{encoders}")
     body = "".join(_row(r) for r in lb.rows)
     return section(ID, "Leaderboard",
                    explain + table("".join(head), body, cls="sortable", id="leaderboard-table", scroll=True))
