@@ -44,11 +44,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from peftlab.train.runner import plan, run_experiment
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    p = plan(args.experiment, _overrides(args), methods)
+    p = plan(args.experiment, _overrides(args), methods, seeds=args.seeds)
     store = _store(args)
-    run_experiment(p, store, force=args.force, isolation="inprocess" if args.in_process else "subprocess")
+    if args.dry_run:
+        from peftlab.tune.estimate import describe_plan
+
+        print(describe_plan(p, store))
+        return 0
+    results = run_experiment(p, store, force=args.force, isolation="inprocess" if args.in_process else "subprocess")
     print()
     print(render(rows(store, p.cfg.name)))
+    bad = [r for r in results if r.status not in ("done",)]
+    if bad:  # `peftlab run ... && deploy` must not go on
+        print(f"\n{len(bad)} of {len(results)} runs did not finish: "
+              + "; ".join(f"{r.name} {r.status}" + (f" ({r.error})" if r.error else "") for r in bad), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -192,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-eval-examples", type=int, help="limit on test examples")
     r.add_argument("--max-validation-examples", type=int)
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any key, e.g. training.seed=1")
+    r.add_argument("--tune", type=int, metavar="N",
+                   help="tune every method with N trials on the same budget (validation split) before the final runs")
+    r.add_argument("--seeds", type=int, metavar="K", help="train each final run with K seeds (training.seed, +1, ...)")
+    r.add_argument("--dry-run", action="store_true", help="show the runs this would make and their expected cost")
     r.add_argument("--force", action="store_true", help="redo runs that are already done")
     r.add_argument("--in-process", action="store_true", help="run methods in this process (debugging)")
     r.set_defaults(fn=cmd_run)

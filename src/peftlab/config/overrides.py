@@ -15,6 +15,7 @@ FLAG_KEYS: dict[str, str] = {
     "max_train_examples": "data.max_train_examples",
     "max_eval_examples": "data.max_test_examples",  # "eval" examples are the test split's
     "max_validation_examples": "data.max_validation_examples",
+    "tune": "tuning.trials",  # --tune N: tune each method with N trials (a tuning section is made if absent)
 }
 
 

@@ -109,6 +109,22 @@ class EvaluationConfig(_Strict):
     bertscore_model: str | None = Field(None, description="Encoder for BERTScore (report issue).")
 
 
+class SearchRange(_Strict):
+    """A numeric range to tune over: `{low: 1e-4, high: 1e-2, log: true}` (integers stay integers)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _order(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g}); swap them")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {self.low:g}); use log: false or a positive low")
+        return self
+
+
 class MethodEntry(_Strict):
     """One row of the comparison: a method name plus overrides of its defaults."""
 
@@ -116,10 +132,36 @@ class MethodEntry(_Strict):
     label: str | None = Field(None, description="Run name in the leaderboard (default: the method name).")
     learning_rate: float | None = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, SearchRange | list[Any]] | None = Field(
+        None, description="With tuning: this entry's search space, replacing the method's default for each key "
+        "given (learning_rate or an option): a list of choices, or {low, high, log}.")
+
+    @field_validator("search")
+    @classmethod
+    def _search(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        for key, space in (v or {}).items():
+            if isinstance(space, list) and not space:
+                raise ValueError(f"search.{key}: an empty list of choices; give at least one value")
+        return v
 
     @property
     def run_name(self) -> str:
         return self.label or self.name
+
+
+class TuningConfig(_Strict):
+    """Equal-budget tuning: every method gets the same number of trials, each with the same
+    training budget and the same seeded sampler, scored on the validation split only."""
+
+    trials: int = Field(gt=0, description="Trials per method.")
+    steps_per_trial: int | None = Field(None, gt=0, description="Optimizer steps of each trial (default: as the "
+                                        "final runs train).")
+    max_train_examples_per_trial: int | None = Field(None, gt=0, description="Training examples of each trial.")
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPE sampler, or random search.")
+    seed: int = Field(0, description="The sampler's seed (the same for every method).")
+    pruner: Literal["none", "median"] = Field(
+        "none", description="median: Optuna's median pruner on the validation metric at each evaluation "
+        "(training.eval_every; the same for every method).")
 
 
 class ExperimentConfig(_Strict):
@@ -130,6 +172,17 @@ class ExperimentConfig(_Strict):
     methods: list[MethodEntry] = Field(min_length=1)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    tuning: TuningConfig | None = Field(None, description="Tune every method on the same budget before the final "
+                                        "runs (peftlab run --tune N).")
+    seeds: list[int] | None = Field(None, min_length=1, description="Train each final run once per seed "
+                                    "(peftlab run --seeds K); the leaderboard reports the mean and its spread.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"seeds must be different, got {v}")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -184,7 +237,7 @@ class ExperimentConfig(_Strict):
 
 
 def _split_entry(item: dict[str, Any]) -> dict[str, Any]:
-    known = {"name", "label", "learning_rate", "options"}
+    known = {"name", "label", "learning_rate", "options", "search"}
     base = {k: v for k, v in item.items() if k in known}
     extra = {k: v for k, v in item.items() if k not in known}
     if extra:

@@ -206,8 +206,13 @@ def _sample(items: list[Example], n: int | None, seed: int) -> list[Example]:
     return [items[i] for i in idx]
 
 
-def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None = None) -> PreparedData:
-    """Read, check, split and limit the data for `task`. Raises DataError/ConfigError."""
+def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None = None,
+                 read_test: bool = True) -> PreparedData:
+    """Read, check, split and limit the data for `task`. Raises DataError/ConfigError.
+
+    `read_test=False` (tuning trials, their preflight): a test file is not opened at all, and
+    the train and validation sets are exactly those of `read_test=True`. A test split carved
+    from the training file is still held out of training (and not returned)."""
     skipped: list[str] = []
     notes: list[str] = []
     needed: list[tuple[str, str]] = []
@@ -226,6 +231,9 @@ def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None =
     for split in ("train", "validation", "test"):
         source = getattr(cfg, split)
         if source is None:
+            continue
+        if split == "test" and not read_test:
+            sets["test"] = []  # present, so nothing is carved from train in its place; never read
             continue
         rs = read_rows(source, base, cfg.on_bad_rows)
         skipped += rs.skipped
@@ -262,7 +270,7 @@ def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None =
 
     train = _sample(train, cfg.max_train_examples, seed)
     validation = _sample(sets["validation"], cfg.max_validation_examples, seed + 1)
-    test = _sample(sets["test"], cfg.max_test_examples, seed + 2)
+    test = _sample(sets["test"], cfg.max_test_examples, seed + 2) if read_test else []
 
     labels = None
     if s.target_key == "label":
@@ -330,8 +338,9 @@ def _map_labels(train: list[Example], val: list[Example], test: list[Example], c
     return names
 
 
-def _label_key(s: str) -> tuple[int, Any]:
+def _label_key(s: str) -> tuple[int, Any, str]:
+    """Numbers by value, then text; ties ("1" and "1.0" in a text column) by their text."""
     try:
-        return (0, float(s))
+        return (0, float(s), s)
     except ValueError:
-        return (1, s)
+        return (1, 0.0, s)

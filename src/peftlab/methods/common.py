@@ -62,10 +62,12 @@ def can_merge(model: Any) -> bool:
 
 
 @contextlib.contextmanager
-def merged_for_inference(model: Any) -> Iterator[None]:
+def merged_for_inference(model: Any, restore: bool = True) -> Iterator[None]:
     """Fold the adapter into the base weights (W + s·BA) for the duration: each layer then runs
     one matmul instead of the base's plus the adapter's. Measured on SmolLM2-135M LoRA, statista:
-    generation 20% faster with identical outputs and test loss (benchmarks/eval_levers.py)."""
+    generation 20% faster with identical outputs and test loss (benchmarks/eval_levers.py).
+    `restore=False` leaves it merged (the run's last use of the model: unmerging IA3 divides by
+    its scaling vector, which peft warns is inexact, for nothing)."""
     if not can_merge(model):
         yield
         return
@@ -73,4 +75,5 @@ def merged_for_inference(model: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        model.unmerge_adapter()
+        if restore:
+            model.unmerge_adapter()

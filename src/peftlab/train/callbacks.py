@@ -54,11 +54,14 @@ class ValidationMetricCallback(TrainerCallback):
     """At each evaluation, also score the validation set with the task's main metric
     (generating text for generation tasks), so the report can plot quality over steps."""
 
-    def __init__(self, store: Store, run_id: int, task: Any, examples: list[Any]) -> None:
+    def __init__(self, store: Store, run_id: int, task: Any, examples: list[Any],
+                 should_stop: Any = None) -> None:
         self.store = store
         self.run_id = run_id
         self.task = task
         self.examples = examples
+        # (step, value) -> bool: a tuning trial's pruner, told each validation score
+        self.should_stop = should_stop
 
     def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
         if model is None or not self.examples:
@@ -68,3 +71,7 @@ class ValidationMetricCallback(TrainerCallback):
         main = self.task.main_metric
         if isinstance(scores.get(main), int | float):
             self.store.log_points(self.run_id, state.global_step, {f"val_{main}": float(scores[main])})
+            if self.should_stop is not None and self.should_stop(state.global_step, float(scores[main])):
+                self.store.log(self.run_id, f"pruned at step {state.global_step} (validation {main} "
+                               f"{float(scores[main]):.2f} below the median of earlier trials)")
+                control.should_training_stop = True

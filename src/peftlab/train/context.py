@@ -30,6 +30,14 @@ class RunContext:
     base_dir: Path | None  # where the experiment's relative paths start
     out_dir: Path  # the run's folder: checkpoints, artifact, predictions
     mem: PeakMemory = field(default_factory=PeakMemory)  # peak memory over the run (`with ctx.mem`)
+    # "final" (a leaderboard run, tested on the test split) or "trial" (a tuning trial: scored on
+    # the validation split; the test split is never read, and no artifact is kept)
+    role: str = "final"
+    # seed of the data's sampling and splits: the experiment's own seed for every seed of a run,
+    # so the runs of a variant differ in their training seed only and share their test examples
+    data_seed: int | None = None
+    trial: dict[str, Any] | None = None  # a trial's study, number and pruner (`tune/`)
+    pruned: bool = False  # a trial its pruner stopped early
     # resolved by the recipe's steps, in this order
     method: Method = field(init=False)
     opts: MethodOptions = field(init=False)
@@ -42,6 +50,10 @@ class RunContext:
     @property
     def run_name(self) -> str:
         return self.entry.run_name
+
+    @property
+    def is_trial(self) -> bool:
+        return self.role == "trial"
 
     def phase(self, name: str) -> None:
         """Show the run's current phase (`peftlab show`, the web UI)."""

@@ -46,7 +46,8 @@ def execute_run(store: Store, run_id: int) -> str:
     base = Path(run.config["base_dir"]) if run.config.get("base_dir") else None
     out_dir = store.run_dir(cfg.name, entry.run_name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(store, run_id, cfg, entry, base, out_dir)
+    ctx = RunContext(store, run_id, cfg, entry, base, out_dir, role=run.config.get("role", "final"),
+                     data_seed=run.config.get("data_seed"), trial=run.config.get("trial"))
     store.log(run_id, f"run {entry.run_name} ({entry.name}) started")
     try:
         with ctx.mem:
@@ -93,8 +94,11 @@ def _run(ctx: RunContext) -> dict[str, Any]:
     ctx.precision = resolve_precision(tcfg.precision)
     ctx.phase("loading data")
 
-    # 1. Data: read, check, split, limit. Fails here, before any model loads.
-    ctx.data = data = prepare_data(cfg.data, cfg.task, tcfg.seed, ctx.base_dir)
+    # 1. Data: read, check, split, limit. Fails here, before any model loads. A tuning trial never
+    #    reads the test split: it is scored on the validation split.
+    seed = tcfg.seed if ctx.data_seed is None else ctx.data_seed
+    ctx.data = data = prepare_data(cfg.data, cfg.task, seed, ctx.base_dir, read_test=not ctx.is_trial)
+    scored = data.validation if ctx.is_trial else data.test
 
     # 2. Tokenizer / processor and the task's encoding.
     rm = resolve_model(cfg.model, ctx.base_dir)
@@ -114,16 +118,16 @@ def _run(ctx: RunContext) -> dict[str, Any]:
     train_seconds, tokens, train_rows = _train(ctx, model) if ctx.method.trains else (0.0, 0, 0)
 
     # 6. Save the trained artifact: the adapter, or the whole model with its tokenizer.
-    save_dir, artifact_bytes = _save(ctx, model) if ctx.method.trains else (None, 0)
+    save_dir, artifact_bytes = _save(ctx, model) if ctx.method.trains and not ctx.is_trial else (None, 0)
     train_peak = ctx.mem.peak_mb
 
-    # 7. Evaluate on the test split: loss, predictions, metrics.
+    # 7. Evaluate on the test split (a trial: the validation split): loss, predictions, metrics.
     ctx.phase("evaluating")
     t0 = time.perf_counter()
-    with merged_for_inference(model):  # the adapter is saved: fold it in, generation is faster
-        test_loss, preds = task.evaluate(model, data.test, desc=f"{ctx.run_name}: test")
+    with merged_for_inference(model, restore=False):  # the adapter is saved: fold it in, generation is faster
+        test_loss, preds = task.evaluate(model, scored, desc=f"{ctx.run_name}: {'validation' if ctx.is_trial else 'test'}")
     predict_seconds = time.perf_counter() - t0  # the model's part: test loss and outputs
-    metrics = task.score(data.test, preds)
+    metrics = task.score(scored, preds)
     eval_seconds = time.perf_counter() - t0  # + metric scoring (the first call imports ROUGE/BLEU)
     per_class = metrics.pop("_per_class", None)
     metrics["eval_loss"] = test_loss
@@ -145,7 +149,7 @@ def _run(ctx: RunContext) -> dict[str, Any]:
         "train_tokens_per_second": round(tokens / train_seconds, 1) if train_seconds else None,
         "train_peak_memory_mb": round(train_peak, 1),
         "adapter_bytes": artifact_bytes,
-        "eval_examples_per_second": round(len(data.test) / eval_seconds, 2) if eval_seconds else None,
+        "eval_examples_per_second": round(len(scored) / eval_seconds, 2) if eval_seconds else None,
     }
     return {"metrics": metrics, "cost": cost, "info": info, "resolved": resolved}
 
@@ -247,8 +251,12 @@ def _info(ctx: RunContext, preds: list[Prediction], pred_path: Path, save_dir: P
         info["per_class"] = per_class
     if task.generative:
         info["health"] = generation_health(
-            [p.output for p in preds], [p.stopped for p in preds], [e.references[0] for e in data.test]
+            [p.output for p in preds], [p.stopped for p in preds],
+            [e.references[0] for e in (data.validation if ctx.is_trial else data.test)]
         )
+    if ctx.is_trial:
+        info["scored_split"] = "validation"
+        info["pruned"] = ctx.pruned
     return info
 
 

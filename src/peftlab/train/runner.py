@@ -68,8 +68,12 @@ class Plan:
 
 
 def config_hash(cfg: ExperimentConfig, entry: MethodEntry) -> str:
-    body = cfg.model_dump(mode="json", exclude={"methods"})
-    blob = json.dumps({"experiment": body, "entry": entry.model_dump(mode="json")}, sort_keys=True)
+    """What makes a run the same run: the experiment (less the other methods, and less tuning and
+    seeds, which decide which runs exist, not what one run does) and its method entry (less its
+    search space). A changed hash resets the run."""
+    body = cfg.model_dump(mode="json", exclude={"methods", "tuning", "seeds"})
+    blob = json.dumps({"experiment": body, "entry": entry.model_dump(mode="json", exclude={"search"})},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -94,11 +98,19 @@ def select_methods(cfg: ExperimentConfig, names: list[str] | None) -> list[Metho
     return out
 
 
-def plan(path: str | Path, overrides: dict[str, Any] | None = None, methods: list[str] | None = None) -> Plan:
+def plan(path: str | Path, overrides: dict[str, Any] | None = None, methods: list[str] | None = None,
+         seeds: int | None = None) -> Plan:
+    """The experiment file, validated, with `overrides` (dotted keys), only the `methods` named,
+    and `seeds` (`--seeds K`: training.seed, +1, ... +K-1) in place of its `seeds:`."""
     path = Path(path)
     loaded = load_experiment(path, overrides)
     selected = select_methods(loaded.cfg, methods)
-    cfg = loaded.cfg.model_copy(update={"methods": selected})
+    update: dict[str, Any] = {"methods": selected}
+    if seeds is not None:
+        if seeds < 1:
+            raise ConfigError(f"--seeds {seeds}: give the number of seeds to train each final run with, 1 or more")
+        update["seeds"] = [loaded.cfg.training.seed + i for i in range(seeds)]
+    cfg = loaded.cfg.model_copy(update=update)
     from peftlab.methods import validate_method
 
     for m in selected:
@@ -113,13 +125,14 @@ class Preflight:
     warnings: list[str]
 
 
-def preflight(p: Plan) -> Preflight:
+def preflight(p: Plan, read_test: bool = True) -> Preflight:
     """Check data, model and methods before any run starts (errors name the file/line/key).
+    `read_test=False`: the checks of a tuning phase, which never opens the test split.
 
     Raises DataError, ModelError, ConfigError or MethodNotApplicable; changes nothing."""
     cfg = p.cfg
     try:
-        data = prepare_data(cfg.data, cfg.task, cfg.training.seed, p.base_dir)
+        data = prepare_data(cfg.data, cfg.task, cfg.training.seed, p.base_dir, read_test=read_test)
     except ConfigError as e:  # a data.* setting at fault: point at its line
         key = str(e).split(":", 1)[0]
         raise ConfigError(f"{p.where(key)}: {e}") from None
@@ -232,30 +245,46 @@ def run_experiment(
     echo: Any = print,
 ) -> list[Run]:
     cfg = p.cfg
-    checked = preflight(p)
+    from peftlab.tune.plan import check_tuning, final_runs
+
+    check_tuning(p)
+    checked = preflight(p, read_test=cfg.tuning is None)  # a tuning phase first: it never reads the test split
     for note in checked.warnings:
         echo(f"warning: {note}")
     with _sigterm_as_interrupt():
         store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
                               str(p.base_dir) if p.base_dir else None)
         store.reap_stale()
+        entries = list(cfg.methods)
+        if cfg.tuning is not None:
+            from peftlab.tune.driver import tune
+
+            tuned = tune(p, store, checked.data, force, isolation, echo)
+            entries = [tuned.get(e.run_name, e) for e in entries]
+            preflight(p)  # the final runs read the test split: check it now
+        finals = final_runs(p, entries)
         results: list[Run] = []
-        for i, entry in enumerate(cfg.methods, start=1):
-            results.append(_run_one(p, store, entry, f"[{i}/{len(cfg.methods)}] {cfg.name} / {entry.run_name}",
-                                    force, isolation, echo))
+        for i, (entry, run_cfg, extra) in enumerate(finals, start=1):
+            head = f"[{i}/{len(finals)}] {cfg.name} / {entry.run_name}"
+            results.append(run_one(p, store, entry, head, force, isolation, echo, run_cfg, extra))
     return results
 
 
-def queue_run(p: Plan, store: Store, entry: MethodEntry, force: bool = False) -> tuple[Run, bool]:
+def queue_run(p: Plan, store: Store, entry: MethodEntry, force: bool = False,
+              cfg: ExperimentConfig | None = None, extra: dict[str, Any] | None = None) -> tuple[Run, bool]:
     """Record one run of the experiment (queued unless already done with this config).
 
-    Returns (run, reset). A reset run (new, changed config, or `force`) loses the checkpoints
-    of its earlier config, so it can never resume from a different configuration's state."""
-    cfg = p.cfg
+    `cfg`: the experiment as this run trains it (a seed's, a trial's budget; default the plan's);
+    `extra`: what the run is within the experiment (`role`, `variant`, `seed`, `data_seed`,
+    `trial`), kept in its config. Returns (run, reset). A reset run (new, changed config, or
+    `force`) loses the checkpoints of its earlier config, so it can never resume from a
+    different configuration's state."""
+    cfg = cfg or p.cfg
     run_cfg = {
         "experiment": cfg.model_dump(mode="json"),
         "entry": entry.model_dump(mode="json"),
         "base_dir": str(p.base_dir) if p.base_dir else None,
+        **(extra or {}),
     }
     run, reset = store.upsert_run(cfg.name, entry.run_name, entry.name, config_hash(cfg, entry), run_cfg, force)
     if reset:
@@ -263,8 +292,9 @@ def queue_run(p: Plan, store: Store, entry: MethodEntry, force: bool = False) ->
     return run, reset
 
 
-def _run_one(p: Plan, store: Store, entry: MethodEntry, head: str, force: bool, isolation: str, echo: Any) -> Run:
-    run, _ = queue_run(p, store, entry, force)
+def run_one(p: Plan, store: Store, entry: MethodEntry, head: str, force: bool, isolation: str, echo: Any,
+             cfg: ExperimentConfig | None = None, extra: dict[str, Any] | None = None) -> Run:
+    run, _ = queue_run(p, store, entry, force, cfg, extra)
     if run.status in ("done", "diverged"):
         echo(f"{head}: already {run.status}, skipped (use --force to redo)")
         return run

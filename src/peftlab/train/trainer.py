@@ -249,7 +249,8 @@ def train_model(
     if method.callbacks is not None:
         callbacks.extend(method.callbacks(model))
     if val_feats and ctx.data.validation:
-        callbacks.append(ValidationMetricCallback(ctx.store, ctx.run_id, task, ctx.data.validation))
+        callbacks.append(ValidationMetricCallback(ctx.store, ctx.run_id, task, ctx.data.validation,
+                                                  _pruner(ctx)))
     with _tensorboard_dir(ctx.out_dir / "tensorboard" if "tensorboard" in t.report_to else None):
         trainer = PeftlabTrainer(
             model=model,
@@ -268,3 +269,20 @@ def train_model(
     trainer.add_callback(counters)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return counters.totals()
+
+
+def _pruner(ctx: RunContext) -> Any:
+    """A tuning trial's pruning check (`tune.study.pruning_hook`), which also marks the run pruned."""
+    if not ctx.trial or ctx.trial.get("pruner", "none") == "none":
+        return None
+    from peftlab.tune.study import pruning_hook
+
+    hook = pruning_hook(ctx.trial, ctx.store.root)
+
+    def should_stop(step: int, value: float) -> bool:
+        if hook(step, value):
+            ctx.pruned = True
+            return True
+        return False
+
+    return should_stop

@@ -1,0 +1,69 @@
+"""Which runs an experiment with `seeds:` and `tuning:` makes, and the checks on them that run
+before anything starts.
+
+- Final runs (the leaderboard rows): one per method entry, or with `seeds: [s1, s2, ...]` one
+  per seed, named `<run>.s<seed>`. Every seed of an entry shares its data sampling and splits
+  (`data_seed`: the experiment's own `training.seed`), so they differ only in their training
+  seed and are tested on the same examples; the leaderboard groups them (`variant`).
+- Tuning trials: `<run>.t<number>`, each a run with `role: trial` (see `tune.driver`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from peftlab.config.schema import ExperimentConfig, MethodEntry
+from peftlab.errors import ConfigError
+from peftlab.methods import get_method
+from peftlab.tune.space import space_for
+
+MIN_VALIDATION = 10  # examples: below this, trials' validation scores cannot rank them
+
+
+def check_tuning(p: Any) -> None:
+    """Refuse a tuning or seeds setup that cannot work, naming the key and the fix, before any run."""
+    cfg: ExperimentConfig = p.cfg
+    if cfg.tuning is not None:
+        trained = [e for e in cfg.methods if get_method(e.name).trains]
+        if not trained:
+            names = ", ".join(e.run_name for e in cfg.methods)
+            raise ConfigError(f"{p.where('tuning')}: tuning: none of the methods ({names}) trains, so there is "
+                              "nothing to tune; add a method that trains, or drop --tune / tuning")
+        for e in cfg.methods:
+            try:
+                space_for(e, cfg.task)
+            except ConfigError as err:
+                raise ConfigError(f"{p.method_where(e.run_name)}: {err}") from None
+        v = cfg.data.max_validation_examples
+        if v is not None and v < MIN_VALIDATION:
+            raise ConfigError(f"{p.where('data.max_validation_examples')}: data.max_validation_examples is {v}; "
+                              f"tuning ranks trials on the validation split and needs at least {MIN_VALIDATION} "
+                              "examples there: raise it, or give a larger validation file")
+    elif any(e.search for e in cfg.methods):
+        e = next(e for e in cfg.methods if e.search)
+        raise ConfigError(f"{p.method_where(e.run_name)}: methods: {e.run_name}: `search` needs tuning (add a "
+                          "`tuning:` section or pass --tune N)")
+
+
+def check_validation_size(n: int, where: str) -> None:
+    if n < MIN_VALIDATION:
+        raise ConfigError(f"{where}: the validation split has {n} examples; tuning ranks trials on it and needs at "
+                          f"least {MIN_VALIDATION}: give a validation file, raise data.max_validation_examples, "
+                          "or raise data.split_fractions' validation share")
+
+
+def final_runs(p: Any, entries: list[MethodEntry]) -> list[tuple[MethodEntry, ExperimentConfig, dict[str, Any]]]:
+    """(entry, experiment as it trains, extra run config) of each final run."""
+    cfg: ExperimentConfig = p.cfg
+    tuned = cfg.tuning is not None
+    out = []
+    for e in entries:
+        base: dict[str, Any] = {"variant": e.run_name} if (cfg.seeds or tuned) else {}
+        if not cfg.seeds or not get_method(e.name).trains:  # a baseline trains nothing: one run
+            out.append((e, cfg, base))
+            continue
+        for s in cfg.seeds:
+            seeded = cfg.model_copy(update={"training": cfg.training.model_copy(update={"seed": s})})
+            entry = e.model_copy(update={"label": f"{e.run_name}.s{s}"})
+            out.append((entry, seeded, {**base, "seed": s, "data_seed": cfg.training.seed}))
+    return out

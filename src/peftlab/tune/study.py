@@ -1,0 +1,66 @@
+"""Optuna studies kept in the store: one per method entry, with the same sampler, seed, pruner and
+budget for every method of an experiment.
+
+The studies live in `STORE/tuning.journal` (Optuna's journal storage: an append-only file with
+file locks, safe for the driver and the trial processes together), so a killed study resumes
+where it stopped: finished trials are kept, and a trial that was running when the driver died is
+run again under its own number (its store run resumes from its checkpoint) instead of being
+counted twice or lost. A study's name holds a hash of its space and budget: changing either
+starts a new study rather than mixing incompatible trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from peftlab.config.schema import TuningConfig
+from peftlab.tune.space import Param
+
+JOURNAL = "tuning.journal"
+
+
+def storage(store_root: Path) -> Any:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # peftlab prints each trial itself
+    return JournalStorage(JournalFileBackend(str(Path(store_root) / JOURNAL)))
+
+
+def study_name(experiment: str, run_name: str, space: dict[str, Param], tuning: TuningConfig,
+               trial_budget: dict[str, Any]) -> str:
+    key = json.dumps({"space": [p.describe() for p in space.values()], "sampler": tuning.sampler,
+                      "seed": tuning.seed, "pruner": tuning.pruner, "budget": trial_budget}, sort_keys=True)
+    return f"{experiment}/{run_name}/{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def open_study(store_root: Path, name: str, tuning: TuningConfig, maximize: bool) -> Any:
+    import optuna
+
+    sampler = (optuna.samplers.TPESampler(seed=tuning.seed) if tuning.sampler == "tpe"
+               else optuna.samplers.RandomSampler(seed=tuning.seed))
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if tuning.pruner == "median" else optuna.pruners.NopPruner()
+    return optuna.create_study(study_name=name, storage=storage(store_root), sampler=sampler, pruner=pruner,
+                               direction="maximize" if maximize else "minimize", load_if_exists=True)
+
+
+def pruning_hook(trial_info: dict[str, Any], store_root: Path) -> Any:
+    """For a trial run in a worker: `hook(step, value) -> bool` reports the validation metric to the
+    study and says whether the pruner stops the trial here. None when the study does not prune."""
+    if trial_info.get("pruner", "none") == "none":
+        return None
+    import optuna
+
+    study = optuna.load_study(study_name=trial_info["study"], storage=storage(store_root))
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial_info["number"])
+    trial = optuna.trial.Trial(study, frozen._trial_id)
+
+    def hook(step: int, value: float) -> bool:
+        trial.report(value, step)
+        return trial.should_prune()
+
+    return hook
