@@ -72,6 +72,13 @@ def test_every_method_gets_the_same_budget_then_the_best_is_retrained(tmp_path: 
     from peftlab.report.leaderboard import rows
 
     assert {x["run"] for x in rows(store, "tiny")} == {"zero-shot", "lora", "prompt-tuning"}  # trials apart
+    from peftlab.report.html import ReportOptions, build_report
+
+    res = build_report(store, ["tiny"], tmp_path / "r.html", options=ReportOptions(bertscore=False, png_dir=tmp_path / "png"))
+    page = res.path.read_text(encoding="utf-8")
+    assert 'id="tuning"' in page and "Expected best validation rougeL" in page and 'id="tuning-table"' in page
+    assert {d.label for d in res.data.runs} == {"zero-shot", "lora", "prompt-tuning"}
+    assert {p.name for p in res.pngs} >= {"budget_curves.png", "ranking.png"}
 
 
 def test_a_study_stopped_mid_trial_resumes_to_the_same_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

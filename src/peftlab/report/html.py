@@ -36,12 +36,13 @@ from peftlab.report.sections import (
     outputs,
     pareto,
     recommendation,
+    tuning,
 )
 from peftlab.report.sections.common import esc
 from peftlab.store import Store
 
 # The sections in page order; each renders the view `_views` prepares for it (None: not shown).
-BODY = (recommendation, leaderboard, curves, pareto, health, classes, outputs, config, environment, metrics)
+BODY = (recommendation, leaderboard, tuning, curves, pareto, health, classes, outputs, config, environment, metrics)
 
 
 @dataclass
@@ -68,6 +69,7 @@ def _views(data: ReportData, opts: ReportOptions, rec: Recommendation, problems:
     return {
         recommendation.ID: recommendation.view(rec, data.notes),
         leaderboard.ID: leaderboard.view(data),
+        tuning.ID: tuning.view(data),
         curves.ID: curves.view(data),
         pareto.ID: pareto.view(data),
         health.ID: health.view(data),
@@ -104,6 +106,15 @@ def write_pngs(data: ReportData, out_dir: Path) -> list[Path]:
     for p in pareto.view(data).charts:
         written.append(plots.pareto_png(out_dir / f"pareto_{_slug(p.key)}.png", f"{data.main_metric} vs {p.label}",
                                         p.points, p.key, p.label, data.main_metric, p.log))
+    ranked = leaderboard.ranking(data)
+    if ranked:
+        written.append(plots.ranking_png(out_dir / "ranking.png", f"{data.main_metric} with 95% confidence intervals",
+                                         ranked, data.main_metric))
+    tv = tuning.view(data)
+    if tv is not None and tuning.curve_series(tv):
+        written.append(plots.line_chart_png(out_dir / "budget_curves.png",
+                                            f"Expected best validation {data.main_metric} after n trials",
+                                            tuning.curve_series(tv), "trials", data.main_metric))
     for v in data.runs:
         cm = classes.confusion(v)
         if cm is not None:

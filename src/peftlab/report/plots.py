@@ -36,6 +36,8 @@ class Point:
     x: float
     y: float
     frontier: bool = False
+    y_low: float | None = None  # the y value's 95% interval, drawn as an error bar
+    y_high: float | None = None
 
 
 def esc(s: object) -> str:
@@ -184,7 +186,7 @@ def pareto_svg(title: str, points: list[Point], xkey: str, xlabel: str, ylabel: 
                zero_x: bool = False) -> str:
     """Quality (y, higher is better) against a cost (x, lower is better), frontier drawn."""
     xa = Axis([p.x for p in points], log=log_x, zero=zero_x)
-    ya = Axis([p.y for p in points])
+    ya = Axis([p.y for p in points] + [v for p in points for v in (p.y_low, p.y_high) if v is not None])
     pw, ph = W - ML - MR, H - MT - MB
 
     def sx(v: float) -> float:
@@ -215,12 +217,62 @@ def pareto_svg(title: str, points: list[Point], xkey: str, xlabel: str, ylabel: 
                       f'stroke="{p.color}"/>')
         cls = "pt front" if p.frontier else "pt"
         tip = f"{p.label}: {ylabel} {p.y:.4g}, {xlabel} {axis_fmt(xkey, p.x)}" + (" (on the frontier)" if p.frontier else "")
+        bar = ""
+        if p.y_low is not None and p.y_high is not None:
+            tip += f"; 95% CI {p.y_low:.4g}-{p.y_high:.4g}"
+            bar = (f'<line class="errbar" x1="{px:.1f}" x2="{px:.1f}" y1="{sy(p.y_low):.1f}" y2="{sy(p.y_high):.1f}" '
+                   f'stroke="{p.color}"/>')
         body.append(
-            f'<g class="series" data-series="{p.index}">{leader}<circle class="{cls}" cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" '
+            f'<g class="series" data-series="{p.index}">{leader}{bar}<circle class="{cls}" cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" '
             f'r="{6 if p.frontier else 5}" fill="{p.color}"><title>{esc(tip)}</title></circle>'
             f'<text class="plabel{" front" if p.frontier else ""}" x="{lx:.1f}" y="{ly:.1f}">{esc(p.label)}</text></g>'
         )
     return _svg(body, title)
+
+
+@dataclass
+class Ranked:
+    """One run on the ranking chart: its main metric, 95% interval and rank group."""
+
+    label: str
+    index: int
+    color: str
+    value: float
+    low: float | None
+    high: float | None
+    group: int | None
+
+
+def ranking_svg(title: str, rows: list[Ranked], xlabel: str) -> str:
+    """The runs best first, each a dot at its main metric with its 95% interval as a whisker; the
+    band of rank group 1 (runs that cannot be told apart from the best) is shaded."""
+    h = MT + 22 * len(rows) + MB
+    vals = [v for r in rows for v in (r.value, r.low, r.high) if v is not None]
+    xa = Axis(vals)
+    left, pw = 150, W - 150 - MR
+    out = [f'<text class="ctitle" x="{ML}" y="18">{esc(title)}</text>']
+    for t in xa.ticks:
+        x = left + pw * xa(t)
+        out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{MT}" y2="{h - MB}"/>')
+        out.append(f'<text class="tick" x="{x:.1f}" y="{h - MB + 16}" text-anchor="middle">{esc(f"{t:.4g}")}</text>')
+    g1 = [r for r in rows if r.group == 1]
+    if len(g1) > 1:
+        y0, y1 = MT + 22 * rows.index(g1[0]), MT + 22 * (rows.index(g1[-1]) + 1)
+        out.append(f'<rect class="group1" x="{left}" y="{y0}" width="{pw}" height="{y1 - y0}"/>')
+    for i, r in enumerate(rows):
+        y = MT + 22 * i + 11
+        tip = f"{r.label}: {r.value:.4g}" + (f", 95% CI {r.low:.4g}-{r.high:.4g}" if r.low is not None else "") + (
+            f", rank group {r.group}" if r.group is not None else "")
+        g = [f'<g class="series" data-series="{r.index}"><title>{esc(tip)}</title>',
+             f'<text class="tick" x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{esc(r.label)}</text>']
+        if r.low is not None and r.high is not None:
+            g.append(f'<line class="errbar" x1="{left + pw * xa(r.low):.1f}" x2="{left + pw * xa(r.high):.1f}" '
+                     f'y1="{y:.1f}" y2="{y:.1f}" stroke="{r.color}" stroke-width="2"/>')
+        g.append(f'<circle cx="{left + pw * xa(r.value):.1f}" cy="{y:.1f}" r="5" fill="{r.color}"/></g>')
+        out += g
+    out.append(f'<text class="alabel" x="{left + pw / 2:.1f}" y="{h - 8}" text-anchor="middle">{esc(xlabel)}</text>')
+    return (f'<svg class="chart" viewBox="0 0 {W} {h}" width="{W}" height="{h}" role="img" aria-label="{esc(title)}" '
+            'xmlns="http://www.w3.org/2000/svg">' + "".join(out) + "</svg>")
 
 
 # -- PNG (matplotlib, no pyplot: no GUI backend, safe in threads and servers) ------------
@@ -263,6 +315,8 @@ def pareto_png(path: Path, title: str, points: list[Point], xkey: str, xlabel: s
         ax.step([p.x for p in front], [p.y for p in front], where="post", color="#444", linestyle="--",
                 linewidth=1.2, label="Pareto frontier")
     for p in points:
+        if p.y_low is not None and p.y_high is not None:
+            ax.errorbar([p.x], [p.y], yerr=[[p.y - p.y_low], [p.y_high - p.y]], color=p.color, capsize=3, zorder=2)
         ax.scatter([p.x], [p.y], color=p.color, s=60 if p.frontier else 36,
                    edgecolors="#222" if p.frontier else "none", zorder=3)
         ax.annotate(p.label, (p.x, p.y), textcoords="offset points", xytext=(6, 5), fontsize=8)
@@ -283,6 +337,28 @@ def confusion_png(path: Path, title: str, matrix: list[list[int]], labels: list[
     for i, r in enumerate(matrix):
         for j, v in enumerate(r):
             ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def ranking_png(path: Path, title: str, rows: list[Ranked], xlabel: str) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 0.8 + 0.35 * len(rows)), dpi=150)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.grid(True, axis="x", color="#e5e5e5")
+    ys = list(range(len(rows)))[::-1]
+    for y, r in zip(ys, rows, strict=True):
+        if r.low is not None and r.high is not None:
+            ax.errorbar([r.value], [y], xerr=[[r.value - r.low], [r.high - r.value]], color=r.color, capsize=3)
+        ax.scatter([r.value], [y], color=r.color, s=40, zorder=3)
+    ax.set_yticks(ys, [f"{r.label}" + (f" (group {r.group})" if r.group is not None else "") for r in rows],
+                  fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     return path

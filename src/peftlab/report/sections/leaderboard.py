@@ -3,8 +3,9 @@ headline metrics, costs, then the detailed metrics; ★ marks the best value of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from peftlab.report import plots
 from peftlab.report.collect import ReportData, RunView
 from peftlab.report.fmt import COST_LABELS, fmt_value, higher_is_better
 from peftlab.report.leaderboard import COST_KEYS
@@ -47,6 +48,16 @@ class LeaderboardView:
     columns: list[Column]
     rows: list[Row]
     encoders: list[tuple[str, str]]  # BERTScore (encoder, layer) pairs the runs were scored with
+    ranking: list[plots.Ranked] = field(default_factory=list)  # the ranking chart (runs with an interval)
+
+
+def ranking(data: ReportData) -> list[plots.Ranked]:
+    """Finished runs with the main metric's interval, best first: the ranking chart's rows."""
+    m = data.main_metric
+    out = [plots.Ranked(v.label, v.index, v.color, v.metric(m), v.row.get(f"{m}_ci_low"), v.row.get(f"{m}_ci_high"),
+                        v.row.get("rank_group"))
+           for v in data.runs if v.done and v.metric(m) is not None]
+    return out if any(r.low is not None for r in out) else []
 
 
 def metric_columns(data: ReportData) -> tuple[list[str], list[str]]:
@@ -128,7 +139,7 @@ def view(data: ReportData) -> LeaderboardView:
                         [cell(v, k, cost) for k, cost in keys]))
     encoders = {(b.get("model_name"), b.get("num_layers")) for v in data.runs
                 if (b := (v.run.info or {}).get("bertscore"))}
-    return LeaderboardView(data.main_metric, columns, rows, sorted(encoders, key=str))
+    return LeaderboardView(data.main_metric, columns, rows, sorted(encoders, key=str), ranking(data))
 
 
 def _head(c: Column) -> str:
@@ -165,5 +176,10 @@ def render(lb: LeaderboardView) -> str:
         "run (paired test on the same test examples, Holm-corrected; <b>p vs best</b>); the next group starts where "
         f"the difference becomes significant.{encoders}")
     body = "".join(_row(r) for r in lb.rows)
+    chart = ""
+    if lb.ranking:
+        svg = plots.ranking_svg(f"{lb.main_metric} with 95% confidence intervals", lb.ranking, lb.main_metric)
+        chart = f'<div class="chartbox" data-chart="ranking">{svg}</div>' + note(
+            "Shaded: rank group 1, the runs the test set cannot tell apart from the best.")
     return section(ID, "Leaderboard",
-                   explain + table("".join(head), body, cls="sortable", id="leaderboard-table", scroll=True))
+                   explain + table("".join(head), body, cls="sortable", id="leaderboard-table", scroll=True) + chart)

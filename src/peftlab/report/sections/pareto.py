@@ -33,7 +33,8 @@ def pareto_points(data: ReportData, key: str) -> list[plots.Point]:
     vs = [v for v in data.runs if v.done and v.metric(data.main_metric) is not None and v.cost(key) is not None]
     xy = [(v.cost(key) or 0.0, v.metric(data.main_metric) or 0.0) for v in vs]
     front = set(pareto_front(xy))
-    return [plots.Point(v.label, v.index, v.color, x, y, i in front)
+    m = data.main_metric
+    return [plots.Point(v.label, v.index, v.color, x, y, i in front, v.row.get(f"{m}_ci_low"), v.row.get(f"{m}_ci_high"))
             for i, (v, (x, y)) in enumerate(zip(vs, xy, strict=True))]
 
 
@@ -61,5 +62,6 @@ def render(p: ParetoView) -> str:
                      f'{note("Frontier (cheapest first): " + esc(" → ".join(c.frontier)))}</div>')
     explain = note("The main metric against each cost. The dashed staircase is the Pareto frontier: runs (bold, "
                    "outlined) that no other run beats on both quality and that cost. Everything below or right of it "
-                   "is dominated. Parameter counts and sizes are on a log scale with 0 (zero-shot) at the far left.")
+                   "is dominated. Parameter counts and sizes are on a log scale with 0 (zero-shot) at the far left. "
+                   "Vertical bars: the main metric's 95% confidence interval.")
     return section(ID, "Cost vs quality", f'{explain}{legend(p.legend)}<div class="charts">{"".join(boxes)}</div>')
