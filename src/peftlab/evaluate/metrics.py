@@ -56,6 +56,24 @@ def generation_metrics(outputs: Sequence[str], references: Sequence[Sequence[str
     return metrics
 
 
+def example_scores(preds: Sequence[Any]) -> list[dict[str, float]]:
+    """One row of scores per prediction, stored beside the predictions (`scores.jsonl`) so that
+    any two runs on the same test rows can be compared pair by pair: ROUGE-1/2/L F1 and sentence
+    BLEU (sacrebleu `sentence_bleu`, its default smoothing) for generation, 0/1 correctness for
+    classification. Corpus BLEU and macro-F1 are recomputed from the outputs per resample."""
+    if all("pred_id" in p.extra and "gold_id" in p.extra for p in preds):
+        return [{"correct": float(p.extra["pred_id"] == p.extra["gold_id"])} for p in preds]
+    import sacrebleu
+
+    refs = [p.reference if isinstance(p.reference, list) else [p.reference] for p in preds]
+    rows = sentence_scores([p.output for p in preds], refs)
+    out = []
+    for p, r, rs in zip(preds, rows, refs, strict=True):
+        out.append({"rouge1": r["rouge1"], "rouge2": r["rouge2"], "rougeL": r["rougeL"],
+                    "bleu": float(sacrebleu.sentence_bleu(p.output, [str(x) for x in rs]).score)})
+    return out
+
+
 def classification_metrics(pred: Sequence[int], gold: Sequence[int], names: Sequence[str]) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 

@@ -27,6 +27,7 @@ from peftlab.data.prepare import prepare_data
 from peftlab.device import describe, resolve_precision
 from peftlab.errors import DivergedError, PeftlabError
 from peftlab.evaluate.health import generation_health
+from peftlab.evaluate.metrics import example_scores
 from peftlab.methods import MethodContext, get_method
 from peftlab.methods.common import merged_for_inference
 from peftlab.models import ResolvedModel, load_model, resolve_model
@@ -132,9 +133,11 @@ def _run(ctx: RunContext) -> dict[str, Any]:
     per_class = metrics.pop("_per_class", None)
     metrics["eval_loss"] = test_loss
     pred_path = _write_predictions(ctx.out_dir / "predictions.jsonl", preds)
+    scores_path = _write_rows(ctx.out_dir / "scores.jsonl", example_scores(preds))  # per example, for the statistics
 
     # 8. Record: what the run produced (predictions, health, artifact) and what it cost.
     info = _info(ctx, preds, pred_path, save_dir, per_class)
+    info["scores"] = ctx.store.relative(scores_path)
     if task.truncated:
         ctx.log(f"{task.truncated} of {train_rows} training rows were longer than the max length and truncated",
                 "warning")
@@ -226,9 +229,13 @@ def _save(ctx: RunContext, model: Any) -> tuple[Path, int]:
 
 
 def _write_predictions(path: Path, preds: list[Prediction]) -> Path:
+    return _write_rows(path, [p.as_dict() for p in preds])
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
     with open(path, "w", encoding="utf-8") as f:
-        for p in preds:
-            f.write(json.dumps(p.as_dict(), ensure_ascii=False) + "\n")
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return path
 
 
