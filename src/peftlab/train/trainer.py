@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from peftlab.errors import DivergedError
 from peftlab.tasks.base import Task
@@ -49,6 +50,23 @@ class TokenCountingCollator:
         return batch
 
 
+class EpochSeededLengthSampler(LengthGroupedSampler):
+    """transformers' length-grouped sampler, its permutation drawn from `seed + epoch` (the
+    Trainer calls `set_epoch` before every epoch, resumed or not)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Any:
+        self.generator.manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
 class PeftlabTrainer(Trainer):
     """The Trainer with the task's loss, the method's loss term, a divergence guard, and counts
     of training tokens and validation time.
@@ -65,6 +83,18 @@ class PeftlabTrainer(Trainer):
         self.validation_seconds = 0.0  # wall time spent in evaluate() in this process
         self.tokens_trained = 0  # real tokens of the batches trained on in this process
         self._extra_logged: list[torch.Tensor] = []  # the method's term per step since the last log
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        """Length-grouped batches in an order fixed by the data seed and the epoch: transformers
+        draws that order from the global RNG when the epoch starts, so a run resumed in a later
+        epoch (a fresh process, its RNG restored only after the order is drawn) trained on other
+        batches than the run it continues, and ended with other metrics."""
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy != "group_by_length" or ds is None or not len(ds):
+            return super()._get_train_sampler(train_dataset)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochSeededLengthSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        [len(f["input_ids"]) for f in ds], seed)
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         """Validation (loss, and the main metric through the callbacks): neither its tokens nor
@@ -151,10 +181,13 @@ def last_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def _complete(d: Path) -> bool:
-    """The Trainer writes trainer_state.json last: a checkpoint cut short by a kill or a full
-    disk has none, or a truncated one, and is passed over for the previous one."""
+    """The Trainer writes trainer_state.json last, and peftlab then adds its counters (tokens and
+    seconds so far): a checkpoint cut short by a kill or a full disk lacks one or the other, or
+    has a truncated one, and is passed over for the previous one (resuming from it would lose
+    the cost of the steps before it)."""
     try:
         json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
+        json.loads((d / COUNTERS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return True
