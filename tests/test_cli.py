@@ -59,12 +59,22 @@ def test_run_then_leaderboard(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "ia3: running" in out and "lora" not in out.split("\n\n")[0]
 
 
-def test_changed_config_reruns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_changed_config_replaces_results_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from peftlab.store import Store
+
     exp = write_experiment(tmp_path, tiny_causal(["lora"]))
     store = str(tmp_path / "store")
     assert main(["--store", store, "run", str(exp), "--in-process"]) == 0
+    before = Store(store).find_run("tiny", "lora")
     capsys.readouterr()
-    assert main(["--store", store, "run", str(exp), "--in-process", "--max-steps", "3"]) == 0
+    # another file with the same `name:` (or this one changed): refused, nothing lost
+    other = write_experiment(tmp_path, tiny_causal(["lora"], max_steps=3), name="other.yaml")
+    assert main(["--store", store, "run", str(other), "--in-process"]) == 2
+    err = capsys.readouterr().err
+    assert "already has finished runs with other settings" in err and "lora" in err and "--replace" in err
+    kept = Store(store).find_run("tiny", "lora")
+    assert kept.metrics == before.metrics and Store(store).curves(kept.id) == Store(store).curves(before.id)
+    assert main(["--store", store, "run", str(other), "--in-process", "--replace"]) == 0
     out = capsys.readouterr().out
     assert "lora: running" in out and "skipped" not in out
 
@@ -95,3 +105,10 @@ def test_changed_config_never_resumes_old_checkpoints(tmp_path: Path) -> None:
     changed = plan(exp, {"training.max_steps": 3})
     _, reset = queue_run(changed, store, changed.cfg.methods[0])
     assert reset and not ckpt.exists()
+
+
+def test_run_exits_1_when_a_run_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = write_experiment(tmp_path, tiny_causal(["zero-shot", {"name": "lora", "label": "hot", "learning_rate": 1e30}]))
+    assert main(["--store", str(tmp_path / "store"), "run", str(exp), "--in-process"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 runs failed or diverged: hot diverged" in err

@@ -51,12 +51,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(describe_plan(p, store))
         return 0
-    results = run_experiment(p, store, force=args.force, isolation="inprocess" if args.in_process else "subprocess")
+    results = run_experiment(p, store, force=args.force, replace=args.replace,
+                             isolation="inprocess" if args.in_process else "subprocess")
     print()
     print(render(rows(store, p.cfg.name)))
-    bad = [r for r in results if r.status not in ("done",)]
+    bad = [r for r in results if r.status in ("failed", "diverged")]  # (a run another process is on is fine)
     if bad:  # `peftlab run ... && deploy` must not go on
-        print(f"\n{len(bad)} of {len(results)} runs did not finish: "
+        print(f"\n{len(bad)} of {len(results)} runs failed or diverged: "
               + "; ".join(f"{r.name} {r.status}" + (f" ({r.error})" if r.error else "") for r in bad), file=sys.stderr)
         return 1
     return 0
@@ -207,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, metavar="K", help="train each final run with K seeds (training.seed, +1, ...)")
     r.add_argument("--dry-run", action="store_true", help="show the runs this would make and their expected cost")
     r.add_argument("--force", action="store_true", help="redo runs that are already done")
+    r.add_argument("--replace", action="store_true",
+                   help="replace finished runs of the same name whose settings changed (refused otherwise)")
     r.add_argument("--in-process", action="store_true", help="run methods in this process (debugging)")
     r.set_defaults(fn=cmd_run)
 

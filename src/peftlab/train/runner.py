@@ -237,18 +237,40 @@ def apply_to_empty_model(cfg: ExperimentConfig, rm: ResolvedModel, data: Prepare
         return method, (method.apply(model, opts, ctx) if method.apply is not None else model), base_params
 
 
+def check_replacement(p: Plan, store: Store, runs: list[tuple[MethodEntry, ExperimentConfig]]) -> None:
+    """Refuse to replace finished results without being asked: a run of the same name that is done
+    (or diverged) with another configuration would be reset, which deletes its metrics, curves and
+    logs. That happens when the experiment file changed, or when another file uses the same
+    `name:`. `--force` (redo) or `--replace` say it is meant."""
+    taken = []
+    for entry, cfg in runs:
+        old = store.find_run(cfg.name, entry.run_name)
+        if old is not None and old.status in ("done", "diverged") and old.config_hash != config_hash(cfg, entry):
+            taken.append(old.name)
+    if taken:
+        exp = store.experiment(p.cfg.name) or {}
+        src = f" (last run from {exp['base_dir']})" if exp.get("base_dir") else ""
+        raise ConfigError(
+            f"{p.where('name')}: experiment {p.cfg.name!r} already has finished runs with other settings{src}: "
+            f"{', '.join(taken)}. Running this file would replace their results. Give this experiment its own "
+            f"`name:`, or pass --replace (or --force) to replace them")
+
+
 def run_experiment(
     p: Plan,
     store: Store,
     force: bool = False,
     isolation: str = "subprocess",
     echo: Any = print,
+    replace: bool = False,
 ) -> list[Run]:
     cfg = p.cfg
     from peftlab.tune.plan import check_tuning, final_runs
 
     check_tuning(p)
     checked = preflight(p, read_test=cfg.tuning is None)  # a tuning phase first: it never reads the test split
+    if not (force or replace) and cfg.tuning is None:
+        check_replacement(p, store, [(e, c) for e, c, _ in final_runs(p, list(cfg.methods))])
     for note in checked.warnings:
         echo(f"warning: {note}")
     with _sigterm_as_interrupt():
