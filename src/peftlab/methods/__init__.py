@@ -21,6 +21,14 @@ from peftlab.methods import (
     qlora,
     zero_shot,
 )
+
+# isort: off
+from peftlab.methods import (  # orthogonal, Fourier/sparse, scaling and prompt methods (kept in one block)
+    oft,
+    boft,
+    hra,
+)
+# isort: on
 from peftlab.methods.base import Method, MethodContext, MethodOptions
 from peftlab.tasks.spec import spec
 
@@ -37,6 +45,9 @@ REGISTRY: dict[str, Method] = {
         prompt_tuning.METHOD,
         p_tuning.METHOD,
         qlora.METHOD,
+        oft.METHOD,
+        boft.METHOD,
+        hra.METHOD,
     )
 }
 
