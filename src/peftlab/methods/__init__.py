@@ -27,6 +27,11 @@ from peftlab.methods import (  # orthogonal, Fourier/sparse, scaling and prompt 
     oft,
     boft,
     hra,
+    fourierft,
+    waveft,
+    shira,
+    c3a,
+    vblora,
 )
 # isort: on
 from peftlab.methods.base import Method, MethodContext, MethodOptions
@@ -48,6 +53,11 @@ REGISTRY: dict[str, Method] = {
         oft.METHOD,
         boft.METHOD,
         hra.METHOD,
+        fourierft.METHOD,
+        waveft.METHOD,
+        shira.METHOD,
+        c3a.METHOD,
+        vblora.METHOD,
     )
 }
 
