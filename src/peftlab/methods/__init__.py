@@ -32,6 +32,8 @@ from peftlab.methods import (  # orthogonal, Fourier/sparse, scaling and prompt 
     shira,
     c3a,
     vblora,
+    ln_tuning,
+    beft,
 )
 # isort: on
 from peftlab.methods.base import Method, MethodContext, MethodOptions
@@ -58,6 +60,8 @@ REGISTRY: dict[str, Method] = {
         shira.METHOD,
         c3a.METHOD,
         vblora.METHOD,
+        ln_tuning.METHOD,
+        beft.METHOD,
     )
 }
 
