@@ -34,6 +34,9 @@ from peftlab.methods import (  # orthogonal, Fourier/sparse, scaling and prompt 
     vblora,
     ln_tuning,
     beft,
+    cpt,
+    cartridge,
+    adaption_prompt,
 )
 # isort: on
 from peftlab.methods.base import Method, MethodContext, MethodOptions
@@ -62,6 +65,9 @@ REGISTRY: dict[str, Method] = {
         vblora.METHOD,
         ln_tuning.METHOD,
         beft.METHOD,
+        cpt.METHOD,
+        cartridge.METHOD,
+        adaption_prompt.METHOD,
     )
 }
 
