@@ -9,7 +9,7 @@ transform (peft's default approximates its inverse by a 5-term Neumann series).
 
 The blocks must tile the input width: the default block size is the largest divisor of every
 targeted layer's input width up to 32 (peft's default size); a given size that does not divide
-them is refused with the widths (peft itself would silently pick another).
+them is refused with the widths (peft itself would pick another per layer, with a warning).
 """
 
 from __future__ import annotations

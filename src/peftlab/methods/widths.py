@@ -2,12 +2,12 @@
 
 OFT and BOFT cut each layer's input into orthogonal blocks, C3A its input and output into
 circulant blocks, VB-LoRA its rank vectors into sub-vectors of one length; FourierFT and WaveFT
-learn at most one coefficient per weight, SHiRA at most the layer's own number of weights. peft
-checks these per layer, deep inside `get_peft_model` (a ValueError at the first layer that does
-not fit), or silently changes the value (OFT). Here a method picks a default that fits every
-targeted layer of the model at hand, and a user's value that does not fit is refused before
-training, naming the widths. Shapes are read from the modules, so this works on an empty
-(meta-device) model as well.
+learn at most one coefficient per weight, SHiRA at most the layer's own number of weights.
+peft checks these per layer, deep inside `get_peft_model` (a ValueError at the first layer that
+does not fit), or changes the value per layer with a warning (OFT). Here a method picks a
+default that fits every targeted layer of the model at hand, and a user's value that does not
+fit is refused before training, naming the widths. Shapes are read from the modules, so this
+works on an empty (meta-device) model as well.
 """
 
 from __future__ import annotations
