@@ -265,3 +265,14 @@ def test_merge_and_unload_with_a_pooler_to_save(tiny_bert: Path, method: str) ->
     model = _load(cls, tiny_bert, t)
     peft_model = m.apply(model, m.parse_options({}), _ctx(CLASSIFICATION, model, tiny_bert, t, t.tok))
     peft_model.merge_and_unload()
+
+
+def test_preflight_refuses_a_block_size_that_does_not_fit(tmp_path: Path) -> None:
+    """Through the runner: the experiment file's line and the widths, before anything trains."""
+    from conftest import tiny_causal, write_experiment
+
+    from peftlab.train.runner import plan, preflight
+
+    exp = write_experiment(tmp_path, tiny_causal([{"name": "oft", "options": {"block_size": 48}}]))
+    with pytest.raises(MethodNotApplicable, match=r"exp\.yaml:\d+: methods: oft \(oft\): oft: block_size = 48 .*q_proj 64"):
+        preflight(plan(exp))
