@@ -3,6 +3,7 @@
     peftlab run EXP.yaml [--methods lora,ia3] [--max-steps N] [--max-train-examples N] ...
     peftlab leaderboard EXPERIMENT [--format table|json|csv]
     peftlab experiments
+    peftlab methods [NAME]
     peftlab show EXPERIMENT RUN
     peftlab report EXPERIMENT [-o report.html] [--max-memory-mb N] [--png-dir DIR] ...
     peftlab compare EXP_A EXP_B [--runs 3,7] [-o compare.html]
@@ -80,6 +81,14 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     exps = _store(args).experiments()
     print(tabulate([[e["name"], e["task"], e["model"], e["runs"], e["done"] or 0] for e in exps],
                    headers=["experiment", "task", "model", "runs", "done"]))
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    """Every method and every peft type (offered or why not); NAME: one method in full."""
+    from peftlab.methods.catalog import describe, render
+
+    print(describe(args.name) if args.name else render())
     return 0
 
 
@@ -220,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("experiments", help="list experiments in the store")
     ex.set_defaults(fn=cmd_experiments)
+
+    mt = sub.add_parser("methods", help="the methods peftlab offers, and the peft types it does not (with why)")
+    mt.add_argument("name", nargs="?", help="one method (or peft type) in full: options, defaults, learning rates")
+    mt.set_defaults(fn=cmd_methods)
 
     sh = sub.add_parser("show", help="everything recorded about one run (JSON)")
     sh.add_argument("experiment")

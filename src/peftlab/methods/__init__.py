@@ -25,6 +25,24 @@ from peftlab.methods import (
     qlora,
     zero_shot,
 )
+
+# isort: off
+from peftlab.methods import (  # orthogonal, Fourier/sparse, scaling and prompt methods (kept in one block)
+    oft,
+    boft,
+    hra,
+    fourierft,
+    waveft,
+    shira,
+    c3a,
+    vblora,
+    ln_tuning,
+    beft,
+    cpt,
+    cartridge,
+    adaption_prompt,
+)
+# isort: on
 from peftlab.methods.base import Method, MethodContext, MethodOptions
 from peftlab.tasks.spec import spec
 
@@ -41,6 +59,19 @@ REGISTRY: dict[str, Method] = {
         prompt_tuning.METHOD,
         p_tuning.METHOD,
         qlora.METHOD,
+        oft.METHOD,
+        boft.METHOD,
+        hra.METHOD,
+        fourierft.METHOD,
+        waveft.METHOD,
+        shira.METHOD,
+        c3a.METHOD,
+        vblora.METHOD,
+        ln_tuning.METHOD,
+        beft.METHOD,
+        cpt.METHOD,
+        cartridge.METHOD,
+        adaption_prompt.METHOD,
     )
 }
 

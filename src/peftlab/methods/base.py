@@ -77,6 +77,9 @@ class Method:
     mergeable: bool = False
     # The base model loads 4-bit quantized (bitsandbytes NF4/FP4).
     quantized_base: bool = False
+    # The peft.PeftType member (its name) the method configures, for the catalogue (`peftlab methods`);
+    # None: the method's name in peft's spelling (ia3 -> IA3, prefix-tuning -> PREFIX_TUNING).
+    peft_type: str | None = None
 
     @property
     def is_baseline(self) -> bool:

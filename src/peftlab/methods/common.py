@@ -53,12 +53,30 @@ def wrap(model: Any, config: Any) -> Any:
 
 def can_merge(model: Any) -> bool:
     """Whether the adapter's weights can be folded into the base for inference: LoRA, DoRA,
-    AdaLoRA and IA3 can; prompt-learning adapters have nothing to fold, and folding into a
-    4-bit base (qlora) would re-quantize it, so those are left as they are."""
+    AdaLoRA, IA3, OFT, FourierFT... can; prompt-learning adapters have nothing to fold, nor has
+    an adaption prompt (its prompts live inside the attention: peft gives it no merge), and
+    folding into a 4-bit base (qlora) would re-quantize it, so those are left as they are."""
     from peft import PeftModel
 
     return (isinstance(model, PeftModel) and not model.active_peft_config.is_prompt_learning
-            and not getattr(model, "is_quantized", False))
+            and not getattr(model, "is_quantized", False) and hasattr(model.base_model, "merge_adapter"))
+
+
+def try_merge(model: Any) -> bool:
+    """Fold the adapter in where it can be (`can_merge`), and where peft's layers accept it: BEFT's bias
+    folds into the base layer's bias, which a bias-free model (Llama, T5) lacks, and peft refuses
+    (ValueError). Then any layer already folded is unfolded again and the model runs unmerged.
+    Returns whether the adapter is folded in."""
+    if not can_merge(model):
+        return False
+    try:
+        model.merge_adapter()
+    except ValueError:
+        with warnings.catch_warnings():  # the layers never folded warn "Already unmerged"
+            warnings.simplefilter("ignore")
+            model.unmerge_adapter()
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -68,10 +86,9 @@ def merged_for_inference(model: Any, restore: bool = True) -> Iterator[None]:
     generation 20% faster with identical outputs and test loss (benchmarks/eval_levers.py).
     `restore=False` leaves it merged (the run's last use of the model: unmerging IA3 divides by
     its scaling vector, which peft warns is inexact, for nothing)."""
-    if not can_merge(model):
+    if not try_merge(model):
         yield
         return
-    model.merge_adapter()
     try:
         yield
     finally:

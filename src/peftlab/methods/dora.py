@@ -18,4 +18,5 @@ METHOD = Method(
     learning_rates=LORA_LEARNING_RATES,
     apply=apply,
     mergeable=True,
+    peft_type="LORA",
 )

@@ -55,4 +55,5 @@ METHOD = Method(
     load_kwargs=load_kwargs,
     mergeable=True,  # into the full-precision base (export); the test evaluation keeps the 4-bit base
     quantized_base=True,
+    peft_type="LORA",
 )

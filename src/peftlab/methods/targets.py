@@ -40,6 +40,45 @@ def _suffix_exists(model: Any, target: str) -> bool:
     return any(n == target or n.endswith("." + target) for n, _ in model.named_modules())
 
 
+VALUE_PROJ = (("v_proj",), ("value",), ("v",), ("v_lin",))
+
+
+def method_targets(model: Any, model_type: str, given: list[str] | None, mapping: str,
+                   patterns: tuple[tuple[str, ...], ...] = ATTENTION_QV) -> list[str]:
+    """Targets for one of the methods that adapt chosen layers (OFT, FourierFT, BEFT, ...):
+    `given` (checked), else peft's own per-architecture default for that method (the constant
+    TRANSFORMERS_MODELS_TO_<mapping>_TARGET_MODULES_MAPPING, the attention query and value for most,
+    as peft's method comparison trains them) where the model has those modules, else the first of
+    `patterns` it has."""
+    if given:
+        check_targets(model, given, "target_modules")
+        return list(given)
+    from peft.utils import constants
+
+    mapped = getattr(constants, f"TRANSFORMERS_MODELS_TO_{mapping}_TARGET_MODULES_MAPPING", {}).get(model_type)
+    if mapped and all(_suffix_exists(model, t) for t in mapped):
+        return list(mapped)
+    for pattern in patterns:
+        if all(_suffix_exists(model, t) for t in pattern):
+            return list(pattern)
+    raise ModelError(
+        f"no default target modules for a {model_type!r} model; set `target_modules`. "
+        f"Linear modules it has: {', '.join(linear_names(model))}"
+    )
+
+
+def norm_names(model: Any) -> list[str]:
+    """Leaf names of the normalisation layers (LayerNorm, RMSNorm, T5LayerNorm...), heads excluded:
+    LN-tuning's default where peft has no entry for the architecture (BERT, ViT, T5)."""
+    names = set()
+    for full, mod in model.named_modules():
+        cls = mod.__class__.__name__
+        if full and (cls.endswith("Norm") or cls.endswith("LayerNorm")) and not any(
+                h in full.split(".") for h in HEAD_NAMES):
+            names.add(full.split(".")[-1])
+    return sorted(names)
+
+
 def check_targets(model: Any, targets: list[str], key: str) -> None:
     missing = [t for t in targets if not _suffix_exists(model, t)]
     if missing:

@@ -14,7 +14,7 @@ from peftlab.config.schema import ExperimentConfig, MethodEntry
 from peftlab.data.prepare import prepare_data
 from peftlab.errors import PeftlabError
 from peftlab.methods import MethodContext, get_method
-from peftlab.methods.common import can_merge
+from peftlab.methods.common import try_merge
 from peftlab.models.loading import load_model, resolve_model
 from peftlab.store import Run
 from peftlab.tasks.base import Task
@@ -81,6 +81,5 @@ def load_trained(run: Run) -> Trained:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, artifact)
-            if can_merge(model):  # inference as the run's test evaluation did it: adapter folded in
-                model.merge_adapter()
+            try_merge(model)  # inference as the run's test evaluation did it: adapter folded in where it can be
     return Trained(for_inference(model), task, cfg, entry)

@@ -240,14 +240,18 @@ def has_virtual_tokens(model: Any) -> bool:
     return bool(getattr(cfg, "is_prompt_learning", False))
 
 
+# peft.PeftType values (a str enum) whose virtual tokens `_VirtualHead` turns into the head of a cache:
+# keys and values (get_prompt is a cache), or embeddings prepended to the input.
+_KV_TYPES = ("PREFIX_TUNING", "CARTRIDGE")
+_EMBEDDING_TYPES = ("PROMPT_TUNING", "P_TUNING", "CPT")
+
+
 def virtual_cache_ok(model: Any) -> bool:
     """Whether the adapter's virtual tokens can become the head of a plain cache (`_VirtualHead`):
-    prefix-tuning (its keys and values are a cache), prompt-tuning and p-tuning (embeddings)."""
-    from peft import PeftType
-
+    prefix-tuning and cartridges (their keys and values are a cache), prompt-tuning, p-tuning and
+    CPT (embeddings; CPT's own loss needs labels, and peftlab computes the loss outside the model)."""
     cfg = model.active_peft_config
-    return cfg.num_transformer_submodules == 1 and cfg.peft_type in (
-        PeftType.PREFIX_TUNING, PeftType.PROMPT_TUNING, PeftType.P_TUNING)
+    return cfg.num_transformer_submodules == 1 and cfg.peft_type in _KV_TYPES + _EMBEDDING_TYPES
 
 
 def one_pass_ok(model: Any) -> bool:
@@ -259,11 +263,9 @@ class _VirtualHead:
     """A prompt-learning adapter's virtual tokens, as the first `length` positions of a cache."""
 
     def __init__(self, model: Any) -> None:  # the PeftModel
-        from peft import PeftType
-
         self.model = model
         self.length = model.active_peft_config.num_virtual_tokens
-        self.is_kv = model.active_peft_config.peft_type == PeftType.PREFIX_TUNING  # else embeddings
+        self.is_kv = model.active_peft_config.peft_type in _KV_TYPES  # else embeddings
 
     def cache(self, base: Any, prefix: torch.Tensor) -> Any:
         """Cache of [virtual tokens | `prefix` (1 x k ids)] at batch size 1. Positions run on
