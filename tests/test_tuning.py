@@ -105,9 +105,9 @@ def test_a_study_stopped_mid_trial_resumes_to_the_same_trials(tmp_path: Path, mo
     trials = sorted(_studies(store, "tiny")["lora"], key=lambda r: r.name)
     assert [t.name for t in trials] == ["lora.t0", "lora.t1", "lora.t2"]  # the stopped trial re-ran as t1
     assert all(t.status == "done" for t in trials)
-    from peftlab.tune.study import storage
-
     import optuna
+
+    from peftlab.tune.study import storage
 
     [summary] = optuna.get_all_study_summaries(storage(store.root))
     study = optuna.load_study(study_name=summary.study_name, storage=storage(store.root))
