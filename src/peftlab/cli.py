@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 from typing import Any
 
@@ -128,6 +129,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     store = _store(args)
     run = _find_run(store, args)
     out = Path(args.output)
+    export.check_output(out, store)
     if not args.merge:
         export.copy_adapter(run, out)
         print(f"{run.name}: {export.artifact(run).name} copied to {out}")
@@ -152,8 +154,12 @@ def _report_options(args: argparse.Namespace) -> Any:
 
 
 def _write_report(args: argparse.Namespace, experiments: list[str], run_ids: list[int]) -> int:
+    from pathlib import Path
+
     from peftlab.report.html import build_report
 
+    if Path(args.output).is_dir():
+        raise PeftlabError(f"{args.output}: is a folder; -o names the HTML file to write (e.g. {args.output}/report.html)")
     res = build_report(_store(args), experiments, args.output, run_ids=run_ids, options=_report_options(args))
     for p in res.problems:
         print(f"warning: {p}", file=sys.stderr)
@@ -195,11 +201,14 @@ def _add_report_args(p: argparse.ArgumentParser, default_out: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="peftlab", description="Compare PEFT methods on your data, side by side.")
-    ap.add_argument("--store", default=os.environ.get("PEFTLAB_STORE", "peftlab-store"),
-                    help="store folder (default ./peftlab-store or $PEFTLAB_STORE)")
+    store_help = "store folder (default ./peftlab-store or $PEFTLAB_STORE)"
+    ap.add_argument("--store", default=os.environ.get("PEFTLAB_STORE", "peftlab-store"), help=store_help)
+    # The common flags are accepted after the subcommand too (`peftlab report EXP --store X`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", default=argparse.SUPPRESS, help=store_help)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    r = sub.add_parser("run", help="train and evaluate every method of an experiment file")
+    r = sub.add_parser("run", parents=[common], help="train and evaluate every method of an experiment file")
     r.add_argument("experiment", help="experiment YAML file")
     r.add_argument("--methods", help="comma-separated run or method names (default: all listed)")
     r.add_argument("--max-steps", type=int)
@@ -222,23 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--in-process", action="store_true", help="run methods in this process (debugging)")
     r.set_defaults(fn=cmd_run)
 
-    lb = sub.add_parser("leaderboard", help="ranked table of an experiment's runs")
+    lb = sub.add_parser("leaderboard", parents=[common], help="ranked table of an experiment's runs")
     lb.add_argument("experiment")
     lb.add_argument("--format", choices=["table", "json", "csv"], default="table")
     lb.set_defaults(fn=cmd_leaderboard)
 
-    ex = sub.add_parser("experiments", help="list experiments in the store")
+    ex = sub.add_parser("experiments", parents=[common], help="list experiments in the store")
     ex.set_defaults(fn=cmd_experiments)
 
-    mt = sub.add_parser("methods", help="the methods peftlab offers, and the peft types it does not (with why)")
+    mt = sub.add_parser("methods", parents=[common], help="the methods peftlab offers, and the peft types it does not (with why)")
     mt.add_argument("name", nargs="?", help="one method (or peft type) in full: options, defaults, learning rates")
     mt.set_defaults(fn=cmd_methods)
 
-    sh = sub.add_parser("show", help="everything recorded about one run (JSON)")
+    sh = sub.add_parser("show", parents=[common], help="everything recorded about one run (JSON)")
     sh.add_argument("experiment")
     sh.add_argument("run")
     sh.set_defaults(fn=cmd_show)
-    sv = sub.add_parser("serve", help="the web service: upload data, compare methods, try and export the winner")
+    sv = sub.add_parser("serve", parents=[common], help="the web service: upload data, compare methods, try and export the winner")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every API call (or $PEFTLAB_TOKEN)")
@@ -251,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--poll-seconds", type=float, default=1.0, help="how often the worker looks at the queue")
     sv.set_defaults(fn=cmd_serve)
 
-    xp = sub.add_parser("export", help="copy a run's adapter, or merge it into the base model (--merge)")
+    xp = sub.add_parser("export", parents=[common], help="copy a run's adapter, or merge it into the base model (--merge)")
     xp.add_argument("experiment")
     xp.add_argument("run")
     xp.add_argument("-o", "--output", required=True, help="output folder (new or empty)")
@@ -260,12 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--probes", type=int, default=4, help="number of probe inputs for the merge check (default 4)")
     xp.set_defaults(fn=cmd_export)
 
-    rp = sub.add_parser("report", help="one self-contained HTML report of an experiment (plots, outputs, advice)")
+    rp = sub.add_parser("report", parents=[common], help="one self-contained HTML report of an experiment (plots, outputs, advice)")
     rp.add_argument("experiment")
     _add_report_args(rp, "report.html")
     rp.set_defaults(fn=cmd_report)
 
-    cp = sub.add_parser("compare", help="one HTML report over several experiments and/or runs by id")
+    cp = sub.add_parser("compare", parents=[common], help="one HTML report over several experiments and/or runs by id")
     cp.add_argument("experiments", nargs="*", help="experiment names")
     cp.add_argument("--runs", help="comma-separated run ids to add, e.g. 3,7")
     _add_report_args(cp, "compare.html")
@@ -277,13 +286,26 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # here, so a closed pipe is caught below rather than at interpreter exit
+        return code
     except PeftlabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `peftlab leaderboard X | head`: the reader left; not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as e:  # an output path or the store's folder: one line, not a traceback
+        where = e.filename or "file"
+        print(f"error: {where}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as e:
+        print(f"error: the store's database: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

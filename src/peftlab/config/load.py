@@ -51,6 +51,10 @@ class LoadedExperiment:
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedExperiment:
     """Read `path` (YAML), apply dotted-key `overrides`, validate. Raises ConfigError."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.y*ml"))[:5]
+        hint = f" (it has: {', '.join(found)})" if found else ""
+        raise ConfigError(f"{path}: is a folder; give the experiment's YAML file{hint}")
     if not path.is_file():
         raise ConfigError(f"{path}: experiment file not found")
     try:
@@ -64,6 +68,7 @@ def parse_experiment(
     text: str, source: str = "<experiment>", overrides: dict[str, Any] | None = None
 ) -> LoadedExperiment:
     try:
+        _refuse_aliases(text, source)
         raw = yaml.safe_load(text)
         node = yaml.compose(text)
     except yaml.YAMLError as e:
@@ -100,6 +105,17 @@ def parse_experiment(
             where = f"{source}:{line}" if line else source
             raise ConfigError(f"{where}: methods[{i}] ({entry.name}): {e}") from None
     return LoadedExperiment(cfg, source, lines, text)
+
+
+def _refuse_aliases(text: str, source: str) -> None:
+    """YAML aliases (`*name`) let a few hundred bytes stand for an exponentially large document
+    (walking and validating it never ends). Experiment files have no use for them: refused, in one
+    linear pass over the parser's events, before anything is built."""
+    for event in yaml.parse(text):
+        if isinstance(event, yaml.AliasEvent):
+            line = event.start_mark.line + 1 if event.start_mark else "?"
+            raise ConfigError(f"{source}:{line}: YAML alias *{event.anchor}: experiment files may not use anchors "
+                              "and aliases; write the value out where it is used")
 
 
 def line_index(text: str) -> dict[tuple, int]:

@@ -74,8 +74,23 @@ def adapter_zip(store: Store, run: Run) -> Path:
     return dest
 
 
+def check_output(out: Path, store: Store) -> None:
+    """A user-given export folder: new or empty, a folder, and outside the store (a copy inside
+    the store's folders would end up inside every later zip of them)."""
+    if out.exists() and not out.is_dir():
+        raise PeftlabError(f"{out}: is a file; -o needs a folder (new or empty)")
+    try:
+        inside = out.resolve().is_relative_to(store.root.resolve())
+    except (OSError, ValueError) as e:
+        raise PeftlabError(f"{out}: not a usable path ({e})") from None
+    if inside:
+        raise PeftlabError(f"{out}: is inside the store ({store.root}); export to a folder outside it")
+
+
 def copy_adapter(run: Run, out: Path) -> Path:
     src = artifact(run)
+    if out.exists() and not out.is_dir():
+        raise PeftlabError(f"{out}: is a file; -o needs a folder (new or empty)")
     if out.exists() and any(out.iterdir()):
         raise PeftlabError(f"{out}: exists and is not empty; choose a new folder")
     shutil.copytree(src, out, dirs_exist_ok=True)
