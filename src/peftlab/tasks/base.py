@@ -79,8 +79,27 @@ class Task:
 
     def loss(self, model: Any, batch: dict[str, Any], num_items: Any = None) -> Any:
         """Loss of one collated batch, as training and evaluation compute it: the mean over
-        its items, or the sum over `num_items` when the Trainer accumulates gradients."""
-        return model(**batch).loss
+        its items, or the sum over `num_items` when the Trainer accumulates gradients.
+
+        Computed here from the logits, never by the model from `labels`: a tuner's own additions
+        to the model's loss (AdaLoRA's orthogonality penalty; the trainer adds it through
+        `Method.extra_loss`) then stay out of evaluation losses, so they compare across methods,
+        and an adapter loaded for inference (AdaLoRA keeps no trainable adapter then) can be
+        scored at all."""
+        import torch.nn.functional as F
+
+        labels = batch["labels"]
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**self.loss_inputs(model, inputs, labels)).logits
+        flat = labels.flatten().to(logits.device)
+        loss = F.cross_entropy(logits.flatten(0, -2).float() if logits.dim() > 2 else logits.float(), flat,
+                               ignore_index=-100, reduction="sum")
+        count = num_items if num_items is not None else (flat != -100).sum().clamp(min=1)
+        return loss / count
+
+    def loss_inputs(self, model: Any, inputs: dict[str, Any], labels: Any) -> dict[str, Any]:
+        """The model's inputs for the loss pass (an encoder-decoder also needs its decoder inputs)."""
+        return inputs
 
     # -- evaluation -----------------------------------------------------------
     def predict(self, model: Any, examples: list[Example], desc: str = "predict") -> list[Prediction]:

@@ -32,6 +32,11 @@ class Seq2SeqTask(Task):
         self.truncated += int(cut_s or len(tgt) > n)
         return {"input_ids": src, "labels": tgt[:n] + [self.tok.eos_token_id]}
 
+    def loss_inputs(self, model: Any, inputs: dict[str, Any], labels: Any) -> dict[str, Any]:
+        """The decoder is fed the targets shifted right, as the model does when it is given labels."""
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return {**inputs, "decoder_input_ids": base.prepare_decoder_input_ids_from_labels(labels=labels)}
+
     def collate(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         pad = self.tok.pad_token_id
         n = max(len(f["input_ids"]) for f in features)

@@ -116,7 +116,7 @@ class PeftlabTrainer(Trainer):
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
         """The task's loss (causal-lm: logits on the completion only), for training and eval."""
-        if self.task is None or type(self.task).loss is Task.loss:
+        if self.task is None:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         # summed over num_items_in_batch, the loss is already scaled for gradient accumulation
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
