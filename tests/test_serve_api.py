@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def client(trained: Path) -> Any:
     app = create_app(Settings(store=str(trained), start_worker=False, max_upload_mb=1))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -98,7 +99,7 @@ def test_openapi_covers_every_api_route(client: Any) -> None:
 # -- auth ------------------------------------------------------------------------
 def test_token_required_on_every_api_call(trained: Path) -> None:
     app = create_app(Settings(store=str(trained), start_worker=False, token="s3cret"))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         for path in ("/api/health", "/api/experiments", "/api/runs", "/api/datasets", "/api/models"):
             r = c.get(path)
             assert r.status_code == 401, path
@@ -343,7 +344,9 @@ def test_method_not_applicable_is_a_4xx_with_the_reason(client: Any) -> None:
     assert r.status_code == 422 and "not both" in r.json()["detail"]
 
 
-def test_image_dataset_maps_the_image_column(client: Any, tiny_vit: Path) -> None:
+def test_image_dataset_maps_the_image_column(client: Any, tiny_vit: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the service takes models from the model folders only: make the tiny ViT's one of them
+    monkeypatch.setenv("PEFTLAB_MODEL_PATH", f"{os.environ['PEFTLAB_MODEL_PATH']}{os.pathsep}{tiny_vit.parent}")
     with open(DATA / "pneumoniamnist" / "train.jsonl", encoding="utf-8") as f:
         body = "".join(next(f) for _ in range(40)).encode()
     r = client.post("/api/datasets", files={"file": ("xray.jsonl", body, "application/json")})
@@ -377,19 +380,20 @@ def test_cancel_and_retry(client: Any, statista_ds: str) -> None:
     assert client.post(f"/api/runs/{rid}/retry").status_code == 409  # queued: nothing to retry
     done = run_id(client, "zero-shot")
     r = client.post(f"/api/runs/{done}/retry")
-    assert r.status_code == 409 and "force" in r.json()["detail"]
+    assert r.status_code == 409 and "results are kept" in r.json()["detail"]
     assert client.post(f"/api/runs/{done}/cancel").status_code == 409
     for path in ("/api/runs/99999", "/api/runs/99999/logs", "/api/runs/99999/curves", "/api/runs/99999/export"):
         assert client.get(path).status_code == 404
     assert client.post("/api/runs/99999/cancel").status_code == 404
     assert client.post("/api/runs/99999/retry").status_code == 404
-    # failed runs restart afresh; done runs only with force
+    # failed runs restart afresh; a done run is never reset by a retry, force or not
     store = Store(client.app.state.store.root)
     store.finish(rid, "failed", error="boom")
     r = client.post(f"/api/runs/{rid}/retry")
     assert r.status_code == 200 and r.json()["status"] == "queued"
-    store.finish(rid, "done")
-    assert client.post(f"/api/runs/{rid}/retry", params={"force": "true"}).json()["status"] == "queued"
+    store.finish(rid, "done", metrics={"rougeL": 12.5})
+    assert client.post(f"/api/runs/{rid}/retry", params={"force": "true"}).status_code == 409
+    assert store.run(rid).status == "done" and store.run(rid).metrics == {"rougeL": 12.5}
 
 
 def test_run_detail_logs_and_curves(client: Any) -> None:

@@ -116,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings(store=args.store, token=args.token or os.environ.get("PEFTLAB_TOKEN") or None,
                         concurrency=args.concurrency, max_upload_mb=args.max_upload_mb,
                         start_worker=not args.no_worker, data_dirs=args.data_dir or [],
-                        poll_seconds=args.poll_seconds)
+                        poll_seconds=args.poll_seconds, allowed_hosts=args.allowed_host or None)
     serve(settings, host=args.host, port=args.port)
     return 0
 
@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="another folder whose data files may be used by path (besides PEFTLAB_DATA_PATH)")
     sv.add_argument("--no-worker", action="store_true",
                     help="do not run queued runs here (run `python -m peftlab.queue STORE` elsewhere)")
+    sv.add_argument("--allowed-host", action="append", metavar="NAME",
+                    help="a host name the service answers to (default: 127.0.0.1, localhost, ::1); repeat for more")
     sv.add_argument("--poll-seconds", type=float, default=1.0, help="how often the worker looks at the queue")
     sv.set_defaults(fn=cmd_serve)
 

@@ -146,17 +146,19 @@ def retry(store: Store, run_id: int, force: bool = False) -> Run:
     """Queue a finished run again.
 
     interrupted: resumes from its last checkpoint. failed / diverged: starts afresh (the
-    checkpoints led to the failure). done: only with `force`, starts afresh.
+    checkpoints led to the failure). done: never (a retry must not delete finished results;
+    `force` is accepted for failed/diverged runs only and changes nothing).
     """
     run = store.run(run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
     if run.status == "interrupted":
         requeue(store, run_id, "retry requested: queued again, resumes from the last checkpoint")
-    elif run.status in ("failed", "diverged") or (run.status == "done" and force):
+    elif run.status in ("failed", "diverged"):
         requeue(store, run_id, f"retry requested ({run.status}): queued again from the start", clear=True)
     elif run.status == "done":
-        raise JobError(f"run {run.name!r} is already done; pass force=true to train it again from the start")
+        raise JobError(f"run {run.name!r} is done and its results are kept; a retry never deletes them. To train it "
+                       f"again, run its experiment with --force --methods {run.name}")
     else:
         raise JobError(f"run {run.name!r} is {run.status}; only failed, diverged or interrupted runs can be retried")
     out = store.run(run_id)

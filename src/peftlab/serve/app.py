@@ -82,7 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.datasets = Datasets(store, [Path(d) for d in settings.data_dirs])
     app.state.settings = settings
     app.state.tickets = security.Tickets()
-    security.install(app, settings.token, app.state.tickets, int(settings.max_upload_mb * 2**20))
+    security.install(app, settings.token, app.state.tickets, int(settings.max_upload_mb * 2**20),
+                     settings.allowed_hosts)
     for exc, status in ERROR_STATUS.items():
         app.add_exception_handler(exc, _handler(status))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -98,6 +99,10 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
     if host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         log.warning("listening on %s without a token: anyone who can reach this port can use the service "
                     "(use --token or PEFTLAB_TOKEN)", host)
+    if settings.allowed_hosts is None and host not in ("127.0.0.1", "localhost", "::1"):
+        settings = settings.model_copy(update={"allowed_hosts": ["*"]})
+        log.warning("listening on %s: every Host name is answered; pass --allowed-host NAME (the names people "
+                    "use to reach it) to refuse the others (DNS rebinding)", host)
     app = create_app(settings)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     hint = "?token=<your token>" if settings.token else ""

@@ -22,6 +22,9 @@ class Settings(BaseModel):
     start_worker: bool = True
     poll_seconds: float = 1.0
     data_dirs: list[str] = Field(default_factory=list)
+    # Host names the service answers to (DNS rebinding): loopback names by default; set with
+    # --allowed-host when it is reached by another name (a reverse proxy, a LAN name).
+    allowed_hosts: list[str] | None = None
 
 
 class PathDataset(BaseModel):

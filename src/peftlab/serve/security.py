@@ -1,5 +1,15 @@
-"""What stands between a request and the routers: token auth, signed download tickets, and the
-upload size limit.
+"""What stands between a request and the routers: the allowed hosts, same-origin writes, token
+auth, signed download tickets, and limits on request bodies.
+
+- Hosts: only the names the service is reached by (`Settings.allowed_hosts`: 127.0.0.1,
+  localhost and ::1 by default) are answered, so a page on another domain that rebinds its name
+  to 127.0.0.1 (DNS rebinding) gets 400, not the API (Starlette's TrustedHostMiddleware).
+- Writes (POST, PUT, PATCH, DELETE) from a browser must come from the service's own pages: a
+  foreign `Origin`, or `Sec-Fetch-Site` other than same-origin/none, is refused with 403, so
+  a page the user opens elsewhere cannot upload data or retry runs (cross-site request
+  forgery). Clients that are not browsers send neither header and are not affected.
+- Bodies: uploads up to --max-upload-mb; every other request body up to MAX_BODY_BYTES (a
+  60 MB JSON body used to be parsed in full).
 
 With a token (--token or PEFTLAB_TOKEN) every /api call needs `Authorization: Bearer <token>`;
 a browser link cannot set a header, so a download (a GET of a .zip or .html under /api/) may
@@ -44,11 +54,39 @@ class Tickets:
             ticket, self.sign(path, int(expires)))
 
 
-def install(app: FastAPI, token: str | None, tickets: Tickets, limit_bytes: int) -> None:
-    """Token auth on /api/ (tickets for downloads), then the upload limit outside it."""
+MAX_BODY_BYTES = 2 * 2**20
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def foreign_write(request: Request) -> str | None:
+    """Why a state-changing browser request does not come from the service's own pages, or None."""
+    if request.method not in WRITES:
+        return None
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"Sec-Fetch-Site: {site}"
+    origin = request.headers.get("origin")
+    if origin is not None:
+        from urllib.parse import urlsplit
+
+        o = urlsplit(origin)
+        if origin == "null" or (o.netloc or "").lower() != request.headers.get("host", "").lower():
+            return f"Origin {origin}"
+    return None
+
+
+def install(app: FastAPI, token: str | None, tickets: Tickets, limit_bytes: int,
+            allowed_hosts: list[str] | None = None) -> None:
+    """Same-origin writes and token auth, then the body limits, then the allowed hosts (outermost)."""
 
     @app.middleware("http")
     async def auth(request: Request, call_next: Callable) -> Any:
+        why = foreign_write(request)
+        if why is not None:
+            return JSONResponse({"detail": f"cross-site request refused ({why}): change things through this "
+                                           "service's own pages, or from a client that is not a browser"},
+                                status_code=403)
         path = request.url.path
         if token and path.startswith("/api/"):
             header = request.headers.get("authorization", "")
@@ -64,26 +102,34 @@ def install(app: FastAPI, token: str | None, tickets: Tickets, limit_bytes: int)
                                     headers={"WWW-Authenticate": "Bearer"})
         return await call_next(request)
 
-    app.add_middleware(UploadLimit, limit_bytes=limit_bytes, paths=("/api/datasets",))
+    app.add_middleware(BodyLimit, default_bytes=MAX_BODY_BYTES, limits={"/api/datasets": limit_bytes})
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS)
 
 
-class UploadLimit:
-    """ASGI middleware: refuse request bodies over the limit on the upload endpoint with 413,
-    by Content-Length up front or by counting the bytes as they arrive."""
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over their limit with 413 (an upload path's own
+    limit, else `default_bytes`), by Content-Length up front or by counting the bytes as they
+    arrive, before anything parses them."""
 
-    def __init__(self, app: Any, limit_bytes: int, paths: tuple[str, ...]) -> None:
+    def __init__(self, app: Any, default_bytes: int, limits: dict[str, int]) -> None:
         self.app = app
-        self.limit = limit_bytes
-        self.paths = paths
+        self.default = default_bytes
+        self.limits = limits
 
     async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] not in WRITES:
             await self.app(scope, receive, send)
             return
-        msg = (f"upload too large: the limit is {self.limit / 2**20:.0f} MB (start the service with "
-               "--max-upload-mb to change it), or point at a server-side file instead")
+        upload = scope["path"] in self.limits
+        limit = self.limits.get(scope["path"], self.default)
+        msg = (f"upload too large: the limit is {limit / 2**20:.0f} MB (start the service with --max-upload-mb "
+               "to change it), or point at a server-side file instead" if upload else
+               f"request body too large: the limit is {limit / 2**20:.0f} MB for this kind of request")
+        slack = 64 * 1024 if upload else 0  # multipart framing around an upload
         length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit + 64 * 1024:
+        if length is not None and length.isdigit() and int(length) > limit + slack:
             await JSONResponse({"detail": msg}, status_code=413)(scope, receive, send)
             return
         seen = 0
@@ -94,7 +140,7 @@ class UploadLimit:
             m = await receive()
             if m["type"] == "http.request":
                 seen += len(m.get("body", b""))
-                if seen > self.limit + 64 * 1024:
+                if seen > limit + slack:
                     over = True
                     return {"type": "http.request", "body": b"", "more_body": False}
             return m

@@ -23,10 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.data.analyze import analyse, check_mapping, split_by_column
-from peftlab.data.sources import FORMATS, read_rows
+from peftlab.data.sources import FORMATS, ReadLimits, read_rows
 from peftlab.errors import DataError, NotFound
 from peftlab.paths import search_dirs
 from peftlab.store import Store
+
+# What a file sent to the service may decode to: an 11 KB Parquet file can hold a million rows.
+SERVICE_LIMITS = ReadLimits(max_rows=200_000, max_cells=5_000_000)
 
 
 def _safe_stem(name: str) -> str:
@@ -61,6 +64,16 @@ class Datasets:
                         return out
         return out
 
+    def check_path(self, raw: str) -> Path:
+        """The data file `raw` names, resolved (symlinks followed), if it lies inside the data folders
+        or the store's uploads; else DataError. Every path a request carries goes through here."""
+        if not isinstance(raw, str) or not raw or "\x00" in raw or len(raw) > 4096:
+            raise DataError(f"{str(raw)[:80]!r}: not a file path")
+        try:
+            return self._check_server_path(raw)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{raw[:200]}: not a usable path ({e})") from None
+
     def _check_server_path(self, raw: str) -> Path:
         p = Path(raw).expanduser()
         if not p.is_absolute():
@@ -69,7 +82,8 @@ class Datasets:
                     p = d / p
                     break
         p = p.resolve()
-        if not any(p == d or d in p.parents for d in self.allowed_dirs()):
+        roots = [*self.allowed_dirs(), self.root.resolve()]
+        if not any(p == d or d in p.parents for d in roots):
             allowed = ", ".join(str(d) for d in self.allowed_dirs()) or "(none configured)"
             raise DataError(f"{raw}: only files inside the data folders can be used ({allowed}); "
                             "upload the file instead, or start the service with --data-dir")
@@ -91,7 +105,7 @@ class Datasets:
         tmp = incoming / f"{ds_id}{ext}"
         shutil.move(str(src), tmp)
         try:
-            rs = read_rows(str(tmp), on_bad_rows="skip")
+            rs = read_rows(str(tmp), on_bad_rows="skip", limits=SERVICE_LIMITS)
         except DataError as e:
             tmp.unlink(missing_ok=True)
             raise DataError(str(e).replace(str(tmp), filename)) from None
@@ -104,20 +118,23 @@ class Datasets:
 
     def add_path(self, raw: str, name: str | None = None, validation: str | None = None,
                  test: str | None = None) -> dict[str, Any]:
-        p = self._check_server_path(raw)
-        rs = read_rows(str(p), on_bad_rows="skip")
+        p = self.check_path(raw)
+        rs = read_rows(str(p), on_bad_rows="skip", limits=SERVICE_LIMITS)
         splits = {"train": str(p), "validation": None, "test": None}
         for key, val in (("validation", validation), ("test", test)):
             if val:
-                q = self._check_server_path(val)
-                read_rows(str(q), on_bad_rows="skip")
+                q = self.check_path(val)
+                read_rows(str(q), on_bad_rows="skip", limits=SERVICE_LIMITS)
                 splits[key] = str(q)
         if not validation and not test and "train" in p.name:  # pick up validation/test files beside it
             for key, alts in (("validation", ("validation", "valid", "val", "dev")), ("test", ("test",))):
                 for alt in alts:
                     cand = p.with_name(p.name.replace("train", alt))
                     if cand.is_file():
-                        splits[key] = str(cand)
+                        try:  # a sibling that is a link out of the data folders is not picked up
+                            splits[key] = str(self.check_path(str(cand)))
+                        except DataError:
+                            continue
                         break
         ds_id = uuid.uuid4().hex[:12]
         return self._record(ds_id, name or p.name, "path", splits, rs.skipped)

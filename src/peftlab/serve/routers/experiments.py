@@ -4,24 +4,68 @@ experiments themselves (create = validate as `peftlab run` does and queue one ru
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 
 from peftlab.config.overrides import apply_overrides, overrides_from
-from peftlab.errors import PeftlabError
+from peftlab.data.sources import FORMATS
+from peftlab.errors import DataError, PeftlabError
 from peftlab.queue import jobs
-from peftlab.serve.deps import StoreDep, find_experiment
+from peftlab.serve.deps import DatasetsDep, StoreDep, find_experiment
 from peftlab.serve.schemas import ExperimentRequest
 from peftlab.store import Store
+from peftlab.store.intake import Datasets
 from peftlab.tasks.spec import TASK_NAMES, spec
 from peftlab.train.runner import Plan
 
 router = APIRouter(tags=["experiments"])
 
 
-def build_config(req: ExperimentRequest, store: Store) -> dict[str, Any]:
-    """The experiment file (as a dict) the request describes."""
+def _confine(body: dict[str, Any], datasets: Datasets) -> None:
+    """Every path a request carries, in any field, must name a file the service may read: data
+    files (and a BERTScore encoder or model folder) inside the data/model folders, symlinks
+    followed; anything else is refused before it is opened (a `data` section "as is" used to read
+    any file the server could, and echo its columns and rows back)."""
+    from peftlab.paths import resolve, search_dirs
+
+    data = body.get("data") or {}
+    for key in ("train", "validation", "test"):
+        spec_ = data.get(key)
+        if spec_ is None:
+            continue
+        if not isinstance(spec_, str):
+            raise DataError(f"data.{key}: a file path or a hub dataset id, got {type(spec_).__name__}")
+        local = spec_.startswith((".", "/", "~")) or "\x00" in spec_ or Path(spec_).suffix.lower() in FORMATS
+        try:
+            found = resolve(spec_, "data") if "\x00" not in spec_ else None
+        except (OSError, ValueError):
+            found = None
+        if local or found is not None:
+            data[key] = str(datasets.check_path(spec_))
+    val = body.get("model")
+    path = val.get("path") if isinstance(val, dict) else val
+    if not isinstance(path, str) or "\x00" in path:
+        raise PeftlabError("model: not a model name or path")
+    try:
+        found = resolve(path, "models")
+    except (OSError, ValueError):
+        found = None
+    if found is not None:
+        real = found.resolve()
+        roots = [d.resolve() for d in search_dirs("models")]
+        if not any(real == d or d in real.parents for d in roots):
+            raise PeftlabError(f"model: {path}: only models inside the model folders "
+                               f"({', '.join(str(d) for d in roots) or 'none'}) can be used by the service")
+    if (body.get("evaluation") or {}).get("bertscore_model") is not None:
+        raise PeftlabError("evaluation.bertscore_model: the service scores BERTScore with its own encoder; "
+                           "remove the key (set it in an experiment file for the CLI)")
+
+
+def build_config(req: ExperimentRequest, store: Store, datasets: Datasets | None = None) -> dict[str, Any]:
+    """The experiment file (as a dict) the request describes; with `datasets`, every path in it
+    checked against the folders the service may read (`_confine`)."""
     if req.dataset and req.data:
         raise PeftlabError("give either `dataset` (an uploaded data set) or `data` (a data section), not both")
     if req.dataset:
@@ -53,7 +97,10 @@ def build_config(req: ExperimentRequest, store: Store) -> dict[str, Any]:
     body = {"name": req.name, "model": req.model, "task": req.task, "data": data, "methods": methods,
             "training": dict(req.training), "evaluation": dict(req.evaluation)}
     flags = {k: getattr(req, k) for k in ("max_steps", "epochs", "batch_size", "max_train_examples", "max_eval_examples")}
-    return apply_overrides(body, overrides_from(flags))
+    body = apply_overrides(body, overrides_from(flags))
+    if datasets is not None:
+        _confine(body, datasets)
+    return body
 
 
 def method_catalogue(task: str | None) -> list[dict[str, Any]]:
@@ -99,8 +146,8 @@ def local_models() -> list[dict[str, Any]]:
     return out
 
 
-def _plan(req: ExperimentRequest, store: Store) -> Plan:
-    return jobs.make_plan(build_config(req, store))
+def _plan(req: ExperimentRequest, store: Store, datasets: Datasets) -> Plan:
+    return jobs.make_plan(build_config(req, store, datasets))
 
 
 @router.get("/api/models")
@@ -119,7 +166,7 @@ def methods(task: str | None = Query(None, description="Mark which methods apply
 
 
 @router.post("/api/estimate")
-def estimate(req: ExperimentRequest, store: StoreDep) -> dict[str, Any]:
+def estimate(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep) -> dict[str, Any]:
     """Memory and time per method before launch (a rough model; `how` says how it is computed)."""
     import torch
 
@@ -128,7 +175,7 @@ def estimate(req: ExperimentRequest, store: StoreDep) -> dict[str, Any]:
     from peftlab.tasks.build import load_task
     from peftlab.train.estimate import estimate as est
 
-    cfg = _plan(req, store).cfg
+    cfg = _plan(req, store, datasets).cfg
     data = prepare_data(cfg.data, cfg.task, cfg.training.seed, None)
     rm = resolve_model(cfg.model, None)
     task = load_task(cfg, rm, data.labels)
@@ -138,11 +185,11 @@ def estimate(req: ExperimentRequest, store: StoreDep) -> dict[str, Any]:
 
 
 @router.post("/api/experiments", status_code=201)
-def create_experiment(req: ExperimentRequest, store: StoreDep) -> dict[str, Any]:
+def create_experiment(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep) -> dict[str, Any]:
     """Validate (schema, methods, data, model) and queue one run per method. Nothing trains here."""
     from peftlab.train.runner import preflight
 
-    p = _plan(req, store)
+    p = _plan(req, store, datasets)
     preflight(p)
     runs = jobs.enqueue(p, store, force=req.force)
     return {"experiment": p.cfg.name, "runs": [jobs.run_summary(r) for r in runs], "yaml": p.yaml_text}
