@@ -113,11 +113,12 @@ def analyse(files: dict[str, str | None], mapping: dict[str, Any] | None,
         counts[split] = len(rows)
         if split == "train":
             train_rows = rows
-    columns: list[str] = []
+    seen: dict[str, None] = {}  # ordered and O(1) per lookup: a 10,000-column file took 17-30 s as a list
     for r in train_rows[:1000]:
         for k in r:
-            if k != "__line__" and k not in columns:
-                columns.append(k)
+            if k != "__line__":
+                seen.setdefault(k)
+    columns = list(seen)
     col_info = {}
     for c in columns:
         vals = [r.get(c) for r in train_rows]
