@@ -252,19 +252,30 @@ def test_unmergeable_adapters_run_unmerged() -> None:
         assert torch.equal(_logits(model, t, batch), before)
 
 
-@pytest.mark.xfail(raises=AttributeError, strict=True,
-                   reason="peft 0.21: merge_and_unload of a tuner other than LoRA copies `.weight` onto each "
-                          "module in modules_to_save; BERT's pooler has none (IA3 and OFT alike)")
 @pytest.mark.parametrize("method", ["ia3", "oft"])
 def test_merge_and_unload_with_a_pooler_to_save(tiny_bert: Path, method: str) -> None:
-    """BERT classifiers train their pooler with every method (tasks/classification.py), and peft's
-    generic unload fails on it: the export's merge of such a run fails, while the test evaluation's
-    merge (merge_adapter, which leaves the modules in place) works."""
+    """BERT classifiers train their pooler with every method (tasks/classification.py), and peft
+    0.21's generic unload fails on it ('BertPooler' object has no attribute 'weight'); peftlab's
+    merge (`methods.common.merge_and_unload`, what the export runs) puts the trained modules back
+    first, and the merged model gives the adapter's outputs."""
+    from peftlab.methods.common import merge_and_unload
+
     t, _, cls = _bench(CLASSIFICATION, tiny_bert)
     m = get_method(method)
     model = _load(cls, tiny_bert, t)
     peft_model = m.apply(model, m.parse_options({}), _ctx(CLASSIFICATION, model, tiny_bert, t, t.tok))
-    peft_model.merge_and_unload()
+    with torch.no_grad():
+        for p in peft_model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    peft_model.eval()
+    ids = torch.tensor([[101, 2000, 2001, 2002, 102]])
+    with torch.no_grad():
+        before = peft_model(input_ids=ids).logits
+        merged = merge_and_unload(peft_model)
+        after = merged(input_ids=ids).logits
+    assert type(merged).__name__ == "BertForSequenceClassification"
+    assert torch.allclose(before, after, atol=1e-4), float((before - after).abs().max())
 
 
 def test_preflight_refuses_a_block_size_that_does_not_fit(tmp_path: Path) -> None:

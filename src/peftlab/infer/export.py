@@ -25,6 +25,7 @@ from typing import Any
 from peftlab.errors import PeftlabError
 from peftlab.infer.loading import adapter_dir, adapter_type, example, load_base, text_task_or_error
 from peftlab.methods import get_method
+from peftlab.methods.common import merge_and_unload
 from peftlab.models.trained import run_config
 from peftlab.store import Run, Store
 from peftlab.tasks.build import build_task
@@ -161,7 +162,7 @@ def merge(store: Store, run: Run, out: Path, probes: list[str] | None = None, n_
     pairs = _probes(run, probes, n_probes)
     exs = [example(s, r) for s, r in pairs]
     before_out, before_logits = _observe(peft_model, task, exs)
-    merged = peft_model.merge_and_unload()
+    merged = merge_and_unload(peft_model)
     merged.eval()
     after_out, after_logits = _observe(merged, task, exs)
     diffs = [float((a - b).abs().max()) for a, b in zip(before_logits, after_logits, strict=True)]

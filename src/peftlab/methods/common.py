@@ -79,6 +79,23 @@ def try_merge(model: Any) -> bool:
     return True
 
 
+def merge_and_unload(model: Any) -> Any:
+    """The base model with the adapter folded in and the peft wrappers gone (a merged export).
+
+    Modules trained whole (`modules_to_save`: classifier heads, a BERT pooler) are put back in
+    place first, as their trained copies: peft 0.21's generic unload (every tuner but LoRA) reads a
+    `.weight` of each such module, which BERT's pooler has not ('BertPooler' object has no
+    attribute 'weight')."""
+    from peft.utils.other import ModulesToSaveWrapper
+
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, ModulesToSaveWrapper):
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, mod.modules_to_save[mod.active_adapters[0]])
+    return model.merge_and_unload()
+
+
 @contextlib.contextmanager
 def merged_for_inference(model: Any, restore: bool = True) -> Iterator[None]:
     """Fold the adapter into the base weights (W + s·BA) for the duration: each layer then runs
