@@ -81,7 +81,7 @@ def test_virtual_tokens_as_cache_head_match_step_by_step_reference(method: str) 
     reference = _reference_greedy(model, task.tok, prompts, 10, stop)
     for bs in (1, 4):
         fast = generate_batched(model, task.tok, prompts, EvaluationConfig(max_new_tokens=10, batch_size=bs), stop)
-        assert list(fast) == reference, bs
+        assert fast.outputs == reference, bs
     assert any(text for text, _ in reference)
 
 
@@ -94,7 +94,7 @@ def test_peft_generate_matches_step_by_step_reference(method: str) -> None:
     stop = stop_ids(task.tok)
     plain = generate_batched(model, task.tok, prompts, EvaluationConfig(max_new_tokens=10, batch_size=1), stop,
                              share_prefix=False)
-    assert list(plain) == _reference_greedy(model, task.tok, prompts, 10, stop)
+    assert plain.outputs == _reference_greedy(model, task.tok, prompts, 10, stop)
 
 
 @pytest.mark.parametrize("method", [*VIRTUAL, "adaption-prompt"])
@@ -110,7 +110,7 @@ def test_batched_and_scored_in_one_pass(method: str) -> None:
                            share_prefix=method != "adaption-prompt")
     batched = generate_batched(model, task.tok, prompts, EvaluationConfig(max_new_tokens=10, batch_size=4), stop,
                                targets=targets)
-    assert list(batched) == list(one)
+    assert batched.outputs == one.outputs
     examples = [Example(source=INSTRUCTION + "row " * n + "end", target="the title " * k)
                 for n, k in zip((3, 20, 9, 1, 14, 6, 11), (2, 1, 6, 3, 2, 4, 1), strict=True)]
     task.evaluation = EvaluationConfig(max_new_tokens=10, batch_size=4)
