@@ -21,6 +21,8 @@ import pytest
 from conftest import DATA, needs_shared
 from test_serve_worker import free_port, start_server, stop
 
+from peftlab.methods import REGISTRY
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")
 pytestmark = [
@@ -121,7 +123,7 @@ def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> 
         checked = [c.get_attribute("data-method") for c in d.find_elements(By.CSS_SELECTOR, ".method-check")
                    if c.is_selected()]
         assert checked == ["zero-shot", "lora", "ia3"]
-        assert len(d.find_elements(By.CSS_SELECTOR, "#methods-table tbody tr")) == 10
+        assert len(d.find_elements(By.CSS_SELECTOR, "#methods-table tbody tr")) == len(REGISTRY)
         r_input = d.find_element(By.CSS_SELECTOR, "tr[data-method='lora'] input[data-opt='r']")
         assert r_input.get_attribute("value") == "16"
         r_input.clear()
