@@ -148,7 +148,13 @@ def _report_options(args: argparse.Namespace) -> Any:
     from peftlab.report.recommend import Budget
 
     budget = Budget(args.max_memory_mb, args.max_train_seconds, args.max_trainable_percent)
-    return ReportOptions(budget=budget, sample=args.sample, all_outputs=args.all_outputs,
+    costs = {"trainable": "trainable_params", "memory": "peak_memory_mb", "time": "train_seconds"}
+    prefer = [c.strip() for c in (args.prefer or "trainable,memory,time").split(",") if c.strip()]
+    bad = [c for c in prefer if c not in costs]
+    if bad:
+        raise PeftlabError(f"--prefer {','.join(bad)}: choose among {', '.join(costs)} (comma-separated, first first)")
+    return ReportOptions(budget=budget, prefer=tuple(costs[c] for c in prefer), sample=args.sample,
+                         all_outputs=args.all_outputs,
                          bertscore=not args.no_bertscore, bertscore_model=args.bertscore_model,
                          png_dir=Path(args.png_dir) if args.png_dir else None)
 
@@ -192,6 +198,8 @@ def _add_report_args(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--max-memory-mb", type=float, help="budget: peak memory for the recommendation")
     p.add_argument("--max-train-seconds", type=float, help="budget: training wall time")
     p.add_argument("--max-trainable-percent", type=float, help="budget: share of parameters trained")
+    p.add_argument("--prefer", metavar="COSTS", help="among tied runs, recommend the cheapest by these costs, in order: "
+                   "trainable, memory, time (default trainable,memory,time)")
     p.add_argument("--sample", type=int, default=20, help="test inputs shown side by side (default 20)")
     p.add_argument("--all-outputs", action="store_true", help="show every test input side by side")
     p.add_argument("--png-dir", help="also write the charts as PNG files to this folder")
