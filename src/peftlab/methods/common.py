@@ -111,14 +111,23 @@ def save_artifact(model: Any, path: str | Path) -> None:
         model.save_pretrained(path)
 
 
+# peft tuners whose layers cannot fold into the weights (their merge raises NotImplementedError in
+# peft 0.21): Lily's router mixes its B experts per input, so its update is not a fixed matrix.
+UNMERGEABLE_PEFT_TYPES = frozenset({"LILY"})
+
+
 def can_merge(model: Any) -> bool:
     """Whether the adapter's weights can be folded into the base for inference: LoRA, DoRA,
-    AdaLoRA and IA3 can; prompt-learning adapters have nothing to fold, and folding into a
-    4-bit base (qlora) would re-quantize it, so those are left as they are."""
+    AdaLoRA, IA3 and most of the low-rank family can; prompt-learning adapters have nothing to
+    fold, Lily's update depends on the input, and folding into a 4-bit base (qlora, quantize: 4bit)
+    would re-quantize it, so those are left as they are. Asked of the model alone, so that a
+    reloaded adapter (models/trained.py) answers as the trained one does."""
     from peft import PeftModel
 
-    return (isinstance(model, PeftModel) and not model.active_peft_config.is_prompt_learning
-            and not getattr(model, "is_quantized", False))
+    if not isinstance(model, PeftModel) or getattr(model, "is_quantized", False):
+        return False
+    cfg = model.active_peft_config
+    return not cfg.is_prompt_learning and str(getattr(cfg.peft_type, "value", cfg.peft_type)) not in UNMERGEABLE_PEFT_TYPES
 
 
 @contextlib.contextmanager
@@ -133,4 +142,7 @@ def merged_for_inference(model: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        model.unmerge_adapter()
+        # OSF folds its update in for good (peft 0.21: "OSF models do not support unmerging"); the
+        # merged model computes the same outputs, and the adapter was saved before the evaluation.
+        with contextlib.suppress(NotImplementedError):
+            model.unmerge_adapter()
