@@ -7,7 +7,7 @@ from config.json when the weights are in another format):
   an empty (meta-device) copy of the model with the method applied to it, exactly as the run
   applies it (`Method.count_trainable`): the real counts, heads that train with every
   method included. Sequence lengths: the run's own encoding of up to 200 training rows.
-- Memory (fp32) = weights (4 B x P; 0.55 B x P for the 4-bit qlora base) + training state
+- Memory (fp32) = weights (4 B x P; 0.55 B x P for a 4-bit base (qlora, quantize: 4bit)) + training state
   for the trainable parameters (gradient + 2 Adam moments = 12 B x T) + activations
   (batch x sequence length x hidden x layers x 34 B; prompt methods lengthen the sequence
   by their virtual tokens) + the framework (600 MB of process memory on CPU: torch,
@@ -227,7 +227,7 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
             rows.append(row)
             continue
         virt = getattr(opts, "num_virtual_tokens", 0) if method.virtual_tokens else 0
-        weight_b = 0.55 * P if method.quantized_base else 4.0 * P
+        weight_b = 0.55 * P if method.quantized(opts) else 4.0 * P
         act = cfg.training.batch_size * (seq + virt) * (shape["hidden"] or 512) * (shape["layers"] or 12) * 34
         state = 12.0 * (T or 0)
         mem = weight_b + (state + act if method.trains else act / 4) + FRAMEWORK_BYTES[cuda]
