@@ -130,6 +130,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     run = _find_run(store, args)
     out = Path(args.output)
     export.check_output(out, store)
+    if args.as_lora is not None:
+        from peftlab.infer.as_lora import CHECK_FILE, as_lora
+
+        report = as_lora(run, out, args.as_lora, n_probes=args.probes)
+        print(f"{run.name}: converted to a rank-{args.as_lora} LoRA in {out}; check passed on {report['probes']} "
+              f"probe inputs: same greedy outputs, max |logit difference| {report['max_abs_logit_diff']:.3g} "
+              f"({CHECK_FILE})")
+        return 0
     if not args.merge:
         export.copy_adapter(run, out)
         print(f"{run.name}: {export.artifact(run).name} copied to {out}")
@@ -276,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("-o", "--output", required=True, help="output folder (new or empty)")
     xp.add_argument("--merge", action="store_true",
                     help="merge the adapter into the base weights; checked against the adapter on probe inputs")
+    xp.add_argument("--as-lora", type=int, metavar="RANK",
+                    help="write the adapter as a plain LoRA of this rank (for LoRA-only servers such as vLLM), "
+                         "checked against the original on probe inputs")
     xp.add_argument("--probes", type=int, default=4, help="number of probe inputs for the merge check (default 4)")
     xp.set_defaults(fn=cmd_export)
 
