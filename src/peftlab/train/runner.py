@@ -34,7 +34,7 @@ from peftlab.config import ExperimentConfig, LoadedExperiment, load_experiment
 from peftlab.config.load import line_index
 from peftlab.config.schema import MethodEntry
 from peftlab.data.prepare import PreparedData, prepare_data
-from peftlab.errors import ConfigError, DataError, ModelError, PeftlabError
+from peftlab.errors import ConfigError, DataError, MethodNotApplicable, ModelError, PeftlabError
 from peftlab.models import ResolvedModel, resolve_model
 from peftlab.models.loading import empty_model
 from peftlab.store import Run, Store
@@ -50,6 +50,9 @@ class Plan:
     yaml_text: str | None
     path: Path | None = None  # the experiment file, for messages
     loaded: LoadedExperiment | None = None  # the loader's result: the lines of the file's keys
+    # `--methods all`: methods that do not fit this model are left out in preflight (with a note)
+    # instead of failing the experiment
+    every_method: bool = False
 
     def __post_init__(self) -> None:
         if self.loaded is None and self.yaml_text:  # built without the loader (the web API's experiments)
@@ -78,8 +81,23 @@ def config_hash(cfg: ExperimentConfig, entry: MethodEntry) -> str:
 
 
 def select_methods(cfg: ExperimentConfig, names: list[str] | None) -> list[MethodEntry]:
+    """The entries `--methods` names: runs of the file, methods by name (with their defaults), or
+    `all`: every method that applies to the task (the file's own entries first, as written)."""
     if not names:
         return list(cfg.methods)
+    if names == ["all"]:
+        from peftlab.methods import REGISTRY, validate_method
+
+        out = list(cfg.methods)
+        for name in REGISTRY:
+            if any(m.name == name for m in out):
+                continue
+            try:
+                validate_method(name, {}, cfg.task, cfg.evaluation.num_beams)
+            except (ConfigError, MethodNotApplicable):
+                continue
+            out.append(MethodEntry(name=name))
+        return out
     by_name = {m.run_name: m for m in cfg.methods}
     out: list[MethodEntry] = []
     for n in names:
@@ -111,11 +129,12 @@ def plan(path: str | Path, overrides: dict[str, Any] | None = None, methods: lis
             raise ConfigError(f"--seeds {seeds}: give the number of seeds to train each final run with, 1 or more")
         update["seeds"] = [loaded.cfg.training.seed + i for i in range(seeds)]
     cfg = loaded.cfg.model_copy(update=update)
+    every = methods == ["all"]
     from peftlab.methods import validate_method
 
     for m in selected:
         validate_method(m.name, m.options, cfg.task, cfg.evaluation.num_beams)
-    return Plan(cfg, path.parent.resolve(), loaded.text, path, loaded)
+    return Plan(cfg, path.parent.resolve(), loaded.text, path, loaded, every_method=every)
 
 
 @dataclass
@@ -144,7 +163,7 @@ def preflight(p: Plan, read_test: bool = True) -> Preflight:
         task = _task(cfg, rm, data)
         if cfg.data.on_long_rows == "error":
             _check_long_rows(cfg, task, data)
-        _check_methods(p, rm, data, task)
+        notes += _check_methods(p, rm, data, task)
     return Preflight(data, rm, notes)
 
 
@@ -187,23 +206,37 @@ def _check_long_rows(cfg: ExperimentConfig, task: Any, data: PreparedData) -> No
             )
 
 
-def _check_methods(p: Plan, rm: ResolvedModel, data: PreparedData, task: Any) -> None:
+def _check_methods(p: Plan, rm: ResolvedModel, data: PreparedData, task: Any) -> list[str]:
     """Apply each method to an empty copy of the model: unknown target modules, a method that
     cannot apply to this architecture, too few steps for AdaLoRA... fail here, before training."""
     from peftlab.methods import get_method
 
     cfg = p.cfg
+    left_out: list[str] = []
+    notes: list[str] = []
     for entry in cfg.methods:
-        if get_method(entry.name).apply is None:
+        method = get_method(entry.name)
+        if method.apply is None or method.init_reads_weights:
             continue
         try:
             apply_to_empty_model(cfg, rm, data, task, entry)
         except _CannotBuildEmpty:  # an architecture we cannot build empty: the run will tell
-            return
+            return notes
+        except (MethodNotApplicable, ModelError) as e:
+            if p.every_method and not entry.options:  # `--methods all`: this one does not fit the model
+                left_out.append(f"{entry.run_name} ({str(e).splitlines()[0][:160]})")
+                continue
+            raise type(e)(f"{p.method_where(entry.run_name)}: methods: {entry.run_name} ({entry.name}): {e}") from None
         except PeftlabError as e:
             raise type(e)(f"{p.method_where(entry.run_name)}: methods: {entry.run_name} ({entry.name}): {e}") from None
         except Exception:  # noqa: BLE001 - not a user error (e.g. a method that needs real weights)
             continue
+    if left_out:
+        keep = [e for e in cfg.methods if not any(x.startswith(f"{e.run_name} (") for x in left_out)]
+        p.cfg = cfg.model_copy(update={"methods": keep})
+        notes.append(f"--methods all: {len(left_out)} methods do not fit this model and were left out: "
+                     + "; ".join(left_out))
+    return notes
 
 
 class _CannotBuildEmpty(Exception):
@@ -269,6 +302,7 @@ def run_experiment(
 
     check_tuning(p)
     checked = preflight(p, read_test=cfg.tuning is None)  # a tuning phase first: it never reads the test split
+    cfg = p.cfg  # (`--methods all` leaves out, in preflight, the methods that do not fit the model)
     if not (force or replace) and cfg.tuning is None:
         check_replacement(p, store, [(e, c) for e, c, _ in final_runs(p, list(cfg.methods))])
     for note in checked.warnings:
