@@ -36,6 +36,7 @@ class Row:
     rank: int | None
     run: RunTag
     method: str
+    family: str  # the method's family (Method.family): low-rank, orthogonal, prompt, ...
     status: str
     note: str  # the error of a failed or diverged run
     unhealthy: str | None  # the generation problems of an unhealthy run, joined
@@ -135,7 +136,8 @@ def view(data: ReportData) -> LeaderboardView:
             err = v.run.error
         h = v.health
         unhealthy = "; ".join(h.get("problems", [])) if h and not h.get("healthy", True) else None
-        rows.append(Row(v.row.get("rank"), tag(v), v.run.method, v.run.status, err, unhealthy,
+        rows.append(Row(v.row.get("rank"), tag(v), v.run.method, v.method.family if v.method else "", v.run.status,
+                        err, unhealthy,
                         [cell(v, k, cost) for k, cost in keys]))
     encoders = {(b.get("model_name"), b.get("num_layers")) for v in data.runs
                 if (b := (v.run.info or {}).get("bertscore"))}
@@ -153,16 +155,17 @@ def _row(r: Row) -> str:
     status += f'<div class="err">{esc(r.note)}</div>' if r.note else ""
     cells = [f'<td class="num" data-v="{rank}">{rank if r.rank is not None else "–"}</td>',
              f'<td class="nowrap" data-v="{esc(r.run.label.lower())}">{swatch(r.run.color)}{esc(r.run.label)}{flag}</td>',
-             f'<td class="nowrap">{esc(r.method)}</td>', f'<td data-v="{esc(r.status)}">{status}</td>']
+             f'<td class="nowrap">{esc(r.method)}</td>', f'<td class="nowrap">{esc(r.family)}</td>',
+             f'<td data-v="{esc(r.status)}">{status}</td>']
     cells += [f'<td class="{"num best" if c.best else "num"}" data-v="{"" if c.value is None else c.value}">{c.text}</td>'
               for c in r.cells]
     bad = r.status in ("failed", "diverged")
-    return f'<tr class="{"bad" if bad else ""}">{"".join(cells)}</tr>'
+    return f'<tr class="{"bad" if bad else ""}" data-family="{esc(r.family)}">{"".join(cells)}</tr>'
 
 
 def render(lb: LeaderboardView) -> str:
     head = ['<th class="num" title="rank by the main metric">#</th>', "<th>run</th>", "<th>method</th>",
-            "<th>status</th>"] + [_head(c) for c in lb.columns]
+            '<th title="the method\'s family">family</th>', "<th>status</th>"] + [_head(c) for c in lb.columns]
     encoders = ""
     if lb.encoders:
         names = ", ".join(f"{esc(n)} (layer {esc(layer)})" for n, layer in lb.encoders)
@@ -176,10 +179,17 @@ def render(lb: LeaderboardView) -> str:
         "run (paired test on the same test examples, Holm-corrected; <b>p vs best</b>); the next group starts where "
         f"the difference becomes significant.{encoders}")
     body = "".join(_row(r) for r in lb.rows)
+    families = sorted({r.family for r in lb.rows if r.family})
+    chips = ""
+    if len(families) > 1:  # a leaderboard of 35 rows stays readable: show one family at a time
+        chips = ('<div class="families">Families: ' + "".join(
+            f'<label><input type="checkbox" class="family-toggle" data-family="{esc(f)}" checked> {esc(f)}</label> '
+            for f in families) + "</div>")
     chart = ""
     if lb.ranking:
         svg = plots.ranking_svg(f"{lb.main_metric} with 95% confidence intervals", lb.ranking, lb.main_metric)
         chart = f'<div class="chartbox" data-chart="ranking">{svg}</div>' + note(
             "Shaded: rank group 1, the runs the test set cannot tell apart from the best.")
     return section(ID, "Leaderboard",
-                   explain + table("".join(head), body, cls="sortable", id="leaderboard-table", scroll=True) + chart)
+                   explain + chips + table("".join(head), body, cls="sortable", id="leaderboard-table", scroll=True)
+                   + chart)
