@@ -35,6 +35,6 @@ METHOD = Method(
     # peft's method_comparison (MetaMathQA) runs Super-Tuning at LoRA's rate: LoRA's rates.
     learning_rates=LORA_LEARNING_RATES,
     apply=apply,
-    family="sparse",
+    family="fourier/sparse",
     mergeable=True,
 )
