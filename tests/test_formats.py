@@ -90,7 +90,7 @@ def _labelled_spans(tok: Any, ids: list[int], labels: list[int]) -> list[str]:
     ("fmt", "reason"),
     [("messages", "column 'messages' holds lists of {role, content} (1 of 1 sampled rows)"),
      ("sharegpt", "column 'conversations' holds lists of {from, value}"),
-     ("alpaca", "columns 'instruction' and 'input' and 'output' hold text"),
+     ("alpaca", "columns 'instruction', 'input' and 'output' hold text (alpaca)"),
      ("prompt-completion", "hold lists of {role, content}")],
 )
 def test_detect_each_format(fmt: str, reason: str) -> None:

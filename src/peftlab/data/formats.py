@@ -117,8 +117,8 @@ def detect_format(columns: set[str], sample_rows: list[dict[str, Any]]) -> tuple
     if {"instruction", "output"} <= columns and holds("instruction", _is_scalar_text) and holds(
         "output", _is_scalar_text
     ):
-        extra = " and 'input'" if "input" in columns else ""
-        return "alpaca", f"columns 'instruction'{extra} and 'output' hold text (alpaca)"
+        names = "'instruction', 'input' and 'output'" if "input" in columns else "'instruction' and 'output'"
+        return "alpaca", f"columns {names} hold text (alpaca)"
     why = "no messages, conversations, prompt/completion or instruction/output columns with matching values"
     for col, shape in (("messages", "{role, content}"), ("conversations", "{from, value}")):
         if col in columns:
@@ -321,7 +321,7 @@ def _text_field(row: dict[str, Any], key: str) -> str | None:
 
 
 def _a(role: str) -> str:
-    return f"an {role}" if role[0] in "aeiou" else f"a {role}"
+    return f"an {role}" if role == "assistant" else f"a {role}"  # "a user", "a system"
 
 
 def _missing(v: Any) -> bool:
