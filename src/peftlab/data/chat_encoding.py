@@ -37,7 +37,7 @@ IGNORE_INDEX = -100
 PLAIN_SYSTEM = "System: "
 PLAIN_USER = "User: "
 PLAIN_ASSISTANT = "Assistant:"
-_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")  # as in tasks.causal_lm.stop_ids
+_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")  # ChatML, Llama 3, Phi-3, Gemma
 
 
 class EncodedConversation(NamedTuple):
@@ -66,8 +66,44 @@ def encode_prompt(
     return enc.prompt(_fit(enc, context, max_len, prompt=True)[0])
 
 
+def reply_target(tok: Any, conv: Conversation, max_len: int | None = None,
+                 template_kwargs: dict[str, Any] | None = None) -> list[int]:
+    """The tokens evaluation scores as the reference of `conv` (ending with an assistant turn):
+    its last assistant turn's labelled tokens in `encode_conversation` (content + end-of-turn),
+    so that `encode_prompt(context) + reply_target(conv)` is the training sequence's tail. Cut to
+    `max_len` keeping the end-of-turn token, as the columns path cuts its targets."""
+    ids, labels, _ = encode_conversation(tok, conv, None, template_kwargs)
+    end = max(i for i, lab in enumerate(labels) if lab != IGNORE_INDEX) + 1
+    start = end
+    while start > 0 and labels[start - 1] != IGNORE_INDEX:
+        start -= 1
+    span = ids[start:end]
+    if max_len is not None and len(span) > max_len:
+        span = span[: max_len - 1] + span[-1:]
+    return span
+
+
+def render_segments(tok: Any, conv: Conversation, max_len: int | None = None,
+                    template_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """`conv` as the model sees it in training: the decoded text in runs of positions that are
+    trained (the assistant replies) or not, `[{"text", "trained"}]` (special tokens kept)."""
+    ids, labels, _ = encode_conversation(tok, conv, max_len, template_kwargs)
+    out: list[dict[str, Any]] = []
+    run: list[int] = []
+    for i, (t, lab) in enumerate(zip(ids, labels, strict=True)):
+        run.append(t)
+        trained = lab != IGNORE_INDEX
+        if i + 1 == len(ids) or (labels[i + 1] != IGNORE_INDEX) != trained:
+            out.append({"text": tok.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False),
+                        "trained": trained})
+            run = []
+    return out
+
+
 def end_of_turn_ids(tok: Any) -> list[int]:
-    """Token ids that can close an assistant turn: the chat end-of-turn tokens, then EOS."""
+    """Token ids that can close an assistant turn: the chat end-of-turn tokens, then EOS. The one
+    definition: training (the columns path's appended token, the mask), generation's stop tokens
+    (`tasks.causal_lm.stop_ids`) and serving all read it."""
     ids: list[int] = []
     if getattr(tok, "chat_template", None):  # (not get_vocab(): it copies the vocabulary per call)
         found = [tok.convert_tokens_to_ids(t) for t in _END_OF_TURN]

@@ -150,10 +150,13 @@ def _first(rows: list[dict[str, Any]], col: str) -> Any:
 # ---------------------------------------------------------------- conversion
 
 
-def to_conversation(row: dict[str, Any], fmt: str, where: str) -> Conversation:
-    """Convert one row of format `fmt` to a checked Conversation; BadRow (a DataError) names `where`."""
+def to_conversation(row: dict[str, Any], fmt: str, where: str, need_reply: bool = True) -> Conversation:
+    """Convert one row of format `fmt` to a checked Conversation; BadRow (a DataError) names `where`.
+
+    `need_reply=False` (prediction on new rows): the conversation may end with a user turn, or an
+    alpaca/prompt-completion row may lack its output/completion; that is the turn to generate."""
     try:
-        return _convert(row, fmt, where)
+        return _convert(row, fmt, where, need_reply)
     except _RowProblem as e:
         raise BadRow(where, str(e)) from None
 
@@ -162,14 +165,14 @@ Converter = Callable[[dict[str, Any], str], Conversation]  # (row, where) -> Con
 
 
 def convert_rows(
-    rows: list[dict[str, Any]], fmt: str | Converter, source: str, on_bad_rows: str = "error"
+    rows: list[dict[str, Any]], fmt: str | Converter, source: str, on_bad_rows: str = "error", need_reply: bool = True
 ) -> tuple[list[Conversation], list[str]]:
     """Convert rows read from `source` with a format name or a converter (see mappings.py).
 
     With on_bad_rows="skip", bad rows become "file:line: why" strings in the second list
     instead of raising, as `sources.read_rows` does for unreadable lines.
     """
-    convert: Converter = fmt if callable(fmt) else (lambda row, where: to_conversation(row, fmt, where))
+    convert: Converter = fmt if callable(fmt) else (lambda row, where: to_conversation(row, fmt, where, need_reply))
     out: list[Conversation] = []
     skipped: list[str] = []
     for row in rows:
@@ -191,23 +194,38 @@ def split_last_assistant(conv: Conversation) -> tuple[Conversation, str]:
     return replace(conv, turns=list(conv.turns[:idx])), conv.turns[idx].content
 
 
-def _convert(row: dict[str, Any], fmt: str, where: str) -> Conversation:
+def context_text(conv: Conversation) -> str:
+    """A conversation as one text, for predictions files and reports (what the 'input' was):
+    a lone user turn is its content, as a `columns` input would be; longer ones are spelled out
+    turn by turn ("User: ...", "Assistant: ...")."""
+    if len(conv.turns) == 1 and not conv.system:
+        return conv.turns[0].content
+    head = [f"System: {conv.system}"] if conv.system else []
+    return "\n".join(head + [f"{t.role.capitalize()}: {t.content}" for t in conv.turns])
+
+
+def _convert(row: dict[str, Any], fmt: str, where: str, need_reply: bool = True) -> Conversation:
     if fmt == "messages":
         items = _parse_list(row.get("messages"), "messages", "role", "content", _message_role)
-        return _build(items, None, where)
+        return _build(items, None, where, need_reply)
     if fmt == "sharegpt":
         items = _parse_list(row.get("conversations"), "conversations", "from", "value", _sharegpt_role)
-        return _build(items, _text_field(row, "system"), where)
+        return _build(items, _text_field(row, "system"), where, need_reply)
     if fmt == "alpaca":
         instruction = _text_field(row, "instruction")
         if not instruction:
             raise _RowProblem("empty or missing 'instruction'; alpaca rows need the task to perform")
         extra = _text_field(row, "input")
         user = f"{instruction}\n\n{extra}" if extra else instruction
-        items = [_Item("user", user, "'instruction'"), _Item("assistant", _text_field(row, "output") or "", "'output'")]
-        return _build(items, _text_field(row, "system"), where)
+        items = [_Item("user", user, "'instruction'")]
+        reply = _text_field(row, "output")
+        if need_reply or reply is not None:
+            items.append(_Item("assistant", reply or "", "'output'"))
+        return _build(items, _text_field(row, "system"), where, need_reply)
     if fmt == "prompt-completion":
         prompt = _side(row, "prompt", "user", loss=False)
+        if not need_reply and _missing(row.get("completion")):
+            return _build(prompt, None, where, need_reply)
         return _build(prompt + _side(row, "completion", "assistant", loss=True), None, where)
     if fmt == "columns":
         raise ValueError("format 'columns' is not converted: prepare.py reads its input/target columns")
@@ -277,11 +295,12 @@ def _content(v: Any, label: str) -> str:
     raise _RowProblem(f"{label} must be a string, found {_what(v)}")
 
 
-def _build(items: list[_Item], row_system: str | None, where: str) -> Conversation:
+def _build(items: list[_Item], row_system: str | None, where: str, need_reply: bool = True) -> Conversation:
     """Check the order of turns and assemble the Conversation.
 
     After an optional system message, user and assistant alternate starting with user, and
-    the last turn is an assistant reply: that is what training learns and evaluation holds out.
+    the last turn is an assistant reply: that is what training learns and evaluation holds out
+    (with `need_reply=False` a final user turn is allowed: the reply is what prediction makes).
     """
     system = row_system or None
     if items and items[0].role == "system":
@@ -302,6 +321,10 @@ def _build(items: list[_Item], row_system: str | None, where: str) -> Conversati
         if not it.content:
             raise _RowProblem(f"{it.label} ({it.role}) has empty content; {_a(it.role)} turn needs text")
         turns.append(Turn(it.role, it.content, it.loss if it.role == "assistant" else True))  # type: ignore[arg-type]
+    if not turns:
+        raise _RowProblem("no user or assistant turns; the conversation needs at least a user turn")
+    if not need_reply:
+        return Conversation(system, turns, where)
     if not any(t.role == "assistant" for t in turns):
         raise _RowProblem("no assistant turn; the conversation needs at least one assistant reply to learn from")
     if turns[-1].role != "assistant":

@@ -26,7 +26,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,7 @@ class Preflight:
     data: PreparedData
     model: ResolvedModel
     warnings: list[str]
+    notes: list[str] = field(default_factory=list)  # what was found, not wrong (the detected data format)
 
 
 def preflight(p: Plan, read_test: bool = True) -> Preflight:
@@ -145,7 +146,7 @@ def preflight(p: Plan, read_test: bool = True) -> Preflight:
         if cfg.data.on_long_rows == "error":
             _check_long_rows(cfg, task, data)
         _check_methods(p, rm, data, task)
-    return Preflight(data, rm, notes)
+    return Preflight(data, rm, notes, list(data.format_notes))
 
 
 def _wraps(entry: MethodEntry) -> bool:
@@ -271,6 +272,8 @@ def run_experiment(
     checked = preflight(p, read_test=cfg.tuning is None)  # a tuning phase first: it never reads the test split
     if not (force or replace) and cfg.tuning is None:
         check_replacement(p, store, [(e, c) for e, c, _ in final_runs(p, list(cfg.methods))])
+    for note in checked.notes:
+        echo(f"note: {note}")
     for note in checked.warnings:
         echo(f"warning: {note}")
     with _sigterm_as_interrupt():
