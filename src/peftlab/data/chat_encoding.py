@@ -66,21 +66,18 @@ def encode_prompt(
     return enc.prompt(_fit(enc, context, max_len, prompt=True)[0])
 
 
-def reply_target(tok: Any, conv: Conversation, max_len: int | None = None,
-                 template_kwargs: dict[str, Any] | None = None) -> list[int]:
-    """The tokens evaluation scores as the reference of `conv` (ending with an assistant turn):
-    its last assistant turn's labelled tokens in `encode_conversation` (content + end-of-turn),
-    so that `encode_prompt(context) + reply_target(conv)` is the training sequence's tail. Cut to
-    `max_len` keeping the end-of-turn token, as the columns path cuts its targets."""
-    ids, labels, _ = encode_conversation(tok, conv, None, template_kwargs)
+def split_reply(tok: Any, conv: Conversation, max_len: int | None = None,
+                template_kwargs: dict[str, Any] | None = None) -> tuple[list[int], list[int]]:
+    """`conv` (ending with an assistant turn) encoded as in training, cut before its last reply:
+    (prompt ids, reply ids), the reply being that turn's labelled tokens (content + end-of-turn).
+    Evaluation generates from the prompt and scores the reply, so both are exactly what training
+    saw, truncation included (a prompt encoded on its own would be cut by another budget)."""
+    ids, labels, _ = encode_conversation(tok, conv, max_len, template_kwargs)
     end = max(i for i, lab in enumerate(labels) if lab != IGNORE_INDEX) + 1
     start = end
     while start > 0 and labels[start - 1] != IGNORE_INDEX:
         start -= 1
-    span = ids[start:end]
-    if max_len is not None and len(span) > max_len:
-        span = span[: max_len - 1] + span[-1:]
-    return span
+    return ids[:start], ids[start:end]
 
 
 def render_segments(tok: Any, conv: Conversation, max_len: int | None = None,

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from peftlab.data.chat_encoding import encode_conversation, encode_prompt, end_of_turn_ids, reply_target
-from peftlab.data.formats import Conversation, Turn, split_last_assistant
+from peftlab.data.chat_encoding import encode_conversation, encode_prompt, end_of_turn_ids, split_reply
+from peftlab.data.formats import Conversation, Turn
 from peftlab.data.prepare import Example
 from peftlab.evaluate.metrics import generation_metrics
 from peftlab.tasks.base import Prediction, Task
@@ -166,18 +166,25 @@ class CausalLMTask(Task):
         """The prompt tokens generation continues: the training prefix of the reply."""
         if not self._chat(ex):
             return self.fmt.prompt_ids(ex.source, self.training.max_source_length)[0]
-        conv = self.conversation(ex)
-        context = split_last_assistant(conv)[0] if conv.turns[-1].role == "assistant" else conv
-        return encode_prompt(self.tok, context, self.training.max_source_length)
+        return self._split(ex)[0]
 
     def target_of(self, ex: Example) -> list[int]:
         """The reference tokens the test loss scores after `prompt_of(ex)`."""
         if not self._chat(ex):
             return self.fmt.target_ids(ex.target or "", self.training.max_target_length)[0]
-        conv = self.conversation(ex)
-        if conv.turns[-1].role != "assistant":
+        prompt, reply = self._split(ex)
+        if not reply:
             raise ValueError(f"{ex.where}: no assistant turn to score; evaluation needs the reference reply")
-        return reply_target(self.tok, conv, self.training.max_target_length)
+        return reply
+
+    def _split(self, ex: Example) -> tuple[list[int], list[int]]:
+        """(prompt, reply) of a conversation: with a final reply, the training sequence (the same
+        length budget, source + target) cut before it; without (prediction), the context
+        rendered with the generation prompt in max_source_length tokens, and no reply."""
+        conv, t = self.conversation(ex), self.training
+        if conv.turns[-1].role != "assistant":
+            return encode_prompt(self.tok, conv, t.max_source_length), []
+        return split_reply(self.tok, conv, t.max_source_length + t.max_target_length)
 
     def predict(self, model: Any, examples: list[Example], desc: str = "predict") -> list[Prediction]:
         return self._generate(model, examples, desc)[1]
