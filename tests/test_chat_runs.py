@@ -298,3 +298,36 @@ def test_samsum_chat_example_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     pred = _jsonl(run.file("predictions"))[0]
     assert pred["input"].startswith("Summarize this dialogue in one sentence:\n\n")
     assert "ranked by rougeL" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the data set API
+
+
+def test_dataset_analysis_shows_the_format_and_a_rendered_conversation(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from peftlab.serve.app import Settings, create_app
+
+    rows = [_row(c, "messages") for c in _conversations(6, offset=100)] + [{"messages": "oops"}]
+    body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    app = create_app(Settings(store=str(tmp_path / "store"), start_worker=False))
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        r = c.post("/api/datasets", files={"file": ("chat.jsonl", body, "application/json")})
+        assert r.status_code == 201, r.text
+        ds = r.json()["id"]
+        a = c.get(f"/api/datasets/{ds}").json()["analysis"]
+        assert a["format"] == "messages" and "holds lists of {role, content}" in a["format_reason"]
+        assert a["conversation"]["messages"][-1] == {"role": "assistant", "content": "The white one is long."}
+        assert a["rendered"] is None
+        bad = next(p for p in a["problems"] if p["kind"] == "bad_conversations")
+        assert bad["count"] == 1 and bad["lines"] == [7] and "must be a list of {role, content}" in bad["examples"][0]
+        if (SMOLLM / "tokenizer.json").is_file():
+            got = c.get(f"/api/datasets/{ds}", params={"model": SMOLLM.name}).json()["analysis"]["rendered"]
+            assert got["model"] == SMOLLM.name and got["chat_template"] is True
+            assert [s["text"] for s in got["segments"] if s["trained"]] == [
+                "It is white.<|im_end|>", "The white one is long.<|im_end|>"]
+            assert got["text"].startswith("<|im_start|>system\n") and got["text"].endswith("<|im_end|>\n")
+        got = c.get(f"/api/datasets/{ds}", params={"model": STORIES.name}).json()["analysis"]["rendered"]
+        assert got["chat_template"] is False and "User: Item 100: colour?" in got["text"]
+        assert c.get(f"/api/datasets/{ds}", params={"model": str(tmp_path)}).status_code in (400, 403, 422)
