@@ -121,6 +121,14 @@ def test_evaluate_records_an_evaluation_under_the_run(trained: tuple[Store, Any,
     assert main(["show", "tiny", "lora", *_args(store)]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert set(shown["evaluations"]) == {"held-out", "own-test"} and "evaluations" not in shown["info"]
+    # The report shows them beside the run's own test evaluation.
+    from peftlab.report.html import ReportOptions, build_report
+
+    res = build_report(store, ["tiny"], tmp_path / "report.html", options=ReportOptions(bertscore=False))
+    page = res.path.read_text(encoding="utf-8")
+    section = page[page.index('<section id="evaluations">'):]
+    section = section[: section.index("</section>")]
+    assert "held-out" in section and "own-test" in section and "test rougeL [95% CI]" in section
     # Files without targets, and bad names, are refused.
     nolabel = _write(tmp_path / "nolabel.jsonl", [{"table": r["table"]} for r in rows])
     assert main(["evaluate", "tiny", "lora", "--test", str(nolabel), *_args(store)]) == 2
