@@ -143,8 +143,14 @@ def test_mask_pinned_through_the_task_on_smollm_template(tmp_path: Path) -> None
     prompt = task.prompt_of(ex)
     assert prompt == ids[: second[0]]
     assert task.target_of(ex) == ids[second[0] : second[-1] + 1]
-    # A bare input (the playground's) is one user turn, rendered by the same encoder.
+    # A bare input (the playground's) is one user turn, rendered by the same encoder; with a target,
+    # that is its reply (infer.loading.example(source, reference)).
     assert task.prompt("Item 7: colour?") == encode_prompt(task.tok, Conversation(None, [Turn("user", "Item 7: colour?")]))
+    from peftlab.data.prepare import Example
+
+    bare = Example(source="Item 7: colour?", target="It is pink.")
+    assert task.prompt_of(bare) == task.prompt("Item 7: colour?")
+    assert task.tok.decode(task.target_of(bare)) == "It is pink.<|im_end|>"
 
 
 def _runs(positions: list[int]) -> list[list[int]]:
@@ -183,6 +189,25 @@ def test_format_names_and_existing_experiment_files() -> None:
         d = load_experiment(f).cfg.data
         assert d.format == "auto" or f.name == "samsum-chat.yaml"
         assert d.chat == (f.name == "samsum-chat.yaml"), f  # every file written before chat formats: columns
+
+
+def test_run_hashes_of_files_without_chat_keys_unchanged() -> None:
+    """Runs recorded before data.format existed stay the same runs (not reset, not refused)."""
+    from peftlab.config.schema import ExperimentConfig
+    from peftlab.train.runner import config_hash
+
+    body = {"name": "x", "model": "stories260k", "task": "causal-lm", "methods": ["lora"],
+            "data": {"train": "a.jsonl", "prompt": "{a}", "target": "b"}}
+
+    def hashed() -> str:
+        cfg = ExperimentConfig.model_validate(body)
+        return config_hash(cfg, cfg.methods[0])
+
+    assert hashed() == "bbd6d6b0b3a39ee6"  # the hash before chat formats (this config names no paths)
+    body["data"] |= {"format": "auto", "as_chat": False}
+    assert hashed() == "bbd6d6b0b3a39ee6"
+    body["data"]["as_chat"] = True
+    assert hashed() != "bbd6d6b0b3a39ee6"
 
 
 @pytest.mark.parametrize(("data", "match"), [

@@ -155,9 +155,15 @@ class CausalLMTask(Task):
         return ex.conversation is not None or self.conversational
 
     def conversation(self, ex: Example) -> Conversation:
-        """The example as a conversation (its own, or its input text as one user turn), with
-        data.system_prompt where it has no system message of its own."""
-        conv = ex.conversation or Conversation(None, [Turn("user", ex.source.strip())], ex.where)
+        """The example as a conversation (its own; or its input text as a user turn, and its
+        target, when it has one, as the reply), with data.system_prompt where it has no system
+        message of its own."""
+        conv = ex.conversation
+        if conv is None:
+            turns = [Turn("user", ex.source.strip())]
+            if ex.target and ex.target.strip():
+                turns.append(Turn("assistant", ex.target.strip()))
+            conv = Conversation(None, turns, ex.where)
         if conv.system is None and self.system_prompt:
             conv = Conversation(self.system_prompt, conv.turns, conv.where)
         return conv

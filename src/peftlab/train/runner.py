@@ -70,8 +70,12 @@ class Plan:
 def config_hash(cfg: ExperimentConfig, entry: MethodEntry) -> str:
     """What makes a run the same run: the experiment (less the other methods, and less tuning and
     seeds, which decide which runs exist, not what one run does) and its method entry (less its
-    search space). A changed hash resets the run."""
+    search space). A changed hash resets the run. Keys added since (data.format, data.as_chat)
+    count only when set off their defaults: the runs of existing stores keep their hashes."""
     body = cfg.model_dump(mode="json", exclude={"methods", "tuning", "seeds"})
+    for key, default in (("format", "auto"), ("as_chat", False)):
+        if body["data"].get(key) == default:
+            del body["data"][key]
     blob = json.dumps({"experiment": body, "entry": entry.model_dump(mode="json", exclude={"search"})},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
