@@ -5,6 +5,8 @@
     peftlab experiments
     peftlab methods [NAME]
     peftlab show EXPERIMENT RUN
+    peftlab predict EXPERIMENT [RUN] --input new.jsonl --output out.jsonl [--runs a,b]
+    peftlab evaluate EXPERIMENT [RUN] --test labelled.jsonl [--name NAME] [--runs a,b]
     peftlab report EXPERIMENT [-o report.html] [--max-memory-mb N] [--png-dir DIR] ...
     peftlab compare EXP_A EXP_B [--runs 3,7] [-o compare.html]
 """
@@ -106,7 +108,64 @@ def cmd_show(args: argparse.Namespace) -> int:
     d = {k: getattr(run, k) for k in ("id", "experiment", "name", "method", "status", "error", "diverged_step",
                                       "metrics", "cost", "info", "resolved")}
     d["curves"] = store.curves(run.id)
+    d["info"] = {k: v for k, v in (run.info or {}).items() if k != "evaluations"}
+    d["evaluations"] = (run.info or {}).get("evaluations", {})  # peftlab evaluate's, by name
     print(json.dumps(d, indent=2, default=str))
+    return 0
+
+
+# -- predict / evaluate: a finished run on a new file (peftlab.infer.predict) -------------------
+def _chosen_runs(store: Any, args: argparse.Namespace) -> list[Any]:
+    """RUN, or --runs a,b, or every done run of the experiment."""
+    if args.run and args.runs:
+        raise PeftlabError("give one RUN or --runs a,b, not both")
+    names = [args.run] if args.run else [n.strip() for n in (args.runs or "").split(",") if n.strip()]
+    if names:
+        return [_find_run(store, argparse.Namespace(experiment=args.experiment, run=n)) for n in names]
+    runs = [r for r in store.runs(args.experiment) if r.status == "done"]
+    if not runs:
+        raise PeftlabError(f"experiment {args.experiment!r} has no done runs (see `peftlab leaderboard`)")
+    return runs
+
+
+def _say(notes: list[str], skipped: list[str]) -> None:
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    if skipped:
+        print(f"warning: {len(skipped)} bad rows skipped (on_bad_rows: skip), e.g. {skipped[0]}", file=sys.stderr)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from peftlab.infer.predict import predict_file
+
+    runs = _chosen_runs(_store(args), args)
+    out = Path(args.output)
+    if out.is_dir():
+        raise PeftlabError(f"{out}: is a folder; --output names the file to write (e.g. {out}/out.jsonl)")
+    for run in runs:
+        path = out if len(runs) == 1 else out.with_name(f"{out.stem}.{run.name}{out.suffix or '.jsonl'}")
+        res = predict_file(run, args.input, path, args.batch_size, args.on_bad_rows)
+        _say(res.notes, res.skipped)
+        print(f"{run.name}: {res.rows} rows in {res.seconds:.1f} s -> {path} (every input column + {res.column!r})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from peftlab.infer.predict import evaluate_file
+
+    store = _store(args)
+    for run in _chosen_runs(store, args):
+        rec = evaluate_file(store, run, args.test, args.name, args.batch_size, args.on_bad_rows)
+        _say(rec["notes"], rec["skipped"])
+        print(f"{run.name}: evaluation {rec['name']!r}, {rec['examples']} examples of {rec['source']} "
+              f"({rec['seconds']:.1f} s)")
+        for m, v in rec["metrics"].items():
+            iv = rec["intervals"].get(m)
+            ci = f" [{iv['low']:.2f}, {iv['high']:.2f}] 95% CI" if iv else ""
+            print(f"  {m:<18} {v:.4f}{ci}" if isinstance(v, float) else f"  {m:<18} {v}")
+        print(f"  recorded: {rec['predictions'].rsplit('/', 1)[0]}/ (peftlab show {run.experiment} {run.name})")
     return 0
 
 
@@ -263,6 +322,25 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("experiment")
     sh.add_argument("run")
     sh.set_defaults(fn=cmd_show)
+    for name, fn, file_flag, what in (("predict", cmd_predict, "--input", "outputs of finished runs for a new file"),
+                                      ("evaluate", cmd_evaluate, "--test", "score finished runs on a labelled "
+                                       "file they never saw; recorded under each run")):
+        pe = sub.add_parser(name, parents=[common], help=what)
+        pe.add_argument("experiment")
+        pe.add_argument("run", nargs="?", help="one run (default: --runs, or every done run)")
+        pe.add_argument("--runs", help="comma-separated run names")
+        pe.add_argument(file_flag, required=True, dest="input" if name == "predict" else "test",
+                        help="JSONL, CSV or Parquet file in the run's data format" +
+                             (" (the target column may be missing)" if name == "predict" else " with targets"))
+        pe.add_argument("--batch-size", type=int, help="generation batch size (default: the run's evaluation.batch_size)")
+        pe.add_argument("--on-bad-rows", choices=["error", "skip"], help="default: the run's data.on_bad_rows")
+        if name == "predict":
+            pe.add_argument("-o", "--output", required=True,
+                            help="JSONL (or .csv) file to write; with several runs, OUT.<run>.jsonl each")
+        else:
+            pe.add_argument("--name", help="the evaluation's name (default: the file's stem)")
+        pe.set_defaults(fn=fn)
+
     sv = sub.add_parser("serve", parents=[common], help="the web service: upload data, compare methods, try and export the winner")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000)

@@ -78,8 +78,13 @@ def load_trained(run: Run) -> Trained:
         model = load_model(rm, cfg.model, cfg.task, labels, **extra)
         task.prepare_model(model)
         if artifact:
+            import warnings
+
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, artifact)
+            with warnings.catch_warnings():  # peft's own read of a deprecated attribute (see methods.common.wrap)
+                warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                        category=FutureWarning)
+                model = PeftModel.from_pretrained(model, artifact)
             try_merge(model)  # inference as the run's test evaluation did it: adapter folded in where it can be
     return Trained(for_inference(model), task, cfg, entry)

@@ -29,6 +29,7 @@ from peftlab.report.sections import (
     config,
     curves,
     environment,
+    evaluations,
     header,
     health,
     leaderboard,
@@ -42,7 +43,8 @@ from peftlab.report.sections.common import esc
 from peftlab.store import Store
 
 # The sections in page order; each renders the view `_views` prepares for it (None: not shown).
-BODY = (recommendation, leaderboard, tuning, curves, pareto, health, classes, outputs, config, environment, metrics)
+BODY = (recommendation, leaderboard, evaluations, tuning, curves, pareto, health, classes, outputs, config, environment,
+        metrics)
 
 
 @dataclass
@@ -71,6 +73,7 @@ def _views(data: ReportData, opts: ReportOptions, rec: Recommendation, problems:
     return {
         recommendation.ID: recommendation.view(rec, data.notes),
         leaderboard.ID: leaderboard.view(data),
+        evaluations.ID: evaluations.view(data),
         tuning.ID: tuning.view(data),
         curves.ID: curves.view(data),
         pareto.ID: pareto.view(data),

@@ -262,7 +262,8 @@ def _info(ctx: RunContext, preds: list[Prediction], pred_path: Path, save_dir: P
         "machine": describe(),
         "seed": ctx.cfg.training.seed,
         "data": {**data.counts(), "skipped_rows": len(data.skipped), "skipped": data.skipped[:100],
-                 "truncated_train_rows": task.truncated, "notes": data.notes},
+                 "truncated_train_rows": task.truncated, "notes": data.notes, "format": data.format,
+                 "format_notes": data.format_notes},
         "main_metric": task.main_metric,
         "predictions": ctx.store.relative(pred_path),  # relative to the store root (Run.file)
         "artifact": ctx.store.relative(save_dir) if save_dir else None,

@@ -26,7 +26,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,12 @@ class Plan:
 def config_hash(cfg: ExperimentConfig, entry: MethodEntry) -> str:
     """What makes a run the same run: the experiment (less the other methods, and less tuning and
     seeds, which decide which runs exist, not what one run does) and its method entry (less its
-    search space). A changed hash resets the run."""
+    search space). A changed hash resets the run. Keys added since (data.format, data.as_chat)
+    count only when set off their defaults: the runs of existing stores keep their hashes."""
     body = cfg.model_dump(mode="json", exclude={"methods", "tuning", "seeds"})
+    for key, default in (("format", "auto"), ("as_chat", False)):
+        if body["data"].get(key) == default:
+            del body["data"][key]
     blob = json.dumps({"experiment": body, "entry": entry.model_dump(mode="json", exclude={"search"})},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -142,6 +146,7 @@ class Preflight:
     data: PreparedData
     model: ResolvedModel
     warnings: list[str]
+    notes: list[str] = field(default_factory=list)  # what was found, not wrong (the detected data format)
 
 
 def preflight(p: Plan, read_test: bool = True) -> Preflight:
@@ -164,7 +169,7 @@ def preflight(p: Plan, read_test: bool = True) -> Preflight:
         if cfg.data.on_long_rows == "error":
             _check_long_rows(cfg, task, data)
         notes += _check_methods(p, rm, data, task)
-    return Preflight(data, rm, notes)
+    return Preflight(data, rm, notes, list(data.format_notes))
 
 
 def _wraps(entry: MethodEntry) -> bool:
@@ -305,6 +310,8 @@ def run_experiment(
     cfg = p.cfg  # (`--methods all` leaves out, in preflight, the methods that do not fit the model)
     if not (force or replace) and cfg.tuning is None:
         check_replacement(p, store, [(e, c) for e, c, _ in final_runs(p, list(cfg.methods))])
+    for note in checked.notes:
+        echo(f"note: {note}")
     for note in checked.warnings:
         echo(f"warning: {note}")
     with _sigterm_as_interrupt():
