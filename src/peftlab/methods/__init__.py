@@ -115,9 +115,15 @@ REGISTRY: dict[str, Method] = {
 }
 
 
+def _guess(name: str) -> list[str]:
+    """The method a typo meant: swapped letters first (lroa -> lora, not road), then difflib's."""
+    swapped = [m for m in REGISTRY if sorted(m) == sorted(name)]
+    return swapped[:1] or difflib.get_close_matches(name, REGISTRY, n=1)
+
+
 def get_method(name: str) -> Method:
     if name not in REGISTRY:
-        guess = difflib.get_close_matches(name, REGISTRY, n=1)
+        guess = _guess(name)
         hint = f" Did you mean {guess[0]!r}?" if guess else ""
         raise ConfigError(f"unknown method {name!r}.{hint} Known: {', '.join(REGISTRY)}")
     return REGISTRY[name]
