@@ -47,13 +47,13 @@ class Playground:
         """The runs of an experiment and whether each can be tried here."""
         out = []
         for r in self.store.runs(experiment):
-            ok, why = self._usable(r)
+            ok, why = self.usable(r)
             out.append({"id": r.id, "name": r.name, "method": r.method, "status": r.status, "available": ok,
                         "why": why})
         return out
 
     @staticmethod
-    def _usable(r: Run) -> tuple[bool, str | None]:
+    def usable(r: Run) -> tuple[bool, str | None]:
         from peftlab.infer.loading import adapter_dir
 
         if r.status != "done":
@@ -80,7 +80,7 @@ class Playground:
         if exp is None:
             raise NotFound(f"no experiment {experiment!r}")
         all_runs = {r.name: r for r in self.store.runs(experiment)}
-        names = runs or [n for n, r in all_runs.items() if self._usable(r)[0]]
+        names = runs or [n for n, r in all_runs.items() if self.usable(r)[0]]
         if not names:
             raise PeftlabError(f"experiment {experiment!r} has no finished runs to try yet")
         unknown = [n for n in names if n not in all_runs]
@@ -88,7 +88,7 @@ class Playground:
             raise NotFound(f"run(s) {unknown} not in experiment {experiment!r}; runs: {', '.join(all_runs)}")
         chosen = [all_runs[n] for n in names]
         for r in chosen:
-            ok, why = self._usable(r)
+            ok, why = self.usable(r)
             if not ok:
                 raise PeftlabError(f"run {r.name!r} cannot be tried: {why}")
         if text is None and not inputs:

@@ -33,6 +33,7 @@ import gc
 import json
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,7 +233,10 @@ class ModelPool:
             self._unload(slot)
             self.switches += 1
         if slot.peft is None:
-            slot.peft = PeftModel.from_pretrained(slot.model, str(path), adapter_name=name, is_trainable=False)
+            with warnings.catch_warnings():  # peft 0.21's own read of a deprecated property (methods.common.wrap)
+                warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                        category=FutureWarning)
+                slot.peft = PeftModel.from_pretrained(slot.model, str(path), adapter_name=name, is_trainable=False)
             slot.peft.eval()
             slot.peft_type = ptype
             slot.adapters = {name: run.id}
