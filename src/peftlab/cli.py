@@ -175,7 +175,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings(store=args.store, token=args.token or os.environ.get("PEFTLAB_TOKEN") or None,
                         concurrency=args.concurrency, max_upload_mb=args.max_upload_mb,
                         start_worker=not args.no_worker, data_dirs=args.data_dir or [],
-                        poll_seconds=args.poll_seconds, allowed_hosts=args.allowed_host or None)
+                        poll_seconds=args.poll_seconds, allowed_hosts=args.allowed_host or None,
+                        model_memory_mb=args.model_memory_mb, batching=not args.no_batching,
+                        max_batch=args.max_batch)
     serve(settings, host=args.host, port=args.port)
     return 0
 
@@ -354,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--allowed-host", action="append", metavar="NAME",
                     help="a host name the service answers to (default: 127.0.0.1, localhost, ::1); repeat for more")
     sv.add_argument("--poll-seconds", type=float, default=1.0, help="how often the worker looks at the queue")
+    sv.add_argument("--model-memory-mb", type=float, default=4096.0,
+                    help="models kept loaded for the playground and /v1 (bases, full fine-tuned runs); beyond it the "
+                         "least recently used is dropped (default 4096)")
+    sv.add_argument("--max-batch", type=int, default=16,
+                    help="/v1 requests of one base model answered in one batch at most (default 16)")
+    sv.add_argument("--no-batching", action="store_true", help="/v1: answer one request at a time")
     sv.set_defaults(fn=cmd_serve)
 
     xp = sub.add_parser("export", parents=[common], help="copy a run's adapter, or merge it into the base model (--merge)")
