@@ -97,7 +97,7 @@ def test_peft_generate_matches_step_by_step_reference(method: str) -> None:
     assert plain.outputs == _reference_greedy(model, task.tok, prompts, 10, stop)
 
 
-@pytest.mark.parametrize("method", [*VIRTUAL, "adaption-prompt"])
+@pytest.mark.parametrize("method", [*VIRTUAL, "adaption-prompt", "shadow"])
 def test_batched_and_scored_in_one_pass(method: str) -> None:
     """Padded batches with the shared prefix give the one-at-a-time outputs, and the one-pass test
     loss equals the training-style loss pass (adaption prompts: plain generate's outputs too)."""

@@ -23,7 +23,7 @@ pytestmark = needs_shared
 # on every task runs directly, without the pipeline, in tests/test_method_matrix*.py. oft (merged
 # evaluation), beft (unmerged on bias-free models), cpt and cartridge (the cache-head paths) stay here.
 ORIGINAL = ("zero-shot", "full", "lora", "dora", "adalora", "ia3", "prefix-tuning", "prompt-tuning", "p-tuning", "qlora")
-FAMILY_REPRESENTATIVES = ("loha", "vera", "road", "osf", "supertuning", "oft", "beft", "cpt", "cartridge")
+FAMILY_REPRESENTATIVES = ("loha", "vera", "road", "osf", "supertuning", "oft", "beft", "cpt", "cartridge", "shadow")
 METHODS = [m for m in REGISTRY if m in ORIGINAL or m in FAMILY_REPRESENTATIVES]
 
 

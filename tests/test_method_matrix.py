@@ -150,7 +150,7 @@ def _train(model: Any, method: Any, opts: Any, task: str, batch: dict[str, Any])
     model.train()
     for step in range(1, 9):
         loss = model(**batch).loss
-        extra = method.extra_loss(model) if method.extra_loss else None
+        extra = method.extra_loss(model, batch) if method.extra_loss else None
         (loss + extra if extra is not None else loss).backward()
         opt.step()
         for cb in callbacks:

@@ -80,13 +80,53 @@ def test_adalora_training_loss_carries_its_orthogonality_penalty(tmp_path) -> No
         ours = float(trainer.compute_loss(model, dict(batch)))
         peft_own = float(model(**batch).loss)
         plain = float(task.loss(model, dict(batch)))
-        penalty = float(m.extra_loss(model))
+        penalty = float(m.extra_loss(model, batch))
         model.eval()
         evaluated = float(trainer.compute_loss(model, dict(batch)))
     assert penalty > 0.5  # random P and Q are far from orthogonal at the start
     assert abs(ours - peft_own) < 1e-4, (ours, peft_own)
     assert abs(ours - plain - penalty) < 1e-4
     assert abs(evaluated - plain) < 1e-4
+
+
+@needs_shared
+def test_shadow_training_loss_carries_its_auxiliary_loss(tmp_path) -> None:  # noqa: ANN001
+    """ShadowPEFT's own loss (the LM head on the initial shadow state) is in the training loss as
+    peft computes it with labels, though peftlab computes the task loss from the logits; the
+    evaluation loss leaves it out; and it trains the shadow backbone (its gradient is not zero)."""
+    from transformers import TrainingArguments
+
+    from peftlab.data.prepare import Example
+    from peftlab.methods import get_method
+    from peftlab.train.trainer import PeftlabTrainer
+
+    task = causal_task(STORIES)
+    torch.manual_seed(0)
+    model = stories_with_method(task, "shadow")
+    m = get_method("shadow")
+    batch = task.collate([task.encode(Example(source=f"Table: row {i} " * (i + 1), target="a title " * (i + 2)))
+                          for i in range(3)])
+    trainer = PeftlabTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                                                                  report_to="none"),
+                             task=task, extra_loss=m.extra_loss)
+    model.train()
+    torch.manual_seed(1)
+    ours = trainer.compute_loss(model, dict(batch))
+    torch.manual_seed(1)  # the same dropout draws
+    with torch.no_grad():
+        peft_own = float(model(**batch).loss)
+        plain = float(task.loss(model, dict(batch)))
+        aux = float(m.extra_loss(model, batch))
+    assert aux > 0.05 * 1.0  # weight 0.05 x a cross-entropy of several nats from an untrained path
+    assert abs(float(ours) - peft_own) < 1e-4, (float(ours), peft_own)
+    ours.backward()
+    shadow_grads = [p.grad for n, p in model.named_parameters() if "shadow_backbone" in n and p.requires_grad]
+    assert shadow_grads and any(g is not None and float(g.abs().sum()) > 0 for g in shadow_grads)
+    model.eval()
+    with torch.no_grad():
+        evaluated = float(trainer.compute_loss(model, dict(batch)))
+        assert abs(evaluated - float(task.loss(model, dict(batch)))) < 1e-5
+    assert plain > 0
 
 
 @needs_shared

@@ -50,6 +50,7 @@ from peftlab.methods import (
     qlora,
     randlora,
     road,
+    shadow,
     shira,
     supertuning,
     tinylora,
@@ -111,6 +112,7 @@ REGISTRY: dict[str, Method] = {
         cpt.METHOD,
         cartridge.METHOD,
         adaption_prompt.METHOD,
+        shadow.METHOD,
     )
 }
 

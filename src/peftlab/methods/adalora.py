@@ -39,7 +39,7 @@ class AdaLoraOptions(quantize.QuantizeOptions):
     target_modules: list[str] | None = None
 
 
-def orthogonal_penalty(model: Any) -> Any:
+def orthogonal_penalty(model: Any, batch: dict[str, Any] | None = None) -> Any:
     """orth_reg_weight x mean over P and Q of ||P P^T - I||_F (||Q^T Q - I||_F), which keeps the
     adapters close to an SVD so that pruning by importance is meaningful. peft's AdaLoraModel
     adds it to `outputs.loss` only when the model computes its own loss (labels passed), and

@@ -75,9 +75,10 @@ class Method:
     # Extra `from_pretrained` kwargs (quantization) for methods that change how the base loads.
     load_kwargs: Callable[[Any, MethodContext], dict[str, Any]] | None = None
     needs_total_steps: bool = False
-    # A term the method adds to the training loss, given the wrapped model (AdaLoRA's
-    # orthogonality penalty). peft adds such terms only when the model computes its own loss.
-    extra_loss: Callable[[Any], Any] | None = None
+    # A term the method adds to the training loss, `extra_loss(model, batch)` with the wrapped model
+    # just run forward on `batch` (labels included): AdaLoRA's orthogonality penalty, ShadowPEFT's
+    # auxiliary loss. peft adds such terms only when the model computes its own loss.
+    extra_loss: Callable[[Any, dict[str, Any]], Any] | None = None
     # Trainer callbacks the method needs, given the wrapped model (AdaLoRA's rank allocation).
     callbacks: Callable[[Any], list[Any]] | None = None
     # -- traits: what callers ask instead of the name ---------------------------------------

@@ -120,7 +120,8 @@ def can_merge(model: Any) -> bool:
     """Whether the adapter's weights can be folded into the base for inference: LoRA, DoRA,
     AdaLoRA, IA3, OFT, FourierFT and most of the low-rank family can; prompt-learning adapters have
     nothing to fold, nor has an adaption prompt (its prompts live inside the attention: peft gives it
-    no merge), Lily's update depends on the input, and folding into a 4-bit base (qlora, quantize:
+    no merge), Lily's and ShadowPEFT's updates depend on the input (peft's own
+    `_check_merge_allowed` refuses the latter), and folding into a 4-bit base (qlora, quantize:
     4bit) would re-quantize it, so those are left as they are. Asked of the model alone, so that a
     reloaded adapter (models/trained.py) answers as the trained one does."""
     from peft import PeftModel
@@ -128,8 +129,18 @@ def can_merge(model: Any) -> bool:
     if not isinstance(model, PeftModel) or getattr(model, "is_quantized", False):
         return False
     cfg = model.active_peft_config
-    return (not cfg.is_prompt_learning and hasattr(model.base_model, "merge_adapter")
-            and str(getattr(cfg.peft_type, "value", cfg.peft_type)) not in UNMERGEABLE_PEFT_TYPES)
+    if (cfg.is_prompt_learning or not hasattr(model.base_model, "merge_adapter")
+            or str(getattr(cfg.peft_type, "value", cfg.peft_type)) in UNMERGEABLE_PEFT_TYPES):
+        return False
+    check = getattr(model.base_model, "_check_merge_allowed", None)  # the tuner's own refusal (ShadowPEFT's)
+    try:
+        with warnings.catch_warnings():  # its tied-embeddings warning comes again if it merges
+            warnings.simplefilter("ignore")
+            if check is not None:
+                check()
+    except (NotImplementedError, ValueError):
+        return False
+    return True
 
 
 def try_merge(model: Any) -> bool:

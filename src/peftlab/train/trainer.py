@@ -75,7 +75,7 @@ class PeftlabTrainer(Trainer):
     term added to the training loss (`Method.extra_loss`). Every other argument is the Trainer's.
     """
 
-    def __init__(self, *args: Any, task: Task | None = None, extra_loss: Callable[[Any], Any] | None = None,
+    def __init__(self, *args: Any, task: Task | None = None, extra_loss: Callable[[Any, dict[str, Any]], Any] | None = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.task = task
@@ -122,7 +122,7 @@ class PeftlabTrainer(Trainer):
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         loss = self.task.loss(model, inputs, num_items_in_batch)
         if self.extra_loss is not None and model.training:  # eval losses stay comparable across methods
-            extra = self.extra_loss(self.accelerator.unwrap_model(model))
+            extra = self.extra_loss(self.accelerator.unwrap_model(model), inputs)
             if extra is not None:
                 ga = self.args.gradient_accumulation_steps if self.loss_is_scaled_for_ga else 1
                 loss = loss + extra / ga
