@@ -160,7 +160,14 @@ class Measured:
     train_tps: list[float] = field(default_factory=list)  # PEFT runs' training tokens/s
     full_tps: list[float] = field(default_factory=list)  # full fine-tuning's
     eval_eps: list[float] = field(default_factory=list)  # test examples/s
-    overhead: list[float] = field(default_factory=list)  # seconds outside training and evaluation
+    # seconds outside training and evaluation, apart for runs that train (a saved adapter, an
+    # optimizer) and runs that only evaluate (zero-shot), whose fixed cost is a fraction of it
+    overhead: list[float] = field(default_factory=list)
+    overhead_eval_only: list[float] = field(default_factory=list)
+
+    def fixed_seconds(self, trains: bool) -> float | None:
+        xs = (self.overhead if trains else self.overhead_eval_only) or self.overhead or self.overhead_eval_only
+        return _median(xs) if xs else None
 
     @property
     def runs(self) -> int:
@@ -185,8 +192,8 @@ def measured(store: Store | None, cfg: ExperimentConfig) -> Measured:
             if c.get("eval_examples_per_second"):
                 out.eval_eps.append(float(c["eval_examples_per_second"]))
             if r.started_at and r.finished_at:
-                out.overhead.append(max(0.0, r.finished_at - r.started_at - (c.get("train_seconds") or 0)
-                                        - (c.get("eval_seconds") or 0)))
+                fixed = r.finished_at - r.started_at - (c.get("train_seconds") or 0) - (c.get("eval_seconds") or 0)
+                (out.overhead if m.trains else out.overhead_eval_only).append(max(0.0, fixed))
     return out
 
 
@@ -239,7 +246,8 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
         if seen.runs and (tps or not method.trains):
             t = _time(tokens, tps) if method.trains else (0.0, 0.0, 0.0)
             ev = _time(len(data.test), seen.eval_eps)
-            up = _median(seen.overhead) if seen.overhead else STARTUP_SECONDS
+            up = seen.fixed_seconds(method.trains)
+            up = STARTUP_SECONDS if up is None else up
             sec, low, high = (up + t[0] + ev[0], up + t[1] + ev[1], up + t[2] + ev[2])
             basis = f"measured on {seen.runs} finished runs of this model"
         else:
