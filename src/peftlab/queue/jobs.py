@@ -166,6 +166,12 @@ def retry(store: Store, run_id: int, force: bool = False) -> Run:
     return out
 
 
+def run_node(run: Run) -> str | None:
+    """Where a run runs (or ran): its Ray node (`--executor ray`), else the host of its process."""
+    return ((run.progress or {}).get("node") or ((run.info or {}).get("executor") or {}).get("node")
+            or run.host)
+
+
 def run_summary(run: Run) -> dict[str, Any]:
     """The JSON shape of a run in the jobs list."""
     return {
@@ -181,6 +187,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "heartbeat": run.heartbeat,
+        "node": run_node(run),
         "metrics": run.metrics,
         "cost": run.cost,
     }
