@@ -82,10 +82,9 @@ def check_devices(p: Any, gpus: int, cpus: int, machine: str = "this machine") -
         method = get_method(entry.name)
         s = strategy(t, method, gpus > 0)
         at = p.method_where(entry.run_name)
-        if s in ("fsdp", "deepspeed-zero3"):
-            if method.quantized_base:
-                raise ConfigError(f"{at}: methods: {entry.run_name} ({entry.name}) trains on a 4-bit base, which "
-                                  f"{s} cannot shard; use training.strategy: ddp for it (or another method)")
+        if s in ("fsdp", "deepspeed-zero3") and method.quantized_base:
+            raise ConfigError(f"{at}: methods: {entry.run_name} ({entry.name}) trains on a 4-bit base, which "
+                              f"{s} cannot shard; use training.strategy: ddp for it (or another method)")
         if s == "deepspeed-zero3" and importlib.util.find_spec("deepspeed") is None:
             raise ConfigError(f"{p.where('training.strategy')}: training.strategy deepspeed-zero3 needs DeepSpeed: "
                               "pip install deepspeed (or use strategy: fsdp)")
