@@ -29,12 +29,16 @@ pytestmark = needs_shared
 
 @pytest.fixture(scope="session")
 def ray_executor():  # noqa: ANN201 - a RayExecutor
-    ray = pytest.importorskip("ray")
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install 'peftlab[ray]')")
     from peftlab.scale.ray_executor import RayExecutor
 
-    ex = RayExecutor(num_cpus=2, echo=lambda *_: None)
+    ex = RayExecutor(num_cpus=2, echo=lambda *_: None)  # a local instance, on 127.0.0.1 only
+    assert all(n["NodeManagerAddress"] == "127.0.0.1" for n in ex.ray.nodes())
     yield ex
-    ray.shutdown()
+    ex.ray.shutdown()
 
 
 def _quiet(*_: object) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -61,6 +62,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
     """Ray, connected: to the cluster at `address` ('auto': the one running on this machine), or to
     a local instance started here (`num_cpus`: its size, default every core). An address that
     cannot be reached fails within seconds, with the address and what to check."""
+    if not address and "ray" not in sys.modules:
+        # a local instance on the loopback interface only (Ray's single-machine mode): nothing of it is
+        # reachable from other machines. Read when Ray is imported, so set before.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = require_ray()
     if ray.is_initialized():
         return ray
@@ -70,8 +75,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            # a local instance listens on the loopback interface only: nothing of it is reachable from outside
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     except Exception as e:  # noqa: BLE001 - one line, with what to do
         where = f"--ray-address {address}" if address else "a local Ray instance"
         hint = " (start one with `ray start --head`, or leave out --ray-address for a local instance)" \
