@@ -121,7 +121,10 @@ def cancel(store: Store, run_id: int, wait: float = 15.0) -> Run:
             raise JobError(f"run {run.name!r} runs on another machine ({run.host}); cancel it there")
         pid = run.pid
         step = (run.progress or {}).get("step")
-        if pid and pid != os.getpid() and pid_alive(pid):
+        # a run on Ray: its pid is its driver's (which drives other runs too); the driver sees the
+        # run cancelled and cancels its Ray task
+        on_ray = (run.progress or {}).get("executor") == "ray"
+        if pid and pid != os.getpid() and pid_alive(pid) and not on_ray:
             os.kill(pid, signal.SIGTERM)
             deadline = time.time() + wait
             while time.time() < deadline:

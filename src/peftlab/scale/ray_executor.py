@@ -177,7 +177,7 @@ class RayExecutor:
         ref = _remote(self.ray)["task"].options(**req.ray_options(), name=f"peftlab {run.experiment}/{run.name}") \
             .remote(payload(store, run_id, attempt, req), self.sink)
         self.flights[run_id] = _Flight(run_id, ref, attempt, req)
-        store.update(run_id, progress={"phase": "waiting for a Ray worker"})
+        store.update(run_id, progress={"phase": "waiting for a Ray worker", "executor": "ray"})
         store.log(run_id, f"submitted to Ray (attempt {attempt}): {req.describe()}")
         return True
 
@@ -212,11 +212,11 @@ class RayExecutor:
             for ev in evs:
                 if ev["kind"] == "started":
                     f.node, f.pid = ev["node"], ev["pid"]
-                    store.update(run_id, progress={"phase": "starting", "node": f.node})
+                    store.update(run_id, progress={"phase": "starting", "node": f.node, "executor": "ray"})
                     store.log(run_id, f"running on Ray node {f.node}, worker pid {f.pid} (attempt {attempt}), in "
                                       f"a private folder {ev['root']}", ts=ev.get("ts"))
                 else:
-                    held = events.replay(store, run_id, ev, {"node": f.node})
+                    held = events.replay(store, run_id, ev, {"node": f.node, "executor": "ray"})
                     if held is not None:
                         f.held = held
             if checkpoint is not None:
