@@ -136,7 +136,8 @@ def test_a_killed_worker_resumes_from_its_checkpoint_to_the_same_metrics(
     print("\nfault timeline:\n" + "\n".join(timeline))
 
 
-def test_bad_input_is_refused_clearly(tmp_path: Path, ray_executor, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_bad_input_is_refused_clearly(tmp_path: Path, ray_executor, monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+                                      capsys: pytest.CaptureFixture) -> None:
     from peftlab.scale import ray_executor as rex
     from peftlab.scale.placement import Node, check_fits, request_for
 
@@ -146,6 +147,16 @@ def test_bad_input_is_refused_clearly(tmp_path: Path, ray_executor, monkeypatch:
     assert time.time() - t0 < 5
     with pytest.raises(ConfigError, match="HOST:PORT"):
         rex._reachable("nowhere")
+    from peftlab.cli import main
+
+    exp = write_experiment(tmp_path, tiny_causal(["lora"]))
+    t0 = time.time()
+    assert main(["--store", str(tmp_path / "s"), "run", str(exp), "--executor", "ray", "--ray-address",
+                 "127.0.0.1:1"]) == 2
+    assert time.time() - t0 < 10
+    assert "cannot reach a Ray cluster there" in capsys.readouterr().err
+    assert main(["--store", str(tmp_path / "s"), "run", str(exp), "--ray-address", "auto"]) == 2
+    assert "--ray-address needs --executor ray" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "ray", None)  # the extra not installed
     with pytest.raises(PeftlabError, match=r"pip install 'peftlab\[ray\]'"):
         rex.require_ray()

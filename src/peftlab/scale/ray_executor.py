@@ -67,10 +67,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
         # reachable from other machines. Read when Ray is imported, so set before.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = require_ray()
-    if ray.is_initialized():
-        return ray
     if address and address != "auto":
         _reachable(address)
+    if ray.is_initialized():
+        return ray
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
