@@ -11,7 +11,7 @@ quiet() { "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }  # this machine'
 quiet python -m pip install -q --upgrade pip
 # The CPU build of torch first (an unpinned torch would pull a multi-GB CUDA build).
 quiet python -m pip install -q -c constraints.txt "torch==2.13.0"
-quiet python -m pip install -q -c constraints.txt -e ".[report,serve,dev]"
+quiet python -m pip install -q -c constraints.txt -e ".[report,serve,dev,ray]"
 # Headless Chromium for the browser tests (Debian packages; skipped where apt is unavailable).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \

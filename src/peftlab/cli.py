@@ -55,8 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(describe_plan(p, store))
         return 0
-    results = run_experiment(p, store, force=args.force, replace=args.replace,
-                             isolation="inprocess" if args.in_process else "subprocess")
+    results = run_experiment(p, store, force=args.force, replace=args.replace, isolation=_isolation(args))
     print()
     print(render(rows(store, p.cfg.name)))
     bad = [r for r in results if r.status in ("failed", "diverged")]  # (a run another process is on is fine)
@@ -65,6 +64,27 @@ def cmd_run(args: argparse.Namespace) -> int:
               + "; ".join(f"{r.name} {r.status}" + (f" ({r.error})" if r.error else "") for r in bad), file=sys.stderr)
         return 1
     return 0
+
+
+def _isolation(args: argparse.Namespace) -> Any:
+    """How `peftlab run` executes its runs: a worker process each, in this process, or on Ray."""
+    if args.executor == "ray":
+        from peftlab.scale.ray_executor import RayExecutor
+
+        return RayExecutor(args.ray_address, max_retries=args.ray_max_retries)
+    if args.ray_address:
+        raise PeftlabError("--ray-address needs --executor ray")
+    return "inprocess" if args.in_process else "subprocess"
+
+
+def _add_executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: runs one after another on this machine; ray: side by side on a Ray cluster "
+                        "(pip install 'peftlab[ray]')")
+    p.add_argument("--ray-address", help="an existing Ray cluster (HOST:PORT, ray://HOST:PORT, or auto); "
+                                         "default: a local Ray instance")
+    p.add_argument("--ray-max-retries", type=int, default=2, metavar="N",
+                   help="times a run whose Ray worker died is resumed from its last checkpoint (default 2)")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -173,11 +193,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from peftlab.serve.app import Settings, serve
 
     settings = Settings(store=args.store, token=args.token or os.environ.get("PEFTLAB_TOKEN") or None,
-                        concurrency=args.concurrency, max_upload_mb=args.max_upload_mb,
+                        concurrency=args.concurrency if args.concurrency is not None else int(args.executor != "ray"),
+                        max_upload_mb=args.max_upload_mb,
                         start_worker=not args.no_worker, data_dirs=args.data_dir or [],
                         poll_seconds=args.poll_seconds, allowed_hosts=args.allowed_host or None,
                         model_memory_mb=args.model_memory_mb, batching=not args.no_batching,
-                        max_batch=args.max_batch)
+                        max_batch=args.max_batch, executor=args.executor, ray_address=args.ray_address,
+                        ray_max_retries=args.ray_max_retries)
     serve(settings, host=args.host, port=args.port)
     return 0
 
@@ -306,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--replace", action="store_true",
                    help="replace finished runs of the same name whose settings changed (refused otherwise)")
     r.add_argument("--in-process", action="store_true", help="run methods in this process (debugging)")
+    _add_executor_args(r)
     r.set_defaults(fn=cmd_run)
 
     lb = sub.add_parser("leaderboard", parents=[common], help="ranked table of an experiment's runs")
@@ -347,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every API call (or $PEFTLAB_TOKEN)")
-    sv.add_argument("--concurrency", type=int, default=1, help="runs executing at once (default 1)")
+    sv.add_argument("--concurrency", type=int,
+                    help="runs executing at once (default 1; with --executor ray: runs submitted to Ray at once, "
+                         "default all: Ray runs as many as the cluster holds)")
     sv.add_argument("--max-upload-mb", type=float, default=100.0, help="upload size limit (default 100 MB)")
     sv.add_argument("--data-dir", action="append", metavar="DIR",
                     help="another folder whose data files may be used by path (besides PEFTLAB_DATA_PATH)")
@@ -362,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=int, default=16,
                     help="/v1 requests of one base model answered in one batch at most (default 16)")
     sv.add_argument("--no-batching", action="store_true", help="/v1: answer one request at a time")
+    _add_executor_args(sv)
     sv.set_defaults(fn=cmd_serve)
 
     xp = sub.add_parser("export", parents=[common], help="copy a run's adapter, or merge it into the base model (--merge)")

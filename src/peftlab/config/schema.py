@@ -114,7 +114,13 @@ class TrainingConfig(_Strict):
         None, gt=0, description="Save a resumable checkpoint every N steps (default: ~10 per run, min 20 steps)."
     )
     group_by_length: bool = True
-    threads: int | None = Field(None, gt=0, description="CPU threads (default: all cores).")
+    threads: int | None = Field(None, gt=0, description="CPU threads (default: all cores; on Ray: the run's CPU "
+                                "share).")
+    devices: int = Field(1, gt=0, description="Devices one run trains over (data parallel, through Accelerate); "
+                         "the global batch stays `batch_size`. On a CPU machine, processes: needs strategy: ddp.")
+    strategy: Literal["auto", "ddp", "fsdp", "deepspeed-zero3"] = Field(
+        "auto", description="How a run over several devices is split: auto is FSDP for full fine-tuning on GPUs, "
+        "DDP otherwise.")
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
 
     def total_steps(self, n_train: int) -> int:
@@ -195,6 +201,16 @@ class TuningConfig(_Strict):
         "(training.eval_every; the same for every method).")
 
 
+class ResourcesConfig(_Strict):
+    """What one run asks an executor (`--executor ray`) for. Where, not what: it never changes a
+    run's results, and is left out of the run's configuration hash."""
+
+    gpus_per_run: float | None = Field(None, ge=0, description="Default: training.devices GPUs where the cluster "
+                                       "has GPUs, else none.")
+    cpus_per_run: float | None = Field(None, gt=0, description="Default: training.threads (or 1) per device.")
+    memory_mb: float | None = Field(None, gt=0, description="Memory reserved per run (default: the run's estimate).")
+
+
 class ExperimentConfig(_Strict):
     name: str
     model: ModelConfig
@@ -207,6 +223,7 @@ class ExperimentConfig(_Strict):
                                         "runs (peftlab run --tune N).")
     seeds: list[int] | None = Field(None, min_length=1, description="Train each final run once per seed "
                                     "(peftlab run --seeds K); the leaderboard reports the mean and its spread.")
+    resources: ResourcesConfig | None = Field(None, description="What one run asks the executor for (--executor ray).")
 
     @field_validator("seeds")
     @classmethod

@@ -130,7 +130,10 @@ def cancel(store: Store, run_id: int, wait: float = 15.0) -> Run:
             raise JobError(f"run {run.name!r} runs on another machine ({run.host}); cancel it there")
         pid = run.pid
         step = (run.progress or {}).get("step")
-        if pid and pid != os.getpid() and pid_alive(pid):
+        # a run on Ray: its pid is its driver's (which drives other runs too); the driver sees the
+        # run cancelled and cancels its Ray task
+        on_ray = (run.progress or {}).get("executor") == "ray"
+        if pid and pid != os.getpid() and pid_alive(pid) and not on_ray:
             os.kill(pid, signal.SIGTERM)
             deadline = time.time() + wait
             while time.time() < deadline:
@@ -175,6 +178,12 @@ def retry(store: Store, run_id: int, force: bool = False) -> Run:
     return out
 
 
+def run_node(run: Run) -> str | None:
+    """Where a run runs (or ran): its Ray node (`--executor ray`), else the host of its process."""
+    return ((run.progress or {}).get("node") or ((run.info or {}).get("executor") or {}).get("node")
+            or run.host)
+
+
 def run_summary(run: Run) -> dict[str, Any]:
     """The JSON shape of a run in the jobs list."""
     return {
@@ -190,6 +199,7 @@ def run_summary(run: Run) -> dict[str, Any]:
         "started_at": run.started_at,
         "finished_at": run.finished_at,
         "heartbeat": run.heartbeat,
+        "node": run_node(run),
         "metrics": run.metrics,
         "cost": run.cost,
     }

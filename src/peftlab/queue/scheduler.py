@@ -42,9 +42,13 @@ class _Job:
 
 
 class Scheduler:
-    def __init__(self, store: Store, concurrency: int = 1, poll_seconds: float = 1.0) -> None:
-        if concurrency < 1:
+    """`executor`: runs go to it (`peftlab serve --executor ray`: a Ray cluster) instead of worker
+    processes here; `concurrency` is then how many are submitted at once (0: all)."""
+
+    def __init__(self, store: Store, concurrency: int = 1, poll_seconds: float = 1.0, executor: Any = None) -> None:
+        if concurrency < 1 and executor is None:
             raise ValueError("concurrency must be at least 1")
+        self.executor = executor
         self.store = store
         self.concurrency = concurrency
         self.poll_seconds = poll_seconds
@@ -69,6 +73,13 @@ class Scheduler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=timeout)
+        if self.executor is not None:
+            ids = list(self.executor.flights)
+            self.executor.cancel_all(self.store, "the service stopped")
+            for rid in ids if requeue else []:
+                jobs.requeue(self.store, rid, "the service stopped; queued again, it resumes from its last "
+                                              "checkpoint at the next start")
+            return
         with self._lock:
             running = list(self.jobs.values())
         for j in running:
@@ -105,7 +116,7 @@ class Scheduler:
         self._collect()
         started: list[int] = []
         for run in self.store.queued():
-            if self.busy() >= self.concurrency or self._stop.is_set():
+            if (self.concurrency and self.busy() >= self.concurrency) or self._stop.is_set():
                 break
             if not self.store.claim(run.id):
                 continue
@@ -115,7 +126,10 @@ class Scheduler:
 
     def busy(self) -> int:
         """Runs executing on this machine now: ours, plus those other live processes hold (a
-        `peftlab run` in a terminal, or a worker that outlived a killed server)."""
+        `peftlab run` in a terminal, or a worker that outlived a killed server). With an executor:
+        the runs submitted to it."""
+        if self.executor is not None:
+            return len(self.executor.flights)
         with self._lock:
             ours = {rid for rid, j in self.jobs.items() if j.proc.poll() is None}
         host = socket.gethostname()
@@ -124,6 +138,9 @@ class Scheduler:
         return len(ours | others)
 
     def _spawn(self, run_id: int) -> None:
+        if self.executor is not None:
+            self.executor.submit(self.store, run_id)
+            return
         run = self.store.run(run_id)
         assert run is not None
         run_dir = self.store.run_dir(run.experiment, run.name)
@@ -145,6 +162,9 @@ class Scheduler:
             self.jobs[run_id] = _Job(run_id, proc)
 
     def _collect(self) -> None:
+        if self.executor is not None:  # replay the workers' events; land the runs that ended
+            self.executor.poll(self.store, timeout=0.0)
+            return
         with self._lock:
             done = [j for j in self.jobs.values() if j.proc.poll() is not None]
             for j in done:
@@ -161,7 +181,11 @@ class Scheduler:
         with self._lock:
             active = [{"run_id": j.run_id, "pid": j.proc.pid, "since": j.started} for j in self.jobs.values()
                       if j.proc.poll() is None]
+        if self.executor is not None:
+            active = [{"run_id": f.run_id, "pid": f.pid, "node": f.node, "attempt": f.attempt}
+                      for f in self.executor.flights.values()]
         return {"running": self._thread is not None and self._thread.is_alive(), "concurrency": self.concurrency,
+                "executor": "ray" if self.executor is not None else "local",
                 "active": active, "started_at": self.started_at, "resumed_at_start": self.resumed}
 
 

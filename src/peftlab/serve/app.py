@@ -78,7 +78,12 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings) -> FastAPI:
     store = Store(settings.store)
-    scheduler = Scheduler(store, settings.concurrency, settings.poll_seconds)
+    executor = None
+    if settings.executor == "ray" and settings.start_worker:  # queued runs drain onto a Ray cluster
+        from peftlab.scale.ray_executor import RayExecutor
+
+        executor = RayExecutor(settings.ray_address, max_retries=settings.ray_max_retries)
+    scheduler = Scheduler(store, settings.concurrency, settings.poll_seconds, executor)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,5 +131,6 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     hint = "?token=<your token>" if settings.token else ""
     print(f"peftlab serve: http://{shown}:{port}/{hint}  (store {Path(settings.store).resolve()}, "
-          f"{settings.concurrency} run(s) at a time{'' if settings.start_worker else ', no worker'})", flush=True)
+          f"{settings.concurrency or 'all'} run(s) at a time{'' if settings.start_worker else ', no worker'}"
+          f"{', on Ray' if settings.executor == 'ray' else ''})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

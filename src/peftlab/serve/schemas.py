@@ -6,7 +6,7 @@ The JSON shape of a run is `peftlab.queue.jobs.run_summary`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -17,7 +17,7 @@ from peftlab.tasks.spec import TASK_NAMES, TaskName
 class Settings(BaseModel):
     store: str
     token: str | None = None
-    concurrency: int = Field(1, ge=1)
+    concurrency: int = Field(1, ge=0)  # 0: every queued run (--executor ray: Ray holds those that do not fit)
     max_upload_mb: float = Field(100.0, gt=0)
     start_worker: bool = True
     poll_seconds: float = 1.0
@@ -31,6 +31,10 @@ class Settings(BaseModel):
     # The OpenAI-compatible endpoint batches waiting requests of one base model (False: one at a time).
     batching: bool = True
     max_batch: int = Field(16, ge=1)
+    # where queued runs execute: worker processes here, or a Ray cluster (`scale.ray_executor`)
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_max_retries: int = Field(2, ge=0)
 
 
 class PathDataset(BaseModel):

@@ -24,9 +24,11 @@ class CurvesTable(Database):
             out.setdefault(r["name"], []).append((r["step"], r["value"]))
         return out
 
-    def log(self, run_id: int, message: str, level: str = "info") -> None:
+    def log(self, run_id: int, message: str, level: str = "info", ts: float | None = None) -> None:
+        """A log message; `ts`: when it was said (a remote worker's message, replayed later)."""
         with self.tx() as c:
-            c.execute("INSERT INTO logs(run_id, ts, level, message) VALUES (?,?,?,?)", (run_id, time.time(), level, message))
+            c.execute("INSERT INTO logs(run_id, ts, level, message) VALUES (?,?,?,?)",
+                      (run_id, time.time() if ts is None else ts, level, message))
 
     def logs(self, run_id: int) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT ts, level, message FROM logs WHERE run_id=? ORDER BY ts", (run_id,))]

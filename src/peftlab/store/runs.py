@@ -289,6 +289,20 @@ class RunsTable(Database):
                           (run_id,))
         return True
 
+    # -- a run's record, copied into another store ----------------------------
+    def record(self, run_id: int) -> dict[str, Any] | None:
+        """The run's row as it is stored (JSON columns as text), for `adopt` in another store."""
+        rows = self._query("SELECT * FROM runs WHERE id=?", (run_id,))
+        return dict(rows[0]) if rows else None
+
+    def adopt(self, record: dict[str, Any]) -> None:
+        """Write a run's row from another store under its own id (a remote worker's private store:
+        the run it executes has the id, config and state it has in the driver's store)."""
+        cols = list(record)
+        with self.tx() as c:
+            c.execute(f"INSERT OR REPLACE INTO runs({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                      tuple(record[k] for k in cols))
+
     # -- reads ----------------------------------------------------------------
     def run(self, run_id: int) -> Run | None:
         rows = self._query("SELECT * FROM runs WHERE id=?", (run_id,))

@@ -31,6 +31,7 @@ from peftlab.evaluate.metrics import example_scores
 from peftlab.methods import MethodContext, get_method
 from peftlab.methods.common import merged_for_inference, save_artifact
 from peftlab.models import ResolvedModel, load_model, resolve_model
+from peftlab.scale.devices import rank
 from peftlab.store import Store
 from peftlab.tasks.base import Prediction
 from peftlab.tasks.build import load_task
@@ -53,6 +54,8 @@ def execute_run(store: Store, run_id: int) -> str:
     try:
         with ctx.mem:
             result = _run(ctx)
+        if result is None:  # another process of a run over several devices: the first records
+            return "done"
         result["cost"]["peak_memory_mb"] = round(ctx.mem.peak_mb, 1)
         store.finish(run_id, "done", metrics=result["metrics"], cost=result["cost"], info=result["info"],
                      resolved=result["resolved"], progress={"phase": "done"})
@@ -82,7 +85,7 @@ def execute_run(store: Store, run_id: int) -> str:
         return "failed"
 
 
-def _run(ctx: RunContext) -> dict[str, Any]:
+def _run(ctx: RunContext) -> dict[str, Any] | None:
     """The run's steps, in order: each puts what it resolves on `ctx` for the steps after it.
     Returns what the store records: metrics, cost, info and the resolved settings."""
     cfg, tcfg = ctx.cfg, ctx.cfg.training
@@ -115,8 +118,11 @@ def _run(ctx: RunContext) -> dict[str, Any]:
     resolved = _resolved(ctx, model)
     ctx.update(resolved=resolved)
 
-    # 5. Train (in place).
+    # 5. Train (in place). Over several devices, the other processes stop here: the first saves,
+    #    evaluates and records (`scale.devices`).
     train_seconds, tokens, train_rows = _train(ctx, model) if ctx.method.trains else (0.0, 0, 0)
+    if rank() > 0:
+        return None
 
     # 6. Save the trained artifact: the adapter, or the whole model with its tokenizer.
     save_dir, artifact_bytes = _save(ctx, model) if ctx.method.trains and not ctx.is_trial else (None, 0)

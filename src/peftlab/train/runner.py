@@ -17,24 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftlab.config import ExperimentConfig, LoadedExperiment, load_experiment
 from peftlab.config.load import line_index
 from peftlab.config.schema import MethodEntry
 from peftlab.errors import ConfigError, MethodNotApplicable
+from peftlab.scale.devices import check_devices, local_devices, worker_command
 from peftlab.store import Run, Store
+from peftlab.train.launch import run_subprocess, sigterm_as_interrupt
 from peftlab.train.preflight import Preflight, apply_to_empty_model, preflight  # noqa: F401 - public here too
+
+if TYPE_CHECKING:
+    from peftlab.scale.ray_executor import Executor
 
 
 @dataclass
@@ -72,10 +70,11 @@ def config_hash(cfg: ExperimentConfig, entry: MethodEntry) -> str:
     seeds, which decide which runs exist, not what one run does) and its method entry (less its
     search space). A changed hash resets the run. Keys added since (data.format, data.as_chat)
     count only when set off their defaults: the runs of existing stores keep their hashes."""
-    body = cfg.model_dump(mode="json", exclude={"methods", "tuning", "seeds"})
-    for key, default in (("format", "auto"), ("as_chat", False)):
-        if body["data"].get(key) == default:
-            del body["data"][key]
+    body = cfg.model_dump(mode="json", exclude={"methods", "tuning", "seeds", "resources"})  # resources: where, not what
+    for section, key, default in (("data", "format", "auto"), ("data", "as_chat", False),
+                                  ("training", "devices", 1), ("training", "strategy", "auto")):
+        if body[section].get(key) == default:
+            del body[section][key]
     blob = json.dumps({"experiment": body, "entry": entry.model_dump(mode="json", exclude={"search"})},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -161,23 +160,30 @@ def run_experiment(
     p: Plan,
     store: Store,
     force: bool = False,
-    isolation: str = "subprocess",
+    isolation: str | Executor = "subprocess",
     echo: Any = print,
     replace: bool = False,
 ) -> list[Run]:
+    """Run every run of the experiment. `isolation`: "subprocess" (a worker process each, one after
+    another), "inprocess", or an executor (`scale.ray_executor`), which runs the final runs side by
+    side as its resources allow (tuning trials go through it one at a time, as the tuner asks)."""
     cfg = p.cfg
     from peftlab.tune.plan import check_tuning, final_runs
 
     check_tuning(p)
     checked = preflight(p, read_test=cfg.tuning is None)  # a tuning phase first: it never reads the test split
     cfg = p.cfg  # (`--methods all` leaves out, in preflight, the methods that do not fit the model)
+    if isinstance(isolation, str):
+        check_devices(p, *local_devices())
+    else:  # the cluster's largest node, and each run's resources
+        isolation.check(p, checked)
     if not (force or replace) and cfg.tuning is None:
         check_replacement(p, store, [(e, c) for e, c, _ in final_runs(p, list(cfg.methods))])
     for note in checked.notes:
         echo(f"note: {note}")
     for note in checked.warnings:
         echo(f"warning: {note}")
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
                               str(p.base_dir) if p.base_dir else None)
         store.reap_stale()
@@ -189,11 +195,13 @@ def run_experiment(
             entries = [tuned.get(e.run_name, e) for e in entries]
             preflight(p)  # the final runs read the test split: check it now
         finals = final_runs(p, entries)
-        results: list[Run] = []
-        for i, (entry, run_cfg, extra) in enumerate(finals, start=1):
-            head = f"[{i}/{len(finals)}] {cfg.name} / {entry.run_name}"
-            results.append(run_one(p, store, entry, head, force, isolation, echo, run_cfg, extra))
-    return results
+        heads = [f"[{i}/{len(finals)}] {cfg.name} / {e.run_name}" for i, (e, _, _) in enumerate(finals, start=1)]
+        jobs = list(zip(finals, heads, strict=True))
+        if isinstance(isolation, str):  # one after another
+            return [run_one(p, store, e, h, force, isolation, echo, c, x) for (e, c, x), h in jobs]
+        claimed = [(_claim(p, store, e, h, force, echo, c, x), h) for (e, c, x), h in jobs]  # side by side
+        statuses = isolation.run_all(store, [r.id for (r, ok), _ in claimed if ok], echo)
+        return [_ended(store, r.id, h, statuses[r.id], echo) if ok else r for (r, ok), h in claimed]
 
 
 def queue_run(p: Plan, store: Store, entry: MethodEntry, force: bool = False,
@@ -218,25 +226,39 @@ def queue_run(p: Plan, store: Store, entry: MethodEntry, force: bool = False,
     return run, reset
 
 
-def run_one(p: Plan, store: Store, entry: MethodEntry, head: str, force: bool, isolation: str, echo: Any,
-             cfg: ExperimentConfig | None = None, extra: dict[str, Any] | None = None) -> Run:
+def run_one(p: Plan, store: Store, entry: MethodEntry, head: str, force: bool, isolation: str | Executor,
+            echo: Any, cfg: ExperimentConfig | None = None, extra: dict[str, Any] | None = None) -> Run:
+    run, claimed = _claim(p, store, entry, head, force, echo, cfg, extra)
+    if not claimed:
+        return run
+    return _ended(store, run.id, head, _execute(store, run.id, isolation), echo)
+
+
+def _claim(p: Plan, store: Store, entry: MethodEntry, head: str, force: bool, echo: Any,
+           cfg: ExperimentConfig | None, extra: dict[str, Any] | None) -> tuple[Run, bool]:
+    """Queue the run and claim it for this process: (run, claimed). Not claimed: done already, or
+    another process is on it (said with `echo`)."""
     run, _ = queue_run(p, store, entry, force, cfg, extra)
     if run.status in ("done", "diverged"):
         echo(f"{head}: already {run.status}, skipped (use --force to redo)")
-        return run
+        return run, False
     if not store.claim(run.id):
         current = store.run(run.id) or run
         if current.status == "running":
             echo(f"{head}: being run by another process (pid {current.pid} on {current.host}), skipped")
         else:
             echo(f"{head}: {current.status} by another process meanwhile, skipped")
-        return current
+        return current, False
     from peftlab.train.trainer import last_checkpoint
 
     ckpt = last_checkpoint(store.run_dir(p.cfg.name, entry.run_name) / "checkpoints")
     echo(f"{head}: running" + (f" (resuming from {ckpt.name})" if ckpt else ""))
-    status = _execute(store, run.id, isolation)
-    final = store.run(run.id)
+    return run, True
+
+
+def _ended(store: Store, run_id: int, head: str, status: str, echo: Any) -> Run:
+    """Say how a run ended, with its warnings; the run as the store has it now."""
+    final = store.run(run_id)
     assert final is not None
     echo(f"{head}: {status}" + (f" - {final.error}" if final.error and status != "done" else ""))
     data = (final.info or {}).get("data") or {}
@@ -248,60 +270,15 @@ def run_one(p: Plan, store: Store, entry: MethodEntry, head: str, force: bool, i
     return final
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised as a KeyboardInterrupt so every Ctrl-C path handles it."""
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (kill, a scheduler stopping the job) stops a run like Ctrl-C: the run is marked
-    interrupted and resumes from its last checkpoint next time."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _execute(store: Store, run_id: int, isolation: str) -> str:
+def _execute(store: Store, run_id: int, isolation: str | Executor) -> str:
+    """Execute one claimed run: in this process, in a worker process (launched once per device for
+    a run over several devices), or on an executor (`--executor ray`). Returns its status."""
+    if not isinstance(isolation, str):
+        return isolation.run(store, run_id)
     if isolation == "inprocess":
         from peftlab.train.recipe import execute_run
 
         return execute_run(store, run_id)
-    env = dict(os.environ)
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    proc = subprocess.Popen([sys.executable, "-m", "peftlab.train.worker", str(store.root), str(run_id)], env=env)
-    store.release(run_id, proc.pid)
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt as e:
-        # Ctrl-C in a terminal reaches the worker too (same process group) and it stops itself;
-        # a SIGTERM sent to this process alone does not, so pass it on.
-        try:
-            if isinstance(e, Terminated):
-                proc.terminate()
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        store.mark_interrupted(run_id, "stopped by the user (Ctrl-C or SIGTERM); run again to resume")
-        raise
     run = store.run(run_id)
-    if run is not None and run.status == "running":
-        why = "killed (out of memory?)" if code in (-9, 137) else f"exited with code {code}"
-        store.mark_interrupted(
-            run_id, f"worker process {why} before finishing; run again to resume from the last checkpoint"
-        )
-        return "interrupted"
-    return run.status if run else "failed"
+    devices = int(((run.config if run else {}).get("experiment") or {}).get("training", {}).get("devices", 1))
+    return run_subprocess(store, run_id, worker_command(store.root, run_id, devices))

@@ -26,6 +26,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from peftlab.errors import DivergedError
+from peftlab.scale.devices import trainer_args, world_size
 from peftlab.tasks.base import Task
 from peftlab.train.callbacks import StoreCallback, ValidationMetricCallback
 from peftlab.train.context import RunContext
@@ -93,8 +94,9 @@ class PeftlabTrainer(Trainer):
         if self.args.train_sampling_strategy != "group_by_length" or ds is None or not len(ds):
             return super()._get_train_sampler(train_dataset)
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return EpochSeededLengthSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                        [len(f["input_ids"]) for f in ds], seed)
+        # grouped by the global batch: a run over several devices trains on the single-device run's batches
+        global_batch = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        return EpochSeededLengthSampler(global_batch, [len(f["input_ids"]) for f in ds], seed)
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         """Validation (loss, and the main metric through the callbacks): neither its tokens nor
@@ -121,6 +123,10 @@ class PeftlabTrainer(Trainer):
         # summed over num_items_in_batch, the loss is already scaled for gradient accumulation
         self.loss_is_scaled_for_ga = num_items_in_batch is not None
         loss = self.task.loss(model, inputs, num_items_in_batch)
+        if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.args.world_size > 1:
+            # the count is every process' tokens and DDP averages the gradients: scale back to the sum
+            # (the Trainer's own compute_loss does the same), so the step is the single-device run's
+            loss = loss * self.args.world_size
         if self.extra_loss is not None and model.training:  # eval losses stay comparable across methods
             extra = self.extra_loss(self.accelerator.unwrap_model(model), inputs)
             if extra is not None:
@@ -211,13 +217,19 @@ class CountersCallback(TrainerCallback):
         self.t0 = time.perf_counter()
 
     def totals(self) -> tuple[float, int]:
+        """Train seconds and real tokens so far; over several devices, every process' tokens (a
+        collective: every process calls it at the same points, each save and the end)."""
+        tokens = self.trainer.tokens_trained
+        if self.trainer.args.world_size > 1:
+            acc = self.trainer.accelerator
+            tokens = int(acc.reduce(torch.tensor(tokens, device=acc.device), reduction="sum"))
         return (self.prior.get("seconds", 0.0) + time.perf_counter() - self.t0 - self.trainer.validation_seconds,
-                int(self.prior.get("tokens", 0)) + self.trainer.tokens_trained)
+                int(self.prior.get("tokens", 0)) + tokens)
 
     def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         d = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if d.is_dir():
-            seconds, tokens = self.totals()
+        seconds, tokens = self.totals()
+        if d.is_dir() and state.is_world_process_zero:
             (d / COUNTERS_FILE).write_text(json.dumps({"seconds": seconds, "tokens": tokens}))
 
 
@@ -249,7 +261,7 @@ def train_model(
     collator = TokenCountingCollator(task.collate)
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
-        per_device_train_batch_size=t.batch_size,
+        per_device_train_batch_size=t.batch_size // world_size(),  # the global batch stays batch_size
         per_device_eval_batch_size=cfg.evaluation.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=ctx.learning_rate,
@@ -277,6 +289,7 @@ def train_model(
         save_only_model=False,
         disable_tqdm=False,
         prediction_loss_only=True,
+        **trainer_args(t, method),  # a run over several devices: DDP, FSDP or DeepSpeed
     )
     callbacks: list[Any] = [StoreCallback(ctx.store, ctx.run_id)]
     if method.callbacks is not None:
@@ -300,6 +313,9 @@ def train_model(
             extra_loss=method.extra_loss,
             **({"optimizers": (optimizer, None)} if optimizer is not None else {}),
         )
+    if world_size() > 1:
+        ctx.log(f"training over {world_size()} processes ({args.parallel_mode.name}, "
+                f"{args.ddp_backend or 'default backend'}): {args.per_device_train_batch_size} examples each a step")
     resume = last_checkpoint(ckpt_dir)
     if resume is not None:
         ctx.log(f"resuming from {resume.name}")

@@ -64,3 +64,17 @@ def pruning_hook(trial_info: dict[str, Any], store_root: Path) -> Any:
         return trial.should_prune()
 
     return hook
+
+
+def report_values(store_root: Path, trial_info: dict[str, Any], values: list[tuple[int, float]]) -> None:
+    """Record the values a trial reported to its pruner elsewhere (a Ray worker, against a copy
+    of the study) in the study here, so the pruner judges the trials after it by them."""
+    import optuna
+
+    study = optuna.load_study(study_name=trial_info["study"], storage=storage(store_root))
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial_info["number"])
+    if frozen.state != optuna.trial.TrialState.RUNNING:
+        return
+    for step, value in values:
+        if step not in frozen.intermediate_values:
+            study._storage.set_trial_intermediate_value(frozen._trial_id, step, value)
