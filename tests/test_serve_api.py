@@ -76,6 +76,8 @@ def test_health_config_and_pages(client: Any) -> None:
     assert "cdn" not in page.text.lower()
     js = client.get("/static/app.js")
     assert js.status_code == 200 and "/api/playground" in js.text
+    pg = client.get("/static/playground.js")
+    assert pg.status_code == 200 and "/api/playground" in pg.text and "/static/playground.js" in page.text
     assert client.get("/static/style.css").status_code == 200
     assert client.get("/api/worker").json()["concurrency"] == 1
 

@@ -170,7 +170,7 @@ def _row(r: Row) -> str:
     if r.baseline:
         flag += ' <span class="badge baseline" title="not a run: always predicts the majority class">baseline</span>'
     status = f'<span class="badge {esc(r.status)}">{esc(r.status)}</span>'
-    status += f'<div class="err">{esc(r.note)}</div>' if r.note else ""
+    status += f'<div class="{"note" if r.baseline else "err"}">{esc(r.note)}</div>' if r.note else ""
     cells = [f'<td class="num" data-v="{rank}">{rank if r.rank is not None else "–"}</td>',
              f'<td class="nowrap" data-v="{esc(r.run.label.lower())}">{swatch(r.run.color)}{esc(r.run.label)}{flag}</td>',
              f'<td class="nowrap">{esc(r.method)}</td>', f'<td data-v="{esc(r.status)}">{status}</td>']

@@ -105,6 +105,9 @@ def leaderboard(store: Store, experiment: str, budget: Any = None) -> dict[str, 
         r["color"] = "#9aa1ad" if r.get("baseline") else method_color(r["method"])
         r["untrained_head"] = bool(m and m.is_baseline and spec_ is not None and not spec_.generative)
         r["mergeable"] = bool(m and m.mergeable)
+        run = store.run(r["run_id"]) if isinstance(r.get("run_id"), int) else None
+        h = ((run.info or {}).get("health") if run is not None else None) or {}
+        r["health_problems"] = list(h.get("problems") or []) if not h.get("healthy", True) else []
     rec = recommendation(store, experiment, rs, budget)
     return {"experiment": experiment, "task": exp["task"], "model": exp["model"], "main_metric": main_metric(exp["task"]),
             "rows": rs, "recommendation": rec, "fingerprint": fingerprint(store, experiment)}
