@@ -1,6 +1,6 @@
 """Which tasks a base model can do, from its config alone (no weights loaded).
 
-    kind(config)              "decoder", "encoder", "encoder-decoder" or "vision"
+    kind(config)              "decoder", "encoder", "encoder-decoder", "vision" (or "unknown")
     fit(config, task, name)   (True, "") or (False, why): "all-minilm-l6-v2 is an encoder
                               (BertModel); causal-lm needs a decoder model (...ForCausalLM)"
     tasks(config)             the tasks it fits
@@ -40,10 +40,22 @@ def architecture(config: dict[str, Any]) -> str:
     return str(archs[0]) if archs else str(config.get("model_type") or "unknown")
 
 
+def known(config: dict[str, Any]) -> bool:
+    """A model type transformers itself builds (a custom one, with its own code, is not judged here)."""
+    mt = str(config.get("model_type") or "")
+    return bool(mt) and not config.get("auto_map") and any(mt in names for names in _tables().values())
+
+
 def kind(config: dict[str, Any]) -> str:
     t = _tables()
     mt = str(config.get("model_type") or "")
     archs = [str(a) for a in config.get("architectures") or []]
+    if not known(config):  # judged by its architecture's name alone
+        if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+            return "decoder"
+        if any(a.endswith("ForConditionalGeneration") for a in archs) or config.get("is_encoder_decoder"):
+            return "encoder-decoder"
+        return "unknown"
     if config.get("is_encoder_decoder") or mt in t["seq2seq"] and mt not in t["causal"]:
         return "encoder-decoder"
     if any(a.endswith("ForConditionalGeneration") for a in archs) and mt in t["seq2seq"]:
@@ -61,6 +73,10 @@ def kind(config: dict[str, Any]) -> str:
 
 
 def fit(config: dict[str, Any], task: str, name: str = "the model") -> tuple[bool, str]:
+    """Whether the model fits the task, and why not. A model type transformers does not know (its
+    own code) is not refused here: loading it says what it needs."""
+    if not known(config):
+        return True, ""
     t = _tables()
     mt = str(config.get("model_type") or "")
     k = kind(config)
