@@ -764,3 +764,16 @@ def test_compare_report_and_bertscore_in_the_web_report(client: Any) -> None:
     assert all(isinstance(x.get("bertscore_f1"), float) for x in rows)
     lb = client.get("/api/experiments/tiny/leaderboard", params={"max_trainable_percent": 0.001}).json()
     assert "budget" in lb["recommendation"]["text"]
+
+
+def test_a_one_row_file_is_not_called_problem_free(client: Any) -> None:
+    r = client.post("/api/datasets", files={"file": ("one.jsonl", b'{"question": "what?", "answer": "this"}\n',
+                                                     "application/json")})
+    assert r.status_code == 201, r.text
+    a = client.get(f"/api/datasets/{r.json()['id']}").json()["analysis"]
+    kinds = {p["kind"]: p["message"] for p in a["problems"]}
+    assert a["counts"]["train_after_split"] == 0 and "too few to split" in kinds["too_few_rows"]
+    rows = "".join(json.dumps({"text": f"sentence {i}", "x": i % 2}) + "\n" for i in range(30)).encode()
+    r = client.post("/api/datasets", files={"file": ("few.jsonl", rows, "application/json")})
+    kinds = {p["kind"]: p["message"] for p in client.get(f"/api/datasets/{r.json()['id']}").json()["analysis"]["problems"]}
+    assert "only 24 training examples after the split" in kinds["tiny_train"]
