@@ -93,6 +93,12 @@ class PlaygroundRequest(BaseModel):
     text: str | None = Field(None, description="The input (the value of the input column).")
     inputs: dict[str, Any] | None = Field(None, description="A value per input column, for several.")
     max_new_tokens: int | None = Field(None, ge=1, le=256)
+    # Sampling settings the Playground page sends; the engine (`peftlab.infer.playground`) applies
+    # them where it supports sampling and says so with `sampling` in its answer (else: greedy).
+    do_sample: bool | None = None
+    temperature: float | None = Field(None, ge=0, le=5)
+    top_p: float | None = Field(None, gt=0, le=1)
+    num_beams: int | None = Field(None, ge=1, le=8)
 
 
 class MergeRequest(BaseModel):
