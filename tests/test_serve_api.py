@@ -763,7 +763,10 @@ def test_compare_report_and_bertscore_in_the_web_report(client: Any) -> None:
     rows = client.get("/api/experiments/tiny/leaderboard").json()["rows"]
     assert all(isinstance(x.get("bertscore_f1"), float) for x in rows)
     lb = client.get("/api/experiments/tiny/leaderboard", params={"max_trainable_percent": 0.001}).json()
-    assert "budget" in lb["recommendation"]["text"]
+    assert "No budget given" not in lb["recommendation"]["text"]
+    assert "your budget (trainable parameters ≤ 0.001%)" in lb["recommendation"]["text"]
+    page = client.get("/api/experiments/tiny/report.html", params={"max_memory_mb": 1}).text
+    assert "peak memory ≤ 1 MB" in page
 
 
 def test_a_one_row_file_is_not_called_problem_free(client: Any) -> None:

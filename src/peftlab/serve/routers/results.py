@@ -149,21 +149,22 @@ def curves(store: Store, experiment: str) -> dict[str, Any]:
 
 
 # -- routes ---------------------------------------------------------------------
-BudgetQuery = Query(None, gt=0)
+def _q() -> Any:
+    return Query(None, gt=0)  # a Query per parameter (one shared FieldInfo would be one parameter)
 
 
 @router.get("/api/experiments/{name}/leaderboard", name="leaderboard")
-def leaderboard_route(name: str, store: StoreDep, max_memory_mb: float | None = BudgetQuery,
-                      max_train_seconds: float | None = BudgetQuery,
-                      max_trainable_percent: float | None = BudgetQuery) -> dict[str, Any]:
+def leaderboard_route(name: str, store: StoreDep, max_memory_mb: float | None = _q(),
+                      max_train_seconds: float | None = _q(),
+                      max_trainable_percent: float | None = _q()) -> dict[str, Any]:
     """Ranked rows (with intervals, rank groups and the majority-class baseline of classification),
     and the recommendation, within the budget when one is given."""
     return leaderboard(store, name, _budget(max_memory_mb, max_train_seconds, max_trainable_percent))
 
 
 @router.get("/api/experiments/{name}/report.html", response_class=HTMLResponse)
-def report(name: str, store: StoreDep, max_memory_mb: float | None = BudgetQuery,
-           max_train_seconds: float | None = BudgetQuery, max_trainable_percent: float | None = BudgetQuery,
+def report(name: str, store: StoreDep, max_memory_mb: float | None = _q(),
+           max_train_seconds: float | None = _q(), max_trainable_percent: float | None = _q(),
            bertscore: bool = True) -> HTMLResponse:
     """The experiment's HTML report (the one `peftlab report` writes), re-rendered when a run changes."""
     find_experiment(store, name)
@@ -173,8 +174,8 @@ def report(name: str, store: StoreDep, max_memory_mb: float | None = BudgetQuery
 
 @router.get("/api/compare/report.html", response_class=HTMLResponse)
 def compare(store: StoreDep, experiments: str = Query(description="Experiment names, comma-separated"),
-            max_memory_mb: float | None = BudgetQuery, max_train_seconds: float | None = BudgetQuery,
-            max_trainable_percent: float | None = BudgetQuery, bertscore: bool = True) -> HTMLResponse:
+            max_memory_mb: float | None = _q(), max_train_seconds: float | None = _q(),
+            max_trainable_percent: float | None = _q(), bertscore: bool = True) -> HTMLResponse:
     """The runs of several experiments in one report (`peftlab compare`)."""
     names = [n.strip() for n in experiments.split(",") if n.strip()]
     if not names:
