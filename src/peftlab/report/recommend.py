@@ -208,7 +208,9 @@ def _ties(rs: list[RunView], best: RunView, main: str, budget: Budget, full: Run
     if pool:
         text += (f"**{pick.label}** is the cheapest of them by {order}"
                  + (f" within your budget ({budget.describe()})" if budget.active else "")
-                 + (f" ({_costs(pick, full)})" if _costs(pick, full) else "") + ": the recommendation.")
+                 + (f" ({_costs(pick, full)})" if _costs(pick, full) else "") + ": the recommendation"
+                 + (", though an untrained head at chance level: no trained run fits" if pick.untrained_head else "")
+                 + ".")
     else:
         text += f"None of them fits your budget ({budget.describe()})."
     return text, pick, tied
@@ -336,7 +338,8 @@ def recommend(data: ReportData, budget: Budget | None = None,
             in_budget = fitting[0]
             if in_budget is best:
                 paragraphs.append(f"Within your budget ({budget.describe()}): **{best.label}** fits, so it is also "
-                                  f"the pick within the budget.")
+                                  f"the pick within the budget"
+                                  + (" (an untrained head: chance level)." if best.untrained_head else "."))
             else:
                 bm = in_budget.metric(main)
                 assert bm is not None
