@@ -72,3 +72,23 @@ def test_the_catalogue_does_not_import_torch() -> None:
     code = ("import sys; from peftlab.methods.catalog import catalogue, render, describe; "
             "catalogue(); render(); describe('oft'); assert 'torch' not in sys.modules and 'peft' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_methods_all_takes_every_method_of_the_task_and_drops_what_does_not_fit(tmp_path) -> None:  # noqa: ANN001
+    from conftest import STORIES, tiny_causal, write_experiment
+
+    from peftlab.methods import REGISTRY
+    from peftlab.train.runner import plan, preflight
+
+    if not STORIES.is_dir():
+        return
+    p = plan(write_experiment(tmp_path, tiny_causal(["lora"])), methods=["all"])
+    names = [m.name for m in p.cfg.methods]
+    assert names[0] == "lora" and {"zero-shot", "full", "prompt-tuning", "cpt", "loha", "oft"} <= set(names)
+    assert all("causal-lm" in REGISTRY[n].tasks for n in names) and len(names) == len(set(names))
+    checked = preflight(p)
+    kept = {m.name for m in p.cfg.methods}
+    left = next((w for w in checked.warnings if w.startswith("--methods all")), "")
+    for n in names:  # each one either runs, or is named with the reason it does not fit
+        assert n in kept or f"{n} (" in left, n
+    assert len(kept) >= 30

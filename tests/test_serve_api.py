@@ -19,6 +19,7 @@ from conftest import DATA, STORIES, needs_shared, tiny_causal, write_experiment
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from peftlab.methods import REGISTRY  # noqa: E402
 from peftlab.serve.app import Settings, create_app  # noqa: E402
 from peftlab.store import Store  # noqa: E402
 
@@ -260,8 +261,6 @@ def test_models_and_methods(client: Any) -> None:
     st = next(m for m in models if m["name"] == "stories260k")
     assert st["params"] == 260_032
     ms = {m["name"]: m for m in client.get("/api/methods", params={"task": "image-classification"}).json()}
-    from peftlab.methods import REGISTRY
-
     assert set(ms) == set(REGISTRY)  # every method, with whether it applies to the task
     assert ms["lora"]["options"]["r"]["default"] == 16 and ms["lora"]["options"]["r"]["type"] == "int"
     assert ms["prompt-tuning"]["applicable"] is False and ms["lora"]["applicable"] is True

@@ -122,3 +122,19 @@ def test_a_file_with_ten_thousand_columns_is_analysed_in_linear_time(env: dict) 
     assert seconds < 10, f"{seconds:.1f} s"  # it took 17-30 s when the column scan was quadratic
     d = env["client"].get(f"/api/datasets/{r.json()['id']}").json()
     assert len(d["analysis"]["columns"]) == 10_000
+
+
+def test_a_finished_run_is_not_replaced_through_the_api_either(env: dict) -> None:
+    from peftlab.store import Store
+
+    c = env["client"]
+    body = _exp({"train": str(env["data"] / "train.jsonl"), "prompt": "{table}", "target": "title"})
+    assert c.post("/api/experiments", json=body).status_code == 201
+    store = Store(c.app.state.store.root)
+    run = store.find_run("x", "zero-shot")
+    store.finish(run.id, "done", metrics={"rougeL": 3.0})
+    changed = {**body, "max_eval_examples": 1}
+    r = c.post("/api/experiments", json=changed)
+    assert r.status_code == 409 and "would replace their results" in r.json()["detail"]
+    assert store.find_run("x", "zero-shot").metrics == {"rougeL": 3.0}
+    assert c.post("/api/experiments", json={**changed, "force": True}).status_code == 201

@@ -156,3 +156,15 @@ def test_bad_tuning_setups_are_refused_before_any_run(tmp_path: Path, change: di
 def test_seeds_zero_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--seeds 0"):
         plan(write_experiment(tmp_path, tiny_causal(["lora"])), seeds=0)
+
+
+def test_dry_run_shows_the_runs_and_their_cost(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from peftlab.cli import main
+
+    body = _body(tmp_path, ["zero-shot", "lora", "ia3"], trials=3)
+    exp = write_experiment(tmp_path, body)
+    assert main(["--store", str(tmp_path / "store"), "run", str(exp), "--dry-run", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    # 2 trained methods x (3 trials + 2 seeds) + zero-shot once = 11 runs, and nothing ran
+    assert "11 runs, about" in out and "nothing ran" in out
+    assert Store(tmp_path / "store").runs() == []

@@ -5,6 +5,8 @@
     peftlab experiments
     peftlab methods [NAME]
     peftlab show EXPERIMENT RUN
+    peftlab predict EXPERIMENT [RUN] --input new.jsonl --output out.jsonl [--runs a,b]
+    peftlab evaluate EXPERIMENT [RUN] --test labelled.jsonl [--name NAME] [--runs a,b]
     peftlab report EXPERIMENT [-o report.html] [--max-memory-mb N] [--png-dir DIR] ...
     peftlab compare EXP_A EXP_B [--runs 3,7] [-o compare.html]
 """
@@ -106,7 +108,64 @@ def cmd_show(args: argparse.Namespace) -> int:
     d = {k: getattr(run, k) for k in ("id", "experiment", "name", "method", "status", "error", "diverged_step",
                                       "metrics", "cost", "info", "resolved")}
     d["curves"] = store.curves(run.id)
+    d["info"] = {k: v for k, v in (run.info or {}).items() if k != "evaluations"}
+    d["evaluations"] = (run.info or {}).get("evaluations", {})  # peftlab evaluate's, by name
     print(json.dumps(d, indent=2, default=str))
+    return 0
+
+
+# -- predict / evaluate: a finished run on a new file (peftlab.infer.predict) -------------------
+def _chosen_runs(store: Any, args: argparse.Namespace) -> list[Any]:
+    """RUN, or --runs a,b, or every done run of the experiment."""
+    if args.run and args.runs:
+        raise PeftlabError("give one RUN or --runs a,b, not both")
+    names = [args.run] if args.run else [n.strip() for n in (args.runs or "").split(",") if n.strip()]
+    if names:
+        return [_find_run(store, argparse.Namespace(experiment=args.experiment, run=n)) for n in names]
+    runs = [r for r in store.runs(args.experiment) if r.status == "done"]
+    if not runs:
+        raise PeftlabError(f"experiment {args.experiment!r} has no done runs (see `peftlab leaderboard`)")
+    return runs
+
+
+def _say(notes: list[str], skipped: list[str]) -> None:
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    if skipped:
+        print(f"warning: {len(skipped)} bad rows skipped (on_bad_rows: skip), e.g. {skipped[0]}", file=sys.stderr)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from peftlab.infer.predict import predict_file
+
+    runs = _chosen_runs(_store(args), args)
+    out = Path(args.output)
+    if out.is_dir():
+        raise PeftlabError(f"{out}: is a folder; --output names the file to write (e.g. {out}/out.jsonl)")
+    for run in runs:
+        path = out if len(runs) == 1 else out.with_name(f"{out.stem}.{run.name}{out.suffix or '.jsonl'}")
+        res = predict_file(run, args.input, path, args.batch_size, args.on_bad_rows)
+        _say(res.notes, res.skipped)
+        print(f"{run.name}: {res.rows} rows in {res.seconds:.1f} s -> {path} (every input column + {res.column!r})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from peftlab.infer.predict import evaluate_file
+
+    store = _store(args)
+    for run in _chosen_runs(store, args):
+        rec = evaluate_file(store, run, args.test, args.name, args.batch_size, args.on_bad_rows)
+        _say(rec["notes"], rec["skipped"])
+        print(f"{run.name}: evaluation {rec['name']!r}, {rec['examples']} examples of {rec['source']} "
+              f"({rec['seconds']:.1f} s)")
+        for m, v in rec["metrics"].items():
+            iv = rec["intervals"].get(m)
+            ci = f" [{iv['low']:.2f}, {iv['high']:.2f}] 95% CI" if iv else ""
+            print(f"  {m:<18} {v:.4f}{ci}" if isinstance(v, float) else f"  {m:<18} {v}")
+        print(f"  recorded: {rec['predictions'].rsplit('/', 1)[0]}/ (peftlab show {run.experiment} {run.name})")
     return 0
 
 
@@ -116,7 +175,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings(store=args.store, token=args.token or os.environ.get("PEFTLAB_TOKEN") or None,
                         concurrency=args.concurrency, max_upload_mb=args.max_upload_mb,
                         start_worker=not args.no_worker, data_dirs=args.data_dir or [],
-                        poll_seconds=args.poll_seconds, allowed_hosts=args.allowed_host or None)
+                        poll_seconds=args.poll_seconds, allowed_hosts=args.allowed_host or None,
+                        model_memory_mb=args.model_memory_mb, batching=not args.no_batching,
+                        max_batch=args.max_batch)
     serve(settings, host=args.host, port=args.port)
     return 0
 
@@ -130,6 +191,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     run = _find_run(store, args)
     out = Path(args.output)
     export.check_output(out, store)
+    if args.as_lora is not None:
+        from peftlab.infer.as_lora import CHECK_FILE, as_lora
+
+        report = as_lora(run, out, args.as_lora, n_probes=args.probes)
+        print(f"{run.name}: converted to a rank-{args.as_lora} LoRA in {out}; check passed on {report['probes']} "
+              f"probe inputs: same greedy outputs, max |logit difference| {report['max_abs_logit_diff']:.3g} "
+              f"({CHECK_FILE})")
+        return 0
     if not args.merge:
         export.copy_adapter(run, out)
         print(f"{run.name}: {export.artifact(run).name} copied to {out}")
@@ -148,7 +217,13 @@ def _report_options(args: argparse.Namespace) -> Any:
     from peftlab.report.recommend import Budget
 
     budget = Budget(args.max_memory_mb, args.max_train_seconds, args.max_trainable_percent)
-    return ReportOptions(budget=budget, sample=args.sample, all_outputs=args.all_outputs,
+    costs = {"trainable": "trainable_params", "memory": "peak_memory_mb", "time": "train_seconds"}
+    prefer = [c.strip() for c in (args.prefer or "trainable,memory,time").split(",") if c.strip()]
+    bad = [c for c in prefer if c not in costs]
+    if bad:
+        raise PeftlabError(f"--prefer {','.join(bad)}: choose among {', '.join(costs)} (comma-separated, first first)")
+    return ReportOptions(budget=budget, prefer=tuple(costs[c] for c in prefer), sample=args.sample,
+                         all_outputs=args.all_outputs,
                          bertscore=not args.no_bertscore, bertscore_model=args.bertscore_model,
                          png_dir=Path(args.png_dir) if args.png_dir else None)
 
@@ -192,6 +267,8 @@ def _add_report_args(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--max-memory-mb", type=float, help="budget: peak memory for the recommendation")
     p.add_argument("--max-train-seconds", type=float, help="budget: training wall time")
     p.add_argument("--max-trainable-percent", type=float, help="budget: share of parameters trained")
+    p.add_argument("--prefer", metavar="COSTS", help="among tied runs, recommend the cheapest by these costs, in order: "
+                   "trainable, memory, time (default trainable,memory,time)")
     p.add_argument("--sample", type=int, default=20, help="test inputs shown side by side (default 20)")
     p.add_argument("--all-outputs", action="store_true", help="show every test input side by side")
     p.add_argument("--png-dir", help="also write the charts as PNG files to this folder")
@@ -247,6 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("experiment")
     sh.add_argument("run")
     sh.set_defaults(fn=cmd_show)
+    for name, fn, file_flag, what in (("predict", cmd_predict, "--input", "outputs of finished runs for a new file"),
+                                      ("evaluate", cmd_evaluate, "--test", "score finished runs on a labelled "
+                                       "file they never saw; recorded under each run")):
+        pe = sub.add_parser(name, parents=[common], help=what)
+        pe.add_argument("experiment")
+        pe.add_argument("run", nargs="?", help="one run (default: --runs, or every done run)")
+        pe.add_argument("--runs", help="comma-separated run names")
+        pe.add_argument(file_flag, required=True, dest="input" if name == "predict" else "test",
+                        help="JSONL, CSV or Parquet file in the run's data format" +
+                             (" (the target column may be missing)" if name == "predict" else " with targets"))
+        pe.add_argument("--batch-size", type=int, help="generation batch size (default: the run's evaluation.batch_size)")
+        pe.add_argument("--on-bad-rows", choices=["error", "skip"], help="default: the run's data.on_bad_rows")
+        if name == "predict":
+            pe.add_argument("-o", "--output", required=True,
+                            help="JSONL (or .csv) file to write; with several runs, OUT.<run>.jsonl each")
+        else:
+            pe.add_argument("--name", help="the evaluation's name (default: the file's stem)")
+        pe.set_defaults(fn=fn)
+
     sv = sub.add_parser("serve", parents=[common], help="the web service: upload data, compare methods, try and export the winner")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000)
@@ -260,6 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--allowed-host", action="append", metavar="NAME",
                     help="a host name the service answers to (default: 127.0.0.1, localhost, ::1); repeat for more")
     sv.add_argument("--poll-seconds", type=float, default=1.0, help="how often the worker looks at the queue")
+    sv.add_argument("--model-memory-mb", type=float, default=4096.0,
+                    help="models kept loaded for the playground and /v1 (bases, full fine-tuned runs); beyond it the "
+                         "least recently used is dropped (default 4096)")
+    sv.add_argument("--max-batch", type=int, default=16,
+                    help="/v1 requests of one base model answered in one batch at most (default 16)")
+    sv.add_argument("--no-batching", action="store_true", help="/v1: answer one request at a time")
     sv.set_defaults(fn=cmd_serve)
 
     xp = sub.add_parser("export", parents=[common], help="copy a run's adapter, or merge it into the base model (--merge)")
@@ -268,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("-o", "--output", required=True, help="output folder (new or empty)")
     xp.add_argument("--merge", action="store_true",
                     help="merge the adapter into the base weights; checked against the adapter on probe inputs")
+    xp.add_argument("--as-lora", type=int, metavar="RANK",
+                    help="write the adapter as a plain LoRA of this rank (for LoRA-only servers such as vLLM), "
+                         "checked against the original on probe inputs")
     xp.add_argument("--probes", type=int, default=4, help="number of probe inputs for the merge check (default 4)")
     xp.set_defaults(fn=cmd_export)
 

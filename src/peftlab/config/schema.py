@@ -19,6 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from peftlab.tasks.spec import TaskName, spec
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# data.format values: the row formats of `peftlab.data.formats` (DATA_FORMATS, checked equal by a test;
+# not imported from there: peftlab.data imports this module), plus `auto`.
+CHAT_FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion")
+DataFormat = Literal["auto", "messages", "sharegpt", "alpaca", "prompt-completion", "columns"]
 
 
 class _Strict(BaseModel):
@@ -36,7 +40,20 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    train: str = Field(description="JSONL, CSV or Parquet file, or hub dataset id (optionally 'id:split').")
+    """Where the rows come from and how they become examples.
+
+    `format` says how a row is read. `columns` is the input/target (or label) mapping of
+    `input`/`prompt` and `target`; the chat formats (`messages`, `sharegpt`, `alpaca`,
+    `prompt-completion`, see `peftlab.data.formats`) are read as conversations, trained on every
+    assistant turn and evaluated on the last one. `auto`, the default, decides from the file
+    itself, but only when no columns are named: an experiment file that names `input`, `prompt`,
+    `target`, `label` or `image` is `columns`, as every file written before chat formats was.
+    `as_chat: true` turns a `columns` mapping into a two-turn conversation (user: the prompt,
+    assistant: the target), so column data goes through the same chat encoding.
+    """
+
+    train: str = Field(description="JSONL, CSV or Parquet file, or a hub dataset: 'hf://org/name', optionally "
+                       "':split' ('org/name:split' works too).")
     validation: str | None = None
     test: str | None = None
     input: str | list[str] | None = Field(
@@ -46,7 +63,13 @@ class DataConfig(_Strict):
     label: str | None = Field(None, description="Label column (classification tasks).")
     image: str | None = Field(None, description="Image column: base64 string or file path (image tasks).")
     prompt: str | None = Field(None, description="Template with {column} placeholders.")
-    system_prompt: str | None = Field(None, description="System message for chat-template models.")
+    system_prompt: str | None = Field(None, description="System message for chat-template models (with chat "
+                                      "formats: for conversations that have none of their own).")
+    format: DataFormat = Field(
+        "auto", description="How rows are read: columns (input/target), messages, sharegpt, alpaca, "
+        "prompt-completion, or auto (detected from the file when no input/prompt/target is named).")
+    as_chat: bool = Field(False, description="format columns: train the prompt and target as a two-turn "
+                          "conversation (the chat template's assistant-only loss) instead of prompt + completion.")
     max_train_examples: int | None = Field(None, gt=0)
     max_validation_examples: int | None = Field(None, gt=0)
     max_test_examples: int | None = Field(None, gt=0)
@@ -55,6 +78,14 @@ class DataConfig(_Strict):
     )
     on_bad_rows: Literal["error", "skip"] = "error"
     on_long_rows: Literal["truncate", "error"] = "truncate"
+
+    @property
+    def chat(self) -> bool:
+        """Whether examples are conversations: decided by the config alone, so a task built for a
+        run (training, a reloaded run, the playground) knows it without reading the data."""
+        if self.as_chat or self.format in CHAT_FORMATS:
+            return True
+        return self.format == "auto" and not (self.input or self.prompt or self.target or self.label or self.image)
 
     @field_validator("split_fractions")
     @classmethod
@@ -225,6 +256,9 @@ class ExperimentConfig(_Strict):
             if not NAME_RE.match(n):
                 raise ValueError(f"methods: run name {n!r}: use letters, digits, '.', '_' and '-' only")
         d, s = self.data, spec(self.task)
+        if d.chat:
+            _check_chat(d, self.task)
+            return self
         if s.target_key == "target" and not d.target:
             raise ValueError(f"data.target: task {self.task!r} needs the target column (e.g. `target: title`)")
         if s.target_key == "label" and not d.label:
@@ -232,8 +266,31 @@ class ExperimentConfig(_Strict):
         if s.image_input and not d.image:
             raise ValueError(f"data.image: task {self.task!r} needs the image column")
         if s.text_input and not (d.input or d.prompt):
-            raise ValueError("data: give `input` (the input column) or a `prompt` template with {column} fields")
+            raise ValueError("data: give `input` (the input column) or a `prompt` template with {column} fields "
+                             "(or, for chat data, neither: data.format auto reads the conversations)")
         return self
+
+
+def _check_chat(d: DataConfig, task: str) -> None:
+    """Conversations need a decoder-only generative task (the reply continues the rendered chat)
+    and, outside `as_chat`, take their columns from the format, not from input/prompt/target."""
+    s = spec(task)
+    how = "data.as_chat" if d.as_chat else f"data.format {d.format}"
+    if not (s.decoder_only and s.generative):
+        raise ValueError(f"{how}: conversations need a decoder-only generation task (e.g. causal-lm), not "
+                         f"{task!r}; use data.format: columns with input/target (or label) columns")
+    if d.as_chat:
+        if d.format not in ("columns", "auto"):
+            raise ValueError(f"data.as_chat: only with data.format columns (got {d.format}); the chat formats are "
+                             "conversations already")
+        if not d.target or not (d.input or d.prompt):
+            raise ValueError("data.as_chat: give the user turn (`prompt` with {column} fields, or `input`) and the "
+                             "assistant turn (`target`)")
+        return
+    named = [k for k in ("input", "prompt", "target", "label", "image") if getattr(d, k)]
+    if named:
+        raise ValueError(f"data.{named[0]}: not used with data.format {d.format} (the user turns are the input, "
+                         f"the last assistant turn the target); remove it, or use data.format: columns")
 
 
 def _split_entry(item: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,11 @@ server-side data set, and checks a column mapping against it, but nothing here k
 HTTP or the store.
 
     analyse(files, mapping)          counts, columns (kind, empty, distinct, length), preview,
-                                     problems (duplicates, empty targets, too long) and a guess
+                                     problems (duplicates, empty targets, too long, bad
+                                     conversations), a guess, the detected data format and one
+                                     conversation as the run will build it
+    render_conversation(conv, tok)   that conversation as a model sees it in training: its
+                                     chat template (or the plain layout), trained parts marked
     check_mapping(columns, mapping)  a mapping with every column checked (DataError if not)
     split_by_column(rows)            rows grouped by a `split` column (train/valid/test), if any
 """
@@ -16,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from peftlab.data.formats import BadRow, Conversation, Turn, convert_rows, detect_format
 from peftlab.data.sources import read_rows
 from peftlab.errors import DataError
 from peftlab.tasks.spec import SPECS
@@ -178,8 +183,56 @@ def analyse(files: dict[str, str | None], mapping: dict[str, Any] | None,
                       "file: the engine holds out 10% of the training rows for each (seed 42)")
     problems += _size_problems(counts, m, columns, train_rows)
     preview = [{k: v for k, v in r.items() if k != "__line__"} for r in train_rows[:PREVIEW_ROWS]]
+    chat = _chat_view(files.get("train") or "", train_rows, columns, m, problems)
     return {"counts": counts, "columns": columns, "column_info": col_info, "preview": preview,
-            "problems": problems, "suggested_mapping": suggested, "split_note": split_note}
+            "problems": problems, "suggested_mapping": suggested, "split_note": split_note, **chat}
+
+
+def _chat_view(source: str, rows: list[dict[str, Any]], columns: list[str], m: dict[str, Any],
+               problems: list[dict[str, Any]]) -> dict[str, Any]:
+    """`format` (what `data.format: auto` finds, and why) and `conversation`: the first row as
+    the conversation a run builds from it (a chat format's own; for columns with a target, the
+    two-turn one of `data.as_chat`), or None. Rows of a chat format that would be refused are
+    counted in `problems` (kind `bad_conversations`, with their file:line messages)."""
+    fmt, why = detect_format(set(columns), rows[:20])
+    conv: Conversation | None = None
+    if fmt != "columns":
+        convs, bad = convert_rows(rows, fmt, source, on_bad_rows="skip")
+        conv = convs[0] if convs else None
+        if bad:
+            lines = [b.split(": ", 1)[0].rsplit(":", 1)[-1] for b in bad[:20]]
+            problems.append({"kind": "bad_conversations", "count": len(bad),
+                             "lines": [int(x) if x.isdigit() else x for x in lines],
+                             "examples": bad[:5], "message": f"{len(bad)} rows are not valid {fmt} conversations "
+                             "(a run refuses them, or skips them with on_bad_rows: skip)"})
+    elif rows and m.get("target") and _input_columns(m):
+        from peftlab.config.schema import DataConfig
+        from peftlab.data.conversations import input_template
+        from peftlab.data.mappings import template_conversation
+
+        prompt = input_template(DataConfig(train=source or "train", input=m.get("input") or None,
+                                           prompt=m.get("prompt") or None))
+        for r in rows[:PREVIEW_ROWS]:
+            try:
+                conv = template_conversation(r, prompt, m["target"], f"{source}:{r.get('__line__', '?')}")
+                break
+            except (BadRow, KeyError, ValueError):
+                continue
+    shown = None if conv is None else {"where": conv.where, "system": conv.system,
+                                       "messages": [{"role": t.role, "content": t.content} for t in conv.turns]}
+    return {"format": fmt, "format_reason": why, "conversation": shown}
+
+
+def render_conversation(conv: dict[str, Any], tok: Any, max_tokens: int | None = None) -> dict[str, Any]:
+    """The analysis' `conversation` rendered by `tok` exactly as training encodes it: `segments`
+    of text, each `trained` (an assistant reply and its end-of-turn token: the loss) or not
+    (template headers, system and user turns), and their concatenation as `text`."""
+    from peftlab.data.chat_encoding import render_segments
+
+    turns = [Turn(mm["role"], mm["content"]) for mm in conv["messages"]]
+    segments = render_segments(tok, Conversation(conv.get("system"), turns, conv.get("where", "")), max_tokens)
+    return {"chat_template": bool(getattr(tok, "chat_template", None)), "segments": segments,
+            "text": "".join(s["text"] for s in segments)}
 
 
 SMALL_TRAIN = 50  # training examples below which scores are mostly noise

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from peftlab.config.schema import DataConfig
+from peftlab.data.conversations import chat_examples, resolve_format
 from peftlab.data.sources import RowSet, read_rows
 from peftlab.errors import ConfigError, DataError
 from peftlab.tasks.spec import spec
@@ -29,6 +30,9 @@ class Example:
     label: int | None = None
     image: Any = None  # PIL.Image for image tasks
     where: str = ""  # "file:line", for messages
+    # Chat data: the whole conversation (a formats.Conversation), which the task encodes with the
+    # chat template; `source` is then the context before the last reply as text, `target` that reply.
+    conversation: Any = None
 
 
 @dataclass
@@ -40,6 +44,8 @@ class PreparedData:
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     prompt_text: str = ""  # the template's fixed words (used to initialise prompt tuning)
+    format: str = "columns"  # the training file's row format (data.format, `auto` resolved)
+    format_notes: list[str] = field(default_factory=list)  # what `auto` found; `peftlab run` prints them
 
     def counts(self) -> dict[str, int]:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
@@ -99,7 +105,7 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
-def _check_columns(rs: RowSet, needed: list[tuple[str, str]]) -> None:
+def check_columns(rs: RowSet, needed: list[tuple[str, str]]) -> None:
     """Every configured column must occur in the file (rows missing it are row errors later)."""
     present: dict[str, None] = {}
     for row in rs.rows:
@@ -152,7 +158,10 @@ def decode_image(value: Any, base_dir: Path | None) -> Any:
     return img
 
 
-def _examples(rs: RowSet, cfg: DataConfig, task: str, skipped: list[str]) -> list[Example]:
+def column_examples(rs: RowSet, cfg: DataConfig, task: str, skipped: list[str],
+              need_target: bool = True) -> list[tuple[dict[str, Any], Example]]:
+    """(row, Example) for each usable row of a columns file. `need_target=False` (prediction on
+    new rows): the target or label may be missing, and is then left empty."""
     out = []
     s = spec(task)
     for row in rs.rows:
@@ -171,7 +180,9 @@ def _examples(rs: RowSet, cfg: DataConfig, task: str, skipped: list[str]) -> lis
                 bad(f"input column(s) {missing} empty or missing")
                 continue
             ex.source = _format_source(cfg, row)
-        if s.target_key == "target":
+        if not need_target and _missing(row.get((cfg.target if s.target_key == "target" else cfg.label) or "")):
+            pass
+        elif s.target_key == "target":
             t = row.get(cfg.target or "")
             refs = [_text(x) for x in t] if isinstance(t, list) else [_text(t)]
             refs = [r for r in refs if r.strip()]
@@ -194,7 +205,7 @@ def _examples(rs: RowSet, cfg: DataConfig, task: str, skipped: list[str]) -> lis
             except ValueError as e:
                 bad(f"image column {cfg.image!r}: {e}")
                 continue
-        out.append(ex)
+        out.append((row, ex))
     return out
 
 
@@ -215,17 +226,8 @@ def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None =
     from the training file is still held out of training (and not returned)."""
     skipped: list[str] = []
     notes: list[str] = []
-    needed: list[tuple[str, str]] = []
-    s = spec(task)
-    if s.text_input:
-        key = "data.prompt" if cfg.prompt else "data.input"
-        needed += [(c, key) for c in _source_columns(cfg)]
-    if s.target_key == "target" and cfg.target:
-        needed.append((cfg.target, "data.target"))
-    if s.target_key == "label" and cfg.label:
-        needed.append((cfg.label, "data.label"))
-    if s.image_input and cfg.image:
-        needed.append((cfg.image, "data.image"))
+    needed = needed_columns(cfg, task)
+    fmt, format_notes = "columns", list[str]()
 
     sets: dict[str, list[Example]] = {}
     for split in ("train", "validation", "test"):
@@ -237,9 +239,15 @@ def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None =
             continue
         rs = read_rows(source, base, cfg.on_bad_rows)
         skipped += rs.skipped
-        _check_columns(rs, needed)
         before = len(skipped)
-        sets[split] = _examples(rs, cfg, task, skipped)
+        file_fmt, note = resolve_format(cfg, rs)
+        if note:
+            format_notes.append(note)
+        if split == "train":
+            fmt = file_fmt
+        check_columns(rs, needed)
+        rows = chat_examples(rs, cfg, file_fmt, skipped) if cfg.chat else column_examples(rs, cfg, task, skipped)
+        sets[split] = [ex for _, ex in rows]
         if not sets[split]:
             why = f"; first: {skipped[before]}" if len(skipped) > before else ""
             raise DataError(
@@ -273,11 +281,29 @@ def prepare_data(cfg: DataConfig, task: str, seed: int = 42, base: Path | None =
     test = _sample(sets["test"], cfg.max_test_examples, seed + 2) if read_test else []
 
     labels = None
-    if s.target_key == "label":
+    if spec(task).target_key == "label":
         labels = _map_labels(train, validation, test, cfg, notes)
         notes.append(f"{len(labels)} classes: {', '.join(labels[:20])}{', ...' if len(labels) > 20 else ''}")
     static = "".join(lit for lit, *_ in string.Formatter().parse(cfg.prompt)) if cfg.prompt else ""
-    return PreparedData(train, validation, test, labels, skipped, notes, static.strip())
+    return PreparedData(train, validation, test, labels, skipped, notes, static.strip(), fmt, format_notes)
+
+
+def needed_columns(cfg: DataConfig, task: str, need_target: bool = True) -> list[tuple[str, str]]:
+    """The configured columns every file must have, with the key that names each."""
+    needed: list[tuple[str, str]] = []
+    s = spec(task)
+    if cfg.chat and not cfg.as_chat:
+        return needed  # the format's own columns, checked per row
+    if s.text_input:
+        key = "data.prompt" if cfg.prompt else "data.input"
+        needed += [(c, key) for c in _source_columns(cfg)]
+    if need_target and s.target_key == "target" and cfg.target:
+        needed.append((cfg.target, "data.target"))
+    if need_target and s.target_key == "label" and cfg.label:
+        needed.append((cfg.label, "data.label"))
+    if s.image_input and cfg.image:
+        needed.append((cfg.image, "data.image"))
+    return needed
 
 
 def label_name(value: Any, numeric: bool) -> str:
@@ -296,7 +322,7 @@ def label_name(value: Any, numeric: bool) -> str:
     return str(value).strip()
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
     if isinstance(v, bool):
         return False
     try:
@@ -308,7 +334,7 @@ def _is_number(v: Any) -> bool:
 def _map_labels(train: list[Example], val: list[Example], test: list[Example], cfg: DataConfig,
                 notes: list[str] | None = None) -> list[str]:
     every = [e.label for e in (*train, *val, *test)]
-    numeric = all(_is_number(v) for v in every)
+    numeric = all(is_number(v) for v in every)
     raw: dict[str, set[str]] = {}
     for e in (*train, *val, *test):
         name = label_name(e.label, numeric)

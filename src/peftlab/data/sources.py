@@ -51,9 +51,10 @@ NO_LIMITS = ReadLimits()
 def read_rows(spec: str, base: Path | None = None, on_bad_rows: str = "error",
               limits: ReadLimits = NO_LIMITS) -> RowSet:
     """Read a data source: a local file (searched on PEFTLAB_DATA_PATH too) or a hub id."""
-    path = resolve(spec, "data", base)
+    path = None if spec.startswith(HUB_PREFIX) else resolve(spec, "data", base)
     if path is None:
-        if Path(spec).suffix.lower() in FORMATS or "/" not in spec or spec.startswith((".", "/", "~")):
+        if not spec.startswith(HUB_PREFIX) and (
+                Path(spec).suffix.lower() in FORMATS or "/" not in spec or spec.startswith((".", "/", "~"))):
             raise DataError(
                 f"{spec}: data file not found (looked relative to the experiment file, the current "
                 f"directory, PEFTLAB_DATA_PATH and shared/data). Check the path."
@@ -289,16 +290,45 @@ def _read_parquet(data: bytes, src: str, on_bad_rows: str) -> tuple[list[dict], 
     return rows, []
 
 
+HUB_PREFIX = "hf://"
+
+
+def hub_id(spec: str) -> tuple[str, str] | None:
+    """(dataset id, split) of a hub data source, `hf://org/name[:split]` or `org/name[:split]`
+    (split `train` when none is given); None when no dataset id is left."""
+    name, _, split = spec.removeprefix(HUB_PREFIX).partition(":")
+    name = name.strip("/")
+    return (name, split or "train") if name else None
+
+
 def _read_hub(spec: str) -> RowSet:
-    name, _, split = spec.partition(":")
+    """Rows of a hub dataset split through `datasets` (its cache first). Offline, or when the
+    hub refuses, one message that says which and what to do instead."""
+    import os
+
+    found = hub_id(spec)
+    if found is None:
+        raise DataError(f"{spec}: not a hub dataset id; write hf://org/name or hf://org/name:split")
+    name, split = found
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+                  for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
     try:
         import datasets
 
-        ds = datasets.load_dataset(name, split=split or "train")
+        ds = datasets.load_dataset(name, split=split)
     except Exception as e:  # noqa: BLE001 - any hub failure becomes one clear message
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if offline:
+            raise DataError(
+                f"{spec}: hub dataset {name!r} (split {split!r}) is not in the local cache, and the hub is switched off "
+                f"here (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set). Load it once where the hub can be reached "
+                f"(it is cached), or export it to a .jsonl file and give that path ({why})"
+            ) from None
         raise DataError(
-            f"{spec}: not a local file, and loading it from the Hugging Face hub failed "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). Offline? Use a local file."
+            f"{spec}: loading hub dataset {name!r} (split {split!r}) failed ({why}). Check the id and split "
+            f"(hf://org/name:split), your network, and HF_TOKEN for gated data; or use a local file"
         ) from None
     rows = [dict(r, __line__=i) for i, r in enumerate(ds, start=1)]
-    return RowSet(spec, rows)
+    if not rows:
+        raise DataError(f"{spec}: hub dataset {name!r} split {split!r} has no rows")
+    return RowSet(f"{HUB_PREFIX}{name}:{split}", rows)

@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from peftlab.config.schema import ExperimentConfig
+from peftlab.config.schema import ExperimentConfig, ModelConfig
 from peftlab.data.prepare import Example
 from peftlab.errors import PeftlabError
 from peftlab.models import load_model, load_tokenizer, resolve_model
-from peftlab.models.trained import for_inference
+from peftlab.models.trained import for_inference, seeded
 from peftlab.store import Run
 from peftlab.tasks.spec import spec
 
@@ -27,11 +27,19 @@ def text_task_or_error(cfg: ExperimentConfig) -> None:
                            "only (download the adapter and load it with PeftModel.from_pretrained)")
 
 
-def load_base(cfg: ExperimentConfig, base: Path | None, labels: list[str] | None) -> tuple[Any, Any, str]:
-    """(model in eval mode, tokenizer, resolved path). Full precision: qlora adapters apply to it too."""
+def load_base(cfg: ExperimentConfig, base: Path | None, labels: list[str] | None,
+              weights: str | None = None, **load_kwargs: Any) -> tuple[Any, Any, str]:
+    """(model in eval mode, tokenizer, resolved path). Full precision unless `load_kwargs` ask
+    otherwise (a qlora run's 4-bit base); `weights`: a full fine-tuned run's own model folder,
+    loaded with the base's tokenizer and model options, as `load_trained` does.
+
+    Loaded under the run's training seed (`seeded`): a classifier head the checkpoint lacks is
+    newly initialised, and the zero-shot row's test evaluation ran with the head that seed drew."""
     rm = resolve_model(cfg.model, base)
     tok = load_tokenizer(rm, cfg.model, cfg.task)
-    model = load_model(rm, cfg.model, cfg.task, labels)
+    src = resolve_model(ModelConfig(path=weights), None) if weights else rm
+    with seeded(cfg.training.seed):
+        model = load_model(src, cfg.model, cfg.task, labels, **load_kwargs)
     if model.config.pad_token_id is None and tok is not None:
         model.config.pad_token_id = tok.pad_token_id
     return for_inference(model), tok, rm.path

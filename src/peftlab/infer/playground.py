@@ -1,26 +1,22 @@
-"""The playground: one input, the outputs of several runs side by side.
+"""The playground: one input, the outputs of several runs side by side, each exactly what that
+run's own test evaluation answers for it (tests/test_playground_parity.py).
 
-ONE copy of the base model is loaded (per base model and task; loading another base drops
-the previous one). Adapters are loaded into it with peft (`PeftModel.from_pretrained` for
-the first, `load_adapter` for the rest) and switched per request with `set_adapter`;
-zero-shot runs with the adapters disabled (`disable_adapter`). peft cannot hold adapters of
-different types (LoRA and IA3, say) in one PeftModel, so when a request needs another type
-the adapter layers are removed (`unload()`, which restores the base modules unchanged) and
-the other type's adapters are injected into the same base model. Requests are serialised
-by a lock: one model, one generation at a time.
-
-Full fine-tuning produces a whole model rather than an adapter; it is not offered here.
+The models live in a `ModelPool` (`peftlab.infer.pool`, shared with the OpenAI-compatible
+endpoint): one copy of each base model, adapters loaded into it and switched per run, the
+heads each adapter trained switched with it, zero-shot on the base's own, full fine-tuned runs
+on their own weights. Each run answers through its task object (`task.predict`), the code its
+test evaluation ran, with the inputs formatted as in training.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from peftlab.config.schema import ExperimentConfig
 from peftlab.errors import NotFound, PeftlabError
+from peftlab.infer.pool import ModelPool
 from peftlab.methods import get_method
 from peftlab.store import Run, Store
 
@@ -30,35 +26,34 @@ MAX_NEW_TOKENS_LIMIT = 256
 # where a model is needed, so that the service starts in a second.
 
 
-@dataclass
-class _Loaded:
-    key: tuple
-    base: Any  # the one base model (never copied)
-    tok: Any
-    peft: Any = None  # the PeftModel wrapping `base`, or None
-    peft_type: str | None = None
-    adapters: dict[str, int] = field(default_factory=dict)  # adapter name -> run id, in `peft`
-
-
 class Playground:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, pool: ModelPool | None = None) -> None:
         self.store = store
+        self.pool = pool or ModelPool()
+        # held by a merged export (a model-sized job of its own): one at a time in the service
         self.lock = threading.Lock()
-        self.loaded: _Loaded | None = None
-        self.base_loads = 0  # how many times a base model was loaded (tests check it stays 1)
-        self.switches = 0  # adapter type switches (unload + inject)
+
+    @property
+    def base_loads(self) -> int:
+        """How many times a base model was loaded (tests check it stays 1)."""
+        return self.pool.base_loads
+
+    @property
+    def switches(self) -> int:
+        """Adapter type switches (unload + inject)."""
+        return self.pool.switches
 
     def runs_for(self, experiment: str) -> list[dict[str, Any]]:
         """The runs of an experiment and whether each can be tried here."""
         out = []
         for r in self.store.runs(experiment):
-            ok, why = self._usable(r)
+            ok, why = self.usable(r)
             out.append({"id": r.id, "name": r.name, "method": r.method, "status": r.status, "available": ok,
                         "why": why})
         return out
 
     @staticmethod
-    def _usable(r: Run) -> tuple[bool, str | None]:
+    def usable(r: Run) -> tuple[bool, str | None]:
         from peftlab.infer.loading import adapter_dir
 
         if r.status != "done":
@@ -66,61 +61,13 @@ class Playground:
         method = get_method(r.method)
         if method.is_baseline:
             return True, None
-        if method.is_full:
-            return False, "full fine-tuning makes a whole model, not an adapter; export it to try it"
         d = adapter_dir(r)
+        if method.is_full:
+            return (True, None) if d is not None and (d / "config.json").is_file() else (
+                False, "its fine-tuned model is missing from the store")
         if d is None or not (d / "adapter_config.json").is_file():
             return False, "its adapter is missing from the store"
         return True, None
-
-    # -- model management -----------------------------------------------------
-    def _ensure_base(self, cfg: ExperimentConfig, run: Run) -> _Loaded:
-        from peftlab.infer.loading import load_base
-        from peftlab.models.trained import run_config
-
-        cfg0, _, base_dir = run_config(run)
-        labels = (run.info or {}).get("labels")
-        key = (cfg.model.model_dump_json(), str(base_dir), cfg.task, tuple(labels or ()))
-        if self.loaded is None or self.loaded.key != key:
-            self.loaded = None  # drop the previous base before loading the next one
-            model, tok, _ = load_base(cfg0, base_dir, labels)
-            self.loaded = _Loaded(key, model, tok)
-            self.base_loads += 1
-        return self.loaded
-
-    def _activate(self, ld: _Loaded, run: Run) -> Any:
-        """Make `run`'s adapter the active one; returns the model to generate with."""
-        from peft import PeftModel
-
-        from peftlab.infer.loading import adapter_dir, adapter_type
-
-        path = adapter_dir(run)
-        assert path is not None
-        ptype = adapter_type(path)
-        name = f"run{run.id}"
-        if ld.peft is not None and ld.peft_type != ptype:
-            self._unload(ld)
-            self.switches += 1
-        if ld.peft is None:
-            ld.peft = PeftModel.from_pretrained(ld.base, str(path), adapter_name=name, is_trainable=False)
-            ld.peft.eval()
-            ld.peft_type = ptype
-            ld.adapters = {name: run.id}
-        elif name not in ld.adapters:
-            ld.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
-            ld.adapters[name] = run.id
-        ld.peft.set_adapter(name)
-        return ld.peft
-
-    @staticmethod
-    def _unload(ld: _Loaded) -> None:
-        if ld.peft is None:
-            return
-        if ld.peft.active_peft_config.is_prompt_learning:
-            ld.base = ld.peft.get_base_model()  # prompt learning never touched the base modules
-        else:
-            ld.base = ld.peft.unload()  # removes the adapter layers, base weights unchanged
-        ld.peft, ld.peft_type, ld.adapters = None, None, {}
 
     # -- the request ----------------------------------------------------------
     def generate(self, experiment: str, runs: list[str] | None, text: str | None = None,
@@ -133,7 +80,7 @@ class Playground:
         if exp is None:
             raise NotFound(f"no experiment {experiment!r}")
         all_runs = {r.name: r for r in self.store.runs(experiment)}
-        names = runs or [n for n, r in all_runs.items() if self._usable(r)[0]]
+        names = runs or [n for n, r in all_runs.items() if self.usable(r)[0]]
         if not names:
             raise PeftlabError(f"experiment {experiment!r} has no finished runs to try yet")
         unknown = [n for n in names if n not in all_runs]
@@ -141,57 +88,50 @@ class Playground:
             raise NotFound(f"run(s) {unknown} not in experiment {experiment!r}; runs: {', '.join(all_runs)}")
         chosen = [all_runs[n] for n in names]
         for r in chosen:
-            ok, why = self._usable(r)
+            ok, why = self.usable(r)
             if not ok:
                 raise PeftlabError(f"run {r.name!r} cannot be tried: {why}")
         if text is None and not inputs:
             raise PeftlabError("give `text` (the input) or `inputs` (a value per input column)")
         cfg, _, _ = run_config(chosen[0])
         text_task_or_error(cfg)
-        if max_new_tokens is not None:
-            if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-                raise PeftlabError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}")
-            cfg = cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(
-                update={"max_new_tokens": max_new_tokens, "num_beams": 1})})
+        if max_new_tokens is not None and not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise PeftlabError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}")
         src = source_text(cfg, text, inputs)
+        ex = example(src)
         results: dict[str, dict[str, Any]] = {}
-        with self.lock:
-            ld = self._ensure_base(cfg, chosen[0])
-            labels = (chosen[0].info or {}).get("labels")
-            task = build_task(cfg, ld.tok, None, labels)
-            ex = example(src)
-            # Zero-shot first (adapters disabled), then adapters grouped by type so a
-            # request switches adapter types at most once per type.
-            order = sorted(chosen, key=lambda r: (not get_method(r.method).is_baseline, self._type_rank(ld, r), r.id))
-            for r in order:
-                t0 = time.perf_counter()
-                if get_method(r.method).is_baseline:
-                    if ld.peft is None:
-                        pred = task.predict(ld.base, [ex], desc="playground")[0]
-                    elif ld.peft.active_peft_config.is_prompt_learning:
-                        pred = task.predict(ld.peft.get_base_model(), [ex], desc="playground")[0]
-                    else:
-                        with ld.peft.disable_adapter():
-                            pred = task.predict(ld.peft, [ex], desc="playground")[0]
-                else:
-                    model = self._activate(ld, r)
-                    pred = task.predict(model, [ex], desc="playground")[0]
-                results[r.name] = {"run": r.name, "run_id": r.id, "method": r.method, "output": pred.output,
-                                   "stopped": pred.stopped, "seconds": round(time.perf_counter() - t0, 3),
-                                   **({"confidence": pred.extra["confidence"]} if "confidence" in pred.extra else {})}
+        # zero-shot first (any adapter type can be loaded for it), then the adapters grouped by
+        # type, the one loaded now first: a request switches adapter types at most once per type
+        for r in sorted(chosen, key=self._order):
+            t0 = time.perf_counter()
+            run_cfg = _with_max_new_tokens(run_config(r)[0], max_new_tokens)
+            with self.pool.use(r) as slot, self.pool.model_for(slot, r) as model:
+                task = build_task(run_cfg, slot.tok, None, (r.info or {}).get("labels"))
+                pred = task.predict(model, [ex], desc="playground")[0]
+            results[r.name] = {"run": r.name, "run_id": r.id, "method": r.method, "output": pred.output,
+                               "stopped": pred.stopped, "seconds": round(time.perf_counter() - t0, 3),
+                               **({"confidence": pred.extra["confidence"]} if "confidence" in pred.extra else {})}
         return {"experiment": experiment, "input": src, "outputs": [results[n] for n in names],
                 "base_model_loads": self.base_loads}
 
-    @staticmethod
-    def _type_rank(ld: _Loaded, r: Run) -> tuple[int, str]:
+    def _order(self, r: Run) -> tuple:
         from peftlab.infer.loading import adapter_dir, adapter_type
 
-        if get_method(r.method).is_baseline:
-            return (0, "")
-        d = adapter_dir(r)
+        method = get_method(r.method)
+        d = adapter_dir(r) if method.artifact == "adapter" else None
         t = adapter_type(d) if d else ""
-        return (0 if t == ld.peft_type else 1, t)
+        return (not method.is_baseline, t != self.pool.status()["adapter_type"], t, r.id)
 
+    def status(self) -> dict[str, Any]:
+        return self.pool.status()
+
+
+def _with_max_new_tokens(cfg: ExperimentConfig, max_new_tokens: int | None) -> ExperimentConfig:
+    """The run's evaluation settings, with another length of output (greedy, as the evaluation)."""
+    if max_new_tokens is None:
+        return cfg
+    return cfg.model_copy(update={"evaluation": cfg.evaluation.model_copy(
+        update={"max_new_tokens": max_new_tokens, "num_beams": 1})})
     def status(self) -> dict[str, Any]:
         ld = self.loaded
         return {"loaded": ld is not None, "adapter_type": ld.peft_type if ld else None,

@@ -15,34 +15,50 @@ from peftlab.compat import version_problem
 from peftlab.errors import ConfigError, MethodNotApplicable
 from peftlab.methods import (
     adalora,
+    adamss,
+    adaption_prompt,
+    beft,
+    boft,
+    c3a,
+    cartridge,
+    cpt,
+    deft,
+    delora,
     dora,
+    fourierft,
+    frod,
     full,
+    glora,
+    gralora,
+    hira,
+    hra,
     ia3,
+    lily,
+    ln_tuning,
+    loha,
+    lokr,
     lora,
+    miss,
+    oft,
+    osf,
     p_tuning,
+    peanut,
     prefix_tuning,
     prompt_tuning,
+    psoft,
+    pvera,
     qlora,
+    randlora,
+    road,
+    shira,
+    supertuning,
+    tinylora,
+    unilora,
+    vblora,
+    vera,
+    waveft,
     zero_shot,
 )
-
-# isort: off
-from peftlab.methods import (  # orthogonal, Fourier/sparse, scaling and prompt methods (kept in one block)
-    oft,
-    boft,
-    hra,
-    fourierft,
-    waveft,
-    shira,
-    c3a,
-    vblora,
-    ln_tuning,
-    beft,
-    cpt,
-    cartridge,
-    adaption_prompt,
-)
-# isort: on
 from peftlab.methods.base import Method, MethodContext, MethodOptions
 from peftlab.tasks.spec import spec
 
@@ -59,6 +75,29 @@ REGISTRY: dict[str, Method] = {
         prompt_tuning.METHOD,
         p_tuning.METHOD,
         qlora.METHOD,
+        # the low-rank and adapter family of peft 0.21
+        loha.METHOD,
+        lokr.METHOD,
+        vera.METHOD,
+        randlora.METHOD,
+        miss.METHOD,
+        hira.METHOD,
+        lily.METHOD,
+        road.METHOD,
+        delora.METHOD,
+        gralora.METHOD,
+        tinylora.METHOD,
+        adamss.METHOD,
+        glora.METHOD,
+        unilora.METHOD,
+        deft.METHOD,
+        frod.METHOD,
+        pvera.METHOD,
+        peanut.METHOD,
+        supertuning.METHOD,
+        osf.METHOD,
+        psoft.METHOD,
+        # orthogonal, Fourier/sparse, scaling, bias and prompt methods
         oft.METHOD,
         boft.METHOD,
         hra.METHOD,
@@ -76,9 +115,15 @@ REGISTRY: dict[str, Method] = {
 }
 
 
+def _guess(name: str) -> list[str]:
+    """The method a typo meant: swapped letters first (lroa -> lora, not road), then difflib's."""
+    swapped = [m for m in REGISTRY if sorted(m) == sorted(name)]
+    return swapped[:1] or difflib.get_close_matches(name, REGISTRY, n=1)
+
+
 def get_method(name: str) -> Method:
     if name not in REGISTRY:
-        guess = difflib.get_close_matches(name, REGISTRY, n=1)
+        guess = _guess(name)
         hint = f" Did you mean {guess[0]!r}?" if guess else ""
         raise ConfigError(f"unknown method {name!r}.{hint} Known: {', '.join(REGISTRY)}")
     return REGISTRY[name]

@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import Field
 
 from peftlab.errors import MethodNotApplicable
-from peftlab.methods.base import Method, MethodContext, MethodOptions
+from peftlab.methods import quantize
+from peftlab.methods.base import Method, MethodContext
 from peftlab.methods.common import peft_kwargs, wrap
 from peftlab.methods.targets import lora_targets
 from peftlab.tasks.spec import CLASSIFICATION, IMAGE_CLASSIFICATION
@@ -27,7 +28,7 @@ warnings.filterwarnings("ignore", message=r"The following rank_pattern keys did 
                         r"were ignored: \['[^']*\.lora_E'", category=RuntimeWarning)
 
 
-class AdaLoraOptions(MethodOptions):
+class AdaLoraOptions(quantize.QuantizeOptions):
     init_r: int = Field(12, gt=0, description="Starting rank of every adapter.")
     target_r: int = Field(8, gt=0, description="Average rank after pruning.")
     alpha: int = Field(32, gt=0)
@@ -81,6 +82,7 @@ def apply(model: Any, opts: AdaLoraOptions, ctx: MethodContext) -> Any:
             f"adalora needs room to prune: total steps {total} leave no steps between tinit={tinit} and "
             f"tfinal={tfinal}; train for more steps or lower tinit_fraction/tfinal_fraction"
         )
+    model = quantize.prepare(model, opts)
     cfg = AdaLoraConfig(
         init_r=opts.init_r,
         target_r=opts.target_r,
@@ -91,7 +93,7 @@ def apply(model: Any, opts: AdaLoraOptions, ctx: MethodContext) -> Any:
         tinit=tinit,
         tfinal=tfinal,
         deltaT=opts.delta_t,
-        **peft_kwargs(ctx),
+        **peft_kwargs(ctx, model),
     )
     wrapped = wrap(model, cfg)
     for name, p in wrapped.named_parameters():
@@ -113,5 +115,7 @@ METHOD = Method(
     needs_total_steps=True,
     extra_loss=orthogonal_penalty,
     callbacks=rank_allocation,
+    load_kwargs=quantize.load_kwargs,
     mergeable=True,
+    quantizable=True,
 )

@@ -13,7 +13,7 @@ This module and the registry import neither torch nor peft: a method imports pef
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,6 +24,12 @@ from peftlab.tasks.spec import ALL_TASKS, CLASSIFICATION, IMAGE_CLASSIFICATION
 # LoRA and its variants share their learning rates: classifier heads start from scratch and
 # train faster at a higher rate; the ViT default is measured lower.
 LORA_LEARNING_RATES = {"default": 2e-4, CLASSIFICATION: 2e-3, IMAGE_CLASSIFICATION: 5e-4}
+
+
+def rates(default: float, classification: float | None = None, image: float | None = None) -> dict[str, float]:
+    """A `learning_rates` table: `default` for the generative tasks, and the classification and
+    image rates where a source gives them (else the default)."""
+    return {"default": default, CLASSIFICATION: classification or default, IMAGE_CLASSIFICATION: image or default}
 
 
 class MethodOptions(BaseModel):
@@ -44,6 +50,15 @@ class MethodContext:
     head_modules: list[str] = field(default_factory=list)  # new heads that must train (classifiers)
     precision: str = "fp32"
     tokenizer: Any = None  # the run's tokenizer (prefix-tuning's text initialisation)
+    # Training batches for the data-driven initialisations (LoRA's EVA, CorDA, LoRA-GA), None when
+    # the caller has none (the parameter estimate on an empty model; a recipe not wired for them).
+    # Contract: a call returns a fresh iterable over collated training batches, each a dict the
+    # model takes as `model(**batch)` *with* `labels` (the task's `collate` output: input_ids,
+    # attention_mask, labels; pixel_values, labels for images), tensors already on the model's
+    # device. The method reads the first few batches (its `calibration_batches` option) and may
+    # call it more than once; the batches are not trained on, so the run's data order is unchanged
+    # if the callable draws them from its own iterator over the training split.
+    calibration: Callable[[], Iterable[dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,11 +90,22 @@ class Method:
     virtual_tokens: Literal["embeddings", "kv"] | None = None
     # The adapter folds into the base weights (merged export; the test evaluation runs merged).
     mergeable: bool = False
-    # The base model loads 4-bit quantized (bitsandbytes NF4/FP4).
-    quantized_base: bool = False
     # The peft.PeftType member (its name) the method configures, for the catalogue (`peftlab methods`);
     # None: the method's name in peft's spelling (ia3 -> IA3, prefix-tuning -> PREFIX_TUNING).
     peft_type: str | None = None
+    # peft's tuner for this method has a bitsandbytes 4-bit layer, so the method takes the
+    # `quantize: 4bit` option (methods/quantize.py); whether a run's base is 4-bit is `quantized(opts)`.
+    quantizable: bool = False
+    # The optimizer the method needs, or None for the trainer's default AdamW:
+    # `make_optimizer(model, opts, lr, weight_decay)` -> a torch.optim.Optimizer, or None when these
+    # options need no special one. The trainer calls it once after `apply` and passes the result to
+    # transformers' Trainer as `optimizers=(optimizer, None)` (the schedule is then built over its
+    # parameter groups, each group's rate scaled alike). LoRA+ uses it: lora_B at 16x the rate.
+    make_optimizer: Callable[[Any, Any, float, float], Any] | None = None
+    # The adapter is built from the base weights' values (AdaMSS clusters their SVD, FRoD builds a
+    # basis from them), so it cannot be applied to an empty (meta) model: preflight skips it and the
+    # estimate has no trainable count for it (the run counts them).
+    init_reads_weights: bool = False
 
     @property
     def is_baseline(self) -> bool:
@@ -95,7 +121,23 @@ class Method:
         return self.learning_rates.get(task, self.learning_rates["default"])
 
     def parse_options(self, raw: dict[str, Any]) -> MethodOptions:
+        """Validated options. A 4-bit base for a method whose peft tuner has no bitsandbytes layer is
+        refused here, with the reason, rather than as an unknown option."""
+        if raw.get("quantize") not in (None, "none") and not self.quantizable:
+            from peftlab.errors import MethodNotApplicable
+            from peftlab.methods import REGISTRY
+
+            able = ", ".join(n for n, m in REGISTRY.items() if m.quantizable)
+            raise MethodNotApplicable(
+                f"method {self.name!r} cannot train on a 4-bit base (`quantize: {raw['quantize']}`): peft has no "
+                f"bitsandbytes 4-bit layer for its adapter, so its layers cannot wrap a quantized linear layer. "
+                f"Remove `quantize`, or use a method that has one: {able}"
+            )
         return self.options.model_validate(raw)
+
+    def quantized(self, opts: MethodOptions) -> bool:
+        """Whether this run's base model loads 4-bit quantized (bitsandbytes NF4/FP4)."""
+        return getattr(opts, "quantize", None) == "4bit"
 
     def count_trainable(self, model: Any, opts: MethodOptions, ctx: MethodContext) -> int:
         """Trainable parameters once the method is applied to `model`, which may be an empty

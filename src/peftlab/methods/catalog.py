@@ -136,7 +136,7 @@ def _describe_method(m: Method) -> str:
         f"peft type:     {peft_type or '- (no adapter)'}",
         f"tasks:         {_tasks(m)}",
         f"merges:        {'yes: folds into the base weights (merged export)' if m.mergeable else 'no'}",
-        f"4-bit base:    {'yes: the base loads 4-bit (bitsandbytes NF4)' if m.quantized_base else 'no'}",
+        f"4-bit base:    {'yes: quantize: 4bit (bitsandbytes NF4)' if m.quantizable else 'no'}",
     ]
     if m.virtual_tokens:
         lines.append(f"virtual tokens: {'key/value prefixes in every layer' if m.virtual_tokens == 'kv' else 'embeddings'}")

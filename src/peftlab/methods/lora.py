@@ -1,15 +1,29 @@
-"""lora: low-rank adapters (Hu et al., 2021) via peft.LoraConfig."""
+"""lora: low-rank adapters (Hu et al., 2021) via peft.LoraConfig, with LoRA's variants as options.
 
-from typing import Any
+- `use_rslora`: scale alpha/sqrt(r) instead of alpha/r (Kalajdzievski, 2023), so higher ranks
+  keep learning.
+- `init`: how A and B start (peft's `init_lora_weights`; see lora_init.py for each and what it
+  needs). PiSSA, OLoRA, CorDA and LoRA-GA rewrite the base weights: their adapter must be written
+  with `common.save_artifact`, which converts it to a plain LoRA that reloads on the original base.
+- `loraplus_lr_ratio`: LoRA+ (Hayou et al., 2024) trains B at that multiple of A's rate, through
+  the `make_optimizer` trait (peft's `create_loraplus_optimizer`).
+- `quantize: 4bit`: the base loads 4-bit (quantize.py); `qlora` is lora with it on by default.
+"""
 
-from pydantic import Field
+import re
+from typing import Any, Literal
 
-from peftlab.methods.base import LORA_LEARNING_RATES, Method, MethodContext, MethodOptions
+from pydantic import Field, field_validator, model_validator
+
+from peftlab.methods import lora_init, quantize
+from peftlab.methods.base import LORA_LEARNING_RATES, Method, MethodContext
 from peftlab.methods.common import peft_kwargs, wrap
 from peftlab.methods.targets import lora_targets
 
+INIT_PATTERN = re.compile(r"^(default|gaussian|orthogonal|pissa|pissa_niter_\d+|olora|eva|corda|lora_ga|loftq)$")
 
-class LoraOptions(MethodOptions):
+
+class LoraOptions(quantize.QuantizeOptions):
     r: int = Field(16, gt=0, description="Rank of the update.")
     alpha: int = Field(32, gt=0, description="Scaling numerator (scale = alpha / r).")
     dropout: float = Field(
@@ -18,26 +32,85 @@ class LoraOptions(MethodOptions):
         "adapted layer's input, forward and backward); see benchmarks/RESULTS.md for its effect on quality.",
     )
     target_modules: list[str] | None = Field(None, description="Default: per architecture (see targets.py).")
-    use_rslora: bool = False
+    use_rslora: bool = Field(False, description="rsLoRA: scale alpha/sqrt(r), so that high ranks keep learning.")
+    init: str = Field(
+        "default",
+        description="How A and B start: default (B = 0), gaussian, orthogonal, pissa, pissa_niter_<n> (fast SVD, "
+        "n subspace iterations), olora, eva, corda, lora_ga (these three need training batches), loftq (needs "
+        "quantize: 4bit).",
+    )
+    loraplus_lr_ratio: float | None = Field(
+        None, ge=1, description="LoRA+: B trains at this multiple of the learning rate (the paper suggests 16).",
+    )
+    calibration_batches: int = Field(8, gt=0, description="Training batches read by eva, corda and lora_ga.")
+    eva_rho: float = Field(2.0, ge=1, description="EVA: a layer may take up to rho x r ranks (1: no redistribution).")
+    corda_method: Literal["ipm", "kpm"] = Field(
+        "ipm", description="CorDA: ipm adapts the task's principal directions, kpm keeps the world knowledge's.",
+    )
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, v: str) -> str:
+        v = v.replace("-", "_")  # lora-ga, pissa-niter-16
+        if not INIT_PATTERN.match(v):
+            raise ValueError(f"unknown init; one of: {', '.join(lora_init.INITS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _init_fits(self) -> "LoraOptions":
+        if self.init == "orthogonal" and self.r % 2:
+            raise ValueError("init 'orthogonal' needs an even r")
+        if self.init == "loftq" and not quantize.quantized(self):
+            raise ValueError("init 'loftq' fits LoRA to a 4-bit base's quantization error: it needs quantize: 4bit")
+        if quantize.quantized(self) and lora_init.rewrites_base(self.init):
+            raise ValueError(
+                f"init {self.init!r} rewrites the base weights as W - BA, which a 4-bit base cannot hold exactly: the "
+                "trained adapter could not be saved in a form that reloads on it; use it without quantize"
+            )
+        return self
 
 
 def lora_config(model: Any, opts: LoraOptions, ctx: MethodContext, **extra: Any) -> Any:
     from peft import LoraConfig
 
     targets = lora_targets(model, ctx.model_type, ctx.task, opts.target_modules)
+    init = "default" if lora_init.is_meta(model) else opts.init
     return LoraConfig(
         r=opts.r,
         lora_alpha=opts.alpha,
         lora_dropout=opts.dropout,
         target_modules=targets,
         use_rslora=opts.use_rslora,
-        **peft_kwargs(ctx),
+        init_lora_weights=lora_init.peft_value(init),
+        **(lora_init.config_extras(opts) if init == opts.init else {}),
+        **peft_kwargs(ctx, model),
         **extra,
     )
 
 
+def apply_lora(model: Any, opts: LoraOptions, ctx: MethodContext, **extra: Any) -> Any:
+    """LoRA (or DoRA, with `use_dora=True`) with the options' init, on a 4-bit base if asked."""
+    model = quantize.prepare(model, opts)
+    cfg = lora_config(model, opts, ctx, **extra)
+    lora_init.before_wrap(model, cfg, opts, ctx)
+    wrapped = wrap(model, cfg)
+    lora_init.after_wrap(wrapped, opts, ctx)
+    return wrapped
+
+
 def apply(model: Any, opts: LoraOptions, ctx: MethodContext) -> Any:
-    return wrap(model, lora_config(model, opts, ctx))
+    return apply_lora(model, opts, ctx)
+
+
+def loraplus_optimizer(model: Any, opts: LoraOptions, lr: float, weight_decay: float) -> Any:
+    """LoRA+'s AdamW (B and the 1-D parameters at `loraplus_lr_ratio` x lr), or None without LoRA+."""
+    if opts.loraplus_lr_ratio is None:
+        return None
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    return create_loraplus_optimizer(model, torch.optim.AdamW, lr=lr, loraplus_lr_ratio=opts.loraplus_lr_ratio,
+                                     loraplus_weight_decay=weight_decay)
 
 
 METHOD = Method(
@@ -46,5 +119,8 @@ METHOD = Method(
     options=LoraOptions,
     learning_rates=LORA_LEARNING_RATES,
     apply=apply,
+    load_kwargs=quantize.load_kwargs,
+    make_optimizer=loraplus_optimizer,
     mergeable=True,
+    quantizable=True,
 )

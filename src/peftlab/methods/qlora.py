@@ -1,49 +1,22 @@
 """qlora: LoRA on a 4-bit NF4 base (Dettmers et al., 2023), via bitsandbytes.
 
-bitsandbytes >= 0.50 runs 4-bit layers on CPU as well as CUDA, so this works on both.
-The base weights really are 4-bit (bnb Linear4bit, uint8 storage); tests check it.
+The same method as `lora` with `quantize: 4bit` on by default (methods/quantize.py), kept as a
+name of its own because it is the best-known recipe. bitsandbytes >= 0.50 runs 4-bit layers on CPU
+as well as CUDA, so this works on both. The base weights really are 4-bit (bnb Linear4bit, uint8
+storage); tests check it.
 """
 
-from typing import Any
+from typing import Literal
 
 from pydantic import Field
 
-from peftlab.methods.base import LORA_LEARNING_RATES, Method, MethodContext
-from peftlab.methods.common import wrap
-from peftlab.methods.lora import LoraOptions, lora_config
+from peftlab.methods import quantize
+from peftlab.methods.base import LORA_LEARNING_RATES, Method
+from peftlab.methods.lora import LoraOptions, apply, loraplus_optimizer
 
 
 class QLoraOptions(LoraOptions):
-    quant_type: str = Field("nf4", pattern="^(nf4|fp4)$")
-    double_quant: bool = True
-
-
-def load_kwargs(opts: QLoraOptions, ctx: MethodContext) -> dict[str, Any]:
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    compute = torch.bfloat16 if ctx.precision == "bf16" else torch.float32
-    # On CUDA the weights must be quantized straight onto the GPU: a 4-bit model cannot be
-    # moved with .to() afterwards, and without a device map it would stay (and train) on CPU.
-    placement = {"device_map": {"": torch.cuda.current_device()}} if torch.cuda.is_available() else {}
-    return {
-        **placement,
-        "quantization_config": BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=opts.quant_type,
-            bnb_4bit_use_double_quant=opts.double_quant,
-            bnb_4bit_compute_dtype=compute,
-            # heads stay full precision: they train (modules_to_save). ".*pooler" reaches bert.pooler.dense
-            llm_int8_skip_modules=["lm_head", "classifier", "score", "pooler", ".*pooler"],
-        )
-    }
-
-
-def apply(model: Any, opts: QLoraOptions, ctx: MethodContext) -> Any:
-    from peft import prepare_model_for_kbit_training
-
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return wrap(model, lora_config(model, opts, ctx))
+    quantize: Literal["4bit"] = Field("4bit", description="Always 4-bit: for a full-precision base use lora.")
 
 
 METHOD = Method(
@@ -52,8 +25,9 @@ METHOD = Method(
     options=QLoraOptions,
     learning_rates=LORA_LEARNING_RATES,
     apply=apply,
-    load_kwargs=load_kwargs,
+    load_kwargs=quantize.load_kwargs,
+    make_optimizer=loraplus_optimizer,
     mergeable=True,  # into the full-precision base (export); the test evaluation keeps the 4-bit base
-    quantized_base=True,
     peft_type="LORA",
+    quantizable=True,
 )

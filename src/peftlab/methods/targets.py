@@ -10,10 +10,23 @@ full fine-tuning; encoders for classification use peft's attention defaults.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from peftlab.errors import ModelError
+from pydantic import Field
+
+from peftlab.errors import MethodNotApplicable, ModelError
+from peftlab.methods.base import MethodOptions
 from peftlab.tasks.spec import spec
+
+
+class TargetOptions(MethodOptions):
+    """Options of a method that adapts a set of linear layers."""
+
+    target_modules: list[str] | None = Field(
+        None, description="Default: every linear layer of the blocks for generation, attention query/value for "
+        "classification (see targets.py).",
+    )
 
 # Fallbacks when peft has no entry for an architecture (or its names no longer match the
 # model, as for ViT in transformers 5): the first pattern whose modules all exist wins.
@@ -131,3 +144,29 @@ def ia3_targets(
         f"IA3 has no default target modules for {model_type!r}; set `target_modules` and "
         f"`feedforward_modules`. Linear modules it has: {', '.join(linear_names(model))}"
     )
+
+
+def layer_widths(model: Any, targets: list[str]) -> list[tuple[str, int, int]]:
+    """(name, in_features, out_features) of each linear layer the targets select, as peft matches
+    them (the full name or its dotted suffix); GPT-2's Conv1D stores its weight as (in, out)."""
+    from torch import nn
+
+    out = []
+    for name, mod in model.named_modules():
+        if not any(name == t or name.endswith("." + t) for t in targets):
+            continue
+        if isinstance(mod, nn.Linear):
+            out.append((name, mod.in_features, mod.out_features))
+        elif type(mod).__name__ == "Conv1D":
+            out.append((name, mod.weight.shape[0], mod.weight.shape[1]))
+    return out
+
+
+def refuse_unless(method: str, layers: list[tuple[str, int, int]], fits: Callable[[int, int], bool],
+                  why: str) -> None:
+    """Preflight: MethodNotApplicable naming the targeted layers whose (in, out) widths do not fit."""
+    bad = [f"{n} ({i}->{o})" for n, i, o in layers if not fits(i, o)]
+    if bad:
+        more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+        raise MethodNotApplicable(f"{method}: {why}; layers that do not fit: {', '.join(bad[:4])}{more}. "
+                                  "Change the option, or leave those layers out with `target_modules`")

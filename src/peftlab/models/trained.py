@@ -4,6 +4,8 @@ fully fine-tuned model), and the task object that formats inputs exactly as in t
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,17 @@ def for_inference(model: Any) -> Any:
     return model.eval()
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """The global torch RNG seeded as a run's training seeded it before loading its model
+    (`peftlab.train.recipe`: nothing draws from it in between), so a classifier head the
+    checkpoint lacks is initialised as the run's was (the zero-shot row evaluated that head);
+    restored afterwards, so a model load does not reset a service's sampling."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def load_trained(run: Run) -> Trained:
     """Base model + adapter of a done run (zero-shot: the base model alone)."""
     if run.status != "done":
@@ -75,11 +88,17 @@ def load_trained(run: Run) -> Trained:
             opts = method.parse_options(entry.options)
             ctx = MethodContext(task=cfg.task, model_type="", total_steps=1, precision=task.precision)
             extra = method.load_kwargs(opts, ctx)
-        model = load_model(rm, cfg.model, cfg.task, labels, **extra)
+        with seeded(cfg.training.seed):
+            model = load_model(rm, cfg.model, cfg.task, labels, **extra)
         task.prepare_model(model)
         if artifact:
+            import warnings
+
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, artifact)
+            with warnings.catch_warnings():  # peft's own read of a deprecated attribute (see methods.common.wrap)
+                warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                        category=FutureWarning)
+                model = PeftModel.from_pretrained(model, artifact)
             try_merge(model)  # inference as the run's test evaluation did it: adapter folded in where it can be
     return Trained(for_inference(model), task, cfg, entry)

@@ -63,9 +63,18 @@ def enqueue(p: Plan, store: Store, force: bool = False) -> list[Run]:
 
     Same bookkeeping as `peftlab run` (same config hash, same run config), so a run queued
     here and a run started from the CLI are the same thing. Runs already done with the same
-    configuration stay done (unless `force`); failed or interrupted ones are queued again.
+    configuration stay done (unless `force`); failed or interrupted ones are queued again. A
+    finished run of the same name with other settings is never replaced without `force`
+    (JobError: HTTP 409), as on the command line.
     """
+    from peftlab.train.runner import check_replacement
+
     cfg = p.cfg
+    if not force:
+        try:
+            check_replacement(p, store, [(e, cfg) for e in cfg.methods])
+        except PeftlabError as e:
+            raise JobError(str(e).split(": ", 1)[-1].replace("pass --replace (or --force)", "send force: true")) from None
     store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
                           str(p.base_dir) if p.base_dir else None)
     out: list[Run] = []

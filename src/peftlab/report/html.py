@@ -29,6 +29,7 @@ from peftlab.report.sections import (
     config,
     curves,
     environment,
+    evaluations,
     header,
     health,
     leaderboard,
@@ -42,12 +43,15 @@ from peftlab.report.sections.common import esc
 from peftlab.store import Store
 
 # The sections in page order; each renders the view `_views` prepares for it (None: not shown).
-BODY = (recommendation, leaderboard, tuning, curves, pareto, health, classes, outputs, config, environment, metrics)
+BODY = (recommendation, leaderboard, evaluations, tuning, curves, pareto, health, classes, outputs, config, environment,
+        metrics)
 
 
 @dataclass
 class ReportOptions:
     budget: Budget = field(default_factory=Budget)
+    # the costs that pick among tied runs (rank group 1), in order (report.recommend.DEFAULT_PREFER)
+    prefer: tuple[str, ...] = ("trainable_params", "peak_memory_mb", "train_seconds")
     sample: int = 20  # outputs shown side by side (a fixed random sample of test inputs)
     all_outputs: bool = False
     bertscore: bool = True
@@ -69,6 +73,7 @@ def _views(data: ReportData, opts: ReportOptions, rec: Recommendation, problems:
     return {
         recommendation.ID: recommendation.view(rec, data.notes),
         leaderboard.ID: leaderboard.view(data),
+        evaluations.ID: evaluations.view(data),
         tuning.ID: tuning.view(data),
         curves.ID: curves.view(data),
         pareto.ID: pareto.view(data),
@@ -84,7 +89,7 @@ def _views(data: ReportData, opts: ReportOptions, rec: Recommendation, problems:
 def render(data: ReportData, opts: ReportOptions, problems: list[str] | None = None,
            rec: Recommendation | None = None) -> str:
     """The page. `rec`: the recommendation already made for `data` (made here when not given)."""
-    rec = rec if rec is not None else recommend(data, opts.budget)
+    rec = rec if rec is not None else recommend(data, opts.budget, opts.prefer)
     views = _views(data, opts, rec, problems or [])
     shown = [(s, views[s.ID]) for s in BODY if views[s.ID] is not None]
     title = opts.title or f"peftlab report: {data.title}"
@@ -144,7 +149,7 @@ def build_report(
     data = collect(store, experiments, run_ids)
     problems = add_bertscores(store, data, opts.bertscore_model) if opts.bertscore and data.generative else []
     problems += version_drift(data.runs)
-    rec = recommend(data, opts.budget)
+    rec = recommend(data, opts.budget, opts.prefer)
     page = render(data, opts, problems, rec)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

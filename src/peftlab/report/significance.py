@@ -71,21 +71,27 @@ def _refs(p: dict[str, Any]) -> list[str]:
 
 
 def _score(run: Run, preds: list[dict[str, Any]]) -> ExampleScores | None:
+    stored = run.file("scores")
+    rows = _read_jsonl(stored) if stored is not None and stored.is_file() else []
+    return scores_of(preds, rows, len((run.info or {}).get("labels") or []))
+
+
+def scores_of(preds: list[dict[str, Any]], rows: list[dict[str, Any]], n_labels: int = 0) -> ExampleScores | None:
+    """Per-example scores of a predictions file (`Prediction.as_dict` rows) and its stored
+    per-example scores (`example_scores` rows; rescored here when they do not match)."""
     if not preds:
         return None
     es = ExampleScores(inputs=[str(p.get("input", "")) for p in preds])
     if all("pred_id" in p and "gold_id" in p for p in preds):
         es.pred = np.array([int(p["pred_id"]) for p in preds])
         es.gold = np.array([int(p["gold_id"] or 0) for p in preds])
-        es.n_labels = len((run.info or {}).get("labels") or []) or int(max(es.pred.max(), es.gold.max()) + 1)
+        es.n_labels = n_labels or int(max(es.pred.max(), es.gold.max()) + 1)
         es.sentence["accuracy"] = 100.0 * (es.pred == es.gold).astype(float)
         return es
     from peftlab.evaluate.metrics import sentence_scores
 
     es.outputs = [str(p.get("output", "")) for p in preds]
     es.references = [_refs(p) for p in preds]
-    stored = run.file("scores")
-    rows = _read_jsonl(stored) if stored is not None and stored.is_file() else []
     if len(rows) != len(preds) or not all("rougeL" in r for r in rows):  # older runs: score them here
         rows = sentence_scores(es.outputs, es.references)
     for m in ("rouge1", "rouge2", "rougeL"):
@@ -141,6 +147,18 @@ def interval(metric: str, v: _Variant) -> dict[str, Any] | None:
         return {"value": iv.value, "low": iv.low, "high": iv.high, "std": None, "n_seeds": 1}
     si = corpus_seeds_ci(stat, v.n, k, confidence=CONFIDENCE)
     return {"value": si.value, "low": si.low, "high": si.high, "std": si.seed_std, "n_seeds": k}
+
+
+def intervals_of(es: ExampleScores, metrics: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+    """metric -> {value, low, high} (95%) of one evaluation's per-example scores, for every metric
+    they support: what the leaderboard shows for a run's test split, for any other scored file."""
+    v = _Variant("evaluation", [es])
+    out = {}
+    for m in metrics or (*SENTENCE_METRICS, *CORPUS_METRICS):
+        iv = interval(m, v)
+        if iv is not None:
+            out[m] = {"value": iv["value"], "low": iv["low"], "high": iv["high"]}
+    return out
 
 
 def paired_p(metric: str, a: _Variant, b: _Variant) -> float:

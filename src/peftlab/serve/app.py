@@ -10,8 +10,11 @@ size-limited and read with the engine's reader before they are kept; names from 
 never become paths; models load without remote code or pickles (the engine's default).
 Errors a person can fix come back as HTTP 4xx with a message saying what to change.
 
-This module is the factory only: it builds the store, scheduler, playground and data sets
-once (on `app.state`, handed to routers by `serve.deps`), installs `serve.security`, maps
+An OpenAI-compatible endpoint (/v1/models, /v1/chat/completions, /v1/completions) serves every
+finished run as the model EXPERIMENT/RUN, with the same token.
+
+This module is the factory only: it builds the store, scheduler, model pool, playground, serving
+engine and data sets once (on `app.state`, handed to routers by `serve.deps`), installs `serve.security`, maps
 errors to statuses in one table (ERROR_STATUS), and mounts the routers of `serve.routers`.
 """
 
@@ -24,16 +27,20 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from peftlab import __version__
 from peftlab.errors import ConfigError, DataError, NotFound, PeftlabError
+from peftlab.infer.engine import Engine
 from peftlab.infer.playground import Playground
+from peftlab.infer.pool import ModelPool
 from peftlab.queue.jobs import JobError
 from peftlab.queue.scheduler import Scheduler
 from peftlab.serve import security
-from peftlab.serve.routers import ROUTERS
+from peftlab.serve.routers import ROUTERS, openai
 from peftlab.serve.routers.service import STATIC
 from peftlab.serve.schemas import Settings
 from peftlab.store import Store
@@ -61,6 +68,14 @@ def _handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONRespon
     return handle
 
 
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    """Bodies that do not parse: OpenAI's error shape (400) on /v1, FastAPI's (422) elsewhere."""
+    assert isinstance(exc, RequestValidationError)
+    if request.url.path.startswith("/v1/"):
+        return await openai.validation_error(request, exc)
+    return await request_validation_exception_handler(request, exc)
+
+
 def create_app(settings: Settings) -> FastAPI:
     store = Store(settings.store)
     scheduler = Scheduler(store, settings.concurrency, settings.poll_seconds)
@@ -70,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.start_worker:
             scheduler.start()
         yield
+        app.state.engine.close()
         if settings.start_worker:
             await run_in_threadpool(scheduler.stop)
 
@@ -78,7 +94,9 @@ def create_app(settings: Settings) -> FastAPI:
                               "runs, read the results, try the runs side by side and export the winner.")
     app.state.store = store
     app.state.scheduler = scheduler
-    app.state.playground = Playground(store)
+    pool = ModelPool(settings.model_memory_mb)  # the models: one pool for the playground and /v1
+    app.state.playground = Playground(store, pool)
+    app.state.engine = Engine(store, pool, batching=settings.batching, max_batch=settings.max_batch)
     app.state.datasets = Datasets(store, [Path(d) for d in settings.data_dirs])
     app.state.settings = settings
     app.state.tickets = security.Tickets()
@@ -86,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
                      settings.allowed_hosts)
     for exc, status in ERROR_STATUS.items():
         app.add_exception_handler(exc, _handler(status))
+    app.add_exception_handler(RequestValidationError, _validation)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for router in ROUTERS:
         app.include_router(router)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from peftlab.errors import NotFound
+from peftlab.infer.engine import Engine
 from peftlab.infer.playground import Playground
 from peftlab.queue.scheduler import Scheduler
 from peftlab.serve.schemas import Settings
@@ -29,6 +30,10 @@ def get_playground(request: Request) -> Playground:
     return request.app.state.playground
 
 
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
 def get_datasets(request: Request) -> Datasets:
     return request.app.state.datasets
 
@@ -44,6 +49,7 @@ def get_tickets(request: Request) -> Tickets:
 StoreDep = Annotated[Store, Depends(get_store)]
 SchedulerDep = Annotated[Scheduler, Depends(get_scheduler)]
 PlaygroundDep = Annotated[Playground, Depends(get_playground)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
 DatasetsDep = Annotated[Datasets, Depends(get_datasets)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TicketsDep = Annotated[Tickets, Depends(get_tickets)]

@@ -1,5 +1,5 @@
 """Rows as the model will see them: the prompt template applied by the engine's own data code
-(`peftlab.data.prepare`), then the task's encoding (`peftlab.tasks.build.load_task`: for
+(`peftlab.data.prepare`; conversations by `peftlab.data.conversations`), then the task's encoding (`peftlab.tasks.build.load_task`: for
 causal-lm the `PromptFormatter`, with the chat template when the tokenizer has one), decoded
 back to text with its special tokens, and counted in tokens. The Datasets page previews a
 mapping with it; the Playground shows the formatted prompt of an input with it.
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from peftlab.config.schema import ExperimentConfig
-from peftlab.data.prepare import Example, _examples, _format_source, template_fields
+from peftlab.data.prepare import Example, _format_source, column_examples, template_fields
 from peftlab.data.sources import RowSet
 from peftlab.tasks.spec import spec
 
@@ -26,9 +26,9 @@ _LOCK = threading.Lock()
 
 def task_for(cfg: ExperimentConfig, base_dir: Path | None = None) -> Any:
     """The experiment's task object (tokenizer loaded), cached; ModelError when the model does
-    not fit the task (`runner._task`, the preflight's own check)."""
+    not fit the task (`preflight._task`, the preflight's own check)."""
     from peftlab.models import resolve_model
-    from peftlab.train.runner import _task
+    from peftlab.train.preflight import _task
 
     t = cfg.training
     key = (cfg.model.path, str(base_dir), cfg.task, cfg.data.system_prompt, t.max_source_length,
@@ -92,7 +92,13 @@ def preview_rows(cfg: ExperimentConfig, rows: list[dict[str, Any]], source: str,
     task = task_for(cfg, base_dir)
     skipped: list[str] = []
     data = cfg.data.model_copy(update={"on_bad_rows": "skip"})
-    exs = _examples(RowSet(source, rows), data, cfg.task, skipped)
+    rs = RowSet(source, rows)
+    if data.chat:  # conversations (messages, sharegpt, ...), as the run builds them
+        from peftlab.data.conversations import chat_examples, resolve_format
+
+        exs = [ex for _, ex in chat_examples(rs, data, resolve_format(data, rs)[0], skipped)]
+    else:
+        exs = [ex for _, ex in column_examples(rs, data, cfg.task, skipped)]
     return {"rows": [encode_example(cfg, task, e) for e in exs], "skipped": skipped,
             "notes": template_notes(cfg.data.prompt), "chat_template": bool(getattr(task.tok, "chat_template", None)),
             "max_source_length": cfg.training.max_source_length, "max_target_length": cfg.training.max_target_length,

@@ -25,6 +25,12 @@ class Settings(BaseModel):
     # Host names the service answers to (DNS rebinding): loopback names by default; set with
     # --allowed-host when it is reached by another name (a reverse proxy, a LAN name).
     allowed_hosts: list[str] | None = None
+    # Loaded models (bases with their adapters, full fine-tuned runs) beyond this are dropped
+    # least-recently-used; the one in use always stays.
+    model_memory_mb: float = Field(4096.0, gt=0)
+    # The OpenAI-compatible endpoint batches waiting requests of one base model (False: one at a time).
+    batching: bool = True
+    max_batch: int = Field(16, ge=1)
 
 
 class PathDataset(BaseModel):

@@ -11,7 +11,8 @@ auth, signed download tickets, and limits on request bodies.
 - Bodies: uploads up to --max-upload-mb; every other request body up to MAX_BODY_BYTES (a
   60 MB JSON body used to be parsed in full).
 
-With a token (--token or PEFTLAB_TOKEN) every /api call needs `Authorization: Bearer <token>`;
+With a token (--token or PEFTLAB_TOKEN) every /api and /v1 call needs `Authorization: Bearer <token>`
+(refusals on /v1 in OpenAI's error shape);
 a browser link cannot set a header, so a download (a GET of a .zip or .html under /api/) may
 instead carry a ticket from POST /api/tickets: an HMAC of the path and its expiry, signed
 with a secret made at start (it dies with the process), valid TICKET_SECONDS. Bodies over the
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -55,6 +55,17 @@ class Tickets:
 
 
 MAX_BODY_BYTES = 2 * 2**20
+PROTECTED = ("/api/", "/v1/")  # with a token, every call under these needs it
+
+
+def refusal(path: str, status: int, message: str, type: str, code: str | None = None,  # noqa: A002
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    """A refused request: OpenAI's error shape on the OpenAI-compatible /v1 paths, {"detail"} elsewhere."""
+    if path.startswith("/v1/"):
+        body: dict[str, Any] = {"error": {"message": message, "type": type, "param": None, "code": code}}
+    else:
+        body = {"detail": message}
+    return JSONResponse(body, status_code=status, headers=headers)
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
@@ -83,12 +94,11 @@ def install(app: FastAPI, token: str | None, tickets: Tickets, limit_bytes: int,
     @app.middleware("http")
     async def auth(request: Request, call_next: Callable) -> Any:
         why = foreign_write(request)
-        if why is not None:
-            return JSONResponse({"detail": f"cross-site request refused ({why}): change things through this "
-                                           "service's own pages, or from a client that is not a browser"},
-                                status_code=403)
         path = request.url.path
-        if token and path.startswith("/api/"):
+        if why is not None:
+            return refusal(path, 403, f"cross-site request refused ({why}): change things through this service's own "
+                                      "pages, or from a client that is not a browser", "permission_error")
+        if token and path.startswith(PROTECTED):
             header = request.headers.get("authorization", "")
             ok = header.startswith("Bearer ") and hmac.compare_digest(header[7:].encode(), token.encode())
             if not ok and request.method == "GET" and path.endswith(DOWNLOADS):
@@ -96,10 +106,10 @@ def install(app: FastAPI, token: str | None, tickets: Tickets, limit_bytes: int,
                 ok = tickets.valid(path, q.get("ticket", ""), q.get("expires", ""))
             if not ok:
                 why = "missing" if not header else "wrong"
-                return JSONResponse({"detail": f"authentication required: the Authorization header is {why}; send "
-                                               "'Authorization: Bearer <token>' with the token the service was "
-                                               "started with"}, status_code=401,
-                                    headers={"WWW-Authenticate": "Bearer"})
+                return refusal(path, 401, f"authentication required: the Authorization header is {why}; send "
+                                          "'Authorization: Bearer <token>' with the token the service was started "
+                                          "with (an OpenAI client: api_key=<token>)", "authentication_error",
+                               "invalid_api_key", {"WWW-Authenticate": "Bearer"})
         return await call_next(request)
 
     app.add_middleware(BodyLimit, default_bytes=MAX_BODY_BYTES, limits={"/api/datasets": limit_bytes})
@@ -130,7 +140,7 @@ class BodyLimit:
         slack = 64 * 1024 if upload else 0  # multipart framing around an upload
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit + slack:
-            await JSONResponse({"detail": msg}, status_code=413)(scope, receive, send)
+            await refusal(scope["path"], 413, msg, "invalid_request_error")(scope, receive, send)
             return
         seen = 0
         over = False
@@ -152,7 +162,7 @@ class BodyLimit:
             if over:
                 if m["type"] == "http.response.start" and not started:
                     started = True
-                    body = json.dumps({"detail": msg}).encode()
+                    body = bytes(refusal(scope["path"], 413, msg, "invalid_request_error").body)
                     await send({"type": "http.response.start", "status": 413,
                                 "headers": [(b"content-type", b"application/json"),
                                             (b"content-length", str(len(body)).encode())]})

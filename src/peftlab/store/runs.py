@@ -210,6 +210,19 @@ class RunsTable(Database):
         with self.tx() as c:
             c.execute(f"UPDATE runs SET {', '.join(sets)} WHERE id=?", (*args, run_id))
 
+    def record_evaluation(self, run_id: int, name: str, record: dict[str, Any]) -> bool:
+        """Add (or replace) the extra evaluation `name` in a done run's info (`info.evaluations`),
+        read and written in one transaction so two evaluations at once both stay. Returns whether
+        the run was done (a run that is not keeps no evaluations: its results are not final)."""
+        with self.tx() as c:
+            row = c.execute("SELECT status, info_json FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None or row["status"] != "done":
+                return False
+            info = json.loads(row["info_json"]) if row["info_json"] else {}
+            info.setdefault("evaluations", {})[name] = record
+            c.execute("UPDATE runs SET info_json=? WHERE id=?", (json.dumps(info), run_id))
+        return True
+
     def finish(self, run_id: int, status: str, **fields: Any) -> None:
         self.update(run_id, status=status, finished_at=time.time(), pid=None, **fields)
 

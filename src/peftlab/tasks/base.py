@@ -31,6 +31,10 @@ class Prediction:
 
 class Task:
     spec: TaskSpec  # what the task is (tasks/spec.py); each subclass names its own
+    # Inputs are conversations (`DataConfig.chat`; set by build_task): a bare input text is one
+    # user turn, rendered as the chat encoding renders it in training. Only decoder-only
+    # generation tasks can be (the schema refuses the others).
+    conversational: bool = False
 
     @property
     def name(self) -> str:

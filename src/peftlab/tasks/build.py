@@ -25,6 +25,7 @@ def build_task(cfg: ExperimentConfig, tok: Any, processor: Any, labels: list[str
         precision = resolve_precision(cfg.training.precision)
     task = task_class(cfg.task)(tok, processor, cfg.training, cfg.evaluation, labels, cfg.data.system_prompt)
     task.precision = precision
+    task.conversational = cfg.data.chat
     return task
 
 

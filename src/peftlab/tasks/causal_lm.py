@@ -4,6 +4,13 @@ The same `PromptFormatter` builds the prompt at training, evaluation and inferen
 so the model sees identical token sequences: the model's chat template when it has one,
 otherwise the prompt template as written. The completion ends with EOS so the model
 learns to stop (no "Ghana Ghana Ghana").
+
+Conversations (chat data formats, `data.as_chat`; `Example.conversation`, or any input when the
+task is `conversational`) go through `peftlab.data.chat_encoding` instead: training labels every
+assistant turn (assistant-only loss), and evaluation, prediction and serving render the
+conversation before the last assistant turn with the generation prompt, which is exactly the
+prefix that turn had in training, and score that turn as the reference. A conversational
+task's bare input text (the playground, an endpoint) is one user turn.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from peftlab.data.chat_encoding import encode_conversation, encode_prompt, end_of_turn_ids, split_reply
+from peftlab.data.formats import Conversation, Turn
 from peftlab.data.prepare import Example
 from peftlab.evaluate.metrics import generation_metrics
 from peftlab.tasks.base import Prediction, Task
@@ -74,13 +83,9 @@ def completion_loss(logits: torch.Tensor, labels: torch.Tensor, num_items: Any =
 
 
 def stop_ids(tok: Any) -> list[int]:
-    """Token ids that end a completion: the chat end-of-turn token first, then EOS."""
-    ids: list[int] = []
-    for t in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
-        if getattr(tok, "chat_template", None) and t in tok.get_vocab():
-            ids.append(tok.convert_tokens_to_ids(t))
-    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
-        ids.append(tok.eos_token_id)
+    """Token ids that end a completion: the chat end-of-turn token first, then EOS
+    (`chat_encoding.end_of_turn_ids`, the one definition; here it must not be empty)."""
+    ids = end_of_turn_ids(tok)
     if not ids:
         raise ValueError("tokenizer has no EOS token; set one so the model can learn to stop")
     return ids
@@ -118,6 +123,11 @@ class CausalLMTask(Task):
         return completion_loss(logits, labels, num_items)
 
     def encode(self, ex: Example) -> dict[str, Any]:
+        if self._chat(ex):
+            t = self.training
+            enc = encode_conversation(self.tok, self.conversation(ex), t.max_source_length + t.max_target_length)
+            self.truncated += int(enc.truncated)
+            return {"input_ids": enc.input_ids, "labels": enc.labels}
         p, cut_p = self.fmt.prompt_ids(ex.source, self.training.max_source_length)
         t, cut_t = self.fmt.target_ids(ex.target or "", self.training.max_target_length)
         self.truncated += int(cut_p or cut_t)
@@ -137,7 +147,50 @@ class CausalLMTask(Task):
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def prompt(self, source: str) -> list[int]:
+        if self.conversational:
+            return self.prompt_of(Example(source=source))
         return self.fmt.prompt_ids(source, self.training.max_source_length)[0]
+
+    def _chat(self, ex: Example) -> bool:
+        return ex.conversation is not None or self.conversational
+
+    def conversation(self, ex: Example) -> Conversation:
+        """The example as a conversation (its own; or its input text as a user turn, and its
+        target, when it has one, as the reply), with data.system_prompt where it has no system
+        message of its own."""
+        conv = ex.conversation
+        if conv is None:
+            turns = [Turn("user", ex.source.strip())]
+            if ex.target and ex.target.strip():
+                turns.append(Turn("assistant", ex.target.strip()))
+            conv = Conversation(None, turns, ex.where)
+        if conv.system is None and self.system_prompt:
+            conv = Conversation(self.system_prompt, conv.turns, conv.where)
+        return conv
+
+    def prompt_of(self, ex: Example) -> list[int]:
+        """The prompt tokens generation continues: the training prefix of the reply."""
+        if not self._chat(ex):
+            return self.fmt.prompt_ids(ex.source, self.training.max_source_length)[0]
+        return self._split(ex)[0]
+
+    def target_of(self, ex: Example) -> list[int]:
+        """The reference tokens the test loss scores after `prompt_of(ex)`."""
+        if not self._chat(ex):
+            return self.fmt.target_ids(ex.target or "", self.training.max_target_length)[0]
+        prompt, reply = self._split(ex)
+        if not reply:
+            raise ValueError(f"{ex.where}: no assistant turn to score; evaluation needs the reference reply")
+        return reply
+
+    def _split(self, ex: Example) -> tuple[list[int], list[int]]:
+        """(prompt, reply) of a conversation: with a final reply, the training sequence (the same
+        length budget, source + target) cut before it; without (prediction), the context
+        rendered with the generation prompt in max_source_length tokens, and no reply."""
+        conv, t = self.conversation(ex), self.training
+        if conv.turns[-1].role != "assistant":
+            return encode_prompt(self.tok, conv, t.max_source_length), []
+        return split_reply(self.tok, conv, t.max_source_length + t.max_target_length)
 
     def predict(self, model: Any, examples: list[Example], desc: str = "predict") -> list[Prediction]:
         return self._generate(model, examples, desc)[1]
@@ -145,16 +198,23 @@ class CausalLMTask(Task):
     def evaluate(self, model: Any, examples: list[Example], desc: str = "test") -> tuple[float, list[Prediction]]:
         """Test loss and predictions from one prompt pass per batch (see `generate_batched`),
         where generation is greedy and any virtual tokens can head the cache."""
+        targets = [self.target_of(e) for e in examples]
         if self.evaluation.num_beams != 1 or not self.keep_logits or not one_pass_ok(model):
-            return super().evaluate(model, examples, desc)
-        targets = [self.fmt.target_ids(e.target or "", self.training.max_target_length)[0] for e in examples]
+            # A loss pass over prompt + reference (for conversations: the last reply only), then generation.
+            from peftlab.evaluate.loss import mean_loss
+
+            prompts = [self.prompt_of(e) for e in examples]
+            feats = [{"input_ids": p + t, "labels": [-100] * len(p) + t} for p, t in zip(prompts, targets, strict=True)]
+            loss = mean_loss(model, feats, self.collate, self.evaluation.batch_size, self.precision,
+                             desc=f"{desc} loss", loss=self.loss)
+            return loss, self.predict(model, examples, desc=desc)
         generated, preds = self._generate(model, examples, desc, targets)
         return generated.mean_loss, preds
 
     def _generate(
         self, model: Any, examples: list[Example], desc: str, targets: list[list[int]] | None = None
     ) -> tuple[GenerationResult, list[Prediction]]:
-        prompts = [self.prompt(e.source) for e in examples]
+        prompts = [self.prompt_of(e) for e in examples]
         generated = generate_batched(
             model, self.tok, prompts, self.evaluation, stop_ids(self.tok), desc=desc, precision=self.precision,
             targets=targets,

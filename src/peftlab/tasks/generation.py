@@ -283,6 +283,23 @@ class _VirtualHead:
         return cache_of(base(inputs_embeds=x, use_cache=True, logits_to_keep=1))
 
 
+def virtual_prefill(model: Any, ids: torch.Tensor, mask: torch.Tensor, pad: int) -> tuple[Any, Any, torch.Tensor,
+                                                                                      torch.Tensor]:
+    """For a caller that runs `generate` itself (serving: `peftlab.infer.decode`), a prompt-learning
+    adapter's virtual tokens as the head of the batch's cache, as `generate_batched` decodes them.
+    `ids`, `mask`: left-padded prompts. Returns (the model to generate with, the cache, the ids and
+    mask to give it); other models come back as they are, with no cache."""
+    if not (has_virtual_tokens(model) and virtual_cache_ok(model)):
+        return model, None, ids, mask
+    head = _VirtualHead(model)
+    base = model.get_base_model()
+    cache, _, _ = _prefill(base, ids, mask, 0, None, pad, head)
+    v = head.length
+    first = ids.gather(1, mask.argmax(1, keepdim=True))  # stand-ins for the virtual positions (_generate_batch)
+    return base, cache, torch.cat([first.expand(-1, v), ids], dim=1), torch.cat([mask.new_ones(mask.shape[0], v), mask],
+                                                                                dim=1)
+
+
 def _shared_prefix(rows: list[list[int]]) -> int:
     """Length of the batch's common prompt beginning, leaving every row at least two tokens of
     its own (the last one `generate` feeds itself); 0 when too short to be worth a pass."""

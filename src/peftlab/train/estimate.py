@@ -7,19 +7,25 @@ from config.json when the weights are in another format):
   an empty (meta-device) copy of the model with the method applied to it, exactly as the run
   applies it (`Method.count_trainable`): the real counts, heads that train with every
   method included. Sequence lengths: the run's own encoding of up to 200 training rows.
-- Memory (fp32) = weights (4 B x P; 0.55 B x P for the 4-bit qlora base) + training state
+- Memory (fp32) = weights (4 B x P; 0.55 B x P for a 4-bit base (qlora, quantize: 4bit)) + training state
   for the trainable parameters (gradient + 2 Adam moments = 12 B x T) + activations
   (batch x sequence length x hidden x layers x 34 B; prompt methods lengthen the sequence
   by their virtual tokens) + the framework (600 MB of process memory on CPU: torch,
   transformers and peft loaded; 400 MB of CUDA context on a GPU).
-- Time = training FLOPs / throughput + evaluation FLOPs / throughput, where training FLOPs
-  = steps x batch x sequence length x (6 P for full fine-tuning, 4 P for the others: no
-  weight gradients for the frozen base) and evaluation = test examples x (prompt tokens +
-  new tokens) x 2 P. Throughput is taken from finished runs on this store (their measured
-  training tokens per second, scaled by model size) when there are any, else assumed:
-  20 GFLOP/s on CPU, 20 TFLOP/s on a GPU. Plus 15 s per run to start its process and load.
+- Time, from what this store has measured, best first:
+  1. finished runs of the same model and task: training = the run's training tokens (steps x
+     batch x sequence length, with any virtual tokens) at their measured training tokens per
+     second (full fine-tuning and PEFT apart), evaluation = test examples at their measured
+     examples per second, plus their measured start-up (wall time less training and
+     evaluation); the range spans the fastest and the slowest of those runs;
+  2. else other finished runs' throughput in FLOP/s, scaled by model size (training FLOPs =
+     tokens x 6 P for full fine-tuning, 4 P for PEFT; evaluation = test examples x (prompt +
+     new tokens) x 2 P), with a range of half to twice that;
+  3. else an assumed 20 GFLOP/s on CPU, 20 TFLOP/s on a GPU, with a range of a third to three
+     times; plus 15 s per run to start its process and load.
+  The total assumes the runs go one after another (the CLI; the service runs --concurrency at once).
 
-Expect the right order of magnitude, not the exact figure.
+Expect the right order of magnitude; the range says how sure the estimate is.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import json
 import math
 import re
 import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,12 +153,60 @@ def _token_counts(task: Any, data: PreparedData, sample: int = 200) -> tuple[flo
     return sum(src) / len(src), sum(tgt) / len(tgt)
 
 
+@dataclass
+class Measured:
+    """What finished runs of the same model and task took (see the module)."""
+
+    train_tps: list[float] = field(default_factory=list)  # PEFT runs' training tokens/s
+    full_tps: list[float] = field(default_factory=list)  # full fine-tuning's
+    eval_eps: list[float] = field(default_factory=list)  # test examples/s
+    overhead: list[float] = field(default_factory=list)  # seconds outside training and evaluation
+
+    @property
+    def runs(self) -> int:
+        return len(self.eval_eps)
+
+
+def measured(store: Store | None, cfg: ExperimentConfig) -> Measured:
+    from peftlab.methods import REGISTRY
+
+    out = Measured()
+    if store is None:
+        return out
+    for e in store.experiments():
+        if e["model"] != cfg.model.path or e["task"] != cfg.task:
+            continue
+        for r in store.runs(e["name"]):
+            c, m = r.cost or {}, REGISTRY.get(r.method)
+            if r.status != "done" or m is None or (r.config or {}).get("role") == "trial":
+                continue
+            if m.trains and c.get("train_tokens_per_second"):
+                (out.full_tps if m.is_full else out.train_tps).append(float(c["train_tokens_per_second"]))
+            if c.get("eval_examples_per_second"):
+                out.eval_eps.append(float(c["eval_examples_per_second"]))
+            if r.started_at and r.finished_at:
+                out.overhead.append(max(0.0, r.finished_at - r.started_at - (c.get("train_seconds") or 0)
+                                        - (c.get("eval_seconds") or 0)))
+    return out
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[len(s) // 2]
+
+
+def _time(amount: float, rates: list[float]) -> tuple[float, float, float]:
+    """(typical, fastest, slowest) seconds to do `amount` at the measured `rates`."""
+    return amount / _median(rates), amount / max(rates), amount / min(rates)
+
+
 def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task: Any, *, cuda: bool,
              store: Store | None = None) -> dict[str, Any]:
     """Trainable parameters, memory and time of each of the experiment's methods (see the module)."""
     from peftlab.methods import get_method
 
     shape = model_shape(rm.path if rm.local else None)
+    seen = measured(store, cfg)
     observed = _observed_flops(store)
     flops = observed or (GPU_FLOPS if cuda else CPU_FLOPS)
     steps = cfg.training.total_steps(len(data.train))
@@ -172,17 +227,34 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
             rows.append(row)
             continue
         virt = getattr(opts, "num_virtual_tokens", 0) if method.virtual_tokens else 0
-        weight_b = 0.55 * P if method.quantized_base else 4.0 * P
+        weight_b = 0.55 * P if method.quantized(opts) else 4.0 * P
         act = cfg.training.batch_size * (seq + virt) * (shape["hidden"] or 512) * (shape["layers"] or 12) * 34
         state = 12.0 * (T or 0)
         mem = weight_b + (state + act if method.trains else act / 4) + FRAMEWORK_BYTES[cuda]
-        train_flops = steps * batch_size * (seq + virt) * (6 if method.is_full else 4) * P if method.trains else 0
+        tokens = steps * batch_size * (seq + virt) if method.trains else 0
+        train_flops = tokens * (6 if method.is_full else 4) * P
         new = cfg.evaluation.max_new_tokens if generative else 0
         gen_flops = len(data.test) * (source_tokens + virt + new) * 2 * P
-        row.update(memory_mb=round(mem / 2**20), seconds=round(STARTUP_SECONDS + (train_flops + gen_flops) / flops, 1),
-                   steps=steps if method.trains else 0)
+        tps = (seen.full_tps or [x * 2 / 3 for x in seen.train_tps]) if method.is_full else seen.train_tps
+        if seen.runs and (tps or not method.trains):
+            t = _time(tokens, tps) if method.trains else (0.0, 0.0, 0.0)
+            ev = _time(len(data.test), seen.eval_eps)
+            up = _median(seen.overhead) if seen.overhead else STARTUP_SECONDS
+            sec, low, high = (up + t[0] + ev[0], up + t[1] + ev[1], up + t[2] + ev[2])
+            basis = f"measured on {seen.runs} finished runs of this model"
+        else:
+            sec = STARTUP_SECONDS + (train_flops + gen_flops) / flops
+            f = 2.0 if observed else 3.0
+            low, high = STARTUP_SECONDS + (sec - STARTUP_SECONDS) / f, STARTUP_SECONDS + (sec - STARTUP_SECONDS) * f
+            basis = "throughput of other models' runs" if observed else f"assumed {'GPU' if cuda else 'CPU'} throughput"
+        row.update(memory_mb=round(mem / 2**20), seconds=round(sec, 1), seconds_low=round(low, 1),
+                   seconds_high=round(high, 1), basis=basis, steps=steps if method.trains else 0)
         rows.append(row)
+    timed = [r for r in rows if r.get("seconds") is not None]
+    total = {k: round(sum(r[k] for r in timed), 1) for k in ("seconds", "seconds_low", "seconds_high")} if timed else {}
     return {"base_params": P, "shape_source": shape["source"], "steps": steps, "sequence_tokens": round(seq, 1),
+            "total": {**total, "runs": len(rows), "note": "one after another (peftlab run; the service runs "
+                      "--concurrency at once)"},
             "flops_per_second": flops, "throughput_source": "measured on this store's finished runs" if observed
             else ("assumed GPU" if cuda else "assumed CPU"), "methods": rows,
             "how": (__doc__ or "").split("How it is computed", 1)[-1].strip()}

@@ -29,7 +29,7 @@ from peftlab.errors import DivergedError, PeftlabError
 from peftlab.evaluate.health import generation_health
 from peftlab.evaluate.metrics import example_scores
 from peftlab.methods import MethodContext, get_method
-from peftlab.methods.common import merged_for_inference
+from peftlab.methods.common import merged_for_inference, save_artifact
 from peftlab.models import ResolvedModel, load_model, resolve_model
 from peftlab.store import Store
 from peftlab.tasks.base import Prediction
@@ -165,6 +165,7 @@ def _load_model(ctx: RunContext, rm: ResolvedModel) -> tuple[Any, MethodContext]
         task=cfg.task, model_type="", total_steps=ctx.total_steps, tokenizer_path=rm.path,
         prompt_text=data.prompt_text, precision=ctx.precision, tokenizer=task.tok,
     )
+    mctx.calibration = lambda: _calibration_batches(ctx, model)
     ctx.phase("loading model")
     extra = ctx.method.load_kwargs(ctx.opts, mctx) if ctx.method.load_kwargs else {}
     model = load_model(rm, cfg.model, cfg.task, data.labels, **extra)
@@ -174,6 +175,19 @@ def _load_model(ctx: RunContext, rm: ResolvedModel) -> tuple[Any, MethodContext]
     if torch.cuda.is_available() and not extra:
         model.to("cuda")
     return model, mctx
+
+
+def _calibration_batches(ctx: RunContext, model: Any, n: int = 16) -> Any:
+    """Collated training batches on the model's device, for the data-driven initialisations
+    (EVA, CorDA, LoRA-GA: `MethodContext.calibration`). Drawn from the first training rows in
+    their own pass: training's order and its truncation count are untouched."""
+    task, bs = ctx.task, ctx.cfg.training.batch_size
+    dev = next(model.parameters()).device
+    before = task.truncated
+    feats = [task.encode(e) for e in ctx.data.train[: n * bs]]
+    task.truncated = before
+    for i in range(0, len(feats), bs):
+        yield {k: v.to(dev) for k, v in task.collate(feats[i : i + bs]).items()}
 
 
 def _apply_method(ctx: RunContext, model: Any, mctx: MethodContext) -> tuple[Any, int, int]:
@@ -221,7 +235,7 @@ def _save(ctx: RunContext, model: Any) -> tuple[Path, int]:
     whole = ctx.method.artifact == "model"
     save_dir = ctx.out_dir / ("model" if whole else "adapter")
     shutil.rmtree(save_dir, ignore_errors=True)
-    model.save_pretrained(save_dir)
+    save_artifact(model, save_dir)  # a LoRA whose init rewrote the base is saved as a plain LoRA
     for extra_obj in (ctx.task.tok, ctx.task.processor):
         if extra_obj is not None and whole:  # a whole model travels with its tokenizer
             extra_obj.save_pretrained(save_dir)
@@ -248,7 +262,8 @@ def _info(ctx: RunContext, preds: list[Prediction], pred_path: Path, save_dir: P
         "machine": describe(),
         "seed": ctx.cfg.training.seed,
         "data": {**data.counts(), "skipped_rows": len(data.skipped), "skipped": data.skipped[:100],
-                 "truncated_train_rows": task.truncated, "notes": data.notes},
+                 "truncated_train_rows": task.truncated, "notes": data.notes, "format": data.format,
+                 "format_notes": data.format_notes},
         "main_metric": task.main_metric,
         "predictions": ctx.store.relative(pred_path),  # relative to the store root (Run.file)
         "artifact": ctx.store.relative(save_dir) if save_dir else None,

@@ -4,13 +4,13 @@ Methods already done with the same configuration are skipped (unless `force`); a
 was interrupted resumes from its last checkpoint; a run another process is working on is
 left alone.
 
-The preflight reads and checks all data, resolves the model, loads its tokenizer and
-config, and tries every method on an empty ("meta" device) copy of the model, so a bad
-file, a missing model, an unknown target module or a method that cannot apply to the
-architecture fails in seconds with one message, before anything in the store changes.
+Every run is checked first (`preflight.py`: data, model and every method on an empty copy of
+the model), so a bad file or a method that cannot apply fails in seconds, before anything in the
+store changes.
 
-What runs, and in what order, goes here (preflight checks, skipping, resuming, isolation); what
-happens inside one run goes in `recipe.py`.
+What runs, and in what order, goes here (skipping, resuming, replacing, isolation); the checks
+before it in `preflight.py`; what happens inside one run in `recipe.py`; tuning and seeds in
+`peftlab.tune`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import threading
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,11 +32,9 @@ from typing import Any
 from peftlab.config import ExperimentConfig, LoadedExperiment, load_experiment
 from peftlab.config.load import line_index
 from peftlab.config.schema import MethodEntry
-from peftlab.data.prepare import PreparedData, prepare_data
-from peftlab.errors import ConfigError, DataError, ModelError, PeftlabError
-from peftlab.models import ResolvedModel, resolve_model
-from peftlab.models.loading import empty_model
+from peftlab.errors import ConfigError, MethodNotApplicable
 from peftlab.store import Run, Store
+from peftlab.train.preflight import Preflight, apply_to_empty_model, preflight  # noqa: F401 - public here too
 
 
 @dataclass
@@ -50,6 +47,9 @@ class Plan:
     yaml_text: str | None
     path: Path | None = None  # the experiment file, for messages
     loaded: LoadedExperiment | None = None  # the loader's result: the lines of the file's keys
+    # `--methods all`: methods that do not fit this model are left out in preflight (with a note)
+    # instead of failing the experiment
+    every_method: bool = False
 
     def __post_init__(self) -> None:
         if self.loaded is None and self.yaml_text:  # built without the loader (the web API's experiments)
@@ -70,16 +70,35 @@ class Plan:
 def config_hash(cfg: ExperimentConfig, entry: MethodEntry) -> str:
     """What makes a run the same run: the experiment (less the other methods, and less tuning and
     seeds, which decide which runs exist, not what one run does) and its method entry (less its
-    search space). A changed hash resets the run."""
+    search space). A changed hash resets the run. Keys added since (data.format, data.as_chat)
+    count only when set off their defaults: the runs of existing stores keep their hashes."""
     body = cfg.model_dump(mode="json", exclude={"methods", "tuning", "seeds"})
+    for key, default in (("format", "auto"), ("as_chat", False)):
+        if body["data"].get(key) == default:
+            del body["data"][key]
     blob = json.dumps({"experiment": body, "entry": entry.model_dump(mode="json", exclude={"search"})},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def select_methods(cfg: ExperimentConfig, names: list[str] | None) -> list[MethodEntry]:
+    """The entries `--methods` names: runs of the file, methods by name (with their defaults), or
+    `all`: every method that applies to the task (the file's own entries first, as written)."""
     if not names:
         return list(cfg.methods)
+    if names == ["all"]:
+        from peftlab.methods import REGISTRY, validate_method
+
+        out = list(cfg.methods)
+        for name in REGISTRY:
+            if any(m.name == name for m in out):
+                continue
+            try:
+                validate_method(name, {}, cfg.task, cfg.evaluation.num_beams)
+            except (ConfigError, MethodNotApplicable):
+                continue
+            out.append(MethodEntry(name=name))
+        return out
     by_name = {m.run_name: m for m in cfg.methods}
     out: list[MethodEntry] = []
     for n in names:
@@ -111,144 +130,12 @@ def plan(path: str | Path, overrides: dict[str, Any] | None = None, methods: lis
             raise ConfigError(f"--seeds {seeds}: give the number of seeds to train each final run with, 1 or more")
         update["seeds"] = [loaded.cfg.training.seed + i for i in range(seeds)]
     cfg = loaded.cfg.model_copy(update=update)
+    every = methods == ["all"]
     from peftlab.methods import validate_method
 
     for m in selected:
         validate_method(m.name, m.options, cfg.task, cfg.evaluation.num_beams)
-    return Plan(cfg, path.parent.resolve(), loaded.text, path, loaded)
-
-
-@dataclass
-class Preflight:
-    data: PreparedData
-    model: ResolvedModel
-    warnings: list[str]
-
-
-def preflight(p: Plan, read_test: bool = True) -> Preflight:
-    """Check data, model and methods before any run starts (errors name the file/line/key).
-    `read_test=False`: the checks of a tuning phase, which never opens the test split.
-
-    Raises DataError, ModelError, ConfigError or MethodNotApplicable; changes nothing."""
-    cfg = p.cfg
-    try:
-        data = prepare_data(cfg.data, cfg.task, cfg.training.seed, p.base_dir, read_test=read_test)
-    except ConfigError as e:  # a data.* setting at fault: point at its line
-        key = str(e).split(":", 1)[0]
-        raise ConfigError(f"{p.where(key)}: {e}") from None
-    rm = resolve_model(cfg.model, p.base_dir)
-    notes: list[str] = []
-    if data.skipped:
-        notes.append(f"{len(data.skipped)} bad rows skipped (data.on_bad_rows: skip), e.g. {data.skipped[0]}")
-    if any(_wraps(m) for m in cfg.methods) or cfg.data.on_long_rows == "error":
-        task = _task(cfg, rm, data)
-        if cfg.data.on_long_rows == "error":
-            _check_long_rows(cfg, task, data)
-        _check_methods(p, rm, data, task)
-    return Preflight(data, rm, notes)
-
-
-def _wraps(entry: MethodEntry) -> bool:
-    from peftlab.methods import get_method
-
-    return get_method(entry.name).apply is not None
-
-
-def _task(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData) -> Any:
-    """The task object on the model's tokenizer, once the model is known to fit the task: an
-    encoder for causal-lm is refused by what it is, not by a tokenizer error it leads to."""
-    from peftlab.models.fit import fit
-    from peftlab.tasks.build import load_task
-
-    config_file = Path(rm.path) / "config.json"
-    config: dict[str, Any] | None = None
-    if config_file.is_file():
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            config = None
-    if isinstance(config, dict) and config.get("model_type"):
-        ok, why = fit(config, cfg.task, Path(cfg.model.path).name)
-        if not ok:
-            raise ModelError(f"{why}; choose a model that fits the task (GET /api/models lists each model's tasks)")
-    try:
-        return load_task(cfg, rm, data.labels)
-    except (ValueError, KeyError, TypeError) as e:  # e.g. a tokenizer with no EOS token
-        raise ModelError(f"{rm.path}: cannot prepare {cfg.task!r} inputs with this model's tokenizer ({e})") from None
-
-
-def _check_long_rows(cfg: ExperimentConfig, task: Any, data: PreparedData) -> None:
-    """`data.on_long_rows: error`: refuse rows that would be cut to the max lengths."""
-    if not task.spec.text_input:
-        return
-    t = cfg.training
-    for split, examples in (("train", data.train), ("validation", data.validation), ("test", data.test)):
-        long_rows = []
-        for ex in examples:
-            before = task.truncated
-            task.encode(ex)
-            if task.truncated > before:
-                long_rows.append(ex.where)
-        task.truncated = 0
-        if long_rows:
-            more = [w.rpartition(":")[2] for w in long_rows[1:6]]
-            also = f"; also lines {', '.join(more)}{', ...' if len(long_rows) > 6 else ''}" if more else ""
-            raise DataError(
-                f"{long_rows[0]}: row longer than training.max_source_length ({t.max_source_length} tokens) "
-                f"or max_target_length ({t.max_target_length}) and data.on_long_rows is 'error' "
-                f"({len(long_rows)} of {len(examples)} {split} rows{also}). Raise the max lengths, shorten the "
-                f"rows, or set data.on_long_rows: truncate to cut them (the count is recorded with the run)"
-            )
-
-
-def _check_methods(p: Plan, rm: ResolvedModel, data: PreparedData, task: Any) -> None:
-    """Apply each method to an empty copy of the model: unknown target modules, a method that
-    cannot apply to this architecture, too few steps for AdaLoRA... fail here, before training."""
-    from peftlab.methods import get_method
-
-    cfg = p.cfg
-    for entry in cfg.methods:
-        if get_method(entry.name).apply is None:
-            continue
-        try:
-            apply_to_empty_model(cfg, rm, data, task, entry)
-        except _CannotBuildEmpty:  # an architecture we cannot build empty: the run will tell
-            return
-        except PeftlabError as e:
-            raise type(e)(f"{p.method_where(entry.run_name)}: methods: {entry.run_name} ({entry.name}): {e}") from None
-        except Exception:  # noqa: BLE001 - not a user error (e.g. a method that needs real weights)
-            continue
-
-
-class _CannotBuildEmpty(Exception):
-    pass
-
-
-def apply_to_empty_model(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task: Any,
-                         entry: MethodEntry) -> tuple[Any, Any, int]:
-    """(method, wrapped model, base parameters): `entry`'s method applied to an empty (meta-device)
-    copy of the model, as the run will apply it. Preflight uses it to fail early; the estimate
-    counts its trainable parameters. A PeftlabError is the user's to fix."""
-    from peftlab.methods import MethodContext, get_method
-    from peftlab.methods.common import parameter_counts
-
-    method = get_method(entry.name)
-    opts = method.parse_options(entry.options)
-    try:
-        model = empty_model(cfg, rm, data.labels)
-    except ModelError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise _CannotBuildEmpty(str(e)) from None
-    task.prepare_model(model)
-    base_params = parameter_counts(model)[1]
-    ctx = MethodContext(
-        task=cfg.task, model_type=model.config.model_type, total_steps=cfg.training.total_steps(len(data.train)),
-        tokenizer_path=rm.path, prompt_text=data.prompt_text, precision="fp32", head_modules=task.head_modules(model),
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return method, (method.apply(model, opts, ctx) if method.apply is not None else model), base_params
+    return Plan(cfg, path.parent.resolve(), loaded.text, path, loaded, every_method=every)
 
 
 def check_replacement(p: Plan, store: Store, runs: list[tuple[MethodEntry, ExperimentConfig]]) -> None:
@@ -283,8 +170,11 @@ def run_experiment(
 
     check_tuning(p)
     checked = preflight(p, read_test=cfg.tuning is None)  # a tuning phase first: it never reads the test split
+    cfg = p.cfg  # (`--methods all` leaves out, in preflight, the methods that do not fit the model)
     if not (force or replace) and cfg.tuning is None:
         check_replacement(p, store, [(e, c) for e, c, _ in final_runs(p, list(cfg.methods))])
+    for note in checked.notes:
+        echo(f"note: {note}")
     for note in checked.warnings:
         echo(f"warning: {note}")
     with _sigterm_as_interrupt():

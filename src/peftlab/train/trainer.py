@@ -284,6 +284,10 @@ def train_model(
     if val_feats and ctx.data.validation:
         callbacks.append(ValidationMetricCallback(ctx.store, ctx.run_id, task, ctx.data.validation,
                                                   _pruner(ctx)))
+    # a method that needs its own optimizer (LoRA+: lora_B at a multiple of the rate); the Trainer
+    # builds the schedule over its parameter groups
+    optimizer = (method.make_optimizer(model, ctx.opts, ctx.learning_rate, t.weight_decay)
+                 if method.make_optimizer is not None else None)
     with _tensorboard_dir(ctx.out_dir / "tensorboard" if "tensorboard" in t.report_to else None):
         trainer = PeftlabTrainer(
             model=model,
@@ -294,6 +298,7 @@ def train_model(
             callbacks=callbacks,
             task=task,
             extra_loss=method.extra_loss,
+            **({"optimizers": (optimizer, None)} if optimizer is not None else {}),
         )
     resume = last_checkpoint(ckpt_dir)
     if resume is not None:

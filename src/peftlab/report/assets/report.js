@@ -31,6 +31,16 @@
     rows.forEach(function (r) { body.appendChild(r); });
   }
 
+  function initFamilies() {
+    Array.prototype.forEach.call(document.querySelectorAll("input.family-toggle"), function (c) {
+      c.addEventListener("change", function () {
+        var fam = c.getAttribute("data-family");
+        Array.prototype.forEach.call(document.querySelectorAll('#leaderboard-table tr[data-family="' + fam + '"]'),
+          function (tr) { tr.style.display = c.checked ? "" : "none"; });
+      });
+    });
+  }
+
   function initSortable() {
     Array.prototype.forEach.call(document.querySelectorAll("table.sortable"), function (table) {
       Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
@@ -84,6 +94,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     initSortable();
+    initFamilies();
     initToggles();
     initFilters();
   });

@@ -1,5 +1,5 @@
-"""The report's sections, one module each, in page order: recommendation, leaderboard, curves,
-pareto, health, classes, outputs, config, environment, metrics (plus `header`, the title bar
+"""The report's sections, one module each, in page order: recommendation, leaderboard, evaluations,
+curves, pareto, health, classes, outputs, config, environment, metrics (plus `header`, the title bar
 and menu above them).
 
 Every section module has the same shape:

@@ -36,6 +36,7 @@ class Row:
     rank: int | None
     run: RunTag
     method: str
+    family: str  # the method's family (Method.family): low-rank, orthogonal, prompt, ...
     status: str
     note: str  # the error of a failed or diverged run
     unhealthy: str | None  # the generation problems of an unhealthy run, joined
@@ -138,15 +139,16 @@ def view(data: ReportData) -> LeaderboardView:
             err = v.run.error
         h = v.health
         unhealthy = "; ".join(h.get("problems", [])) if h and not h.get("healthy", True) else None
-        rows.append(Row(v.row.get("rank"), tag(v), v.run.method, v.run.status, err, unhealthy,
+        rows.append(Row(v.row.get("rank"), tag(v), v.run.method, v.method.family if v.method else "", v.run.status,
+                        err, unhealthy,
                         [cell(v, k, cost) for k, cost in keys], v.collapsed, v.untrained_head))
     for b in data.baselines:  # in metric order among the finished runs, without a rank
         val = b.get(main)
         cells = [Cell(b.get(k) if isinstance(b.get(k), int | float) else None,
                       fmt_value(k, b.get(k)) if isinstance(b.get(k), int | float) and k not in ("rank_group", "p_vs_best")
                       else "–", False) for k, _ in keys]
-        brow = Row(None, RunTag(b["label"], "#9aa1ad", -1), b["method"], "baseline", b.get("note", ""), None, cells,
-                   baseline=True)
+        brow = Row(None, RunTag(b["label"], "#9aa1ad", -1), b["method"], "baseline", "baseline", b.get("note", ""),
+                   None, cells, baseline=True)
         at = next((i for i, r in enumerate(rows) if r.rank is None or not isinstance(val, int | float)
                    or (r.cells[0].value is not None and r.cells[0].value < val)), len(rows))
         rows.insert(at, brow)
@@ -173,16 +175,18 @@ def _row(r: Row) -> str:
     status += f'<div class="{"note" if r.baseline else "err"}">{esc(r.note)}</div>' if r.note else ""
     cells = [f'<td class="num" data-v="{rank}">{rank if r.rank is not None else "–"}</td>',
              f'<td class="nowrap" data-v="{esc(r.run.label.lower())}">{swatch(r.run.color)}{esc(r.run.label)}{flag}</td>',
-             f'<td class="nowrap">{esc(r.method)}</td>', f'<td data-v="{esc(r.status)}">{status}</td>']
+             f'<td class="nowrap">{esc(r.method)}</td>', f'<td class="nowrap">{esc(r.family)}</td>',
+             f'<td data-v="{esc(r.status)}">{status}</td>']
     cells += [f'<td class="{"num best" if c.best else "num"}" data-v="{"" if c.value is None else c.value}">{c.text}</td>'
               for c in r.cells]
     bad = r.status in ("failed", "diverged")
-    return f'<tr class="{"bad" if bad else "baseline" if r.baseline else ""}">{"".join(cells)}</tr>'
+    return (f'<tr class="{"bad" if bad else "baseline" if r.baseline else ""}" data-family="{esc(r.family)}">'
+            f'{"".join(cells)}</tr>')
 
 
 def render(lb: LeaderboardView) -> str:
     head = ['<th class="num" title="rank by the main metric">#</th>', "<th>run</th>", "<th>method</th>",
-            "<th>status</th>"] + [_head(c) for c in lb.columns]
+            '<th title="the method\'s family">family</th>', "<th>status</th>"] + [_head(c) for c in lb.columns]
     encoders = ""
     if lb.encoders:
         names = ", ".join(f"{esc(n)} (layer {esc(layer)})" for n, layer in lb.encoders)
@@ -196,10 +200,17 @@ def render(lb: LeaderboardView) -> str:
         "run (paired test on the same test examples, Holm-corrected; <b>p vs best</b>); the next group starts where "
         f"the difference becomes significant.{encoders}")
     body = "".join(_row(r) for r in lb.rows)
+    families = sorted({r.family for r in lb.rows if r.family})
+    chips = ""
+    if len(families) > 1:  # a leaderboard of 35 rows stays readable: show one family at a time
+        chips = ('<div class="families">Families: ' + "".join(
+            f'<label><input type="checkbox" class="family-toggle" data-family="{esc(f)}" checked> {esc(f)}</label> '
+            for f in families) + "</div>")
     chart = ""
     if lb.ranking:
         svg = plots.ranking_svg(f"{lb.main_metric} with 95% confidence intervals", lb.ranking, lb.main_metric)
         chart = f'<div class="chartbox" data-chart="ranking">{svg}</div>' + note(
             "Shaded: rank group 1, the runs the test set cannot tell apart from the best.")
     return section(ID, "Leaderboard",
-                   explain + table("".join(head), body, cls="sortable", id="leaderboard-table", scroll=True) + chart)
+                   explain + chips + table("".join(head), body, cls="sortable", id="leaderboard-table", scroll=True)
+                   + chart)

@@ -7,12 +7,13 @@
     runs.py         the jobs: list, detail, logs, curves, cancel, retry, worker (jobs)
     playground.py   the outputs of several runs side by side                    (playground)
     export.py       adapter zip, merged model (checked), merged zip             (export)
+    openai.py       /v1/models, /v1/chat/completions, /v1/completions           (openai)
 
 Routers hold HTTP only: they get the store, scheduler, playground, data sets and settings
 through `peftlab.serve.deps`, call the engine (store, queue, infer, train), and let errors
 through to the one status table in `peftlab.serve.app`.
 """
 
-from peftlab.serve.routers import datasets, experiments, export, playground, results, runs, service
+from peftlab.serve.routers import datasets, experiments, export, openai, playground, results, runs, service
 
-ROUTERS = [r.router for r in (service, datasets, experiments, results, runs, playground, export)]
+ROUTERS = [r.router for r in (service, datasets, experiments, results, runs, playground, export, openai)]

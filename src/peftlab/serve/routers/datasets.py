@@ -72,8 +72,48 @@ def data_files(datasets: DatasetsDep) -> dict[str, Any]:
 
 
 @router.get("/api/datasets/{ds_id}")
-def get_dataset(ds_id: str, datasets: DatasetsDep, max_source_tokens: int = Query(256, gt=0)) -> dict[str, Any]:
-    return datasets.detail(ds_id, max_source_tokens)
+def get_dataset(ds_id: str, datasets: DatasetsDep, max_source_tokens: int = Query(256, gt=0),
+                model: str | None = Query(None, description="Render the sample conversation with this model's chat "
+                                          "template (a model in the model folders, as /api/models lists them).")
+                ) -> dict[str, Any]:
+    """The data set, its analysis (with `format`, the data format `auto` detects, and `conversation`,
+    its first row as a run builds it) and, with `model`, `analysis.rendered`: that conversation
+    as the model sees it in training (template text, the trained replies marked)."""
+    d = datasets.detail(ds_id, max_source_tokens)
+    a = d["analysis"]
+    a["rendered"] = None
+    if model is not None and a.get("conversation"):
+        from peftlab.data.analyze import render_conversation
+
+        a["rendered"] = {"model": model, **render_conversation(a["conversation"], _tokenizer(model, datasets))}
+    return d
+
+
+_TOKENIZERS: dict[str, Any] = {}  # model path -> tokenizer: a page reloads the analysis often
+
+
+def _tokenizer(model: str, datasets: Any) -> Any:
+    """A model's tokenizer, for a model the service may use (`_confine`: inside the model folders)."""
+    from peftlab.config.schema import ModelConfig
+    from peftlab.models import load_tokenizer, resolve_model
+    from peftlab.models.loading import ResolvedModel
+    from peftlab.paths import resolve
+    from peftlab.serve.routers.experiments import _confine
+    from peftlab.tasks.spec import CAUSAL_LM
+
+    _confine({"model": model}, datasets)
+    cfg = ModelConfig(path=model)
+    folder = resolve(model, "models")
+    if folder is not None and folder.is_dir() and any((folder / f).is_file() for f in ("tokenizer.json",
+                                                                                      "tokenizer_config.json")):
+        rm = ResolvedModel(str(folder), True)  # the tokenizer alone: no GGUF dequantized for a page
+    else:
+        rm = resolve_model(cfg, None)
+    if rm.path not in _TOKENIZERS:
+        if len(_TOKENIZERS) >= 8:
+            _TOKENIZERS.clear()
+        _TOKENIZERS[rm.path] = load_tokenizer(rm, cfg, CAUSAL_LM)
+    return _TOKENIZERS[rm.path]
 
 
 @router.put("/api/datasets/{ds_id}/mapping")

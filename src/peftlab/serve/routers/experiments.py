@@ -43,7 +43,9 @@ def _confine(body: dict[str, Any], datasets: Datasets) -> None:
         except (OSError, ValueError):
             found = None
         if local or found is not None:
-            data[key] = str(datasets.check_path(spec_))
+            # the file the engine itself will open (its own search order), which must lie inside the
+            # service's folders; the request's string is kept, so its config hash is the CLI's
+            datasets.check_path(str(found) if found is not None else spec_)
     val = body.get("model")
     path = val.get("path") if isinstance(val, dict) else val
     if not isinstance(path, str) or "\x00" in path:
@@ -200,7 +202,7 @@ def estimate(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep) -> 
     from peftlab.data.prepare import prepare_data
     from peftlab.models import resolve_model
     from peftlab.train.estimate import estimate as est
-    from peftlab.train.runner import _task
+    from peftlab.train.preflight import _task
 
     p = _plan(req, store, datasets)
     cfg = p.cfg

@@ -1,5 +1,6 @@
-"""The playground: one input, the outputs of several runs side by side (the engine is
-`peftlab.infer.playground.Playground`: one base model, adapters switched per request)."""
+"""The playground: one input, the outputs of several runs side by side, each what the run's own
+test evaluation answers (the engine is `peftlab.infer.playground.Playground` on the model pool
+`peftlab.infer.pool`: one copy of each base model, adapters and their heads switched per run)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 
 from peftlab import __version__
-from peftlab.serve.deps import SchedulerDep, SettingsDep, StoreDep, TicketsDep
+from peftlab.serve.deps import EngineDep, SchedulerDep, SettingsDep, StoreDep, TicketsDep
 from peftlab.serve.schemas import TicketRequest
 from peftlab.serve.security import DOWNLOADS
 from peftlab.tasks.spec import TASK_NAMES
@@ -30,8 +30,9 @@ def favicon() -> RedirectResponse:
 
 
 @router.get("/api/health")
-def health(store: StoreDep, scheduler: SchedulerDep) -> dict[str, Any]:
-    return {"ok": True, "version": __version__, "store": str(store.root), "worker": scheduler.status()}
+def health(store: StoreDep, scheduler: SchedulerDep, engine: EngineDep) -> dict[str, Any]:
+    return {"ok": True, "version": __version__, "store": str(store.root), "worker": scheduler.status(),
+            "inference": engine.status()}
 
 
 @router.get("/api/config")

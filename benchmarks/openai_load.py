@@ -1,0 +1,216 @@
+"""A bounded load test of the OpenAI-compatible endpoint: N concurrent clients on
+/v1/completions, 127.0.0.1 only, with batching on and off (`--no-batching`) in the same run.
+
+    python benchmarks/openai_load.py                    # builds a tiny experiment, starts its servers
+    python benchmarks/openai_load.py --clients 20 --requests 5 --max-tokens 16 --json out.json
+
+It trains zero-shot, two LoRA adapters and IA3 on stories260k in this process (seconds; needs
+../shared), then starts `peftlab serve --no-worker` twice on free ports, once as is and once with
+`--no-batching`, and sends each scenario's requests to both:
+- one adapter: every request for `load/lora`;
+- mixed LoRA: `load/lora`, `load/lora-b` and `load/zero-shot` at random (one mixed batch in peft);
+- mixed types: the same plus `load/ia3` (IA3 cannot mix: batched on its own).
+Requests are greedy (temperature 0), so every answer must equal the one the unbatched server
+gives for the same run and prompt: a different answer counts as an error, like a non-200.
+Reports requests/s, p50/p95 latency and errors per scenario and server, and the batching's gain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PEFTLAB_SHARED", REPO.parent / "shared"))
+EXPERIMENT = "load"
+SCENARIOS = {"one adapter": ["lora"], "mixed LoRA": ["lora", "lora-b", "zero-shot"],
+             "mixed types": ["lora", "lora-b", "zero-shot", "ia3"]}
+
+
+def build_store(root: Path) -> Path:
+    """Experiment `load`: zero-shot, lora, lora-b and ia3 on stories260k, trained here; short test tables."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("PEFTLAB_MODEL_PATH", str(SHARED / "models"))
+    os.environ.setdefault("PEFTLAB_DATA_PATH", str(SHARED / "data"))
+    from peftlab.queue.jobs import make_plan
+    from peftlab.store import Store
+    from peftlab.train.runner import run_experiment
+
+    data = SHARED / "data" / "statista"
+    body = {"name": "load", "model": str(SHARED / "models" / "stories260k"), "task": "causal-lm",
+            "data": {"train": str(data / "train.jsonl"), "validation": str(data / "validation.jsonl"),
+                     "test": str(data / "test.jsonl"), "prompt": "Table: {table}\nTitle:", "target": "title",
+                     "max_train_examples": 32, "max_validation_examples": 4, "max_test_examples": 4},
+            "methods": [{"name": "zero-shot"}, {"name": "lora", "options": {"r": 4}},
+                        {"name": "lora", "label": "lora-b", "options": {"r": 8}}, {"name": "ia3"}],
+            "training": {"max_steps": 4, "batch_size": 8, "max_source_length": 48, "max_target_length": 16,
+                         "threads": 1, "precision": "fp32"},
+            "evaluation": {"max_new_tokens": 6}}
+    runs = run_experiment(make_plan(body), Store(root / "store"), isolation="inprocess", echo=lambda *_: None)
+    bad = [(r.name, r.error) for r in runs if r.status != "done"]
+    if bad:
+        raise SystemExit(f"could not build the load-test experiment: {bad}")
+    return root / "store"
+
+
+def prompts(n: int = 8) -> list[str]:
+    """The first statista test tables, cut to fit stories260k's 512 positions."""
+    with open(SHARED / "data" / "statista" / "test.jsonl", encoding="utf-8") as f:
+        return [json.loads(next(f))["table"][:80] for _ in range(n)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(store: Path, port: int, *extra: str, threads: int = 1) -> subprocess.Popen:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", TOKENIZERS_PARALLELISM="false",
+               OMP_NUM_THREADS=str(threads))
+    proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "--store", str(store), "serve", "--host",
+                             "127.0.0.1", "--port", str(port), "--no-worker", *extra],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("the server did not start in 90 s")
+
+
+def percentile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[max(0, min(len(xs) - 1, round(q * (len(xs) - 1))))] if xs else float("nan")
+
+
+def ask(c: httpx.Client, run: str, prompt: str, max_tokens: int) -> tuple[str | None, str]:
+    try:
+        r = c.post("/v1/completions", json={"model": f"{EXPERIMENT}/{run}", "prompt": prompt, "temperature": 0,
+                                            "max_tokens": max_tokens})
+    except httpx.HTTPError as e:
+        return None, type(e).__name__
+    return (r.json()["choices"][0]["text"], "ok") if r.status_code == 200 else (None, str(r.status_code))
+
+
+def load(url: str, runs: list[str], texts: list[str], clients: int, requests: int, max_tokens: int,
+         reference: dict[tuple[str, str], str], seed: int = 0) -> dict[str, Any]:
+    """`clients` threads, `requests` each; latency of each, and whether it answered what `reference` holds."""
+    results: list[tuple[float, str]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients)
+
+    def client(i: int) -> None:
+        rng = random.Random(seed + i)
+        with httpx.Client(base_url=url, timeout=600) as c:
+            start.wait()
+            for _ in range(requests):
+                run, prompt = rng.choice(runs), rng.choice(texts)
+                t0 = time.perf_counter()
+                text, why = ask(c, run, prompt, max_tokens)
+                dt = time.perf_counter() - t0
+                if text is not None and text != reference[(run, prompt)]:
+                    why = "wrong answer"
+                with lock:
+                    results.append((dt, why))
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    lat = [r[0] for r in results]
+    errs = [r[1] for r in results if r[1] != "ok"]
+    with httpx.Client(base_url=url, timeout=30) as c:
+        batches = c.get("/api/health").json()["inference"]["last_batches"]
+    return {"requests": len(results), "errors": len(errs), "error_kinds": sorted(set(errs)),
+            "wall_s": round(wall, 2), "rps": round(len(results) / wall, 2),
+            "p50_ms": round(1000 * statistics.median(lat), 1), "p95_ms": round(1000 * percentile(lat, 0.95), 1),
+            "last_batch_rows": [b[0] for b in batches]}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--requests", type=int, default=5, help="requests per client and scenario (default 5)")
+    ap.add_argument("--max-tokens", type=int, default=16)
+    ap.add_argument("--store", type=Path, help="a store holding experiment `load` (default: build one)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of each server (default 1: on a small shared CPU, more threads than free "
+                         "cores make every matmul wait; measured 30x slower with 2 threads at load 10 on 2 cores)")
+    ap.add_argument("--json", type=Path, help="also write the report here")
+    args = ap.parse_args(argv)
+    if not (1 <= args.clients <= 200 and args.requests >= 1 and args.clients * args.requests <= 5000):
+        raise SystemExit("keep it bounded: 1..200 clients, at most 5000 requests a scenario")
+    tmp = tempfile.TemporaryDirectory(prefix="peftlab-openai-load-")
+    procs: list[subprocess.Popen] = []
+    try:
+        if args.store:
+            store = args.store
+        else:
+            print("building a tiny experiment (zero-shot, lora, lora-b, ia3 on stories260k)...", file=sys.stderr)
+            store = build_store(Path(tmp.name))
+        ports = {"batched": free_port(), "one at a time": free_port()}
+        procs = [start_server(store, ports["batched"], threads=args.threads),
+                 start_server(store, ports["one at a time"], "--no-batching", threads=args.threads)]
+        urls = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
+        texts = prompts()
+        reference: dict[tuple[str, str], str] = {}
+        with httpx.Client(base_url=urls["one at a time"], timeout=120) as c:  # also loads the models
+            for run in SCENARIOS["mixed types"]:
+                for t in texts:
+                    text, why = ask(c, run, t, args.max_tokens)
+                    if text is None:
+                        raise SystemExit(f"the reference request for {run} failed: {why}")
+                    reference[(run, t)] = text
+        with httpx.Client(base_url=urls["batched"], timeout=120) as c:
+            for run in SCENARIOS["mixed types"]:
+                ask(c, run, texts[0], 2)  # warm-up: load the base and every adapter
+        report: dict[str, Any] = {"clients": args.clients, "requests_per_client": args.requests,
+                                  "max_tokens": args.max_tokens, "threads": args.threads, "cpus": os.cpu_count(),
+                                  "load_average": os.getloadavg(), "scenarios": {}}
+        for name, runs in SCENARIOS.items():
+            row = {}
+            for mode, url in urls.items():
+                print(f"{name}, {mode}: {args.clients} clients x {args.requests} requests ...", file=sys.stderr)
+                row[mode] = load(url, runs, texts, args.clients, args.requests, args.max_tokens, reference)
+            row["gain"] = round(row["batched"]["rps"] / row["one at a time"]["rps"], 2)
+            report["scenarios"][name] = row
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
+        tmp.cleanup()
+    print(f"\n{args.clients} clients x {args.requests} requests per scenario, max_tokens {args.max_tokens}, greedy, "
+          f"{args.threads} torch thread(s) per server, {os.cpu_count()} CPU(s)")
+    print(f"{'scenario':<13} {'server':<14} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'errors':>7}  gain")
+    for name, row in report["scenarios"].items():
+        for mode in ("batched", "one at a time"):
+            m = row[mode]
+            gain = f"x{row['gain']}" if mode == "batched" else ""
+            print(f"{name:<13} {mode:<14} {m['rps']:>7} {m['p50_ms']:>8} {m['p95_ms']:>8} {m['errors']:>7}  {gain}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""An OpenAI-compatible API over the store's finished runs (HTTP only; the engine is
+`peftlab.infer.engine.Engine`): `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+
+A run is the model `EXPERIMENT/RUN`. Supported: `messages` / `prompt`, `max_tokens`
+(`max_completion_tokens`), `temperature`, `top_p`, `stop`, `seed`, `n=1`, `stream` (server-sent
+events in OpenAI's chunk format, ending `data: [DONE]`; `stream_options.include_usage`). Other
+OpenAI parameters are refused with a message rather than ignored. Errors come back in OpenAI's
+shape, `{"error": {"message", "type", "param", "code"}}`; the service's token applies as on /api
+(`Authorization: Bearer`, which is how OpenAI clients send their api key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from peftlab.errors import NotFound, PeftlabError
+from peftlab.infer.engine import Engine, Job, ServeError
+from peftlab.serve.deps import EngineDep
+
+router = APIRouter(tags=["openai"])
+MAX_STOPS = 4
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="A finished run: EXPERIMENT/RUN (see /v1/models).")
+    max_tokens: int | None = Field(None, ge=1, description="Default: the run's evaluation max_new_tokens.")
+    temperature: float = Field(1.0, ge=0, le=2, description="0: greedy, the run's evaluation decoding.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1, description="Only 1.")
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    seed: int | None = None
+    user: str | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+
+
+class ChatMessage(BaseModel):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+class ChatRequest(_Request):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+
+
+class CompletionRequest(_Request):
+    prompt: str | list[str]
+    echo: bool = False
+    logprobs: int | None = None
+    suffix: str | None = None
+
+
+def error(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,  # noqa: A002
+          code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
+                        status_code=status, headers=headers)
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A /v1 body that does not parse: 400 in OpenAI's shape, naming the first parameter at fault."""
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    if first.get("type") == "extra_forbidden":
+        return error(400, f"Unrecognized request argument supplied: {param}", param=param)
+    return error(400, f"Invalid value for {param or 'the body'}: {first.get('msg', 'invalid request')}", param=param)
+
+
+def _refuse_unsupported(req: ChatRequest | CompletionRequest) -> None:
+    if req.n != 1:
+        raise ServeError("n > 1 is not supported: each request returns one choice (send n requests instead)",
+                         param="n")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(req, name):
+            raise ServeError(f"{name} is not supported (the run decodes with its own repetition settings)", param=name)
+    if req.logit_bias:
+        raise ServeError("logit_bias is not supported", param="logit_bias")
+    if req.logprobs:
+        raise ServeError("logprobs are not supported", param="logprobs")
+    if isinstance(req, CompletionRequest) and (req.echo or req.suffix):
+        raise ServeError("echo and suffix are not supported", param="echo" if req.echo else "suffix")
+    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if len(stops) > MAX_STOPS or any(not s for s in stops):
+        raise ServeError(f"stop: up to {MAX_STOPS} non-empty strings", param="stop")
+
+
+def _stops(req: ChatRequest | CompletionRequest) -> list[str]:
+    return [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+
+
+async def _prepare(engine: Engine, req: ChatRequest | CompletionRequest, on_text: Any = None) -> Job:
+    _refuse_unsupported(req)
+    kw: dict[str, Any] = {"max_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p,
+                          "stop": _stops(req), "seed": req.seed, "on_text": on_text}
+    if isinstance(req, ChatRequest):
+        kw["messages"] = [m.model_dump() for m in req.messages]
+        kw["max_tokens"] = req.max_completion_tokens or req.max_tokens
+    else:
+        if isinstance(req.prompt, list) and len(req.prompt) != 1:
+            raise ServeError("prompt: one string (a list of several prompts is not supported)", param="prompt")
+        kw["prompt"] = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
+    return await run_in_threadpool(engine.prepare, req.model, **kw)
+
+
+def _usage(a: dict[str, Any]) -> dict[str, int]:
+    return {"prompt_tokens": a["prompt_tokens"], "completion_tokens": a["completion_tokens"],
+            "total_tokens": a["prompt_tokens"] + a["completion_tokens"]}
+
+
+def _choice(kind: Literal["chat", "text"], text: str | None, finish: str | None, final: bool = True,
+            first: bool = False) -> dict[str, Any]:
+    if kind == "text":
+        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+    if final:
+        return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                "finish_reason": finish}
+    delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+    if text:
+        delta["content"] = text
+    return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+
+async def _complete(engine: Engine, req: ChatRequest | CompletionRequest, kind: Literal["chat", "text"]) -> Any:
+    head = {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
+            "model": req.model, "system_fingerprint": None}
+    obj = "chat.completion" if kind == "chat" else "text_completion"
+    if req.stream:
+        return await _stream(engine, req, kind, head)
+    job = await _prepare(engine, req)
+    try:
+        a = await asyncio.wrap_future(engine.submit(job))
+    finally:
+        job.cancelled.set()  # the client went away: stop its row (no effect once answered)
+    body = {**head, "object": obj, "choices": [_choice(kind, a["text"], a["finish_reason"])], "usage": _usage(a)}
+    if a.get("confidence") is not None:
+        body["peftlab"] = {"confidence": a["confidence"]}
+    return body
+
+
+async def _stream(engine: Engine, req: ChatRequest | CompletionRequest, kind: Literal["chat", "text"],
+                  head: dict[str, Any]) -> StreamingResponse:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    job = await _prepare(engine, req, on_text=lambda s: loop.call_soon_threadsafe(queue.put_nowait, ("text", s)))
+    future = engine.submit(job)  # refusals above come back as plain errors, before the stream starts
+    future.add_done_callback(lambda f: loop.call_soon_threadsafe(queue.put_nowait, ("done", f)))
+    obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
+    usage = bool(req.stream_options and req.stream_options.include_usage)
+
+    def sse(choices: list[dict[str, Any]], **extra: Any) -> str:
+        return f"data: {json.dumps({**head, 'object': obj, 'choices': choices, **extra})}\n\n"
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            if kind == "chat":
+                yield sse([_choice(kind, None, None, final=False, first=True)])
+            while True:
+                what, value = await queue.get()
+                if what == "text":
+                    yield sse([_choice(kind, value, None, final=False)])
+                    continue
+                exc = None if value.cancelled() else value.exception()
+                if value.cancelled() or exc is not None:
+                    e = _as_serve_error(exc) if exc is not None else ServeError("cancelled", 499)
+                    yield f"data: {json.dumps({'error': _error_body(e)})}\n\n"
+                    break
+                a = value.result()
+                if job.row is None:  # a classifier's label comes whole
+                    yield sse([_choice(kind, a["text"], None, final=False)])
+                yield sse([_choice(kind, None, a["finish_reason"], final=False)])
+                if usage:
+                    yield sse([], usage=_usage(a))
+                break
+            yield "data: [DONE]\n\n"
+        finally:
+            job.cancelled.set()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _as_serve_error(e: BaseException) -> ServeError:
+    if isinstance(e, ServeError):
+        return e
+    if isinstance(e, NotFound):
+        return ServeError(str(e), 404, code="not_found")
+    if isinstance(e, PeftlabError):
+        return ServeError(str(e), 400)
+    return ServeError(f"{type(e).__name__}: {e}", 500, type="server_error")
+
+
+def _error_body(e: ServeError) -> dict[str, Any]:
+    return {"message": str(e), "type": e.type, "param": e.param, "code": e.code}
+
+
+async def _guarded(coro: Any) -> Any:
+    try:
+        return await coro
+    except Exception as e:  # noqa: BLE001 - every error in OpenAI's shape
+        s = _as_serve_error(e)
+        return JSONResponse({"error": _error_body(s)}, status_code=s.status)
+
+
+@router.get("/v1/models")
+async def list_models(engine: EngineDep) -> dict[str, Any]:
+    return {"object": "list", "data": await run_in_threadpool(engine.models)}
+
+
+@router.get("/v1/models/{model:path}")
+async def get_model(model: str, engine: EngineDep) -> Any:
+    async def find() -> dict[str, Any]:
+        models = await run_in_threadpool(engine.models)
+        for m in models:
+            if m["id"] == model:
+                return m
+        raise ServeError(f"The model {model!r} does not exist here. Available models: "
+                         f"{', '.join(m['id'] for m in models) or 'none'}", 404, "model", "model_not_found")
+
+    return await _guarded(find())
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(req: ChatRequest, engine: EngineDep) -> Any:
+    return await _guarded(_complete(engine, req, "chat"))
+
+
+@router.post("/v1/completions")
+async def completions(req: CompletionRequest, engine: EngineDep) -> Any:
+    return await _guarded(_complete(engine, req, "text"))
