@@ -176,6 +176,26 @@ def test_stories_plain_layout_through_the_task(tmp_path: Path) -> None:
                                           "Assistant: It is white. User: And the shape?", "Assistant:"]
 
 
+@pytest.mark.parametrize("model", [STORIES, SMOLLM], ids=["plain-layout", "chat-template"])
+def test_served_chat_prompt_is_the_training_prompt(tmp_path: Path, model: Path) -> None:
+    """The OpenAI endpoint's messages of a chat run are encoded as training encoded them: the
+    conversation before the last reply, system message and all (plain layout or chat template)."""
+    from peftlab.infer.prompts import chat_prompt, completion_prompt
+
+    if not (model / "tokenizer.json").is_file() and not (model / "tokenizer.model").is_file():
+        pytest.skip(f"{model.name} tokenizer not present")
+    task, data = _task_for(tmp_path, model, "sharegpt")
+    cfg = plan(write_experiment(tmp_path, _chat_experiment(tmp_path, "sharegpt"))).cfg
+    ex = data.test[0]
+    conv = ex.conversation
+    msgs = [{"role": "system", "content": conv.system}] + [{"role": t.role, "content": t.content} for t in conv.turns]
+    ids, last = chat_prompt(task, cfg, msgs[:-1])
+    assert ids == task.prompt_of(ex)
+    assert last == "And the shape?"
+    one, _ = completion_prompt(task, cfg, "Item 7: colour?")
+    assert one == encode_prompt(task.tok, Conversation(None, [Turn("user", "Item 7: colour?")]))
+
+
 # ---------------------------------------------------------------- config and rows
 
 

@@ -85,12 +85,20 @@ def mixable(run: Run) -> bool:
     method = get_method(run.method)
     if method.is_baseline:
         return True
-    if method.artifact != "adapter" or method.quantized_base:
+    if method.artifact != "adapter" or _quantized(run):
         return False
     c = adapter_config(run)
     return (c.get("peft_type") == "LORA" and not c.get("use_dora") and not c.get("modules_to_save")
             and not c.get("alora_invocation_tokens") and not c.get("layer_replication")
             and c.get("bias", "none") == "none")
+
+
+def _quantized(run: Run) -> bool:
+    """Whether the run's base loads 4-bit quantized (the method's own options say)."""
+    from peftlab.models.trained import run_config
+
+    method = get_method(run.method)
+    return method.quantized(method.parse_options(run_config(run)[1].options))
 
 
 def _nbytes(model: Any) -> int:
@@ -122,7 +130,7 @@ class ModelPool:
         # a head the checkpoint lacks is drawn from the seed: only runs of that seed share it
         seed = cfg.training.seed if spec(cfg.task).target_key == "label" else None
         own = None
-        if method.quantized_base:
+        if method.quantized(method.parse_options(entry.options)):
             own = ("load", json.dumps(_load_kwargs(run), default=str, sort_keys=True))
         elif method.artifact == "adapter" and adapter_config(run).get("bias", "none") != "none":
             own = ("run", run.id)  # the adapter rewrites the base's biases as it loads

@@ -7,7 +7,11 @@ experiment's system prompt, or the bare text after BOS), an encoder-decoder thro
 tokenizer, a classifier reads the text. A chat request's user turns are the inputs; a single
 user turn (with the run's own system prompt or none) gives exactly the training tokens. Longer
 conversations go through the chat template as a whole, each message's text tokenized on its own
-as `PromptFormatter` does. Nothing is truncated here (training cut inputs to
+as `PromptFormatter` does. A run trained on conversations (a chat `data.format` or
+`data.as_chat`) was encoded by `data.chat_encoding`, so its requests are too: the messages
+become a `Conversation` and `encode_prompt` renders it with the generation prompt, the chat
+template's or the plain layout's, exactly as training rendered the turns before a reply.
+Nothing is truncated here (training cut inputs to
 `max_source_length`): a prompt longer than the model's context is refused by the engine.
 """
 
@@ -16,6 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 from peftlab.config.schema import ExperimentConfig
+from peftlab.data.chat_encoding import encode_prompt
+from peftlab.data.formats import Conversation, Turn
 from peftlab.errors import PeftlabError
 from peftlab.infer.loading import source_text
 from peftlab.tasks.base import Task
@@ -60,6 +66,8 @@ def input_text(cfg: ExperimentConfig, text: str, param: str) -> str:
 def completion_prompt(task: Task, cfg: ExperimentConfig, prompt: str) -> tuple[list[int], str]:
     """(token ids, the formatted text) for /v1/completions' `prompt`."""
     src = input_text(cfg, prompt, "prompt")
+    if _conversational(task, cfg):
+        return _conversation_ids(task, cfg, [{"role": "user", "content": src}]), src
     return _ids(task, cfg, src), src
 
 
@@ -77,6 +85,8 @@ def chat_prompt(task: Task, cfg: ExperimentConfig, messages: list[dict[str, Any]
         if m["role"] == "user":
             m["content"] = input_text(cfg, m["content"], "messages")
     turns = [m for m in msgs if m["role"] != "system"]
+    if _conversational(task, cfg):
+        return _conversation_ids(task, cfg, msgs), turns[-1]["content"]
     systems = [m["content"] for m in msgs if m["role"] == "system"]
     if len(turns) == 1 and (not systems or systems == [cfg.data.system_prompt]):
         return _ids(task, cfg, turns[0]["content"]), turns[0]["content"]  # exactly a training input
@@ -86,6 +96,19 @@ def chat_prompt(task: Task, cfg: ExperimentConfig, messages: list[dict[str, Any]
     if not systems and cfg.data.system_prompt:
         msgs.insert(0, {"role": "system", "content": cfg.data.system_prompt})
     return _chat_ids(task.tok, msgs), turns[-1]["content"]
+
+
+def _conversational(task: Task, cfg: ExperimentConfig) -> bool:
+    return cfg.task == CAUSAL_LM and bool(getattr(task, "conversational", False))
+
+
+def _conversation_ids(task: Task, cfg: ExperimentConfig, msgs: list[dict[str, str]]) -> list[int]:
+    """The request as the conversation training encoded: its system messages joined (the
+    experiment's system prompt where it has none), user and assistant turns as given."""
+    systems = [m["content"] for m in msgs if m["role"] == "system"]
+    system = "\n\n".join(systems) if systems else cfg.data.system_prompt
+    turns = [Turn(m["role"], m["content"].strip(), loss=False) for m in msgs if m["role"] != "system"]
+    return encode_prompt(task.tok, Conversation(system, turns, "request"))
 
 
 def _ids(task: Task, cfg: ExperimentConfig, src: str) -> list[int]:
