@@ -89,7 +89,7 @@ function wirePlayground() {
       const r = await api("POST", "/api/playground", { experiment: $("#pg-exp").value, runs, ...pgInputs(), ...samplingSettings() });
       $("#pg-results").innerHTML = r.outputs.map((o) => `<div class="card pg-card" data-run="${esc(o.run)}"><h3><span>${swatch(o.method)}${esc(o.run)}</span><span class="small">${esc(o.method)} · ${o.seconds}s</span></h3>
         <div class="out">${esc(o.output) || '<span class="small">(empty output)</span>'}</div>
-        <div class="small">${o.stopped === false ? "hit max new tokens" : o.stopped ? "stopped at end-of-sequence" : ""}${o.confidence !== undefined ? `confidence ${o.confidence}` : ""}</div></div>`).join("");
+        <div class="small">${o.stopped === false ? "hit max new tokens" : o.stopped ? "stopped at end-of-sequence" : ""}${o.confidence !== undefined ? `confidence ${o.confidence}` : ""}${o.method === "zero-shot" && o.confidence !== undefined ? " · an untrained head: chance level" : ""}</div></div>`).join("");
       const s = samplingSettings();
       const asked = s.do_sample || (s.num_beams || 1) > 1;
       $("#pg-sampling-note").classList.toggle("hidden", !(asked && !r.sampling));
