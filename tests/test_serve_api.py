@@ -77,6 +77,8 @@ def test_health_config_and_pages(client: Any) -> None:
     assert "cdn" not in page.text.lower()
     js = client.get("/static/app.js")
     assert js.status_code == 200 and "/api/playground" in js.text
+    pg = client.get("/static/playground.js")
+    assert pg.status_code == 200 and "/api/playground" in pg.text and "/static/playground.js" in page.text
     assert client.get("/static/style.css").status_code == 200
     assert client.get("/api/worker").json()["concurrency"] == 1
 
@@ -90,7 +92,7 @@ def test_openapi_covers_every_api_route(client: Any) -> None:
     every = [*client.app.routes, *(r for router in ROUTERS for r in router.routes)]
     routes = {(r.path, m) for r in every if getattr(r, "path", "").startswith("/api/")
               for m in getattr(r, "methods", ()) if m != "HEAD"}
-    assert len(routes) == 33
+    assert len(routes) == 42
     assert routes and routes <= documented
     for path in ("/api/datasets", "/api/experiments", "/api/runs/{run_id}/cancel", "/api/playground",
                  "/api/runs/{run_id}/export/merged", "/api/estimate"):
@@ -561,3 +563,219 @@ def test_cli_export(trained: Path, tmp_path: Path) -> None:
                  str(tmp_path / "p")]) == 2
     assert main(["--store", str(trained), "export", "tiny", "nope", "-o", str(tmp_path / "n")]) == 2
     assert main(["--store", str(trained), "export", "tiny", "lora", "--merge", "-o", str(tmp_path / "m")]) == 2
+
+
+# -- what the pages need (preview, model fit, launch outcomes, manage, export card) ----
+def test_preview_shows_rows_as_the_model_sees_them(client: Any, statista_ds: str) -> None:
+    template = "Write the title of this table:\n{table}"
+    r = client.post(f"/api/datasets/{statista_ds}/preview", json={
+        "model": "stories260k", "task": "causal-lm", "rows": 2, "max_source_length": 64, "max_target_length": 32,
+        "mapping": {"prompt": template, "target": "title"}})
+    assert r.status_code == 200, r.text
+    p = r.json()
+    assert p["used"] == "template" and p["chat_template"] is False and len(p["rows"]) == 2 and not p["notes"]
+    row = p["rows"][0]
+    assert row["source"].startswith("Write the title of this table:\n0 ")  # a real line break, not "\\n"
+    assert row["prompt"].startswith("<s> Write the title") or row["prompt"].startswith("<s>Write the title")
+    assert row["prompt_tokens"] == 64 and row["truncated"] is True  # statista tables are longer than 64 tokens
+    assert row["target"].endswith("</s>") and 0 < row["target_tokens"] <= 32
+    # a typed backslash-n is said, and the input columns are used when there is no template
+    r = client.post(f"/api/datasets/{statista_ds}/preview", json={
+        "model": "stories260k", "task": "causal-lm", "rows": 1, "mapping": {"prompt": "T:\\n{table}", "target": "title"}})
+    assert r.status_code == 200 and "backslash" in r.json()["notes"][0]
+    r = client.post(f"/api/datasets/{statista_ds}/preview", json={
+        "model": "stories260k", "task": "causal-lm", "rows": 1, "mapping": {"input": ["table"], "target": "title"}})
+    assert r.status_code == 200 and r.json()["used"] == "input columns"
+    assert r.json()["rows"][0]["source"].startswith("0 Year")
+    # an encoder cannot do causal-lm: said by what it is, in the preview, the estimate and the launch
+    r = client.post(f"/api/datasets/{statista_ds}/preview", json={"model": "all-minilm-l6-v2", "task": "causal-lm"})
+    assert r.status_code == 422
+    assert "all-minilm-l6-v2 is an encoder (BertModel); causal-lm needs a decoder model" in r.json()["detail"]
+    for path in ("/api/estimate", "/api/experiments"):
+        r = client.post(path, json={**_exp_body(statista_ds, "enc-exp"), "model": "all-minilm-l6-v2"})
+        assert r.status_code == 422 and "is an encoder (BertModel)" in r.json()["detail"], (path, r.text)
+    assert client.get("/api/experiments/enc-exp").status_code == 404
+
+
+def test_models_say_what_they_are_and_which_tasks_they_fit(client: Any) -> None:
+    models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+    assert models["stories260k"]["kind"] == "decoder" and "causal-lm" in models["stories260k"]["tasks"]
+    enc = models["all-minilm-l6-v2"]
+    assert enc["kind"] == "encoder" and enc["architecture"] == "BertModel" and enc["tasks"] == ["classification"]
+    assert "causal-lm needs a decoder" in enc["unfit"]["causal-lm"]
+    assert "seq2seq needs an encoder-decoder" in enc["unfit"]["seq2seq"]
+    ms = client.get("/api/methods", params={"task": "causal-lm"}).json()
+    assert all(m["color"].startswith("#") for m in ms)
+    assert {m["name"]: m["mergeable"] for m in ms}["prompt-tuning"] is False
+
+
+def test_launch_says_which_runs_were_queued_and_which_reused(client: Any, statista_ds: str) -> None:
+    first = client.post("/api/experiments", json=_exp_body(statista_ds, "relaunch")).json()
+    assert first["queued"] == ["zero-shot", "lora", "ia3"] and first["reused"] == []
+    store = client.app.state.store
+    for name in ("zero-shot", "lora"):
+        store.finish(store.find_run("relaunch", name).id, "done", metrics={"rougeL": 1.0})
+    again = client.post("/api/experiments", json=_exp_body(statista_ds, "relaunch")).json()
+    assert again["reused"] == ["zero-shot", "lora"] and again["requeued"] == ["ia3"] and again["queued"] == []
+    assert {r["name"]: r["action"] for r in again["runs"]} == {"zero-shot": "reused", "lora": "reused",
+                                                               "ia3": "requeued"}
+    # other settings would replace finished results: refused unless confirmed
+    changed = _exp_body(statista_ds, "relaunch", max_steps=5)
+    r = client.post("/api/experiments", json=changed)
+    assert r.status_code == 409 and "zero-shot, lora" in r.json()["detail"] and "replace" in r.json()["detail"]
+    assert store.find_run("relaunch", "lora").status == "done"
+    r = client.post("/api/experiments", json={**changed, "replace": True})
+    assert r.status_code == 201 and r.json()["replaced"] == ["zero-shot", "lora"]
+    # seeds: one run per seed for the methods that train, one zero-shot
+    r = client.post("/api/experiments", json=_exp_body(statista_ds, "seeded", seeds=2, seed=7))
+    assert r.status_code == 201, r.text
+    assert r.json()["queued"] == ["zero-shot", "lora.s7", "lora.s8", "ia3.s7", "ia3.s8"]
+    e = client.get("/api/experiments/seeded").json()
+    assert e["config"]["seeds"] == [7, 8] and e["config"]["training"]["seed"] == 7
+
+
+def test_yaml_estimate_with_seeds_and_tuning_driver(client: Any, statista_ds: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    body = _exp_body(statista_ds, "tuned", tune=2, seeds=2)
+    y = client.post("/api/experiments/yaml", json=body).json()
+    assert "trials: 2" in y["yaml"] and "seeds:" in y["yaml"] and y["cli"].endswith("run tuned.yaml")
+    assert client.get("/api/experiments/tuned").status_code == 404  # nothing recorded
+    e = client.post("/api/estimate", json={**body, "max_validation_examples": 10}).json()
+    plan = {r["run"]: r for r in e["plan"]["rows"]}
+    assert plan["lora"]["trials"] == 2 and plan["lora"]["final_runs"] == 2 and plan["zero-shot"]["trials"] == 0
+    assert e["plan"]["runs"] == 2 + 2 + 2 + 2 + 1 and e["plan"]["seconds"] > 0
+    # a tuned launch starts `peftlab run` on a file written under the store (the tuner asks for trials)
+    from peftlab.serve import launch
+
+    started: list[list[str]] = []
+
+    class FakeProc:
+        pid = os.getpid()
+
+        def __init__(self, cmd: list[str], **kw: Any) -> None:
+            started.append(cmd)
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(launch.subprocess, "Popen", FakeProc)
+    r = client.post("/api/experiments", json={**body, "max_validation_examples": 10})
+    assert r.status_code == 201, r.text
+    drv = r.json()["driver"]
+    assert started[0][1:4] == ["-m", "peftlab.cli", "--store"] and started[0][5] == "run"
+    written = Path(started[0][6])
+    assert written.parent == Path(client.app.state.store.root) / "launch" and "trials: 2" in written.read_text()
+    assert drv["pid"] == os.getpid() and Path(drv["log"]).parent == written.parent
+    assert client.get("/api/experiments/tuned").json()["driver"]["yaml"] == str(written)
+
+
+def test_delete_and_rename(client: Any, statista_ds: str) -> None:
+    store = client.app.state.store
+    out = client.post("/api/experiments", json=_exp_body(statista_ds, "to-manage")).json()
+    ids = [r["id"] for r in out["runs"]]
+    r = client.delete("/api/experiments/to-manage")
+    assert r.status_code == 409 and "cancel them first" in r.json()["detail"]
+    for rid in ids:
+        client.post(f"/api/runs/{rid}/cancel")
+    lora_dir = store.run_dir("to-manage", "lora")
+    lora_dir.mkdir(parents=True, exist_ok=True)
+    (lora_dir / "predictions.jsonl").write_text("{}\n")
+    store.update(ids[1], info={"predictions": "runs/to-manage/lora/predictions.jsonl"})
+    before = store.run(ids[1]).config_hash
+    r = client.post("/api/experiments/to-manage/rename", json={"name": "managed"})
+    assert r.status_code == 200, r.text
+    assert client.get("/api/experiments/to-manage").status_code == 404
+    e = client.get("/api/experiments/managed").json()
+    assert [x["id"] for x in e["runs"]] == ids and e["config"]["name"] == "managed" and "name: managed" in e["yaml"]
+    run = store.run(ids[1])
+    assert run.experiment == "managed" and run.config["experiment"]["name"] == "managed"
+    assert run.file("predictions").is_file() and not lora_dir.exists() and run.config_hash != before
+    # the renamed runs are the runs that experiment makes (same hash as a launch under the new name)
+    again = client.post("/api/experiments", json=_exp_body(statista_ds, "managed")).json()
+    assert [x["id"] for x in again["runs"]] == ids and again["queued"] == []
+    for rid in ids:
+        client.post(f"/api/runs/{rid}/cancel")
+    assert client.post("/api/experiments/managed/rename", json={"name": "tiny"}).status_code == 409
+    assert client.post("/api/experiments/managed/rename", json={"name": "bad/name"}).status_code == 422
+    # delete one run, then the experiment: rows, curves, logs and folders go
+    assert client.delete(f"/api/runs/{ids[0]}").status_code == 200
+    assert client.get(f"/api/runs/{ids[0]}").status_code == 404
+    r = client.delete("/api/experiments/managed")
+    assert r.status_code == 200 and r.json()["runs"] == 2
+    assert client.get("/api/experiments/managed").status_code == 404 and not store.run_dir("managed", "lora").exists()
+    assert client.delete("/api/experiments/managed").status_code == 404
+    assert client.delete("/api/runs/99999").status_code == 404
+
+
+def test_retry_clears_the_previous_attempts_progress(client: Any, statista_ds: str) -> None:
+    out = client.post("/api/experiments", json=_exp_body(statista_ds, "retry-progress")).json()
+    rid = out["runs"][1]["id"]
+    client.post(f"/api/runs/{rid}/cancel")
+    client.app.state.store.update(rid, progress={"phase": "train", "step": 2, "max_steps": 3, "loss": 4.2,
+                                                 "eta_seconds": 12.0})
+    r = client.post(f"/api/runs/{rid}/retry").json()
+    assert r["status"] == "queued" and r["progress"] == {}
+
+
+def test_server_side_data_sets_are_named_after_their_folder(client: Any) -> None:
+    r = client.post("/api/datasets/from-path", json={"path": "e2e_nlg/train.jsonl"})
+    assert r.status_code == 201 and r.json()["name"] == "e2e_nlg"
+    r = client.post("/api/datasets/from-path", json={"path": "e2e_nlg/train.jsonl", "name": "mine"})
+    assert r.json()["name"] == "mine"
+
+
+def test_playground_helpers_example_and_formatted_prompt(client: Any) -> None:
+    ex = client.get("/api/experiments/tiny/example", params={"index": 1}).json()
+    assert ex["columns"] == ["table"] and ex["text"] and ex["inputs"] == {"table": ex["text"]}
+    assert ex["source"] == f"Table: {ex['text']}\nTitle:" and ex["reference"]
+    assert set(ex["outputs"]) == {"zero-shot", "lora", "ia3", "prompt-tuning"}
+    assert client.get("/api/experiments/tiny/example", params={"index": 999}).status_code == 404
+    f = client.post("/api/experiments/tiny/format", json={"text": "0 Year: 2019, Sales: 12"}).json()
+    assert f["prompt"].replace("<s> ", "<s>") == "<s>Table: 0 Year: 2019, Sales: 12\nTitle:"
+    assert f["prompt_tokens"] > 5 and f["chat_template"] is False
+    assert client.post("/api/experiments/tiny/format", json={}).status_code == 422
+
+
+def test_export_card_portable_base_and_merge_trait(client: Any) -> None:
+    ex = client.get("/api/experiments/tiny/exports").json()
+    assert ex["recommended"] in {"zero-shot", "lora", "ia3", "prompt-tuning"}
+    states = {s["run"]: s for s in ex["runs"]}
+    assert states["prompt-tuning"]["mergeable"] is False and "virtual tokens" in states["prompt-tuning"]["merge_why"]
+    assert states["lora"]["mergeable"] is True and states["zero-shot"]["mergeable"] is False
+    z = zipfile.ZipFile(io.BytesIO(client.get(f"/api/runs/{run_id(client, 'lora')}/adapter.zip").content))
+    cfg = json.loads(z.read("tiny-lora-adapter/adapter_config.json"))
+    assert cfg["base_model_name_or_path"] == "stories260k"
+    card = z.read("tiny-lora-adapter/README.md").decode()
+    assert card.startswith("---\nbase_model: stories260k\n") and "# tiny / lora" in card
+    assert "rougeL (main)" in card and "Table: {table}\nTitle:" in card and "PeftModel.from_pretrained" in card
+    assert "[More Information Needed]" not in card
+    r = client.post(f"/api/runs/{run_id(client, 'prompt-tuning')}/export/merged", json={})
+    assert r.status_code == 422 and "cannot be merged" in r.json()["detail"]
+
+
+def test_compare_report_and_bertscore_in_the_web_report(client: Any) -> None:
+    r = client.get("/api/compare/report.html", params={"experiments": "tiny"})
+    assert r.status_code == 200 and '<section id="leaderboard">' in r.text
+    assert client.get("/api/compare/report.html", params={"experiments": "tiny,nope"}).status_code == 404
+    page = client.get("/api/experiments/tiny/report.html").text
+    assert "bertscore_f1" in page  # computed once per run with the local encoder, as `peftlab report` does
+    rows = client.get("/api/experiments/tiny/leaderboard").json()["rows"]
+    assert all(isinstance(x.get("bertscore_f1"), float) for x in rows)
+    lb = client.get("/api/experiments/tiny/leaderboard", params={"max_trainable_percent": 0.001}).json()
+    assert "No budget given" not in lb["recommendation"]["text"]
+    assert "your budget (trainable parameters ≤ 0.001%)" in lb["recommendation"]["text"]
+    page = client.get("/api/experiments/tiny/report.html", params={"max_memory_mb": 1}).text
+    assert "peak memory ≤ 1 MB" in page
+
+
+def test_a_one_row_file_is_not_called_problem_free(client: Any) -> None:
+    r = client.post("/api/datasets", files={"file": ("one.jsonl", b'{"question": "what?", "answer": "this"}\n',
+                                                     "application/json")})
+    assert r.status_code == 201, r.text
+    a = client.get(f"/api/datasets/{r.json()['id']}").json()["analysis"]
+    kinds = {p["kind"]: p["message"] for p in a["problems"]}
+    assert a["counts"]["train_after_split"] == 0 and "too few to split" in kinds["too_few_rows"]
+    rows = "".join(json.dumps({"text": f"sentence {i}", "x": i % 2}) + "\n" for i in range(30)).encode()
+    r = client.post("/api/datasets", files={"file": ("few.jsonl", rows, "application/json")})
+    kinds = {p["kind"]: p["message"] for p in client.get(f"/api/datasets/{r.json()['id']}").json()["analysis"]["problems"]}
+    assert "only 24 training examples after the split" in kinds["tiny_train"]

@@ -1,10 +1,12 @@
 """End to end in a real browser: headless Chromium (Debian's `chromium` + `chromium-driver`)
 driven by selenium against a real `peftlab serve` on 127.0.0.1 and a free port.
 
-Upload a slice of statista, compare zero-shot, lora and ia3 on stories260k with a tiny
-budget, wait for the runs, read the leaderboard and the recommendation, use the
-playground, download an adapter, and check every screenshot is not blank.
-Skipped (not failed) only when chromium or its driver is absent.
+Upload a slice of statista, write a multi-line prompt template and read its preview (the rows
+as the model sees them), compare zero-shot, lora and ia3 on stories260k with a tiny budget
+(the model choice follows the task), follow the live loss chart, read the leaderboard and the
+recommendation, use the playground, download an adapter, delete with a confirmation, and
+check every screenshot is not blank. Skipped (not failed) only when chromium or its driver is
+absent.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import DATA, needs_shared
 from test_serve_worker import free_port, start_server, stop
@@ -73,6 +76,7 @@ def browser(tmp_path: Path) -> Any:
 
 def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -107,10 +111,44 @@ def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> 
         assert "80 train" in detail and "64 train after split" in detail and "table" in detail
         assert "longer than about 256 tokens" in detail
         assert len(d.find_elements(By.CSS_SELECTOR, "#preview-table tbody tr")) == 10
+        # a multi-line template (Enter makes a line break) and its live preview through the tokenizer
+        Select(d.find_element(By.ID, "pv-model")).select_by_value("stories260k")
+        assert "all-minilm-l6-v2" not in d.find_element(By.ID, "pv-model").text  # an encoder: not for causal-lm
+        tpl = d.find_element(By.ID, "map-prompt")
+        tpl.click()  # choosing the template selects it as what the model reads
+        tpl.send_keys("Write the title of this table:", Keys.ENTER, "{table}")
+        assert d.find_element(By.CSS_SELECTOR, "input[name='map-source'][value='template']").is_selected()
+        wait(EC.text_to_be_present_in_element((By.ID, "map-used"), "Used: the template"))
+        wait(lambda drv: any("Write the title of this table:\n0 " in e.get_attribute("textContent")
+                             for e in drv.find_elements(By.CSS_SELECTOR, ".pv-row .pv-prompt")), 60)
+        first = d.find_element(By.CSS_SELECTOR, ".pv-row")
+        assert first.find_element(By.CSS_SELECTOR, ".pv-tokens").text == "256"  # cut at max source tokens
+        assert "cut: prompt" in first.text and first.find_element(By.CSS_SELECTOR, "mark.special").text == "<s>"
+        assert first.find_element(By.CSS_SELECTOR, ".pv-target").text.endswith("</s>")
+        d.execute_script("document.getElementById('preview-card').scrollIntoView({block: 'center'})")
+        shot("1-datasets-template-preview")
+        d.find_element(By.ID, "map-save").click()
+        wait(EC.text_to_be_present_in_element((By.ID, "toast"), "Mapping saved"))
+        with httpx.Client(base_url=base) as c:
+            ds = next(x for x in c.get("/api/datasets").json() if x["name"] == "statista-80")
+            assert ds["mapping"]["prompt"] == "Write the title of this table:\n{table}"  # a real line break
+            assert ds["mapping"]["input"] == []
+        d.execute_script("document.getElementById('map-form').scrollIntoView({block: 'center'})")
         shot("1-datasets")
 
         # 2. New experiment: stories260k, zero-shot + lora + ia3 (the defaults), tiny budget
         d.find_element(By.LINK_TEXT, "New experiment with this data →").click()
+        wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".method-check[data-method='ia3']")))
+        # the model choice follows the task: an encoder only for classification, a decoder picked for causal-lm
+        offered = [o.get_attribute("value") for o in d.find_elements(By.CSS_SELECTOR, "#exp-model option")]
+        assert "all-minilm-l6-v2" not in offered and offered and offered[0] in ("smollm2-135m-instruct-gguf", "stories260k")
+        assert "all-minilm-l6-v2 (encoder)" in d.find_element(By.ID, "exp-model-why").text
+        Select(d.find_element(By.ID, "exp-task")).select_by_value("classification")
+        wait(lambda drv: "all-minilm-l6-v2" in [o.get_attribute("value") for o in
+                                                 drv.find_elements(By.CSS_SELECTOR, "#exp-model option")])
+        Select(d.find_element(By.ID, "exp-task")).select_by_value("causal-lm")
+        wait(lambda drv: "all-minilm-l6-v2" not in [o.get_attribute("value") for o in
+                                                     drv.find_elements(By.CSS_SELECTOR, "#exp-model option")])
         wait(EC.presence_of_element_located((By.CSS_SELECTOR, ".method-check[data-method='ia3']")))
         Select(d.find_element(By.ID, "exp-model")).select_by_value("stories260k")
         name = d.find_element(By.ID, "exp-name")
@@ -138,18 +176,32 @@ def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> 
 
         # 3. Jobs: live queue until all three are done
         wait(EC.url_contains("#/jobs/e2e"), 60)
+        assert "Queued 3 runs (zero-shot, lora, ia3)" in d.find_element(By.ID, "toast").text
         wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#jobs-table tbody tr[data-run]")) == 3)
+        first_row = d.find_element(By.CSS_SELECTOR, "#jobs-table tbody tr[data-run]")
         try:
             wait(lambda drv: drv.find_elements(By.CSS_SELECTOR, "#jobs-table tr[data-status='running']"), 120)
             shot("3-jobs-running")
         except Exception:  # noqa: BLE001 - runs may all be done already on a fast machine
             pass
+        # the live loss chart: one line per run that has logged a step, in its method's colour
+        wait(lambda drv: drv.find_elements(By.CSS_SELECTOR, "#jobs-chart svg g.series polyline"), 240)
+        assert "of 3 runs done" in d.find_element(By.ID, "jobs-summary").text or \
+            "of 3 run" in d.find_element(By.ID, "jobs-summary").text
+        assert first_row.is_displayed()  # rows are updated in place, not rebuilt (a click is never lost)
         wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#jobs-table tr[data-status='done']")) == 3
              or drv.find_elements(By.CSS_SELECTOR, "#jobs-table tr[data-status='failed']"), 420)
         statuses = [r.get_attribute("data-status") for r in d.find_elements(By.CSS_SELECTOR, "#jobs-table tr[data-run]")]
         assert statuses == ["done"] * 3, d.find_element(By.ID, "jobs-table").text
+        assert first_row.get_attribute("data-run") in ("zero-shot", "lora", "ia3")  # the same element
+        series = d.find_elements(By.CSS_SELECTOR, "#jobs-chart svg g.series")
+        assert {s.get_attribute("data-series") for s in series} >= {"lora train", "ia3 train"}
+        assert "rougeL" in d.find_element(By.CSS_SELECTOR, "#jobs-table tr[data-run='lora'] td[data-col='result']").text
+        assert "3 of 3 runs done" in d.find_element(By.ID, "jobs-summary").text
         d.find_element(By.CSS_SELECTOR, "#jobs-table tr[data-run='lora'] .job-logs").click()
         wait(EC.text_to_be_present_in_element((By.ID, "logs-view"), "run finished"))
+        assert "Show the worker's raw output" in d.find_element(By.ID, "worker-toggle").text
+        assert not d.find_element(By.ID, "worker-raw").is_displayed()  # raw output behind the toggle
         shot("3-jobs")
 
         # 4. Results: the recommendation, then the HTML report (leaderboard, curves, outputs side by side)
@@ -157,9 +209,12 @@ def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> 
         wait(EC.text_to_be_present_in_element((By.ID, "recommendation"), "Recommendation: "))
         rec = d.find_element(By.ID, "recommendation").text
         assert rec.split("\n")[0].split(": ")[1] in ("zero-shot", "lora", "ia3") and len(rec) > 60, rec
+        table = d.find_element(By.ID, "results-table").text
+        assert "rougeL [95% CI]" in table and "group" in table and "[" in table
         frame = d.find_element(By.ID, "report-frame")
-        wait(lambda drv: int(frame.get_attribute("offsetHeight")) > 600)
+        wait(lambda drv: int(frame.get_attribute("offsetHeight")) > 600, 120)
         d.switch_to.frame(frame)
+        assert not d.find_element(By.ID, "recommendation").is_displayed()  # shown once, above the report
         ranks = [r.find_elements(By.TAG_NAME, "td")[1].text.strip()
                  for r in d.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr")]
         assert sorted(x.split()[0] for x in ranks) == ["ia3", "lora", "zero-shot"], ranks
@@ -186,10 +241,36 @@ def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> 
         zips = wait(lambda drv: [p for p in drv.downloads.glob("*.zip")], 60)
         names = zipfile.ZipFile(zips[0]).namelist()
         assert any(n.endswith("adapter_config.json") for n in names), names
+        card = zipfile.ZipFile(zips[0]).read(next(n for n in names if n.endswith("README.md"))).decode()
+        assert "# e2e / lora" in card and "base_model: stories260k" in card
+        assert "★ recommended" in d.find_element(By.ID, "export-table").text
         d.find_element(By.CSS_SELECTOR, "tr[data-run='lora'] .merge-btn").click()
         wait(EC.text_to_be_present_in_element((By.ID, "merge-report"), "Merge check for lora"), 120)
         assert "passed" in d.find_element(By.ID, "merge-report").text
         wait(EC.presence_of_element_located((By.CSS_SELECTOR, "tr[data-run='lora'] .dl-merged")))
         shot("6-export")
+
+        # 7. Delete with a confirmation: a run from Jobs (cancel keeps it), then the experiment
+        d.get(f"{base}/#/jobs/e2e")
+        wait(EC.element_to_be_clickable((By.CSS_SELECTOR, "#jobs-table tr[data-run='ia3'] .job-delete"))).click()
+        wait(EC.visibility_of_element_located((By.ID, "modal")))
+        assert "Delete run ia3?" in d.find_element(By.ID, "modal-title").text
+        shot("7-delete-confirm")
+        d.find_element(By.ID, "modal-cancel").click()
+        time.sleep(2)
+        assert d.find_elements(By.CSS_SELECTOR, "#jobs-table tr[data-run='ia3']")
+        d.find_element(By.CSS_SELECTOR, "#jobs-table tr[data-run='ia3'] .job-delete").click()
+        wait(EC.visibility_of_element_located((By.ID, "modal")))
+        d.find_element(By.ID, "modal-ok").click()
+        wait(lambda drv: not drv.find_elements(By.CSS_SELECTOR, "#jobs-table tr[data-run='ia3']"))
+        d.get(f"{base}/#/results/e2e")
+        wait(EC.element_to_be_clickable((By.ID, "results-delete"))).click()
+        wait(EC.visibility_of_element_located((By.ID, "modal")))
+        assert "2 run(s)" in d.find_element(By.ID, "modal-body").text
+        d.find_element(By.ID, "modal-ok").click()
+        wait(EC.text_to_be_present_in_element((By.ID, "toast"), "Deleted e2e"))  # once the request has answered
+        with httpx.Client(base_url=base) as c:
+            assert c.get("/api/experiments/e2e").status_code == 404
+        assert not (tmp_path / "store" / "runs" / "e2e").exists()
     finally:
         stop(server)

@@ -181,6 +181,7 @@ def analyse(files: dict[str, str | None], mapping: dict[str, Any] | None,
             counts["test"] = n_test
         split_note = (f"no {'validation/test' if n_test and n_val else ('test' if n_test else 'validation')} "
                       "file: the engine holds out 10% of the training rows for each (seed 42)")
+    problems += _size_problems(counts, m, columns, train_rows)
     preview = [{k: v for k, v in r.items() if k != "__line__"} for r in train_rows[:PREVIEW_ROWS]]
     chat = _chat_view(files.get("train") or "", train_rows, columns, m, problems)
     return {"counts": counts, "columns": columns, "column_info": col_info, "preview": preview,
@@ -232,6 +233,40 @@ def render_conversation(conv: dict[str, Any], tok: Any, max_tokens: int | None =
     segments = render_segments(tok, Conversation(conv.get("system"), turns, conv.get("where", "")), max_tokens)
     return {"chat_template": bool(getattr(tok, "chat_template", None)), "segments": segments,
             "text": "".join(s["text"] for s in segments)}
+
+
+SMALL_TRAIN = 50  # training examples below which scores are mostly noise
+
+
+def _size_problems(counts: dict[str, int], m: dict[str, Any], columns: list[str],
+                   train_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An empty or tiny training set (after the split the engine makes), and a missing target."""
+    out: list[dict[str, Any]] = []
+    n = counts.get("train", 0)
+    after = counts.get("train_after_split", n)
+    if n == 0:
+        out.append({"kind": "empty_train", "count": 0, "message": "the file has no rows to train on"})
+    elif "train_after_split" in counts and n - counts.get("validation", 0) - counts.get("test", 0) < 2:
+        out.append({"kind": "too_few_rows", "count": n,
+                    "message": f"only {n} row{'s' if n != 1 else ''}: too few to split into train, validation and "
+                               f"test ({after} would be left to train on; the engine refuses fewer than 2). Add rows, "
+                               "or give validation and test files"})
+    elif after < SMALL_TRAIN:
+        out.append({"kind": "tiny_train", "count": after,
+                    "message": f"only {after} training example{'s' if after != 1 else ''}"
+                               f"{' after the split' if 'train_after_split' in counts else ''}: a comparison on so "
+                               f"few is mostly noise (aim for a few hundred)"})
+    task = m.get("task")
+    key = "label" if task in ("classification", "image-classification") else "target"
+    col = m.get(key)
+    if not col:
+        out.append({"kind": f"no_{key}", "count": 0,
+                    "message": f"no {key} column: choose the column the model should learn to "
+                               f"{'predict' if key == 'label' else 'write'} in the column mapping"})
+    elif col in columns and train_rows and all(_text(r.get(col)).strip() == "" for r in train_rows):
+        out.append({"kind": f"no_{key}s", "count": len(train_rows),
+                    "message": f"the {key} column {col!r} is empty in every row"})
+    return out
 
 
 def _input_columns(m: dict[str, Any]) -> list[str]:

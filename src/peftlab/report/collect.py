@@ -18,13 +18,36 @@ from peftlab.errors import PeftlabError
 from peftlab.evaluate.bertscore import read_predictions
 from peftlab.evaluate.metrics import sentence_scores
 from peftlab.methods import REGISTRY, Method
-from peftlab.report.leaderboard import is_trial, row, variant_of
+from peftlab.report.leaderboard import collapse, is_trial, majority_baseline, row, variant_of
 from peftlab.store import Run, Store
 from peftlab.tasks.spec import SPECS, main_metric
 
-# Colour-blind-friendly categorical palette (Tableau 10), one colour per run.
+# Colour-blind-friendly categorical palette (Tableau 10, then more), one colour per method.
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-           "#9c755f", "#bab0ac", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf")
+           "#9c755f", "#bab0ac", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf",
+           "#393b79", "#b5cf6b", "#8c6d31", "#e7969c", "#7b4173", "#637939", "#843c39", "#3182bd")
+
+
+def method_color(method: str) -> str:
+    """A method's colour: fixed by its place in the registry, so a method has the same colour in
+    every chart, report and experiment (the web pages use the same one)."""
+    names = list(REGISTRY)
+    i = names.index(method) if method in names else sum(map(ord, method))
+    return PALETTE[i % len(PALETTE)]
+
+
+def assign_colors(views: list[RunView]) -> None:
+    """Each view gets its method's colour; a second run of a method in the same report (a variant,
+    or the same method in another experiment) gets the next free colour, so lines stay apart."""
+    used: set[str] = set()
+    for v in views:
+        c = method_color(v.run.method)
+        if c in used:
+            start = PALETTE.index(c)
+            c = next((PALETTE[(start + k) % len(PALETTE)] for k in range(1, len(PALETTE))
+                      if PALETTE[(start + k) % len(PALETTE)] not in used), c)
+        used.add(c)
+        v.color = c
 
 
 @dataclass
@@ -74,6 +97,22 @@ class RunView:
     def health(self) -> dict[str, Any] | None:
         return (self.run.info or {}).get("health")
 
+    @property
+    def untrained_head(self) -> bool:
+        """A zero-shot classifier: its classification head is freshly initialised, so its scores are
+        chance level, not what the base model knows."""
+        spec = SPECS.get(self.task)
+        return self.is_baseline and spec is not None and not spec.generative
+
+    @cached_property
+    def collapsed(self) -> str | None:
+        """'97% of test predictions are 'neutral' (...)' when a classifier's predictions collapse
+        onto one class (`leaderboard.collapse`)."""
+        spec = SPECS.get(self.task)
+        if not self.done or spec is None or spec.generative:
+            return None
+        return collapse(self.predictions, (self.run.info or {}).get("labels"))
+
     @cached_property
     def row_scores(self) -> list[dict[str, float]] | None:
         """Per-example ROUGE of each prediction, in `predictions` order (`sentence_scores`: the
@@ -96,6 +135,8 @@ class ReportData:
     tasks: list[str]
     notes: list[str] = field(default_factory=list)
     trials: list[Run] = field(default_factory=list)  # tuning trials: shown apart (budget curves)
+    # rows that are not runs: the majority-class baseline of each classification experiment
+    baselines: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def generative(self) -> bool:
@@ -198,10 +239,10 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
         views.append(RunView(run=r, label=label, experiment=r.experiment, task=task_of[r.experiment], row=row(r),
                              curves=store.curves(r.id), color="", index=0, predictions=load_predictions(r)))
     views.sort(key=_rank_key(main))
+    assign_colors(views)
     rank = 0
     for i, v in enumerate(views):
         v.index = i
-        v.color = PALETTE[i % len(PALETTE)]
         if v.done and v.metric(main) is not None:
             rank += 1
             v.row["rank"] = rank
@@ -210,8 +251,14 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
     title = exp_names[0] if len(exp_names) == 1 else " vs ".join(exp_names)
     notes += version_drift(views)
     add_significance(views, task_of)
+    baselines = []
+    for e in exps:
+        b = majority_baseline(store, e["name"]) if e.get("task") == "classification" else None
+        if b is not None:
+            label = b["run"] if len(exp_names) == 1 else f"{e['name']}/{b['run']}"
+            baselines.append({**b, "label": label, "experiment": e["name"]})
     return ReportData(title=title, experiments=exps, runs=views, main_metric=main, tasks=tasks, notes=notes,
-                      trials=trials)
+                      trials=trials, baselines=baselines)
 
 
 def add_significance(views: list[RunView], task_of: dict[str, str]) -> None:

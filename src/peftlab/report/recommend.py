@@ -121,7 +121,8 @@ def _versus(v: RunView, main: str, zs: RunView | None, full: RunView | None) -> 
     if zs is not None and zs is not v:
         z = zs.metric(main)
         assert z is not None
-        parts.append(f"{_delta(m, z)} over zero-shot ({z:.2f})")
+        what = "zero-shot, an untrained head" if zs.untrained_head else "zero-shot"
+        parts.append(f"{_delta(m, z)} over {what} ({z:.2f})")
     if full is not None and full is not v:
         f = full.metric(main)
         assert f is not None
@@ -195,6 +196,8 @@ def _ties(rs: list[RunView], best: RunView, main: str, budget: Budget, full: Run
                 f"{ci}; p ≤ {max(others):.2g} against each, paired test on the same test examples, Holm-corrected).",
                 best, tied)
     pool = [v for v in tied if budget.fits(v)] if budget.active else tied
+    pool = [v for v in pool if not v.untrained_head] or pool  # chance level is never the pick when a run trained
+    pool = [v for v in pool if not v.collapsed] or pool
     pick = min(pool, key=lambda v: _cheapness(v, prefer)) if pool else best
     ps = [v.row["p_vs_best"] for v in tied if v is not best and v.row.get("p_vs_best") is not None] or [1.0]
     cost_names = {"trainable_params": "trainable parameters", "peak_memory_mb": "peak memory",
@@ -205,10 +208,44 @@ def _ties(rs: list[RunView], best: RunView, main: str, budget: Budget, full: Run
     if pool:
         text += (f"**{pick.label}** is the cheapest of them by {order}"
                  + (f" within your budget ({budget.describe()})" if budget.active else "")
-                 + (f" ({_costs(pick, full)})" if _costs(pick, full) else "") + ": the recommendation.")
+                 + (f" ({_costs(pick, full)})" if _costs(pick, full) else "") + ": the recommendation"
+                 + (", though an untrained head at chance level: no trained run fits" if pick.untrained_head else "")
+                 + ".")
     else:
         text += f"None of them fits your budget ({budget.describe()})."
     return text, pick, tied
+
+
+def _cautions(data: ReportData, rs: list[RunView], best: RunView, main: str) -> str | None:
+    """What every run's scores rest on, beyond the best's: flagged generations (zero-shot
+    included), predictions collapsed onto one class, an untrained zero-shot head, and the
+    majority-class baseline."""
+    out = []
+    flagged = [v for v in rs if v is not best and v.health and not v.health.get("healthy", True)]
+    if flagged:
+        out.append("Generations flagged for " + "; ".join(
+            f"**{v.label}** ({'; '.join(v.health.get('problems', []))})" for v in flagged if v.health)
+            + ": read their scores with that in mind (see Generation health).")
+    collapsed = [v for v in rs if v is not best and v.collapsed]
+    if collapsed:
+        out.append("Predictions collapse onto one class for " + "; ".join(
+            f"**{v.label}** ({v.collapsed})" for v in collapsed) + ": such a run has not learned to tell the "
+            "classes apart.")
+    zs = next((v for v in rs if v.untrained_head and v.experiment == best.experiment), None)
+    if zs is not None and zs is not best:  # (the best's own paragraph says it)
+        out.append(f"**{zs.label}** is an untrained classification head on the base model (its weights are "
+                   f"random before training), so its {main} ({zs.metric(main):.2f}) is chance level, not what the "
+                   "model knows.")
+    maj = next((b for b in data.baselines if b.get("experiment") == best.experiment), None)
+    if maj is not None and isinstance(maj.get(main), int | float):
+        below = [v.label for v in rs if v.trains and (v.metric(main) or 0) <= maj[main]]
+        text = (f"The majority-class baseline (always {maj['majority_label']!r}, "
+                f"{maj['majority_train_share']:.0f}% of the training labels) scores {main} {maj[main]:.2f}"
+                f" and accuracy {maj.get('accuracy', 0):.2f}")
+        text += (f"; {_names(below)} do{'es' if len(below) == 1 else ''} not beat it." if below
+                 else "; every trained run beats it.")
+        out.append(text)
+    return " ".join(out) or None
 
 
 def recommend(data: ReportData, budget: Budget | None = None,
@@ -240,7 +277,16 @@ def recommend(data: ReportData, budget: Budget | None = None,
         losses = ", ".join(_loss(v) for v in ties)
         first += (f" It ties on {main} with {names}; the tie is broken by test loss "
                   f"({_loss(best)} vs {losses}).")
-    if best.is_baseline:
+    if best.untrained_head:
+        first += (" That is chance level: zero-shot classification is an untrained head, so no trained run learned "
+                  "the task here (train longer, on more data, or with a higher learning rate).")
+        trained = next((v for v in rs if v.trains), None)
+        if trained is not None:
+            tm = trained.metric(main)
+            assert tm is not None
+            first += (f" The best trained run is **{trained.label}**{_method(trained)} with {main} {tm:.2f} "
+                      f"({_delta(tm, m)} vs zero-shot).")
+    elif best.is_baseline:
         first += " No fine-tuning method beat the untouched base model here."
         trained = next((v for v in rs if v.trains), None)
         if trained is not None:
@@ -263,11 +309,19 @@ def recommend(data: ReportData, budget: Budget | None = None,
         healthy = next((v for v in rs if v.health and v.health.get("healthy")), None)
         if healthy is not None and healthy is not best:
             first += f" The best run with healthy generations is **{healthy.label}** ({main} {healthy.metric(main):.2f})."
+    if best.collapsed:
+        first += f" Caution: its predictions collapse onto one class ({best.collapsed})."
+        sound = next((v for v in rs if not v.collapsed and not v.is_baseline), None)
+        if sound is not None:
+            first += f" The best run whose predictions do not collapse is **{sound.label}** ({main} {sound.metric(main):.2f})."
     if zs is None:
         first += " (No zero-shot row to compare with: add `zero-shot` to the methods.)"
     if full is None:
         first += " (No full fine-tuning row to compare with: add `full` to the methods.)"
     paragraphs.append(first)
+    caution = _cautions(data, rs, best, main)
+    if caution:
+        paragraphs.append(caution)
 
     # 1b. What the uncertainty says: the runs the best cannot be told apart from, and the pick.
     tie_text, pick, tied = _ties(rs, best, main, budget, full, prefer)
@@ -284,7 +338,8 @@ def recommend(data: ReportData, budget: Budget | None = None,
             in_budget = fitting[0]
             if in_budget is best:
                 paragraphs.append(f"Within your budget ({budget.describe()}): **{best.label}** fits, so it is also "
-                                  f"the pick within the budget.")
+                                  f"the pick within the budget"
+                                  + (" (an untrained head: chance level)." if best.untrained_head else "."))
             else:
                 bm = in_budget.metric(main)
                 assert bm is not None

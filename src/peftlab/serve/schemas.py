@@ -65,9 +65,36 @@ class ExperimentRequest(BaseModel):
     batch_size: int | None = Field(None, gt=0)
     max_train_examples: int | None = Field(None, gt=0)
     max_eval_examples: int | None = Field(None, gt=0, description="Limit on test examples.")
+    max_validation_examples: int | None = Field(None, gt=0)
+    seed: int | None = Field(None, description="training.seed (the first seed with `seeds`).")
+    tune: int | None = Field(None, gt=0, le=200, description="Tune every method with this many trials on the same "
+                             "budget (tuning.trials) before its final runs; a driver process asks for the trials.")
+    seeds: int | None = Field(None, gt=0, le=20, description="Train each final run with this many seeds (seed, "
+                              "seed+1, ...); the leaderboard reports their mean and spread.")
     training: dict[str, Any] = Field(default_factory=dict, description="Other `training` keys.")
     evaluation: dict[str, Any] = Field(default_factory=dict, description="`evaluation` keys.")
     force: bool = Field(False, description="Redo runs already done with the same configuration.")
+    replace: bool = Field(False, description="Replace finished runs of the same name whose settings changed "
+                          "(without it, such a launch is refused with the runs named).")
+
+
+class PreviewRequest(BaseModel):
+    mapping: Mapping | None = Field(None, description="The mapping to preview (default: the data set's).")
+    task: TaskName | None = Field(None, description="Default: the data set's suggested task.")
+    model: str = Field(description="The model whose tokenizer (and chat template) formats the rows.")
+    max_source_length: int = Field(256, gt=0, le=100_000)
+    max_target_length: int = Field(64, gt=0, le=100_000)
+    system_prompt: str | None = None
+    rows: int = Field(3, ge=1, le=20)
+
+
+class FormatRequest(BaseModel):
+    text: str | None = Field(None, description="The input (the value of the input column).")
+    inputs: dict[str, Any] | None = Field(None, description="A value per input column, for several.")
+
+
+class RenameRequest(BaseModel):
+    name: str = Field(description="The new name: letters, digits, . _ -")
 
 
 class PlaygroundRequest(BaseModel):
@@ -76,6 +103,12 @@ class PlaygroundRequest(BaseModel):
     text: str | None = Field(None, description="The input (the value of the input column).")
     inputs: dict[str, Any] | None = Field(None, description="A value per input column, for several.")
     max_new_tokens: int | None = Field(None, ge=1, le=256)
+    # Sampling settings the Playground page sends; the engine (`peftlab.infer.playground`) applies
+    # them where it supports sampling and says so with `sampling` in its answer (else: greedy).
+    do_sample: bool | None = None
+    temperature: float | None = Field(None, ge=0, le=5)
+    top_p: float | None = Field(None, gt=0, le=1)
+    num_beams: int | None = Field(None, ge=1, le=8)
 
 
 class MergeRequest(BaseModel):

@@ -6,6 +6,7 @@ Every SQL statement of peftlab lives in this package, one module per table:
     experiments.py  experiments
     curves.py       curves and logs
     datasets.py     the web service's data sets
+    manage.py       deleting runs and experiments (with their folders), renaming experiments
 
     from peftlab.store import Store, Run
 """
@@ -13,11 +14,12 @@ Every SQL statement of peftlab lives in this package, one module per table:
 from peftlab.store.curves import CurvesTable
 from peftlab.store.datasets import DatasetsTable
 from peftlab.store.experiments import ExperimentsTable
+from peftlab.store.manage import ManageError, ManageTable
 from peftlab.store.runs import TERMINAL, Run, RunsTable, pid_alive
 
 
-class Store(ExperimentsTable, RunsTable, CurvesTable, DatasetsTable):
+class Store(ExperimentsTable, RunsTable, CurvesTable, DatasetsTable, ManageTable):
     """One store folder: `Store(root)` opens (and creates) it; every table's methods are here."""
 
 
-__all__ = ["TERMINAL", "Run", "Store", "pid_alive"]
+__all__ = ["TERMINAL", "ManageError", "Run", "Store", "pid_alive"]

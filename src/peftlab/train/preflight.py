@@ -62,8 +62,25 @@ def _wraps(entry: MethodEntry) -> bool:
 
 
 def _task(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData) -> Any:
+    """The task object on the model's tokenizer, once the model is known to fit the task: an
+    encoder for causal-lm is refused by what it is, not by a tokenizer error it leads to."""
+    import json
+    from pathlib import Path
+
+    from peftlab.models.fit import fit
     from peftlab.tasks.build import load_task
 
+    config_file = Path(rm.path) / "config.json"
+    config: Any = None
+    if config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = None
+    if isinstance(config, dict) and config.get("model_type"):
+        ok, why = fit(config, cfg.task, Path(cfg.model.path).name)
+        if not ok:
+            raise ModelError(f"{why}; choose a model that fits the task (GET /api/models lists each model's tasks)")
     try:
         return load_task(cfg, rm, data.labels)
     except (ValueError, KeyError, TypeError) as e:  # e.g. a tokenizer with no EOS token

@@ -41,6 +41,9 @@ class Row:
     note: str  # the error of a failed or diverged run
     unhealthy: str | None  # the generation problems of an unhealthy run, joined
     cells: list[Cell]
+    collapsed: str | None = None  # a classifier whose predictions collapse onto one class
+    untrained: bool = False  # zero-shot classification: an untrained head (chance level)
+    baseline: bool = False  # a row that is not a run (the majority-class baseline)
 
 
 @dataclass
@@ -138,7 +141,17 @@ def view(data: ReportData) -> LeaderboardView:
         unhealthy = "; ".join(h.get("problems", [])) if h and not h.get("healthy", True) else None
         rows.append(Row(v.row.get("rank"), tag(v), v.run.method, v.method.family if v.method else "", v.run.status,
                         err, unhealthy,
-                        [cell(v, k, cost) for k, cost in keys]))
+                        [cell(v, k, cost) for k, cost in keys], v.collapsed, v.untrained_head))
+    for b in data.baselines:  # in metric order among the finished runs, without a rank
+        val = b.get(main)
+        cells = [Cell(b.get(k) if isinstance(b.get(k), int | float) else None,
+                      fmt_value(k, b.get(k)) if isinstance(b.get(k), int | float) and k not in ("rank_group", "p_vs_best")
+                      else "–", False) for k, _ in keys]
+        brow = Row(None, RunTag(b["label"], "#9aa1ad", -1), b["method"], "baseline", "baseline", b.get("note", ""),
+                   None, cells, baseline=True)
+        at = next((i for i, r in enumerate(rows) if r.rank is None or not isinstance(val, int | float)
+                   or (r.cells[0].value is not None and r.cells[0].value < val)), len(rows))
+        rows.insert(at, brow)
     encoders = {(b.get("model_name"), b.get("num_layers")) for v in data.runs
                 if (b := (v.run.info or {}).get("bertscore"))}
     return LeaderboardView(data.main_metric, columns, rows, sorted(encoders, key=str), ranking(data))
@@ -151,8 +164,15 @@ def _head(c: Column) -> str:
 def _row(r: Row) -> str:
     rank = "" if r.rank is None else r.rank
     flag = f' <span class="badge flag" title="{esc(r.unhealthy)}">⚠ unhealthy</span>' if r.unhealthy is not None else ""
+    if r.collapsed:
+        flag += f' <span class="badge flag" title="{esc(r.collapsed)}">⚠ one class</span>'
+    if r.untrained:
+        flag += (' <span class="badge" title="zero-shot classification: the classification head is freshly '
+                 'initialised, so this row is chance level">untrained head</span>')
+    if r.baseline:
+        flag += ' <span class="badge baseline" title="not a run: always predicts the majority class">baseline</span>'
     status = f'<span class="badge {esc(r.status)}">{esc(r.status)}</span>'
-    status += f'<div class="err">{esc(r.note)}</div>' if r.note else ""
+    status += f'<div class="{"note" if r.baseline else "err"}">{esc(r.note)}</div>' if r.note else ""
     cells = [f'<td class="num" data-v="{rank}">{rank if r.rank is not None else "–"}</td>',
              f'<td class="nowrap" data-v="{esc(r.run.label.lower())}">{swatch(r.run.color)}{esc(r.run.label)}{flag}</td>',
              f'<td class="nowrap">{esc(r.method)}</td>', f'<td class="nowrap">{esc(r.family)}</td>',
@@ -160,7 +180,8 @@ def _row(r: Row) -> str:
     cells += [f'<td class="{"num best" if c.best else "num"}" data-v="{"" if c.value is None else c.value}">{c.text}</td>'
               for c in r.cells]
     bad = r.status in ("failed", "diverged")
-    return f'<tr class="{"bad" if bad else ""}" data-family="{esc(r.family)}">{"".join(cells)}</tr>'
+    return (f'<tr class="{"bad" if bad else "baseline" if r.baseline else ""}" data-family="{esc(r.family)}">'
+            f'{"".join(cells)}</tr>')
 
 
 def render(lb: LeaderboardView) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from peftlab.serve.deps import DatasetsDep, SettingsDep
-from peftlab.serve.schemas import Mapping, PathDataset
+from peftlab.serve.deps import DatasetsDep, SettingsDep, StoreDep
+from peftlab.serve.schemas import ExperimentRequest, Mapping, PathDataset, PreviewRequest
 
 router = APIRouter(tags=["datasets"])
 
@@ -48,9 +48,22 @@ async def upload_dataset(datasets: DatasetsDep, settings: SettingsDep,
         Path(tmp_name).unlink(missing_ok=True)
 
 
+GENERIC_STEMS = {"train", "training", "validation", "valid", "val", "dev", "test", "data", "dataset", "all"}
+
+
+def default_name(path: Path) -> str:
+    """A server-side file's data set name: its folder's for a file named like a split
+    (statista/train.jsonl -> statista), else the file's."""
+    stem = path.stem.lower()
+    if (stem in GENERIC_STEMS or stem.split("-")[0] in GENERIC_STEMS) and path.parent.name:
+        return path.parent.name
+    return path.name
+
+
 @router.post("/api/datasets/from-path", status_code=201)
 def dataset_from_path(req: PathDataset, datasets: DatasetsDep) -> dict[str, Any]:
-    return datasets.add_path(req.path, req.name, req.validation, req.test)
+    name = req.name or default_name(datasets.check_path(req.path))
+    return datasets.add_path(req.path, name, req.validation, req.test)
 
 
 @router.get("/api/data-files")
@@ -107,6 +120,43 @@ def _tokenizer(model: str, datasets: Any) -> Any:
 def set_mapping(ds_id: str, mapping: Mapping, datasets: DatasetsDep) -> dict[str, Any]:
     datasets.set_mapping(ds_id, mapping.model_dump())
     return datasets.detail(ds_id)
+
+
+@router.post("/api/datasets/{ds_id}/preview")
+def preview(ds_id: str, req: PreviewRequest, datasets: DatasetsDep, store: StoreDep) -> dict[str, Any]:
+    """The first rows as the model will see them: the mapping's template (or input columns)
+    applied by the engine, through the model's tokenizer and chat template, with token counts."""
+    from peftlab.data.analyze import _read
+    from peftlab.errors import DataError
+    from peftlab.serve.formatting import preview_rows
+    from peftlab.serve.routers.experiments import build_config
+    from peftlab.train.runner import Plan
+
+    d = datasets.get(ds_id)
+    mapping = req.mapping.model_dump() if req.mapping else dict(d["mapping"])
+    task = req.task or d["mapping"].get("task") or "causal-lm"
+    # "" and [] (not None): the request's choice replaces the stored one, template or columns
+    if mapping.get("prompt"):
+        mapping["input"] = []
+    elif mapping.get("input"):
+        mapping["prompt"] = ""
+    elif task != "image-classification":
+        raise DataError("choose input columns or write a prompt template to preview")
+    body = ExperimentRequest(name="preview", model=req.model, task=task, dataset=ds_id,
+                             mapping=Mapping(**{k: v for k, v in mapping.items() if k in Mapping.model_fields}),
+                             methods=[{"name": "zero-shot"}],
+                             training={"max_source_length": req.max_source_length,
+                                       "max_target_length": req.max_target_length},
+                             max_eval_examples=None)
+    cfg_dict = build_config(body, store, datasets)
+    if req.system_prompt:
+        cfg_dict["data"]["system_prompt"] = req.system_prompt
+    from peftlab.queue.jobs import make_plan
+
+    p: Plan = make_plan(cfg_dict)
+    rows = _read(d["files"]["train"])[: req.rows]
+    out = preview_rows(p.cfg, rows, Path(d["files"]["train"]).name)
+    return {**out, "task": task, "model": req.model}
 
 
 @router.delete("/api/datasets/{ds_id}", status_code=204)

@@ -14,7 +14,7 @@ from peftlab.data.sources import FORMATS
 from peftlab.errors import DataError, PeftlabError
 from peftlab.queue import jobs
 from peftlab.serve.deps import DatasetsDep, StoreDep, find_experiment
-from peftlab.serve.schemas import ExperimentRequest
+from peftlab.serve.schemas import ExperimentRequest, FormatRequest, RenameRequest
 from peftlab.store import Store
 from peftlab.store.intake import Datasets
 from peftlab.tasks.spec import TASK_NAMES, spec
@@ -98,8 +98,12 @@ def build_config(req: ExperimentRequest, store: Store, datasets: Datasets | None
     methods = [m.model_dump(exclude_none=True) for m in req.methods]
     body = {"name": req.name, "model": req.model, "task": req.task, "data": data, "methods": methods,
             "training": dict(req.training), "evaluation": dict(req.evaluation)}
-    flags = {k: getattr(req, k) for k in ("max_steps", "epochs", "batch_size", "max_train_examples", "max_eval_examples")}
+    flags = {k: getattr(req, k) for k in ("max_steps", "epochs", "batch_size", "max_train_examples", "max_eval_examples",
+                                          "max_validation_examples", "seed", "tune")}
     body = apply_overrides(body, overrides_from(flags))
+    if req.seeds and req.seeds > 1:
+        first = int(body["training"].get("seed", 42))
+        body["seeds"] = [first + i for i in range(req.seeds)]
     if datasets is not None:
         _confine(body, datasets)
     return body
@@ -107,6 +111,7 @@ def build_config(req: ExperimentRequest, store: Store, datasets: Datasets | None
 
 def method_catalogue(task: str | None) -> list[dict[str, Any]]:
     from peftlab.methods import REGISTRY
+    from peftlab.report.collect import method_color
 
     out = []
     for m in REGISTRY.values():
@@ -120,7 +125,8 @@ def method_catalogue(task: str | None) -> list[dict[str, Any]]:
         out.append({"name": m.name, "summary": m.summary, "tasks": sorted(m.tasks), "trains": m.trains,
                     "applicable": task is None or task in m.tasks,
                     "learning_rate": m.learning_rate(task or TASK_NAMES[0]) if m.trains else None,
-                    "learning_rates": m.learning_rates, "options": opts})
+                    "learning_rates": m.learning_rates, "options": opts, "color": method_color(m.name),
+                    "mergeable": m.mergeable})
     return out
 
 
@@ -139,13 +145,33 @@ def local_models() -> list[dict[str, Any]]:
             if (p.is_dir() and ((p / "config.json").is_file() or any(p.glob("*.gguf")))) or p.suffix == ".gguf":
                 seen.add(p.name)
                 shape = model_shape(str(p))
-                cfg_path = p / "config.json"
-                arch = None
-                if cfg_path.is_file():
-                    arch = (json.loads(cfg_path.read_text(encoding="utf-8")).get("architectures") or [None])[0]
                 out.append({"name": p.name, "path": str(p), "folder": str(d), "params": shape["params"],
-                            "architecture": arch})
+                            **model_fit(p)})
     return out
+
+
+def model_fit(p: Path) -> dict[str, Any]:
+    """What a model folder is (architecture, kind) and the tasks it fits (`peftlab.models.fit`),
+    with the reason for each task it does not. A bare .gguf file is a causal LM."""
+    from peftlab.models.fit import architecture, fit, kind
+
+    cfg_path = p / "config.json"
+    config: dict[str, Any] = {}
+    if cfg_path.is_file():
+        try:
+            config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = {}
+    if not config.get("model_type"):
+        gguf = p.suffix == ".gguf" or (p.is_dir() and any(p.glob("*.gguf")))
+        fits = {t: "" if (gguf and t == "causal-lm") else "a GGUF file loads as a causal LM only" if gguf
+                else "unknown model type (no config.json model_type)" for t in TASK_NAMES}
+        return {"architecture": None, "kind": "decoder" if gguf else "unknown",
+                "tasks": [t for t, why in fits.items() if not why], "unfit": {t: w for t, w in fits.items() if w}}
+    results = {t: fit(config, t, p.name) for t in TASK_NAMES}
+    return {"architecture": architecture(config), "kind": kind(config),
+            "tasks": [t for t, (ok, _) in results.items() if ok],
+            "unfit": {t: why for t, (ok, why) in results.items() if not ok}}
 
 
 def _plan(req: ExperimentRequest, store: Store, datasets: Datasets) -> Plan:
@@ -169,32 +195,54 @@ def methods(task: str | None = Query(None, description="Mark which methods apply
 
 @router.post("/api/estimate")
 def estimate(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep) -> dict[str, Any]:
-    """Memory and time per method before launch (a rough model; `how` says how it is computed)."""
+    """Memory and time per method before launch (a rough model; `how` says how it is computed);
+    with `tune` or `seeds`, also the runs that makes and their total time (`plan`)."""
     import torch
 
     from peftlab.data.prepare import prepare_data
     from peftlab.models import resolve_model
-    from peftlab.tasks.build import load_task
     from peftlab.train.estimate import estimate as est
+    from peftlab.train.preflight import _task
 
-    cfg = _plan(req, store, datasets).cfg
+    p = _plan(req, store, datasets)
+    cfg = p.cfg
     data = prepare_data(cfg.data, cfg.task, cfg.training.seed, None)
     rm = resolve_model(cfg.model, None)
-    task = load_task(cfg, rm, data.labels)
+    task = _task(cfg, rm, data)  # the preflight's check: a model that does not fit the task is refused here
     out = est(cfg, rm, data, task, cuda=torch.cuda.is_available(), store=store)
     out["data"] = data.counts()
+    if cfg.tuning is not None or cfg.seeds:
+        from peftlab.tune.estimate import plan_cost
+
+        out["plan"] = plan_cost(p, store)
     return out
+
+
+@router.post("/api/experiments/yaml")
+def experiment_yaml(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep) -> dict[str, Any]:
+    """The experiment file the request describes (checked as `peftlab run` checks one; nothing is
+    queued) and the command that runs it."""
+    p = _plan(req, store, datasets)
+    cmd = f"peftlab --store {store.root.resolve()} run {p.cfg.name}.yaml"
+    return {"name": p.cfg.name, "yaml": p.yaml_text, "cli": cmd, "filename": f"{p.cfg.name}.yaml"}
 
 
 @router.post("/api/experiments", status_code=201)
 def create_experiment(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep) -> dict[str, Any]:
-    """Validate (schema, methods, data, model) and queue one run per method. Nothing trains here."""
+    """Validate (schema, methods, data, model) and queue the runs (one per method, or per method and
+    seed); with `tune`, start a driver process that tunes, then runs the finals. Nothing trains here.
+    The answer says what happened to each run: queued, requeued, reused (done already with these
+    settings) or running."""
+    from peftlab.serve import launch
     from peftlab.train.runner import preflight
+    from peftlab.tune.plan import check_tuning
 
     p = _plan(req, store, datasets)
-    preflight(p)
-    runs = jobs.enqueue(p, store, force=req.force)
-    return {"experiment": p.cfg.name, "runs": [jobs.run_summary(r) for r in runs], "yaml": p.yaml_text}
+    check_tuning(p)
+    preflight(p, read_test=p.cfg.tuning is None)
+    if p.cfg.tuning is not None:
+        return launch.spawn_driver(p, store, req.force, req.replace)
+    return launch.queue(p, store, req.force, req.replace)
 
 
 @router.get("/api/experiments")
@@ -205,6 +253,87 @@ def experiments(store: StoreDep) -> list[dict[str, Any]]:
 @router.get("/api/experiments/{name}")
 def experiment(name: str, store: StoreDep) -> dict[str, Any]:
     e = find_experiment(store, name)
+    from peftlab.methods import REGISTRY
+    from peftlab.serve.launch import driver_state
+
+    def summary(r: Any) -> dict[str, Any]:
+        m = REGISTRY.get(r.method)
+        return {**jobs.run_summary(r), "mergeable": bool(m and m.mergeable), "trains": bool(m and m.trains)}
+
     return {"name": e["name"], "task": e["task"], "model": e["model"], "config": e["config"],
             "yaml": e["config_yaml"], "created_at": e["created_at"], "updated_at": e["updated_at"],
-            "runs": [jobs.run_summary(r) for r in store.runs(name)]}
+            "runs": [summary(r) for r in store.runs(name)], "driver": driver_state(store, name)}
+
+
+@router.delete("/api/experiments/{name}")
+def delete_experiment(name: str, store: StoreDep) -> dict[str, Any]:
+    """Delete the experiment, its runs and their files (refused while a run of it is running or queued)."""
+    from peftlab.store import ManageError
+
+    find_experiment(store, name)
+    try:
+        out = store.delete_experiment(name)
+    except ManageError as e:
+        raise HTTPException(409, str(e)) from None
+    _delete_studies(store, name)
+    return out
+
+
+def _delete_studies(store: Store, name: str) -> None:
+    """The experiment's tuning studies (a new experiment of the same name must not resume them)."""
+    if not (store.root / "tuning.journal").is_file():
+        return
+    import optuna
+
+    from peftlab.tune.study import storage
+
+    st = storage(store.root)
+    for s in optuna.get_all_study_summaries(st):
+        if s.study_name.startswith(f"{name}/"):
+            optuna.delete_study(study_name=s.study_name, storage=st)
+
+
+@router.post("/api/experiments/{name}/rename")
+def rename_experiment(name: str, req: RenameRequest, store: StoreDep) -> dict[str, Any]:
+    """Rename the experiment: its runs and folders follow (refused while a run of it is running or
+    queued, or when the name is taken)."""
+    import yaml
+
+    from peftlab.config import ExperimentConfig
+    from peftlab.config.schema import MethodEntry
+    from peftlab.store import ManageError
+    from peftlab.train.runner import config_hash
+
+    find_experiment(store, name)
+
+    def rehash(run_cfg: dict[str, Any]) -> str:
+        return config_hash(ExperimentConfig.model_validate(run_cfg["experiment"]),
+                           MethodEntry.model_validate(run_cfg["entry"]))
+
+    def text(config: dict[str, Any]) -> str:
+        e = store.experiment(name) or {}
+        try:
+            body = yaml.safe_load(e.get("config_yaml") or "") or {}
+        except yaml.YAMLError:
+            body = {}
+        if not isinstance(body, dict) or not body:
+            body = config
+        body["name"] = req.name
+        return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+
+    try:
+        return store.rename_experiment(name, req.name, rehash, text)
+    except ManageError as e:
+        raise HTTPException(409, str(e)) from None
+
+
+@router.post("/api/experiments/{name}/format")
+def format_input(name: str, req: FormatRequest, store: StoreDep) -> dict[str, Any]:
+    """An input as the experiment's runs see it: its template applied, through the model's tokenizer
+    and chat template (special tokens shown), with the token count."""
+    from peftlab.config import ExperimentConfig
+    from peftlab.serve.formatting import format_input as fmt
+
+    e = find_experiment(store, name)
+    cfg = ExperimentConfig.model_validate(e["config"])
+    return fmt(cfg, req.text, req.inputs, Path(e["base_dir"]) if e.get("base_dir") else None)

@@ -13,31 +13,33 @@ import hashlib
 import json
 import math
 import threading
+from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
 from peftlab.report.leaderboard import rows
 from peftlab.serve.deps import StoreDep, find_experiment
 from peftlab.store import Store
-from peftlab.tasks.spec import main_metric
+from peftlab.tasks.spec import SPECS, main_metric
 
 router = APIRouter(tags=["results"])
 
 
-def recommendation(store: Store, experiment: str, rs: list[dict[str, Any]]) -> dict[str, Any]:
+def recommendation(store: Store, experiment: str, rs: list[dict[str, Any]], budget: Any = None) -> dict[str, Any]:
     """The HTML report's recommendation (`peftlab.report.recommend`), in the API's shape."""
     from peftlab.report.collect import collect
     from peftlab.report.recommend import recommend
 
-    rec = recommend(collect(store, [experiment]))
-    pick = rec.best_in_budget or rec.best
+    rec = recommend(collect(store, [experiment]), budget)
+    pick = rec.recommended or rec.best_in_budget or rec.best
     pending = [r["run"] for r in rs if r["status"] in ("queued", "running")]
     text = rec.text or "No finished runs yet."
     if pending:
         text += f"\n\n({len(pending)} run(s) still going: {', '.join(pending)}; this may change.)"
     return {"run": pick.run.name if pick else None, "run_id": pick.run.id if pick else None,
+            "tied": [v.run.name for v in rec.tied],
             "best": rec.best.run.name if rec.best else None, "text": text, "html": rec.html,
             "final": not pending, "pending": pending, "source": "peftlab.report.recommend"}
 
@@ -52,31 +54,61 @@ _REPORTS: dict[str, tuple[str, str]] = {}
 _REPORT_LOCK = threading.Lock()
 
 
-def report_html(store: Store, experiment: str) -> str:
-    """The experiment's HTML report (without BERTScore, which needs a model download), cached
-    until a run changes."""
-    from peftlab.report.collect import collect
-    from peftlab.report.html import ReportOptions, render
+def _budget(max_memory_mb: float | None, max_train_seconds: float | None,
+            max_trainable_percent: float | None) -> Any:
+    from peftlab.report.recommend import Budget
 
-    fp = fingerprint(store, experiment)
-    key = f"{store.root.resolve()}::{experiment}"
+    return Budget(max_memory_mb, max_train_seconds, max_trainable_percent)
+
+
+def report_html(store: Store, experiments: str | list[str], budget: Any = None, bertscore: bool = True) -> str:
+    """The HTML report of one experiment (or, given several, the comparison of `peftlab compare`),
+    as `peftlab report` writes it: BERTScore included for generation tasks (computed once per run
+    with the experiment's encoder and kept in its metrics), within `budget` when given; cached
+    until a run changes."""
+    from peftlab.report.collect import add_bertscores, collect, version_drift
+    from peftlab.report.html import ReportOptions, render
+    from peftlab.report.recommend import Budget, recommend
+
+    names = [experiments] if isinstance(experiments, str) else list(experiments)
+    budget = budget or Budget()
+    fp = "|".join(fingerprint(store, n) for n in names)
+    key = f"{store.root.resolve()}::{','.join(names)}::{budget}::{bertscore}"
     with _REPORT_LOCK:
         hit = _REPORTS.get(key)
         if hit and hit[0] == fp:
             return hit[1]
-        page = render(collect(store, [experiment]), ReportOptions(bertscore=False, title=f"peftlab: {experiment}"))
+        data = collect(store, names)
+        problems = add_bertscores(store, data, None) if bertscore and data.generative else []
+        problems += version_drift(data.runs)
+        title = f"peftlab: {' vs '.join(names)}"
+        opts = ReportOptions(bertscore=bertscore, title=title, budget=budget)
+        page = render(data, opts, problems, recommend(data, budget))
+        if len(_REPORTS) > 32:
+            _REPORTS.clear()
         _REPORTS[key] = (fp, page)
         return page
 
 
-def leaderboard(store: Store, experiment: str) -> dict[str, Any]:
+def leaderboard(store: Store, experiment: str, budget: Any = None) -> dict[str, Any]:
+    from peftlab.methods import REGISTRY
+    from peftlab.report.collect import method_color
+
     exp = find_experiment(store, experiment)
     rs = rows(store, experiment)
+    spec_ = SPECS.get(exp["task"])
     for r in rs:
         for k, v in list(r.items()):
             if isinstance(v, float) and not math.isfinite(v):
                 r[k] = None
-    rec = recommendation(store, experiment, rs)
+        m = REGISTRY.get(r["method"])
+        r["color"] = "#9aa1ad" if r.get("baseline") else method_color(r["method"])
+        r["untrained_head"] = bool(m and m.is_baseline and spec_ is not None and not spec_.generative)
+        r["mergeable"] = bool(m and m.mergeable)
+        run = store.run(r["run_id"]) if isinstance(r.get("run_id"), int) else None
+        h = ((run.info or {}).get("health") if run is not None else None) or {}
+        r["health_problems"] = list(h.get("problems") or []) if not h.get("healthy", True) else []
+    rec = recommendation(store, experiment, rs, budget)
     return {"experiment": experiment, "task": exp["task"], "model": exp["model"], "main_metric": main_metric(exp["task"]),
             "rows": rs, "recommendation": rec, "fingerprint": fingerprint(store, experiment)}
 
@@ -117,16 +149,80 @@ def curves(store: Store, experiment: str) -> dict[str, Any]:
 
 
 # -- routes ---------------------------------------------------------------------
+def _q() -> Any:
+    return Query(None, gt=0)  # a Query per parameter (one shared FieldInfo would be one parameter)
+
+
 @router.get("/api/experiments/{name}/leaderboard", name="leaderboard")
-def leaderboard_route(name: str, store: StoreDep) -> dict[str, Any]:
-    return leaderboard(store, name)
+def leaderboard_route(name: str, store: StoreDep, max_memory_mb: float | None = _q(),
+                      max_train_seconds: float | None = _q(),
+                      max_trainable_percent: float | None = _q()) -> dict[str, Any]:
+    """Ranked rows (with intervals, rank groups and the majority-class baseline of classification),
+    and the recommendation, within the budget when one is given."""
+    return leaderboard(store, name, _budget(max_memory_mb, max_train_seconds, max_trainable_percent))
 
 
 @router.get("/api/experiments/{name}/report.html", response_class=HTMLResponse)
-def report(name: str, store: StoreDep) -> HTMLResponse:
+def report(name: str, store: StoreDep, max_memory_mb: float | None = _q(),
+           max_train_seconds: float | None = _q(), max_trainable_percent: float | None = _q(),
+           bertscore: bool = True) -> HTMLResponse:
     """The experiment's HTML report (the one `peftlab report` writes), re-rendered when a run changes."""
     find_experiment(store, name)
-    return HTMLResponse(report_html(store, name), headers={"Cache-Control": "no-store"})
+    page = report_html(store, name, _budget(max_memory_mb, max_train_seconds, max_trainable_percent), bertscore)
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/compare/report.html", response_class=HTMLResponse)
+def compare(store: StoreDep, experiments: str = Query(description="Experiment names, comma-separated"),
+            max_memory_mb: float | None = _q(), max_train_seconds: float | None = _q(),
+            max_trainable_percent: float | None = _q(), bertscore: bool = True) -> HTMLResponse:
+    """The runs of several experiments in one report (`peftlab compare`)."""
+    names = [n.strip() for n in experiments.split(",") if n.strip()]
+    if not names:
+        raise HTTPException(400, "name at least one experiment")
+    for n in names:
+        find_experiment(store, n)
+    page = report_html(store, names, _budget(max_memory_mb, max_train_seconds, max_trainable_percent), bertscore)
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/experiments/{name}/example")
+def example(name: str, store: StoreDep, index: int = Query(0, ge=0)) -> dict[str, Any]:
+    """A test example of the experiment as a person types it in the playground: the value of each
+    input column (found by formatting the data file's rows as the engine does), its reference, and
+    the outputs the finished runs gave it at test time."""
+    return find_test_example(store, name, index)
+
+
+def find_test_example(store: Store, name: str, index: int) -> dict[str, Any]:
+    from peftlab.config import ExperimentConfig
+    from peftlab.data.prepare import _format_source, _source_columns
+    from peftlab.data.sources import read_rows
+
+    e = find_experiment(store, name)
+    got = outputs(store, name, limit=1, offset=index)
+    if not got["rows"]:
+        n = len(outputs(store, name, limit=200)["rows"])
+        raise HTTPException(404, f"no test example {index} (the finished runs have {n} test outputs)" if n else
+                            "no finished run with test outputs yet")
+    row = got["rows"][0]
+    cfg = ExperimentConfig.model_validate(e["config"])
+    cols = _source_columns(cfg.data)
+    base = Path(e["base_dir"]) if e.get("base_dir") else None
+    inputs = None
+    for f in (cfg.data.test, cfg.data.train, cfg.data.validation):
+        if not f or inputs is not None:
+            continue
+        try:
+            raw = read_rows(f, base, "skip").rows
+        except Exception:  # noqa: BLE001 - a moved file: the formatted input is still returned
+            continue
+        for r in raw:
+            if all(r.get(c) is not None for c in cols) and _format_source(cfg.data, r) == row["input"]:
+                inputs = {c: r[c] if isinstance(r[c], str) else str(r[c]) for c in cols}
+                break
+    return {"index": row["index"], "inputs": inputs, "text": inputs[cols[0]] if inputs and len(cols) == 1 else None,
+            "source": row["input"], "reference": row["reference"], "outputs": row["outputs"], "columns": cols}
 
 
 @router.get("/api/experiments/{name}/outputs", name="outputs")

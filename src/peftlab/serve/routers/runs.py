@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 
 from peftlab.queue import jobs
 from peftlab.serve.deps import SchedulerDep, StoreDep, find_run
@@ -62,5 +62,23 @@ def cancel(run_id: int, store: StoreDep) -> dict[str, Any]:
 
 @router.post("/api/runs/{run_id}/retry")
 def retry(run_id: int, store: StoreDep, force: bool = False) -> dict[str, Any]:
+    """Queue the run again. The previous attempt's step, loss and ETA are cleared: the next
+    attempt reports its own (a resumed run continues its curves from its checkpoint)."""
     find_run(store, run_id)
-    return jobs.run_summary(jobs.retry(store, run_id, force))
+    jobs.retry(store, run_id, force)
+    run = store.run(run_id)
+    if run is not None and run.status == "queued":  # not yet claimed: nothing of the new attempt to keep
+        store.update(run_id, progress={})
+    return jobs.run_summary(store.run(run_id) or run)
+
+
+@router.delete("/api/runs/{run_id}")
+def delete_run(run_id: int, store: StoreDep) -> dict[str, Any]:
+    """Delete a run that is not running: its results, curves, logs and files."""
+    from peftlab.store import ManageError
+
+    find_run(store, run_id)
+    try:
+        return store.delete_run(run_id)
+    except ManageError as e:
+        raise HTTPException(409, str(e)) from None

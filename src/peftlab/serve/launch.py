@@ -1,0 +1,130 @@
+"""Launching an experiment from the web service: what `POST /api/experiments` does once the
+request is a checked plan.
+
+- Untuned: one run per final run (`peftlab.tune.plan.final_runs`: a run per method entry, or
+  per entry and seed), queued in the store for the scheduler; each run's outcome is said:
+  queued (new, or reset because its settings changed), queued again (failed or interrupted
+  before), reused (already done with these settings) or running (another process is on it).
+  Finished runs whose settings changed are not replaced unless the request says `replace`.
+- Tuned (`tune`): the tuner asks for trials one at a time, so a driver process runs the
+  experiment as `peftlab run` does: `python -m peftlab.cli --store STORE run FILE`, detached,
+  with the experiment file written under `STORE/launch/`; its trials and final runs appear in
+  the store like any others. `driver_state` reports on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException
+
+from peftlab.queue import jobs
+from peftlab.store import Store, pid_alive
+from peftlab.train.runner import Plan, config_hash, queue_run
+
+
+def _launch_dir(store: Store) -> Path:
+    d = store.root / "launch"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def replaced_runs(p: Plan, store: Store, finals: list[tuple[Any, Any, dict[str, Any]]]) -> list[str]:
+    """Finished runs of the same name whose settings differ: launching would reset them."""
+    taken = []
+    for entry, cfg, _ in finals:
+        old = store.find_run(cfg.name, entry.run_name)
+        if old is not None and old.status in ("done", "diverged") and old.config_hash != config_hash(cfg, entry):
+            taken.append(old.name)
+    return taken
+
+
+def queue(p: Plan, store: Store, force: bool = False, replace: bool = False) -> dict[str, Any]:
+    from peftlab.tune.plan import final_runs
+
+    cfg = p.cfg
+    finals = final_runs(p, list(cfg.methods))
+    taken = [] if (force or replace) else replaced_runs(p, store, finals)
+    if taken:
+        raise HTTPException(409, f"experiment {cfg.name!r} already has finished runs with other settings: "
+                                 f"{', '.join(taken)}. Launching would replace their results: confirm to replace "
+                                 "them (replace: true), or give this experiment another name")
+    store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
+                          str(p.base_dir) if p.base_dir else None)
+    out, actions = [], {"queued": [], "requeued": [], "reused": [], "running": [], "replaced": []}
+    for entry, run_cfg, extra in finals:
+        before = store.find_run(cfg.name, entry.run_name)
+        run, reset = queue_run(p, store, entry, force, run_cfg, extra)
+        if reset:
+            store.log(run.id, "queued")
+            action = "replaced" if before is not None and before.status in ("done", "diverged") else "queued"
+        elif run.status == "queued":
+            action = "requeued"
+            if before is not None and before.status != "queued":
+                store.log(run.id, f"queued again ({before.status} before)")
+        elif run.status == "running":
+            action = "running"
+        else:
+            action = "reused"
+        actions[action].append(run.name)
+        out.append({**jobs.run_summary(run), "action": action})
+    return {"experiment": cfg.name, "runs": out, **actions, "yaml": p.yaml_text, "driver": None}
+
+
+def spawn_driver(p: Plan, store: Store, force: bool = False, replace: bool = False) -> dict[str, Any]:
+    """Start `peftlab run` on the experiment in its own process (tuning asks for trials one at a
+    time); refused while a driver of the same experiment is alive."""
+    cfg = p.cfg
+    state = driver_state(store, cfg.name)
+    if state and state["running"]:
+        raise HTTPException(409, f"experiment {cfg.name!r} is being tuned already (driver process {state['pid']}); "
+                                 "wait for it or cancel its runs")
+    d = _launch_dir(store)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    yaml_path = d / f"{cfg.name}-{stamp}.yaml"
+    yaml_path.write_text(p.yaml_text or "", encoding="utf-8")
+    log_path = d / f"{cfg.name}-{stamp}.log"
+    cmd = [sys.executable, "-m", "peftlab.cli", "--store", str(store.root), "run", str(yaml_path)]
+    cmd += ["--force"] if force else []
+    cmd += ["--replace"] if replace else []
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+    threading.Thread(target=proc.wait, name=f"driver-{proc.pid}", daemon=True).start()  # no zombie left
+    info = {"pid": proc.pid, "experiment": cfg.name, "yaml": str(yaml_path), "log": str(log_path),
+            "started_at": time.time(), "command": " ".join(cmd[1:])}
+    (d / f"{cfg.name}.driver.json").write_text(json.dumps(info), encoding="utf-8")
+    store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
+                          str(p.base_dir) if p.base_dir else None)
+    return {"experiment": cfg.name, "runs": [], "queued": [], "requeued": [], "reused": [], "running": [],
+            "replaced": [], "yaml": p.yaml_text, "driver": {**info, "running": True}}
+
+
+def driver_state(store: Store, experiment: str, tail: int = 20) -> dict[str, Any] | None:
+    f = store.root / "launch" / f"{experiment}.driver.json"
+    if not f.is_file():
+        return None
+    info = json.loads(f.read_text(encoding="utf-8"))
+    lines: list[str] = []
+    log = Path(info.get("log", ""))
+    if log.is_file():
+        with open(log, "rb") as fh:
+            fh.seek(max(0, log.stat().st_size - 16 * 1024))
+            lines = [ln for ln in fh.read().decode("utf-8", "replace").replace("\r", "\n").split("\n") if ln.strip()]
+    running = pid_alive(info.get("pid"))
+    if running:  # a pid the system gave to another process since is not our driver
+        try:
+            with open(f"/proc/{info['pid']}/cmdline", "rb") as fh:
+                running = b"peftlab.cli" in fh.read()
+        except OSError:
+            pass
+    return {**info, "running": running, "log_tail": lines[-tail:]}

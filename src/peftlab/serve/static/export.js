@@ -1,0 +1,53 @@
+// Export: each run's adapter (with a model card and a portable base model name), or its merged
+// model once the merge check passed; "Merge and check" only where the method can merge.
+"use strict";
+
+PAGES.export = async function pageExport(exp) {
+  await loadColors();
+  const name = await fillExperimentSelect($("#ex-exp"), exp);
+  rememberExp(name);
+  await renderExport();
+};
+
+async function renderExport() {
+  const name = $("#ex-exp").value;
+  if (!name) return;
+  $("#export-table tbody").innerHTML = `<tr><td colspan="5">${spinner("reading the runs…")}</td></tr>`;
+  const ex = await api("GET", `/api/experiments/${encodeURIComponent(name)}/exports`);
+  $("#export-table tbody").innerHTML = ex.runs.map((s) => {
+    const a = s.adapter, m = s.merged;
+    const rec = ex.recommended === s.run ? ' <span class="badge done" title="the run the report recommends">★ recommended</span>' : "";
+    const adapterCell = a.available ? `<button class="small dl-adapter" data-url="${a.url}" data-run="${esc(s.run)}">Download ${esc(a.kind)} (zip, ${fmtBytes(a.bytes)})</button>` : `<span class="small">${esc(a.why)}</span>`;
+    let mergedCell = '<span class="small">–</span>';
+    if (a.available && !s.mergeable) {
+      mergedCell = `<button class="small secondary merge-btn" disabled title="${esc(s.merge_why)}">Merge and check</button><div class="small why">${esc(s.merge_why)}</div>`;
+    } else if (a.available) {
+      if (m.state === "passed") mergedCell = `<span class="ok">check passed</span> <button class="small dl-merged" data-url="${m.url}">Download merged (zip)</button> <button class="small secondary show-check" data-id="${s.run_id}">check</button>`;
+      else mergedCell = `${m.state === "failed" ? '<span class="bad">check failed</span> ' : ""}<button class="small secondary merge-btn" data-id="${s.run_id}" data-run="${esc(s.run)}">Merge and check</button>`;
+    }
+    return `<tr data-run="${esc(s.run)}" class="${ex.recommended === s.run ? "selected" : ""}"><td>${swatch(s.method)}<b>${esc(s.run)}</b>${rec}</td><td>${esc(s.method)}</td><td>${badge(s.status)}</td><td>${adapterCell}</td><td>${mergedCell}</td></tr>`;
+  }).join("") || '<tr><td colspan="5" class="small">No runs.</td></tr>';
+  const pick = ex.runs.find((s) => s.run === ex.recommended && s.adapter.available) || ex.runs.find((s) => s.adapter.available && s.mergeable);
+  $("#export-cli").textContent = pick ? pick.cli : `peftlab export ${name} RUN -o DIR`;
+  $$(".dl-adapter, .dl-merged").forEach((b) => b.addEventListener("click", () => download(b.dataset.url).catch((err) => toast(err.message))));
+  $$(".show-check").forEach((b) => b.addEventListener("click", async () => showCheck((await api("GET", `/api/runs/${b.dataset.id}/export`)).merged)));
+  $$(".merge-btn:not([disabled])").forEach((b) => b.addEventListener("click", async () => {
+    b.disabled = true;
+    b.innerHTML = spinner("merging and checking…");
+    try { showCheck(await api("POST", `/api/runs/${b.dataset.id}/export/merged`, {})); }
+    catch (err) { const el = $("#merge-report"); el.classList.remove("hidden"); el.innerHTML = `<div class="error">${esc(err.message)}</div>`; }
+    await renderExport();
+  }));
+}
+
+function showCheck(m) {
+  const el = $("#merge-report");
+  el.classList.remove("hidden");
+  const c = m.check;
+  if (!c) { el.innerHTML = `<div class="error">${esc(m.error || "no check")}</div>`; return; }
+  el.innerHTML = `<h3>Merge check for ${esc(c.run)}: ${c.passed ? '<span class="ok">passed</span>' : '<span class="bad">failed</span>'}</h3>
+    <p>${c.probes} probe inputs · greedy outputs ${c.same_greedy_outputs ? "identical" : "<b>differ</b>"} · max |logit difference| ${c.max_abs_logit_diff.toExponential(2)} (tolerance ${c.tolerance.toExponential(2)}) · ${c.seconds}s</p>
+    ${m.error ? `<div class="error">${esc(m.error)}</div>` : ""}
+    <table class="grid"><thead><tr><th>probe input</th><th>adapter output</th><th>merged output</th><th>max |Δ logit|</th></tr></thead><tbody>
+    ${c.details.map((d) => `<tr><td>${esc(trunc(d.input, 120))}</td><td>${esc(d.adapter_output)}</td><td>${esc(d.merged_output)}</td><td class="num">${d.max_abs_logit_diff.toExponential(2)}</td></tr>`).join("")}</tbody></table>`;
+}

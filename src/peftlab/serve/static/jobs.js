@@ -1,0 +1,212 @@
+// Jobs: every run in the store, updated in place (rows and their buttons are kept between
+// refreshes, so a click is never lost), the experiment's progress and ETA, a live loss chart
+// per run overlaid, the run's log (peftlab's messages; the worker's raw output behind a toggle,
+// with the expected library messages explained), Cancel, Retry and Delete.
+"use strict";
+
+const PHASES = { "": "starting", starting: "starting", "loading data": "loading the data", "loading model": "loading the model",
+  tokenizing: "tokenizing", train: "training", evaluating: "evaluating on the test split", done: "done" };
+
+PAGES.jobs = async function pageJobs(exp) {
+  await loadColors();
+  const sel = $("#jobs-exp");
+  state.experiments = await api("GET", "/api/experiments");
+  const cur = exp || sel.value || localStorage.getItem("peftlab-exp") || "";
+  sel.innerHTML = '<option value="">all</option>' + state.experiments.map((e) => `<option>${esc(e.name)}</option>`).join("");
+  sel.value = state.experiments.some((e) => e.name === cur) ? cur : "";
+  state.jobRows = state.jobRows || new Map(); // kept across visits: the rows are the same elements
+  state.curves = state.curves || {};
+  await renderJobs();
+  every(1500, renderJobs);
+};
+
+function runProgress(r) {
+  const p = r.progress || {};
+  if (r.status === "done") return { pct: 100, text: "", cls: "ok" };
+  if (r.status !== "running") return null;
+  if (p.phase === "train" && p.max_steps) return { pct: Math.min(100, (100 * (p.step || 0)) / p.max_steps), text: `${p.step}/${p.max_steps}` };
+  return { pct: null, text: PHASES[p.phase || ""] || p.phase };
+}
+
+function mainMetric(r, task) {
+  const key = { "causal-lm": "rougeL", seq2seq: "rougeL", classification: "macro_f1", "image-classification": "macro_f1" }[task] || "rougeL";
+  const v = (r.metrics || {})[key];
+  return typeof v === "number" ? `${key} <b>${v.toFixed(2)}</b>` : "";
+}
+
+function jobCells(r) {
+  const exp = state.experiments.find((e) => e.name === r.experiment) || {};
+  const pr = runProgress(r);
+  const p = r.progress || {};
+  const live = r.status === "running" && p.phase === "train";
+  const bar = !pr ? "" : pr.pct === null ? `<span class="bar indeterminate"><i></i></span>${esc(pr.text)}`
+    : `<span class="bar"><i style="width:${pr.pct}%${pr.cls ? ";background:var(--ok)" : ""}"></i></span>${esc(pr.text)}`;
+  const err = r.error && r.status !== "done" ? `<div class="small">${esc(trunc(r.error, 200))}</div>` : "";
+  const took = r.started_at && r.finished_at && r.status === "done" ? fmtSecs(r.finished_at - r.started_at) : "";
+  const result = r.status === "done" ? `${mainMetric(r, exp.task)}${took ? ` <span class="small">in ${took}</span>` : ""}` : "";
+  const actions = [`<button class="small secondary job-logs" data-id="${r.id}">Logs</button>`];
+  if (r.status === "queued" || r.status === "running") actions.push(`<button class="small danger job-cancel" data-id="${r.id}">Cancel</button>`);
+  if (["failed", "diverged", "interrupted"].includes(r.status)) actions.push(`<button class="small job-retry" data-id="${r.id}">Retry</button>`);
+  if (r.status !== "running") actions.push(`<button class="small danger job-delete" data-id="${r.id}" title="Delete this run and its files">Delete</button>`);
+  return {
+    id: String(r.id), experiment: esc(r.experiment),
+    run: `${swatch(r.method)}<b>${esc(r.name)}</b>${r.name !== r.method ? ` <span class="small">${esc(r.method)}</span>` : ""}`,
+    status: badge(r.status) + err, progress: bar,
+    loss: live && p.loss !== undefined && p.loss !== null ? fmtNum(p.loss, 3) : "–",
+    eta: live && p.eta_seconds !== undefined && p.eta_seconds !== null ? fmtSecs(p.eta_seconds) : "–",
+    result, actions: actions.join(" "),
+  };
+}
+const JOB_COLS = ["id", "experiment", "run", "status", "progress", "loss", "eta", "result", "actions"];
+
+async function renderJobs() {
+  const exp = $("#jobs-exp").value;
+  const [runs, w, detail] = await Promise.all([
+    api("GET", "/api/runs" + (exp ? `?experiment=${encodeURIComponent(exp)}` : "")), api("GET", "/api/worker"),
+    exp ? api("GET", `/api/experiments/${encodeURIComponent(exp)}`).catch(() => null) : null]);
+  $("#jobs-worker").textContent = w.running ? `Worker: ${w.active.length} of ${w.concurrency} slot(s) busy.` : "No worker in this service: queued runs wait for `python -m peftlab.queue STORE`.";
+  renderSummary(runs, w, detail);
+  const body = $("#jobs-table tbody");
+  const ordered = runs.slice().reverse();
+  const seen = new Set();
+  let prev = null;
+  for (const r of ordered) {
+    seen.add(r.id);
+    const cells = jobCells(r);
+    let tr = state.jobRows.get(r.id);
+    if (!tr) {
+      tr = document.createElement("tr");
+      tr.dataset.id = r.id;
+      tr.innerHTML = JOB_COLS.map((c) => `<td data-col="${c}" class="${["loss", "eta"].includes(c) ? "num" : ""}"></td>`).join("");
+      state.jobRows.set(r.id, tr);
+    }
+    tr.dataset.run = r.name;
+    tr.dataset.status = r.status;
+    for (const c of JOB_COLS) {
+      const td = tr.querySelector(`td[data-col="${c}"]`);
+      if (td._html !== cells[c]) { td.innerHTML = cells[c]; td._html = cells[c]; }
+    }
+    const want = prev ? prev.nextSibling : body.firstChild;
+    if (want !== tr) body.insertBefore(tr, want);
+    prev = tr;
+  }
+  for (const [id, tr] of state.jobRows) if (!seen.has(id)) { tr.remove(); state.jobRows.delete(id); }
+  const empty = body.querySelector("tr.empty");
+  if (!ordered.length && !empty) body.innerHTML = '<tr class="empty"><td colspan="9" class="small">No runs yet: launch one from New experiment.</td></tr>';
+  else if (ordered.length && empty) empty.remove();
+  await renderLossChart(exp, runs);
+  if (state.logsFor) await showLogs(state.logsFor, true);
+}
+
+function renderSummary(runs, w, detail) {
+  const el = $("#jobs-summary");
+  if (!runs.length) { el.innerHTML = ""; return; }
+  const count = (s) => runs.filter((r) => r.status === s).length;
+  const done = count("done"), running = count("running"), queued = count("queued");
+  const bad = runs.filter((r) => ["failed", "diverged", "interrupted"].includes(r.status)).length;
+  // ETA: the running runs' own, then the queued ones at the mean duration of this list's finished runs
+  const durations = runs.filter((r) => r.status === "done" && r.started_at && r.finished_at).map((r) => r.finished_at - r.started_at);
+  const mean = durations.length ? durations.reduce((a, b) => a + b, 0) / durations.length : null;
+  const runningEta = runs.filter((r) => r.status === "running").map((r) => (r.progress || {}).eta_seconds).filter((x) => typeof x === "number");
+  const slots = Math.max(1, w.concurrency || 1);
+  let eta = null;
+  if (running + queued === 0) eta = 0;
+  else if (mean !== null || (queued === 0 && runningEta.length === running)) {
+    eta = (Math.max(0, ...runningEta, 0) + (queued * (mean || 0)) / slots);
+  }
+  const drv = detail && detail.driver;
+  const driver = drv ? ` · tuning driver ${drv.running ? `<b>running</b> (pid ${drv.pid})` : "finished"}${drv.log_tail && drv.log_tail.length ? `: <span class="small mono">${esc(trunc(drv.log_tail[drv.log_tail.length - 1], 140))}</span>` : ""}` : "";
+  el.innerHTML = `<b>${done} of ${runs.length}</b> run${runs.length === 1 ? "" : "s"} done${running ? ` · ${running} running` : ""}${queued ? ` · ${queued} queued` : ""}${bad ? ` · <span class="bad">${bad} failed or interrupted</span>` : ""}`
+    + (running + queued ? ` · ETA ${eta === null ? "after the first run finishes" : "~" + fmtSecs(eta)}` : "") + driver;
+}
+
+async function renderLossChart(exp, runs) {
+  const box = $("#jobs-chart");
+  if (!exp) { box.innerHTML = '<div class="small">Choose an experiment to follow its loss curves.</div>'; return; }
+  const shown = runs.filter((r) => r.status !== "queued");
+  const now = Date.now();
+  await Promise.all(shown.map(async (r) => {
+    const c = state.curves[r.id];
+    const stale = !c || (r.status === "running" && now - c.at > 2500) || (c.status !== r.status);
+    if (!stale) return;
+    try { state.curves[r.id] = { at: now, status: r.status, data: await api("GET", `/api/runs/${r.id}/curves`) }; } catch (e) { /* gone */ }
+  }));
+  const series = [];
+  for (const r of shown) {
+    const d = (state.curves[r.id] || {}).data || {};
+    if (d.train_loss && d.train_loss.length) series.push({ label: `${r.name} train`, color: colorOf(r.method), points: d.train_loss });
+    if (d.eval_loss && d.eval_loss.length) series.push({ label: `${r.name} validation`, color: colorOf(r.method), points: d.eval_loss, dashed: true });
+  }
+  const html = `<h3>Loss while training <span class="small">(train solid, validation dashed; each method its colour)</span></h3>${lineChart(series, { yLabel: "loss", width: 720, height: 240 })}${legend(series.filter((s) => !s.dashed))}`;
+  if (box._html !== html) { box.innerHTML = html; box._html = html; }
+}
+
+// -- logs -------------------------------------------------------------------------
+// Messages the libraries print that look alarming and are expected, explained.
+const EXPECTED = [
+  [/MISSING|newly initialized|were not initialized from the model checkpoint/i,
+    "Expected: a classification head starts untrained (random weights, MISSING from the checkpoint); it trains with every method, and zero-shot scores it untrained (chance level)."],
+  [/UNEXPECTED|were not used when initializing/i,
+    "Expected: the checkpoint holds weights this task does not use (e.g. a pretraining or pooling head); they are left out."],
+  [/LOAD REPORT|Key\s*\|\s*Status/i, "transformers' table of the weights it loaded: see the notes on MISSING and UNEXPECTED keys."],
+  [/deprecat|FutureWarning/i, "A library's deprecation notice: harmless, it does not change the run."],
+  [/train_runtime|train_samples_per_second/i, "The trainer's summary at the end of training."],
+  [/Xet Storage|hf_xet|HF_HUB_OFFLINE|offline mode/i, "The hub cannot be reached here: models and data are read from the local folders."],
+  [/pad_token|padding side|attention mask/i, "A tokenizer note: peftlab sets padding itself (right for training, left for generation)."],
+];
+const TQDM = /\d+%\|[^|]*\|\s*\d+\/\d+|it\/s\]|s\/it\]|batch\/s\]/;
+
+function explainWorkerOutput(lines) {
+  const kept = [], notes = new Map();
+  let bars = 0;
+  for (const ln of lines) {
+    if (TQDM.test(ln)) { bars++; continue; }
+    kept.push(ln);
+    for (const [re, why] of EXPECTED) if (re.test(ln)) { notes.set(why, (notes.get(why) || 0) + 1); break; }
+  }
+  return { kept, notes, bars };
+}
+
+async function showLogs(id, quiet) {
+  state.logsFor = id;
+  const l = await api("GET", `/api/runs/${id}/logs?tail=200`);
+  const tr = state.jobRows && state.jobRows.get(Number(id));
+  $("#logs-panel").classList.remove("hidden");
+  $("#logs-title").textContent = `Log of run ${id}${tr ? ` (${tr.dataset.run})` : ""}`;
+  const lines = l.logs.slice(-80).map((x) => `${new Date(x.ts * 1000).toLocaleTimeString()} ${x.level.padEnd(7)} ${x.message}`);
+  const v = $("#logs-view");
+  const atEnd = v.scrollTop + v.clientHeight >= v.scrollHeight - 8;
+  const text = lines.join("\n") || "(nothing logged yet)";
+  if (v.textContent !== text) v.textContent = text;
+  if (!quiet || atEnd) v.scrollTop = v.scrollHeight;
+  const w = explainWorkerOutput(l.worker_output);
+  $("#worker-notes").innerHTML = w.notes.size || w.bars
+    ? `<ul>${[...w.notes].map(([why, n]) => `<li>${esc(why)}${n > 1 ? ` <span class="small">(${n} lines)</span>` : ""}</li>`).join("")}${w.bars ? `<li>${w.bars} progress-bar lines (tqdm) hidden: the progress column shows the same.</li>` : ""}</ul>`
+    : '<p class="small">Nothing from the libraries needs explaining.</p>';
+  $("#worker-toggle").textContent = `${$("#worker-raw").classList.contains("hidden") ? "Show" : "Hide"} the worker's raw output (${l.worker_output.length} lines)`;
+  const raw = l.worker_output.slice(-120).join("\n") || "(no output)";
+  if ($("#worker-raw").textContent !== raw) $("#worker-raw").textContent = raw;
+}
+
+function wireJobs() {
+  $("#jobs-exp").addEventListener("change", () => { state.logsFor = null; rememberExp($("#jobs-exp").value); renderJobs(); });
+  $("#worker-toggle").addEventListener("click", () => { $("#worker-raw").classList.toggle("hidden"); if (state.logsFor) showLogs(state.logsFor, true); });
+  $("#jobs-table").addEventListener("click", async (ev) => {
+    const b = ev.target.closest("button");
+    if (!b) return;
+    const id = b.dataset.id;
+    if (b.classList.contains("job-logs")) return showLogs(id);
+    if (b.classList.contains("job-cancel")) {
+      b.disabled = true;
+      try { await api("POST", `/api/runs/${id}/cancel`); toast("Cancelled: Retry resumes it from its last checkpoint"); } catch (e) { toast(e.message); }
+    } else if (b.classList.contains("job-retry")) {
+      try { await api("POST", `/api/runs/${id}/retry`); toast("Queued again"); } catch (e) { toast(e.message); }
+    } else if (b.classList.contains("job-delete")) {
+      const tr = b.closest("tr");
+      const ok = await confirmDialog(`Delete run ${tr.dataset.run}?`, `<p>Its results, curves, logs, adapter and exports are deleted from the store. This cannot be undone.</p>`);
+      if (!ok) return;
+      try { await api("DELETE", `/api/runs/${id}`); toast(`Deleted ${tr.dataset.run}`); if (state.logsFor === id) { state.logsFor = null; $("#logs-panel").classList.add("hidden"); } } catch (e) { toast(e.message); }
+    }
+    renderJobs();
+  });
+}

@@ -1,0 +1,87 @@
+"""The classification playground in a real browser (headless Chromium, as test_serve_browser):
+an experiment on the real all-MiniLM-L6-v2 (zero-shot and lora, a few steps, trained in-process
+before the server starts), a test example loaded with its reference, no max-new-tokens or sampling
+settings for a classifier, and each run's card answering what that run answered at test time."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DATA, MINILM, write_experiment
+from test_serve_browser import CHROMIUM, SHOTS, browser, not_blank  # noqa: F401 - the fixture
+from test_serve_worker import free_port, start_server, stop
+
+from peftlab.store import Store
+
+pytestmark = pytest.mark.skipif(not CHROMIUM or not MINILM.is_dir(), reason="chromium or the shared models absent")
+
+
+def _classification_store(tmp: Path) -> Path:
+    from peftlab.train.runner import plan, run_experiment
+
+    body = {"name": "fpb", "model": "all-minilm-l6-v2", "task": "classification",
+            "data": {"train": str(DATA / "financial_phrasebank" / "train.jsonl"),
+                     "validation": str(DATA / "financial_phrasebank" / "validation.jsonl"),
+                     "test": str(DATA / "financial_phrasebank" / "test.jsonl"), "input": "text", "label": "label",
+                     "max_train_examples": 48, "max_validation_examples": 8, "max_test_examples": 12},
+            "methods": ["zero-shot", "lora"],
+            "training": {"max_steps": 3, "batch_size": 16, "max_source_length": 48, "precision": "fp32", "threads": 1},
+            "evaluation": {"batch_size": 12}}
+    store = Store(tmp / "store")
+    runs = run_experiment(plan(write_experiment(tmp, body)), store, isolation="inprocess", echo=lambda *_: None)
+    assert [r.status for r in runs] == ["done", "done"], [(r.name, r.error) for r in runs]
+    return tmp / "store"
+
+
+def test_classification_playground(browser: Any, tmp_path: Path) -> None:  # noqa: F811 - the fixture
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d = browser
+    shots = SHOTS or tmp_path / "shots"
+    shots.mkdir(parents=True, exist_ok=True)
+    store = _classification_store(tmp_path)
+    port = free_port()
+    server = start_server(store, port, "--no-worker")
+    base = f"http://127.0.0.1:{port}"
+
+    def wait(cond: Any, timeout: float = 60) -> Any:
+        return WebDriverWait(d, timeout, poll_frequency=0.3).until(cond)
+
+    try:
+        d.get(f"{base}/#/playground/fpb")
+        wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, ".pg-run:checked")) == 2)
+        # a classifier has no max new tokens and no sampling
+        for el in ("pg-max-tokens", "pg-temperature", "pg-top-p", "pg-beams"):
+            assert not d.find_element(By.ID, el).is_displayed(), el
+        d.find_element(By.ID, "pg-example").click()
+        wait(EC.visibility_of_element_located((By.ID, "pg-reference")))
+        reference = d.find_element(By.CSS_SELECTOR, "#pg-reference .out").text
+        assert reference in ("positive", "negative", "neutral")
+        text = d.find_element(By.ID, "pg-input").get_attribute("value")
+        assert len(text) > 10
+        d.find_element(By.ID, "pg-show-prompt").click()
+        wait(EC.text_to_be_present_in_element((By.ID, "pg-prompt"), "[CLS]"))
+        d.find_element(By.ID, "pg-go").click()
+        wait(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, ".pg-card[data-run]")) == 2, 180)
+        cards = {c.get_attribute("data-run"): c for c in d.find_elements(By.CSS_SELECTOR, ".pg-card[data-run]")}
+        # what each run answered for this test input at test time (its predictions.jsonl)
+        answered = {}
+        for name in ("zero-shot", "lora"):
+            with open(store / "runs" / "fpb" / name / "predictions.jsonl", encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f]
+            answered[name] = next(r["output"] for r in rows if r["input"] == text)
+        for name, card in cards.items():
+            assert card.find_element(By.CSS_SELECTOR, ".out").text == answered[name], name
+            assert "confidence" in card.text
+        time.sleep(0.3)
+        p = shots / "p-classification-playground.png"
+        d.save_screenshot(str(p))
+        not_blank(p)
+    finally:
+        stop(server)
