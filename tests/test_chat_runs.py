@@ -376,3 +376,43 @@ def test_dataset_analysis_shows_the_format_and_a_rendered_conversation(tmp_path:
         got = c.get(f"/api/datasets/{ds}", params={"model": STORIES.name}).json()["analysis"]["rendered"]
         assert got["chat_template"] is False and "User: Item 100: colour?" in got["text"]
         assert c.get(f"/api/datasets/{ds}", params={"model": str(tmp_path)}).status_code in (400, 403, 422)
+
+
+def test_playground_holds_a_conversation_samples_and_beams(messages_run: tuple[Any, Store, list[str]]) -> None:
+    """A chat run's playground: each run's own conversation, answered greedily as its test
+    evaluation answered the same turns; sampling repeatable by seed; beams said."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from peftlab.serve.app import Settings, create_app
+
+    run, store, _ = messages_run
+    preds = _jsonl(run.file("predictions"))
+    app = create_app(Settings(store=str(store.root), start_worker=False))
+    url = "/api/playground"
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        assert c.get(f"/api/playground/{run.experiment}/runs").json()["chat"] is True
+        for i in (0, 3):  # the test conversations up to their last reply: what the evaluation generated from
+            msgs = [{"role": r, "content": t} for r, t in _conversations(6, offset=100)[i][:-1]]
+            r = c.post(url, json={"experiment": run.experiment, "runs": ["lora"], "messages": {"lora": msgs}})
+            assert r.status_code == 200, r.text
+            got = r.json()
+            assert got["conversation"] is True and got["sampling"] is None
+            assert got["outputs"][0]["output"] == preds[i]["output"], (i, got, preds[i])
+        one = {"experiment": run.experiment, "runs": ["lora"], "text": "Item 7: colour?", "max_new_tokens": 12}
+        sampled = {**one, "do_sample": True, "temperature": 1.5, "top_p": 1.0}
+        a, b = (c.post(url, json={**sampled, "seed": 3}).json() for _ in range(2))
+        assert a["sampling"] == {"temperature": 1.5, "top_p": 1.0, "seed": 3}
+        assert a["outputs"][0]["output"] == b["outputs"][0]["output"]  # the same seed, the same draw
+        draws = {c.post(url, json={**sampled, "seed": s}).json()["outputs"][0]["output"] for s in range(6)}
+        assert len(draws) > 1, draws
+        greedy = c.post(url, json=one).json()
+        assert greedy["sampling"] is None and greedy["outputs"][0]["output"] not in ("", None)
+        beams = c.post(url, json={**one, "num_beams": 3}).json()
+        assert beams["sampling"] == {"num_beams": 3} and beams["outputs"][0]["output"]
+        for bad, says in (({**sampled, "num_beams": 2}, "do not combine"),
+                          ({**one, "text": None, "messages": {"other": [{"role": "user", "content": "x"}]}},
+                           "no conversation for run 'lora'"),
+                          ({**one, "messages": {"lora": [{"role": "assistant", "content": "x"}]}}, "must be the user's")):
+            r = c.post(url, json=bad)
+            assert r.status_code == 422 and says in r.text, r.text

@@ -85,3 +85,61 @@ def test_classification_playground(browser: Any, tmp_path: Path) -> None:  # noq
         not_blank(p)
     finally:
         stop(server)
+
+
+def test_chat_playground_holds_a_conversation_with_each_run(browser: Any, tmp_path: Path) -> None:  # noqa: F811
+    """A run trained on conversations: the page holds one conversation per run (its own replies in
+    it), and each reply is what the API answers for that run's conversation so far."""
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_chat_runs import _chat_experiment
+
+    from peftlab.train.runner import plan, run_experiment
+
+    d = browser
+    body = _chat_experiment(tmp_path, "messages")
+    body["methods"] = ["zero-shot", {"name": "lora", "learning_rate": 0.01}]
+    body["training"]["threads"] = 1
+    store = Store(tmp_path / "store")
+    runs = run_experiment(plan(write_experiment(tmp_path, body)), store, isolation="inprocess", echo=lambda *_: None)
+    assert [r.status for r in runs] == ["done", "done"], [(r.name, r.error) for r in runs]
+    port = free_port()
+    server = start_server(tmp_path / "store", port, "--no-worker")
+    base = f"http://127.0.0.1:{port}"
+
+    def wait(cond: Any, timeout: float = 60) -> Any:
+        return WebDriverWait(d, timeout, poll_frequency=0.3).until(cond)
+
+    def turns() -> dict[str, list[tuple[str, str]]]:
+        return {card.get_attribute("data-run"): [(t.get_attribute("data-role"), t.find_element(By.CSS_SELECTOR, ".out").text)
+                                                 for t in card.find_elements(By.CSS_SELECTOR, ".turn")]
+                for card in d.find_elements(By.CSS_SELECTOR, ".pg-conv")}
+
+    try:
+        d.get(f"{base}/#/playground/chat-messages")
+        wait(lambda drv: drv.find_element(By.ID, "pg-chat").is_displayed())
+        assert not d.find_element(By.ID, "pg-inputs").is_displayed() and not d.find_element(By.ID, "pg-go").is_displayed()
+        for n, message in enumerate(("Item 100: colour?", "And the shape?"), start=1):
+            d.find_element(By.ID, "pg-chat-input").send_keys(message)
+            d.find_element(By.ID, "pg-chat-send").click()
+            wait(lambda drv, n=n: all(len(t) == 2 * n for t in turns().values()) and len(turns()) == 2, 120)
+        got = turns()
+        assert set(got) == {"zero-shot", "lora"}
+        with httpx.Client(base_url=base) as c:
+            for run, conv in got.items():
+                assert [r for r, _ in conv] == ["user", "assistant", "user", "assistant"]
+                assert conv[0][1] == "Item 100: colour?" and conv[2][1] == "And the shape?"
+                msgs = [{"role": r, "content": t} for r, t in conv[:3]]
+                r = c.post("/api/playground", json={"experiment": "chat-messages", "runs": [run], "messages": {run: msgs}})
+                assert r.status_code == 200, r.text
+                assert r.json()["outputs"][0]["output"] == conv[3][1], run  # its own first reply in its history
+        assert "Greedy" in d.find_element(By.ID, "pg-sampling-note").text
+        time.sleep(0.3)
+        p = (SHOTS or tmp_path) / "p-chat-playground.png"
+        d.save_screenshot(str(p))
+        not_blank(p)
+        d.find_element(By.ID, "pg-chat-reset").click()
+        wait(lambda drv: all(not t for t in turns().values()))
+    finally:
+        stop(server)

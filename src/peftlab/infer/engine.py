@@ -120,16 +120,21 @@ class Engine:
 
     # -- requests ---------------------------------------------------------------
     def prepare(self, model: str, *, messages: list[dict[str, Any]] | None = None, prompt: str | None = None,
-                max_tokens: int | None = None, temperature: float = 1.0, top_p: float = 1.0,
+                source: str | None = None, max_tokens: int | None = None, temperature: float = 1.0, top_p: float = 1.0,
                 stop: list[str] | None = None, seed: int | None = None,
                 on_text: Callable[[str], None] | None = None) -> Job:
-        """A request checked and tokenized, ready to `submit` (ServeError: why not)."""
-        from peftlab.infer.prompts import PromptError, chat_prompt, completion_prompt
+        """A request checked and tokenized, ready to `submit` (ServeError: why not). `source`: an
+        input already through the experiment's template (the playground's), instead of `prompt`."""
+        from peftlab.infer.prompts import PromptError, chat_prompt, completion_prompt, source_prompt
 
         r = self.runnable(model)
         try:
-            ids, text = chat_prompt(r.task, r.cfg, messages) if messages is not None else completion_prompt(
-                r.task, r.cfg, prompt or "")
+            if messages is not None:
+                ids, text = chat_prompt(r.task, r.cfg, messages)
+            elif source is not None:
+                ids, text = source_prompt(r.task, r.cfg, source)
+            else:
+                ids, text = completion_prompt(r.task, r.cfg, prompt or "")
         except PromptError as e:
             raise ServeError(str(e), param=e.param) from None
         used = len(ids) + r.virtual

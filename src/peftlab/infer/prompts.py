@@ -65,7 +65,12 @@ def input_text(cfg: ExperimentConfig, text: str, param: str) -> str:
 
 def completion_prompt(task: Task, cfg: ExperimentConfig, prompt: str) -> tuple[list[int], str]:
     """(token ids, the formatted text) for /v1/completions' `prompt`."""
-    src = input_text(cfg, prompt, "prompt")
+    return source_prompt(task, cfg, input_text(cfg, prompt, "prompt"))
+
+
+def source_prompt(task: Task, cfg: ExperimentConfig, src: str) -> tuple[list[int], str]:
+    """(token ids, `src`) for an input already through the experiment's template (the playground's,
+    with a value per input column)."""
     if _conversational(task, cfg):
         return _conversation_ids(task, cfg, [{"role": "user", "content": src}]), src
     return _ids(task, cfg, src), src

@@ -97,18 +97,28 @@ class RenameRequest(BaseModel):
     name: str = Field(description="The new name: letters, digits, . _ -")
 
 
+class PlaygroundTurn(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
 class PlaygroundRequest(BaseModel):
     experiment: str
     runs: list[str] | None = Field(None, description="Run names (default: every finished run).")
     text: str | None = Field(None, description="The input (the value of the input column).")
     inputs: dict[str, Any] | None = Field(None, description="A value per input column, for several.")
     max_new_tokens: int | None = Field(None, ge=1, le=256)
-    # Sampling settings the Playground page sends; the engine (`peftlab.infer.playground`) applies
-    # them where it supports sampling and says so with `sampling` in its answer (else: greedy).
+    # Decoding: greedy as at test time by default; beam search (the evaluation's decoder), or
+    # sampling with a temperature and top-p (the serving engine's); the answer's `sampling` says
+    # what was applied.
     do_sample: bool | None = None
     temperature: float | None = Field(None, ge=0, le=5)
     top_p: float | None = Field(None, gt=0, le=1)
     num_beams: int | None = Field(None, ge=1, le=8)
+    seed: int | None = Field(None, description="Makes a sampled answer repeatable.")
+    messages: dict[str, list[PlaygroundTurn]] | None = Field(
+        None, description="A conversation per run (its name): the turns so far, the run's own replies among them, "
+                          "ending with the user's. For runs trained on conversations.")
 
 
 class MergeRequest(BaseModel):

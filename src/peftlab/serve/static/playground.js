@@ -1,6 +1,8 @@
 // Playground: one input (a value per input column), the outputs of the chosen runs side by side;
-// sampling settings for generation; a test example with its reference; the prompt as the model sees it.
-// The engine behind /api/playground is peftlab.infer.playground.
+// greedy (as at test time), beam search or sampling; a test example with its reference; the prompt as
+// the model sees it. Runs trained on conversations get a conversation each (their own replies).
+// The engine behind /api/playground is peftlab.infer.playground (sampling and conversations through
+// the serving engine, peftlab.infer.engine).
 "use strict";
 
 PAGES.playground = async function pagePlayground(exp) {
@@ -29,6 +31,14 @@ async function renderPgRuns() {
     : `<textarea id="pg-input" rows="4" placeholder="The value of ${esc(cols[0] || "the input")}"></textarea>`;
   const generative = ["causal-lm", "seq2seq"].includes(e.task);
   $$(".pg-gen").forEach((el) => el.classList.toggle("hidden", !generative));
+  state.pgChat = Boolean(info.chat);
+  state.pgConv = {};
+  $("#pg-chat").classList.toggle("hidden", !state.pgChat);
+  $("#pg-inputs").classList.toggle("hidden", state.pgChat);
+  $("#pg-template").classList.toggle("hidden", state.pgChat);
+  $$(".pg-single").forEach((el) => el.classList.toggle("hidden", state.pgChat));
+  $("#pg-sampling-note").classList.add("hidden");
+  renderChat();
   const ev = e.config.evaluation || {};
   $("#pg-max-tokens").value = Math.min(256, ev.max_new_tokens || 32);
 }
@@ -42,10 +52,46 @@ function samplingSettings() {
   if (!["causal-lm", "seq2seq"].includes(state.pgExp.task)) return {};
   const out = { max_new_tokens: Number($("#pg-max-tokens").value) || null };
   const t = Number($("#pg-temperature").value), p = Number($("#pg-top-p").value), b = Number($("#pg-beams").value);
-  if (t > 0) { out.do_sample = true; out.temperature = t; out.top_p = p > 0 && p <= 1 ? p : 1.0; }
-  else out.do_sample = false;
-  if (b > 1) out.num_beams = b;
+  if (t > 0) {
+    out.do_sample = true; out.temperature = t; out.top_p = p > 0 && p <= 1 ? p : 1.0;
+    if ($("#pg-seed").value !== "") out.seed = Number($("#pg-seed").value);
+  } else out.do_sample = false;
+  if (b > 1 && !state.pgChat) out.num_beams = b;
   return out;
+}
+
+function decodingNote(r) {
+  const s = r.sampling;
+  const note = $("#pg-sampling-note");
+  note.classList.remove("hidden");
+  if (s && s.num_beams) note.textContent = `Beam search with ${s.num_beams} beams (the evaluation's decoder).`;
+  else if (s && s.temperature) note.textContent = `Sampled: temperature ${s.temperature}, top-p ${s.top_p}${s.seed !== null && s.seed !== undefined ? `, seed ${s.seed}` : " (no seed: another draw each time)"}.`;
+  else note.textContent = "Greedy, as each run's test evaluation decodes.";
+}
+
+function renderChat() {
+  if (!state.pgChat) { $("#pg-chat-log").innerHTML = ""; return; }
+  const runs = $$(".pg-run").filter((c) => c.checked).map((c) => c.value);
+  const methodOf = Object.fromEntries(state.pgExp.runs.map((r) => [r.name, r.method]));
+  $("#pg-chat-log").innerHTML = runs.map((n) => `<div class="card pg-card pg-conv" data-run="${esc(n)}"><h3>${swatch(methodOf[n])}${esc(n)}</h3>
+    ${(state.pgConv[n] || []).map((m) => `<div class="turn turn-${m.role}" data-role="${m.role}"><span class="small">${m.role === "user" ? "you" : esc(n)}</span><div class="out">${esc(m.content) || '<span class="small">(empty reply)</span>'}</div></div>`).join("") || '<p class="small">No messages yet.</p>'}</div>`).join("");
+}
+
+async function sendChat() {
+  const text = $("#pg-chat-input").value;
+  if (!text.trim()) return;
+  const runs = $$(".pg-run").filter((c) => c.checked).map((c) => c.value);
+  if (!runs.length) { toast("Tick at least one run"); return; }
+  const messages = Object.fromEntries(runs.map((n) => [n, [...(state.pgConv[n] || []), { role: "user", content: text }]]));
+  hideError($("#pg-error"));
+  $("#pg-chat-send").disabled = true;
+  try {
+    const r = await api("POST", "/api/playground", { experiment: $("#pg-exp").value, runs, messages, ...samplingSettings() });
+    for (const o of r.outputs) state.pgConv[o.run] = [...messages[o.run], { role: "assistant", content: o.output }];
+    $("#pg-chat-input").value = "";
+    renderChat();
+    decodingNote(r);
+  } catch (e) { showError($("#pg-error"), e); } finally { $("#pg-chat-send").disabled = false; }
 }
 
 async function loadExample() {
@@ -78,6 +124,10 @@ async function showPrompt() {
 function wirePlayground() {
   $("#pg-exp").addEventListener("change", () => { rememberExp($("#pg-exp").value); state.pgExampleCount = null; renderPgRuns(); });
   $("#pg-example").addEventListener("click", loadExample);
+  $("#pg-chat-send").addEventListener("click", sendChat);
+  $("#pg-chat-input").addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) sendChat(); });
+  $("#pg-chat-reset").addEventListener("click", () => { state.pgConv = {}; renderChat(); });
+  $("#pg-runs").addEventListener("change", renderChat);
   $("#pg-show-prompt").addEventListener("click", () => { hideError($("#pg-error")); showPrompt(); });
   $("#pg-go").addEventListener("click", async () => {
     hideError($("#pg-error"));
@@ -90,9 +140,7 @@ function wirePlayground() {
       $("#pg-results").innerHTML = r.outputs.map((o) => `<div class="card pg-card" data-run="${esc(o.run)}"><h3><span>${swatch(o.method)}${esc(o.run)}</span><span class="small">${esc(o.method)} · ${o.seconds}s</span></h3>
         <div class="out">${esc(o.output) || '<span class="small">(empty output)</span>'}</div>
         <div class="small">${o.stopped === false ? "hit max new tokens" : o.stopped ? "stopped at end-of-sequence" : ""}${o.confidence !== undefined ? `confidence ${o.confidence}` : ""}${o.method === "zero-shot" && o.confidence !== undefined ? " · an untrained head: chance level" : ""}</div></div>`).join("");
-      const s = samplingSettings();
-      const asked = s.do_sample || (s.num_beams || 1) > 1;
-      $("#pg-sampling-note").classList.toggle("hidden", !(asked && !r.sampling));
+      decodingNote(r);
     } catch (e) { showError($("#pg-error"), e); $("#pg-results").innerHTML = ""; } finally { $("#pg-go").disabled = false; }
   });
 }
