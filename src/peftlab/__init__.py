@@ -5,6 +5,9 @@ config -> data -> models + methods -> tasks -> train -> evaluate -> store -> rep
 """
 
 from peftlab.errors import PeftlabError
+from peftlab.logs import quiet_library_notices
+
+quiet_library_notices()
 
 __version__ = "0.1.0"
 __all__ = ["PeftlabError", "__version__"]
