@@ -257,7 +257,7 @@ def _size_problems(counts: dict[str, int], m: dict[str, Any], columns: list[str]
                                f"{' after the split' if 'train_after_split' in counts else ''}: a comparison on so "
                                f"few is mostly noise (aim for a few hundred)"})
     task = m.get("task")
-    key = "label" if task in ("classification", "image-classification") else "target"
+    key = SPECS[task].target_key if task in SPECS else "target"
     col = m.get(key)
     if not col:
         out.append({"kind": f"no_{key}", "count": 0,

@@ -18,7 +18,14 @@ from peftlab.errors import PeftlabError
 from peftlab.evaluate.bertscore import read_predictions
 from peftlab.evaluate.metrics import sentence_scores
 from peftlab.methods import REGISTRY, Method
-from peftlab.report.leaderboard import collapse, is_trial, majority_baseline, row, variant_of
+from peftlab.report.leaderboard import (
+    collapse,
+    has_majority_baseline,
+    is_trial,
+    majority_baseline,
+    row,
+    variant_of,
+)
 from peftlab.store import Run, Store
 from peftlab.tasks.spec import SPECS, main_metric
 
@@ -253,7 +260,7 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
     add_significance(views, task_of)
     baselines = []
     for e in exps:
-        b = majority_baseline(store, e["name"]) if e.get("task") == "classification" else None
+        b = majority_baseline(store, e["name"]) if has_majority_baseline(e.get("task")) else None
         if b is not None:
             label = b["run"] if len(exp_names) == 1 else f"{e['name']}/{b['run']}"
             baselines.append({**b, "label": label, "experiment": e["name"]})

@@ -81,12 +81,19 @@ COLLAPSE_SHARE = 0.9
 _MAJORITY_CACHE: dict[str, dict[str, Any] | None] = {}
 
 
+def has_majority_baseline(task: str | None) -> bool:
+    """A majority-class row applies to text tasks that predict a label (the image task's data are
+    not read again for a report)."""
+    s = SPECS.get(task or "")
+    return s is not None and s.target_key == "label" and s.text_input
+
+
 def majority_baseline(store: Store, experiment: str) -> dict[str, Any] | None:
     """The majority-class row of a (text) classification experiment: the most frequent label of
     its training examples (as its runs sample them), predicted for every test example and scored
     with the runs' metrics. None for other tasks, or when its data cannot be read any more."""
     exp = store.experiment(experiment)
-    if exp is None or exp["task"] != "classification" or not exp.get("config"):
+    if exp is None or not has_majority_baseline(exp["task"]) or not exp.get("config"):
         return None
     from peftlab.config import ExperimentConfig
     from peftlab.data.prepare import prepare_data

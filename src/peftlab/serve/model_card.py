@@ -16,6 +16,7 @@ from typing import Any
 
 from peftlab import __version__
 from peftlab.store import Run, Store
+from peftlab.tasks.spec import SPECS
 
 
 def portable_base(run: Run) -> str:
@@ -102,9 +103,8 @@ def card(store: Store, run: Run, kind: str, rank_row: dict[str, Any] | None, rec
         if isinstance(cost.get(k), int | float):
             lines.append(f"| {label} | {_fmt(cost[k])} |")
     lines += ["", "## Use", "", "```python"]
-    auto = {"causal-lm": "AutoModelForCausalLM", "seq2seq": "AutoModelForSeq2SeqLM",
-            "classification": "AutoModelForSequenceClassification",
-            "image-classification": "AutoModelForImageClassification"}.get(str(cfg.get("task")), "AutoModel")
+    task = SPECS.get(str(cfg.get("task")))
+    auto = task.auto_class if task is not None else "AutoModel"
     if kind == "adapter":
         lines += [f"from transformers import {auto}", "from peft import PeftModel", "",
                   f'base = {auto}.from_pretrained("{base}")  # the base model (a hub id or your copy of the folder)',

@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from peftlab.serve.deps import DatasetsDep, SettingsDep, StoreDep
 from peftlab.serve.schemas import ExperimentRequest, Mapping, PathDataset, PreviewRequest
+from peftlab.tasks.spec import CAUSAL_LM, spec
 
 router = APIRouter(tags=["datasets"])
 
@@ -134,13 +135,13 @@ def preview(ds_id: str, req: PreviewRequest, datasets: DatasetsDep, store: Store
 
     d = datasets.get(ds_id)
     mapping = req.mapping.model_dump() if req.mapping else dict(d["mapping"])
-    task = req.task or d["mapping"].get("task") or "causal-lm"
+    task = req.task or d["mapping"].get("task") or CAUSAL_LM
     # "" and [] (not None): the request's choice replaces the stored one, template or columns
     if mapping.get("prompt"):
         mapping["input"] = []
     elif mapping.get("input"):
         mapping["prompt"] = ""
-    elif task != "image-classification":
+    elif not spec(task).image_input:
         raise DataError("choose input columns or write a prompt template to preview")
     body = ExperimentRequest(name="preview", model=req.model, task=task, dataset=ds_id,
                              mapping=Mapping(**{k: v for k, v in mapping.items() if k in Mapping.model_fields}),

@@ -17,7 +17,7 @@ from peftlab.serve.deps import DatasetsDep, StoreDep, find_experiment
 from peftlab.serve.schemas import ExperimentRequest, FormatRequest, RenameRequest
 from peftlab.store import Store
 from peftlab.store.intake import Datasets
-from peftlab.tasks.spec import TASK_NAMES, spec
+from peftlab.tasks.spec import CAUSAL_LM, TASK_NAMES, spec
 from peftlab.train.runner import Plan
 
 router = APIRouter(tags=["experiments"])
@@ -164,7 +164,7 @@ def model_fit(p: Path) -> dict[str, Any]:
             config = {}
     if not config.get("model_type"):
         gguf = p.suffix == ".gguf" or (p.is_dir() and any(p.glob("*.gguf")))
-        fits = {t: "" if (gguf and t == "causal-lm") else "a GGUF file loads as a causal LM only" if gguf
+        fits = {t: "" if (gguf and t == CAUSAL_LM) else "a GGUF file loads as a causal LM only" if gguf
                 else "unknown model type (no config.json model_type)" for t in TASK_NAMES}
         return {"architecture": None, "kind": "decoder" if gguf else "unknown",
                 "tasks": [t for t, why in fits.items() if not why], "unfit": {t: w for t, w in fits.items() if w}}
