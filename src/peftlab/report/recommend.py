@@ -277,17 +277,10 @@ def recommend(data: ReportData, budget: Budget | None = None,
         losses = ", ".join(_loss(v) for v in ties)
         first += (f" It ties on {main} with {names}; the tie is broken by test loss "
                   f"({_loss(best)} vs {losses}).")
-    if best.untrained_head:
+    if best.is_baseline:
         first += (" That is chance level: zero-shot classification is an untrained head, so no trained run learned "
-                  "the task here (train longer, on more data, or with a higher learning rate).")
-        trained = next((v for v in rs if v.trains), None)
-        if trained is not None:
-            tm = trained.metric(main)
-            assert tm is not None
-            first += (f" The best trained run is **{trained.label}**{_method(trained)} with {main} {tm:.2f} "
-                      f"({_delta(tm, m)} vs zero-shot).")
-    elif best.is_baseline:
-        first += " No fine-tuning method beat the untouched base model here."
+                  "the task here (train longer, on more data, or with a higher learning rate)." if best.untrained_head
+                  else " No fine-tuning method beat the untouched base model here.")
         trained = next((v for v in rs if v.trains), None)
         if trained is not None:
             tm = trained.metric(main)
