@@ -90,6 +90,7 @@ def mixable(run: Run) -> bool:
     c = adapter_config(run)
     return (c.get("peft_type") == "LORA" and not c.get("use_dora") and not c.get("modules_to_save")
             and not c.get("alora_invocation_tokens") and not c.get("layer_replication")
+            and not c.get("trainable_token_indices")
             and c.get("bias", "none") == "none")
 
 
@@ -132,8 +133,9 @@ class ModelPool:
         own = None
         if method.quantized(method.parse_options(entry.options)):
             own = ("load", json.dumps(_load_kwargs(run), default=str, sort_keys=True))
-        elif method.artifact == "adapter" and adapter_config(run).get("bias", "none") != "none":
-            own = ("run", run.id)  # the adapter rewrites the base's biases as it loads
+        elif method.artifact == "adapter" and (adapter_config(run).get("bias", "none") != "none"
+                                               or adapter_config(run).get("trainable_token_indices")):
+            own = ("run", run.id)  # the adapter rewrites the base's biases or embedding rows as it loads
         return ("base", cfg.model.model_dump_json(), str(base), cfg.task, labels, seed, own)
 
     @contextlib.contextmanager

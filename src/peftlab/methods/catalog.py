@@ -34,7 +34,7 @@ NOT_OFFERED: dict[str, str] = {
     "XLORA": "X-LoRA: a learned mixture of several LoRA adapters trained beforehand; it needs those adapters and "
              "runs without the KV cache ('use_cache must be False')",
     "TRAINABLE_TOKENS": "trains the embeddings of chosen tokens only (new special tokens): not a fine-tuning method on "
-                        "its own; LoRA's trainable_token_indices does it beside an adapter",
+                        "its own; LoRA's trainable_tokens option does it beside an adapter",
 }
 NOT_YET = "not yet offered by peftlab (new in this peft release, or not reviewed yet)"
 

@@ -47,6 +47,13 @@ class LoraOptions(quantize.QuantizeOptions):
     corda_method: Literal["ipm", "kpm"] = Field(
         "ipm", description="CorDA: ipm adapts the task's principal directions, kpm keeps the world knowledge's.",
     )
+    trainable_tokens: list[int | str] = Field(
+        default_factory=list,
+        description="Tokens whose embedding rows train beside the adapter (peft's trainable_token_indices; with tied "
+        "embeddings their output rows too): 'eos' for the token that ends a completion, other strings as tokens "
+        "of the vocabulary, or ids. For a base that never learned to end a text (stories260k gives its end token "
+        "a probability of 0): ['eos'] teaches it to stop.",
+    )
 
     @field_validator("init")
     @classmethod
@@ -70,11 +77,47 @@ class LoraOptions(quantize.QuantizeOptions):
         return self
 
 
+def token_ids(model: Any, tokens: list[int | str], ctx: MethodContext) -> list[int]:
+    """The ids of `trainable_tokens`: 'eos' is the token a completion ends with (the chat end of turn,
+    else EOS: what training appends), strings the tokenizer's tokens, ints as given."""
+    from peftlab.errors import MethodNotApplicable
+
+    tok = ctx.tokenizer
+    vocab = int(getattr(model.get_input_embeddings(), "num_embeddings", 0) or 0)
+    out: list[int] = []
+    for t in tokens:
+        if isinstance(t, int):
+            i = t
+        elif t == "eos":
+            if tok is not None:
+                from peftlab.data.chat_encoding import end_of_turn_ids
+
+                ids = end_of_turn_ids(tok)
+                i = ids[0] if ids else None
+            else:
+                i = getattr(model.config, "eos_token_id", None)
+                i = i[0] if isinstance(i, list) else i
+            if i is None:
+                raise MethodNotApplicable("trainable_tokens: 'eos': the model and its tokenizer name no end token")
+        else:
+            if tok is None:
+                raise MethodNotApplicable(f"trainable_tokens: {t!r} needs the run's tokenizer to be looked up; give its id")
+            i = tok.convert_tokens_to_ids(t)
+            if i is None or i == tok.unk_token_id:
+                raise MethodNotApplicable(f"trainable_tokens: {t!r} is not a token of this tokenizer")
+        if not 0 <= int(i) < vocab:
+            raise MethodNotApplicable(f"trainable_tokens: id {i} is outside the embedding table (0..{vocab - 1})")
+        out.append(int(i))
+    return sorted(set(out))
+
+
 def lora_config(model: Any, opts: LoraOptions, ctx: MethodContext, **extra: Any) -> Any:
     from peft import LoraConfig
 
     targets = lora_targets(model, ctx.model_type, ctx.task, opts.target_modules)
     init = "default" if lora_init.is_meta(model) else opts.init
+    if opts.trainable_tokens:
+        extra["trainable_token_indices"] = token_ids(model, opts.trainable_tokens, ctx)
     return LoraConfig(
         r=opts.r,
         lora_alpha=opts.alpha,

@@ -56,5 +56,7 @@ def render(rows: list[Row]) -> str:
     explain = note("Per run, on the test outputs: share of outputs that ran into max_new_tokens without an "
                    "end-of-sequence token (EOS not learned), empty outputs, and repeated word 3-grams next to the "
                    "same rate in the references. Flagged when over 20% never stop, over 10% are empty, or repetition "
-                   "is far above the references'.")
+                   "is far above the references'. Where even trained runs never stop, the base may never have "
+                   "learned to end a text (stories260k was pretrained without end tokens): train its end token "
+                   "beside LoRA with trainable_tokens: [eos] (docs/methods.md).")
     return section(ID, "Generation health", explain + body)
