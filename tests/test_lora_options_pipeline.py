@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import STORIES, needs_shared, write_experiment
-from test_matrix import _experiment, _test_examples
+from test_matrix import _estimated_trainable, _experiment, _test_examples
 
 from peftlab.models.trained import load_trained
 from peftlab.store import Store
@@ -28,6 +28,8 @@ def test_lora_option_trains_saves_and_reloads(tmp_path: Path, options: dict) -> 
     p = plan(write_experiment(tmp_path, body))
     [run] = run_experiment(p, Store(tmp_path / "store"), isolation="inprocess", echo=lambda *_: None)
     assert run.status == "done", run.error
+    if options.get("init") != "eva":  # EVA redistributes ranks by the data it reads: known only once it ran
+        assert _estimated_trainable(p) == run.cost["trainable_params"]  # counted on an empty model, before the run
     preds = [json.loads(x)["output"] for x in run.file("predictions").read_text(encoding="utf-8").splitlines()]
     trained = load_trained(run)
     again = trained.task.predict(trained.model, _test_examples(p, trained), desc="reload")

@@ -79,12 +79,17 @@ class LoraOptions(quantize.QuantizeOptions):
 
 def token_ids(model: Any, tokens: list[int | str], ctx: MethodContext) -> list[int]:
     """The ids of `trainable_tokens`: 'eos' is the token a completion ends with (the chat end of turn,
-    else EOS: what training appends), strings the tokenizer's tokens, ints as given."""
+    else EOS: what training appends), strings the tokenizer's tokens, ints as given. Without the
+    run's tokenizer (the preflight and the estimate, on an empty model) a string stands for a
+    distinct id of its own: the count is right, and the run looks it up."""
     from peftlab.errors import MethodNotApplicable
 
     tok = ctx.tokenizer
     vocab = int(getattr(model.get_input_embeddings(), "num_embeddings", 0) or 0)
     out: list[int] = []
+    eos = getattr(model.config, "eos_token_id", None)
+    taken = {t for t in tokens if isinstance(t, int)} | set(eos if isinstance(eos, list) else [eos])
+    stand_ins = iter(i for i in range(vocab) if i not in taken)
     for t in tokens:
         if isinstance(t, int):
             i = t
@@ -99,9 +104,9 @@ def token_ids(model: Any, tokens: list[int | str], ctx: MethodContext) -> list[i
                 i = i[0] if isinstance(i, list) else i
             if i is None:
                 raise MethodNotApplicable("trainable_tokens: 'eos': the model and its tokenizer name no end token")
+        elif tok is None:
+            i = next(stand_ins)
         else:
-            if tok is None:
-                raise MethodNotApplicable(f"trainable_tokens: {t!r} needs the run's tokenizer to be looked up; give its id")
             i = tok.convert_tokens_to_ids(t)
             if i is None or i == tok.unk_token_id:
                 raise MethodNotApplicable(f"trainable_tokens: {t!r} is not a token of this tokenizer")

@@ -169,7 +169,6 @@ def apply_to_empty_model(cfg: ExperimentConfig, rm: ResolvedModel, data: Prepare
     ctx = MethodContext(
         task=cfg.task, model_type=model.config.model_type, total_steps=cfg.training.total_steps(len(data.train)),
         tokenizer_path=rm.path, prompt_text=data.prompt_text, precision="fp32", head_modules=task.head_modules(model),
-        tokenizer=getattr(task, "tok", None),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
