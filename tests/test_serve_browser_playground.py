@@ -111,10 +111,11 @@ def test_chat_playground_holds_a_conversation_with_each_run(browser: Any, tmp_pa
     def wait(cond: Any, timeout: float = 60) -> Any:
         return WebDriverWait(d, timeout, poll_frequency=0.3).until(cond)
 
-    def turns() -> dict[str, list[tuple[str, str]]]:
-        return {card.get_attribute("data-run"): [(t.get_attribute("data-role"), t.find_element(By.CSS_SELECTOR, ".out").text)
-                                                 for t in card.find_elements(By.CSS_SELECTOR, ".turn")]
-                for card in d.find_elements(By.CSS_SELECTOR, ".pg-conv")}
+    def turns() -> dict[str, list[list[str]]]:  # read in one script: the cards are re-rendered as replies come
+        return d.execute_script(
+            "const out = {}; document.querySelectorAll('.pg-conv').forEach((c) => { out[c.dataset.run] = "
+            "[...c.querySelectorAll('.turn')].map((t) => [t.dataset.role, t.querySelector('.out').innerText]); });"
+            " return out;")
 
     try:
         d.get(f"{base}/#/playground/chat-messages")

@@ -36,7 +36,8 @@ async function renderPgRuns() {
   $("#pg-chat").classList.toggle("hidden", !state.pgChat);
   $("#pg-inputs").classList.toggle("hidden", state.pgChat);
   $("#pg-template").classList.toggle("hidden", state.pgChat);
-  $$(".pg-single").forEach((el) => el.classList.toggle("hidden", state.pgChat));
+  // single-input controls: not in a conversation; beams (also .pg-gen) only for generation
+  $$(".pg-single").forEach((el) => el.classList.toggle("hidden", state.pgChat || (el.classList.contains("pg-gen") && !generative)));
   $("#pg-sampling-note").classList.add("hidden");
   renderChat();
   const ev = e.config.evaluation || {};
