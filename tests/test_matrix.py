@@ -184,3 +184,14 @@ def test_bf16_autocast_run(tmp_path: Path) -> None:
     assert run.resolved["precision"] == "bf16"
     assert all(math.isfinite(v) for _, v in store.curves(run.id)["train_loss"])
     assert math.isfinite(run.metrics["eval_loss"]) and run.cost["adapter_bytes"] > 0
+
+
+def test_qlora_trains_on_after_a_validation_pass(tmp_path: Path, tiny_bert: Path) -> None:
+    """bitsandbytes 0.50 on CPUs with AVX512-BF16 repacked a 4-bit layer for inference at the first
+    validation and training failed at the next step; a 4-bit base that trains keeps its layout."""
+    body = _experiment("classification", tiny_bert, "qlora")
+    body["training"].update(max_steps=4, eval_every=2)
+    [run] = run_experiment(plan(write_experiment(tmp_path, body)), Store(tmp_path / "store"), isolation="inprocess",
+                           echo=lambda *_: None)
+    assert run.status == "done", run.error
+    assert len(run.metrics) > 0 and [s for s, _ in Store(tmp_path / "store").curves(run.id)["train_loss"]] == [1, 2, 3, 4]

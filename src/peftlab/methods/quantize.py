@@ -68,4 +68,16 @@ def prepare(model: Any, opts: Any) -> Any:
         return model
     from peft import prepare_model_for_kbit_training
 
+    keep_training_layout(model)
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def keep_training_layout(model: Any) -> None:
+    """bitsandbytes 0.50 on CPUs with AVX512-BF16 repacks a 4-bit layer's weight into an inference
+    layout the first time the layer runs in eval mode, and never packs it back: training after a
+    validation pass (training.eval_every) then failed at its next step ('a view of a leaf Variable
+    that requires grad is being used in an in-place operation'). A model that trains keeps the
+    training layout (its evaluations use bitsandbytes' general 4-bit kernel)."""
+    for m in model.modules():
+        if hasattr(m, "support_avx512bf16_for_cpu"):
+            m.support_avx512bf16_for_cpu = False
