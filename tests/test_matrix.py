@@ -188,7 +188,7 @@ def test_bf16_autocast_run(tmp_path: Path) -> None:
 
 def test_qlora_trains_on_after_a_validation_pass(tmp_path: Path, tiny_bert: Path) -> None:
     """bitsandbytes 0.50 on CPUs with AVX512-BF16 repacked a 4-bit layer for inference at the first
-    validation and training failed at the next step; a 4-bit base that trains keeps its layout."""
+    validation and training failed at the next step; the trainer puts the training layout back."""
     body = _experiment("classification", tiny_bert, "qlora")
     body["training"].update(max_steps=4, eval_every=2)
     [run] = run_experiment(plan(write_experiment(tmp_path, body)), Store(tmp_path / "store"), isolation="inprocess",

@@ -68,16 +68,22 @@ def prepare(model: Any, opts: Any) -> Any:
         return model
     from peft import prepare_model_for_kbit_training
 
-    keep_training_layout(model)
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
-def keep_training_layout(model: Any) -> None:
+def restore_training_layout(model: Any) -> None:
     """bitsandbytes 0.50 on CPUs with AVX512-BF16 repacks a 4-bit layer's weight into an inference
     layout the first time the layer runs in eval mode, and never packs it back: training after a
     validation pass (training.eval_every) then failed at its next step ('a view of a leaf Variable
-    that requires grad is being used in an in-place operation'). A model that trains keeps the
-    training layout (its evaluations use bitsandbytes' general 4-bit kernel)."""
+    that requires grad is being used in an in-place operation'). The trainer calls this before each
+    step: a repacked layer gets its training layout back (bitsandbytes' own inverse conversion).
+    Evaluations keep the inference layout, as a reloaded 4-bit run's do."""
+    try:
+        from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
+    except ImportError:  # another bitsandbytes: nothing of this kind to undo
+        return
     for m in model.modules():
-        if hasattr(m, "support_avx512bf16_for_cpu"):
-            m.support_avx512bf16_for_cpu = False
+        w = getattr(m, "weight", None)
+        state = getattr(w, "quant_state", None)
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            w.data, w.quant_state = _convert_weight_packed_for_cpu_inverse(w.data, state)

@@ -75,3 +75,15 @@ class ValidationMetricCallback(TrainerCallback):
                 self.store.log(self.run_id, f"pruned at step {state.global_step} (validation {main} "
                                f"{float(scores[main]):.2f} below the median of earlier trials)")
                 control.should_training_stop = True
+
+
+class FourBitLayoutCallback(TrainerCallback):
+    """A 4-bit base's layers back in their training layout before each step (`quantize.restore_training_layout`)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        from peftlab.methods.quantize import restore_training_layout
+
+        restore_training_layout(self.model)

@@ -28,7 +28,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from peftlab.errors import DivergedError
 from peftlab.scale.devices import trainer_args, world_size
 from peftlab.tasks.base import Task
-from peftlab.train.callbacks import StoreCallback, ValidationMetricCallback
+from peftlab.train.callbacks import FourBitLayoutCallback, StoreCallback, ValidationMetricCallback
 from peftlab.train.context import RunContext
 
 
@@ -292,6 +292,8 @@ def train_model(
         **trainer_args(t, method),  # a run over several devices: DDP, FSDP or DeepSpeed
     )
     callbacks: list[Any] = [StoreCallback(ctx.store, ctx.run_id)]
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(getattr(model, "base_model", None), "is_loaded_in_4bit", False):
+        callbacks.append(FourBitLayoutCallback(model))
     if method.callbacks is not None:
         callbacks.extend(method.callbacks(model))
     if val_feats and ctx.data.validation:
