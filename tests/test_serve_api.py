@@ -415,7 +415,9 @@ def test_leaderboard_recommendation_outputs_curves(client: Any) -> None:
                                                                               "prompt-tuning"}
     rec = lb["recommendation"]
     assert rec["final"] is True and rec["text"] and rec["pending"] == []
-    assert rec["run"] in {r["run"] for r in lb["rows"]}
+    # tiny runs on 8 test rows: nothing clears the floor; the answer says so and names no run
+    assert rec["run"] is None or rec["run"] in {r["run"] for r in lb["rows"]}
+    assert rec["headline"].startswith(("Recommendation", "No recommendation"))
     outs = client.get("/api/experiments/tiny/outputs", params={"limit": 3}).json()
     assert len(outs["rows"]) == 3 and set(outs["runs"]) == {"zero-shot", "lora", "ia3", "prompt-tuning"}
     assert outs["rows"][0]["input"].startswith("Table: ") and outs["rows"][0]["reference"]
@@ -435,8 +437,8 @@ def test_results_page_is_the_html_report(client: Any) -> None:
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page  # self-contained
     lb = client.get("/api/experiments/tiny/leaderboard").json()
     assert lb["recommendation"]["source"] == "peftlab.report.recommend"
-    assert lb["recommendation"]["run"] in {"zero-shot", "lora", "ia3", "prompt-tuning"}
-    assert lb["recommendation"]["html"].startswith("<p>")
+    assert lb["recommendation"]["run"] in {None, "lora", "ia3", "prompt-tuning"}  # never the floor itself
+    assert lb["recommendation"]["html"].startswith('<p class="headline">')
     # cached until a run changes, then rendered again
     from peftlab.serve.routers import results
 
@@ -738,7 +740,7 @@ def test_playground_helpers_example_and_formatted_prompt(client: Any) -> None:
 
 def test_export_card_portable_base_and_merge_trait(client: Any) -> None:
     ex = client.get("/api/experiments/tiny/exports").json()
-    assert ex["recommended"] in {"zero-shot", "lora", "ia3", "prompt-tuning"}
+    assert ex["recommended"] in {None, "lora", "ia3", "prompt-tuning"}
     states = {s["run"]: s for s in ex["runs"]}
     assert states["prompt-tuning"]["mergeable"] is False and "virtual tokens" in states["prompt-tuning"]["merge_why"]
     assert states["lora"]["mergeable"] is True and states["zero-shot"]["mergeable"] is False

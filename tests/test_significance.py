@@ -110,9 +110,10 @@ def test_the_recommendation_says_when_runs_are_tied(gen_store: Store) -> None:
         gen_store.update(r.id, cost={"trainable_params": params, "peak_memory_mb": 10.0})
     data = collect(gen_store, ["g"])
     rec = recommend(data)
-    assert {v.label for v in rec.tied} == {"best", "tied", "copy-of-best"}
-    assert rec.recommended is not None and rec.recommended.label == "tied"
-    tie = next(p for p in rec.paragraphs if "are tied on rougeL" in p)
+    assert {r["run"] for r in rec.tied} == {"best", "tied", "copy-of-best"}
+    assert rec.recommended is not None and rec.run == "tied"
+    assert rec.headline.startswith("Recommendation: **tied**")
+    tie = next(p for p in rec.paragraphs if "cannot tell" in p)
     assert "**tied** is the cheapest of them by trainable parameters" in tie and "Holm-corrected" in tie
     assert "worse" not in tie
     page_row = {v.label: v.row for v in data.runs}

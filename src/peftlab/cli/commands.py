@@ -37,7 +37,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from peftlab.report.leaderboard import render, rows
     from peftlab.train.runner import plan, run_experiment
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
@@ -50,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     results = run_experiment(p, store, force=args.force, replace=args.replace, isolation=_isolation(args))
     print()
-    print(render(rows(store, p.cfg.name)))
+    print(board(store, p.cfg.name))
     bad = [r for r in results if r.status in ("failed", "diverged")]  # (a run another process is on is fine)
     if bad:  # `peftlab run ... && deploy` must not go on
         print(f"\n{len(bad)} of {len(results)} runs failed or diverged: "
@@ -70,14 +69,24 @@ def _isolation(args: argparse.Namespace) -> Any:
     return "inprocess" if args.in_process else "subprocess"
 
 
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from peftlab.report.leaderboard import render, rows
+def board(store: Any, experiment: str, fmt: str = "table", budget: Any = None) -> str:
+    """The leaderboard with the answer: the recommended row marked (`recommended`), and in the
+    terminal the recommendation's headline under the table (the report's, word for word)."""
+    from peftlab.report.collect import collect
+    from peftlab.report.leaderboard import render
+    from peftlab.report.recommend import recommend
 
-    try:
-        rs = rows(_store(args), args.experiment)
-    except KeyError as e:
-        raise PeftlabError(e.args[0]) from None
-    print(render(rs, args.format))
+    data = collect(store, [experiment])
+    rec = recommend(data, budget)
+    rs = [{**r, "recommended": not r.get("baseline") and r["run"] == rec.run} for r in data.rows]
+    return render(rs, fmt, rec.headline.replace("**", "") if fmt == "table" else None)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from peftlab.report.recommend import Budget
+
+    budget = Budget(args.max_memory_mb, args.max_train_seconds, args.max_trainable_percent)
+    print(board(_store(args), args.experiment, args.format, budget))
     return 0
 
 

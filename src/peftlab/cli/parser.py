@@ -79,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", parents=[common], help="ranked table of an experiment's runs")
     lb.add_argument("experiment")
-    lb.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    lb.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                    help="table (with the recommendation under it), json or csv (the recommended row: recommended)")
+    lb.add_argument("--max-memory-mb", type=float, help="budget: recommend within this peak memory")
+    lb.add_argument("--max-train-seconds", type=float, help="budget: recommend within this train time")
+    lb.add_argument("--max-trainable-percent", type=float, help="budget: recommend within this share of "
+                    "trained parameters")
     lb.set_defaults(fn=cmd_leaderboard)
 
     ex = sub.add_parser("experiments", parents=[common], help="list experiments in the store")

@@ -44,17 +44,23 @@ def method_color(method: str) -> str:
 
 
 def assign_colors(views: list[RunView]) -> None:
-    """Each view gets its method's colour; a second run of a method in the same report (a variant,
-    or the same method in another experiment) gets the next free colour, so lines stay apart."""
+    """Each view gets its method's colour; the seeds of one leaderboard row share it, and a second
+    row of a method in the same report (a variant, or the same method in another experiment) gets
+    the next free colour, so lines stay apart."""
     used: set[str] = set()
+    row_color: dict[tuple[str, str], str] = {}
     for v in views:
+        key = (v.experiment, variant_of(v.run))
+        if key in row_color:
+            v.color = row_color[key]
+            continue
         c = method_color(v.run.method)
         if c in used:
             start = PALETTE.index(c)
             c = next((PALETTE[(start + k) % len(PALETTE)] for k in range(1, len(PALETTE))
                       if PALETTE[(start + k) % len(PALETTE)] not in used), c)
         used.add(c)
-        v.color = c
+        v.color = row_color[key] = c
 
 
 @dataclass
@@ -144,6 +150,27 @@ class ReportData:
     trials: list[Run] = field(default_factory=list)  # tuning trials: shown apart (budget curves)
     # rows that are not runs: the majority-class baseline of each classification experiment
     baselines: list[dict[str, Any]] = field(default_factory=list)
+    # the leaderboard (`leaderboard.rows`): one row per method configuration over its seeds, the
+    # majority-class row among them; what the leaderboard section, the charts and the
+    # recommendation show
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def test_examples(self) -> int | None:
+        """How many test examples the scores rest on (the best finished run's)."""
+        for v in self.runs:
+            n = ((v.run.info or {}).get("data") or {}).get("test")
+            if v.done and n:
+                return int(n)
+        return None
+
+    def view_of(self, row: dict[str, Any]) -> RunView | None:
+        """The run view that stands for a leaderboard row in charts: its representative seed's."""
+        name = row.get("representative") or row.get("run")
+        exp = row.get("experiment")
+        return next((v for v in self.runs if v.run.name == name and (exp is None or v.experiment == exp)),
+                    next((v for v in self.runs if (exp is None or v.experiment == exp)
+                          and variant_of(v.run) == str(row.get("run", "")).rsplit("/", 1)[-1]), None))
 
     @property
     def generative(self) -> bool:
@@ -232,11 +259,17 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
     exp_names = list(dict.fromkeys(r.experiment for r in runs))
     exps = [store.experiment(n) or {"name": n, "task": "?", "model": "?"} for n in exp_names]
     tasks = list(dict.fromkeys(e["task"] for e in exps))
-    mains = list(dict.fromkeys(main_metric(t) for t in tasks))
-    notes = []
-    if len(mains) > 1:
-        notes.append(f"these experiments have different main metrics ({', '.join(mains)}); ranked by {mains[0]}")
-    main = mains[0]
+    from peftlab.report.leaderboard import rows as leaderboard_rows
+
+    try:  # one definition of the ranking: refused for experiments of different tasks or metrics
+        board = leaderboard_rows(store, exp_names)
+    except KeyError as e:
+        raise PeftlabError(str(e).strip("'\"")) from None
+    if run_ids and not experiments:  # `compare --runs`: the rows of the runs asked for
+        ids = {r.id for r in runs}
+        board = [b for b in board if b.get("baseline") or ids & {s["run_id"] for s in b.get("seeds") or []}]
+    notes: list[str] = []
+    main = main_metric(tasks[0])
     task_of = {e["name"]: e["task"] for e in exps}
     trials = [r for r in runs if is_trial(r)]
     runs = [r for r in runs if not is_trial(r)]
@@ -257,7 +290,7 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
             v.row["rank"] = None
     title = exp_names[0] if len(exp_names) == 1 else " vs ".join(exp_names)
     notes += version_drift(views)
-    add_significance(views, task_of)
+    add_significance(views, board)
     baselines = []
     for e in exps:
         b = majority_baseline(store, e["name"]) if has_majority_baseline(e.get("task")) else None
@@ -265,22 +298,17 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
             label = b["run"] if len(exp_names) == 1 else f"{e['name']}/{b['run']}"
             baselines.append({**b, "label": label, "experiment": e["name"]})
     return ReportData(title=title, experiments=exps, runs=views, main_metric=main, tasks=tasks, notes=notes,
-                      trials=trials, baselines=baselines)
+                      trials=trials, baselines=baselines, rows=board)
 
 
-def add_significance(views: list[RunView], task_of: dict[str, str]) -> None:
-    """Intervals, rank groups and p against the best (per experiment: its runs share a test set)
-    into each view's row, from the runs' per-example scores (`report.significance`)."""
-    from peftlab.report.significance import significance
-
-    for exp, task in task_of.items():
-        groups: dict[str, list[RunView]] = {}
-        for v in views:
-            if v.experiment == exp:
-                groups.setdefault(variant_of(v.run), []).append(v)
-        s = SPECS.get(task)
-        stats = significance({n: [v.run for v in vs if v.done] for n, vs in groups.items()}, main_metric(task),
-                             s.higher_is_better if s else True)
-        for n, vs in groups.items():
-            for v in vs:
-                v.row.update({k: x for k, x in stats.get(n, {}).items() if not k.endswith("_mean")})
+def add_significance(views: list[RunView], board: list[dict[str, Any]]) -> None:
+    """The leaderboard's intervals onto the run views of rows trained once (a seed of a row over
+    several seeds keeps its own values: the row's pooled interval is not the seed's)."""
+    for r in board:
+        seeds = r.get("seeds") or []
+        if r.get("baseline") or len(seeds) != 1:
+            continue
+        v = next((v for v in views if v.run.id == seeds[0]["run_id"]), None)
+        if v is not None:
+            v.row.update({k: x for k, x in r.items() if k.endswith(("_ci_low", "_ci_high", "_std"))
+                          or k in ("rank_group", "p_vs_best", "p_vs_best_bound", "n_seeds")})

@@ -82,3 +82,13 @@ def axis_fmt(key: str, v: float) -> str:
     if abs(v) >= 1000:
         return si(v)
     return f"{v:.4g}"
+
+
+def fmt_p(p: float | None, bound: bool = False) -> str:
+    """A p-value as a reader should take it: '< 0.001' below that, '≤ 0.004' where the test's
+    resolution floor bounds it (a resampling test cannot give less), else two digits."""
+    if p is None:
+        return "–"
+    if p < 0.001:
+        return "< 0.001"
+    return f"≤ {p:.2g}" if bound else f"{p:.2g}"

@@ -72,7 +72,7 @@ def _views(data: ReportData, opts: ReportOptions, rec: Recommendation, problems:
     """Each section's prepared view, by section id."""
     return {
         recommendation.ID: recommendation.view(rec, data.notes),
-        leaderboard.ID: leaderboard.view(data),
+        leaderboard.ID: leaderboard.view(data, rec.run),
         evaluations.ID: evaluations.view(data),
         tuning.ID: tuning.view(data),
         curves.ID: curves.view(data),

@@ -1,21 +1,32 @@
-"""The leaderboard: one row per run, ranked by the task's main metric, with its uncertainty.
+"""The leaderboard: one row per method configuration, ranked by the task's main metric, with its
+uncertainty, its floors and its flags. Every surface (terminal, JSON/CSV, the HTML report, the
+web pages, Export and the model card) reads these rows, and the recommendation
+(`report.recommend`) is made from them alone.
 
 Row keys are stable (the web service and JSON consumers rely on them): method, run, status,
 trainable_params, trainable_percent, peak_memory_mb, train_seconds, eval_seconds,
 train_tokens_per_second, adapter_bytes, then every metric by name; and from the per-example
 scores (`report.significance`): `<metric>_ci_low`, `<metric>_ci_high` (95% bootstrap
 interval) and `<metric>_std` (across seeds) for every metric that has them, `n_seeds`,
-`rank_group` (1: cannot be told apart from the best row) and `p_vs_best` (paired test on the
-same test examples, Holm-corrected across rows).
+`rank_group` (1: cannot be told apart from the best row), `p_vs_best` (paired test on the same
+test examples, over seeds too where a row has several, Holm-corrected across rows) and
+`p_vs_best_bound` (true when that p-value is at its test's resolution floor: an upper bound).
 
 A row is a variant: the runs of one method entry, one per seed when the experiment has several
-(`seeds:`); its metrics are the means over seeds. Tuning trials (`tuning:`) are not rows.
+(`seeds:`); its metrics are the means over seeds, `seeds` lists each seed's own values and
+`representative` names the seed whose main metric is the median (the one to try or export).
+Tuning trials (`tuning:`) are never rows. Traits of the method travel with the row (`family`,
+`trains`, `is_baseline`, `is_full`, `untrained_head`, `mergeable`), and so do its flags
+(`collapsed`, `health_problems`) and its floor: `floor` (what it must beat: the majority-class
+row of classification, the zero-shot row of generation), `p_vs_floor`, `beats_floor`.
 
 Classification experiments get one more row, `majority-class` (`baseline: true`, status
 `baseline`, no rank): always predicting the most frequent training label, scored on the same
-test examples with the same metrics (`majority_baseline`); it is not a run and trains nothing.
-A run whose test predictions collapse onto one class (`COLLAPSE_SHARE` of them or more, and
-clearly more than that class's share of the test set) carries `collapsed` ("97% 'neutral'").
+test examples with the same metrics (`baselines.majority_baseline`); it is not a run and trains
+nothing. A run whose test predictions collapse onto one class carries `collapsed`.
+
+The rows are computed once per set of finished runs and kept in the store
+(`cache/leaderboard-*.json`), so every surface prints the same digits.
 """
 
 from __future__ import annotations
@@ -24,9 +35,17 @@ import csv
 import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
+from peftlab.report.baselines import (  # noqa: F401 - re-exported: the rows' flags
+    COLLAPSE_SHARE,
+    MAJORITY,
+    collapse,
+    has_majority_baseline,
+    majority_baseline,
+)
 from peftlab.store import Run, Store
 from peftlab.tasks.spec import SPECS, main_metric
 
@@ -76,126 +95,154 @@ def _aggregate(name: str, runs: list[Run]) -> dict[str, Any]:
     return base
 
 
-MAJORITY = "majority-class"
-COLLAPSE_SHARE = 0.9
-_MAJORITY_CACHE: dict[str, dict[str, Any] | None] = {}
+LEADERBOARD_VERSION = 3  # bump when the rows' definition changes: cached rows are recomputed
 
 
-def has_majority_baseline(task: str | None) -> bool:
-    """A majority-class row applies to text tasks that predict a label (the image task's data are
-    not read again for a report)."""
-    s = SPECS.get(task or "")
-    return s is not None and s.target_key == "label" and s.text_input
+def _comparable(store: Store, names: list[str]) -> list[dict[str, Any]]:
+    """The experiments to rank together: they must share the task and main metric."""
+    exps = []
+    for n in names:
+        exp = store.experiment(n)
+        if exp is None:
+            known = [e["name"] for e in store.experiments()]
+            raise KeyError(f"no experiment {n!r} in {store.root}; known: {', '.join(known) or '(none)'}")
+        exps.append(exp)
+    tasks = {e["name"]: e["task"] for e in exps}
+    if len(set(tasks.values())) > 1 or len({main_metric(t) for t in tasks.values()}) > 1:
+        from peftlab.errors import PeftlabError
+
+        what = ", ".join(f"{n} is {t} (ranked by {main_metric(t)})" for n, t in tasks.items())
+        raise PeftlabError(f"these experiments cannot be ranked together: {what}. Compare experiments of one task; "
+                           "open the others' reports apart")
+    return exps
 
 
-def majority_baseline(store: Store, experiment: str) -> dict[str, Any] | None:
-    """The majority-class row of a (text) classification experiment: the most frequent label of
-    its training examples (as its runs sample them), predicted for every test example and scored
-    with the runs' metrics. None for other tasks, or when its data cannot be read any more."""
-    exp = store.experiment(experiment)
-    if exp is None or not has_majority_baseline(exp["task"]) or not exp.get("config"):
-        return None
-    from peftlab.config import ExperimentConfig
-    from peftlab.data.prepare import prepare_data
-    from peftlab.evaluate.metrics import classification_metrics
+def _fingerprint(store: Store, exps: list[dict[str, Any]], flags: tuple) -> str:
+    import hashlib
 
+    parts: list[Any] = [LEADERBOARD_VERSION, flags]
+    for e in exps:
+        parts.append([e["name"], e.get("updated_at"), e.get("config")])
+        for r in store.runs(e["name"]):
+            p = r.file("predictions")
+            parts.append([r.id, r.name, r.status, r.finished_at, r.config_hash, r.metrics, r.cost,
+                          (r.info or {}).get("health"), (r.info or {}).get("labels"),
+                          p.stat().st_mtime_ns if p is not None and p.is_file() else None])
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _cache_path(store: Store, names: list[str]) -> Path:
+    import hashlib
+
+    return store.root / "cache" / f"leaderboard-{hashlib.sha256(chr(0).join(names).encode()).hexdigest()[:16]}.json"
+
+
+def rows(store: Store, experiment: str | list[str], significance: bool = True,
+         baseline: bool = True) -> list[dict[str, Any]]:
+    """The ranked rows of one experiment, or of several of one task (`peftlab compare`; their rows
+    are named `experiment/variant`). Read from the store's cache when no run changed since."""
+    names = [experiment] if isinstance(experiment, str) else list(dict.fromkeys(experiment))
+    exps = _comparable(store, names)
+    fp = _fingerprint(store, exps, (significance, baseline))
+    path = _cache_path(store, names)
     try:
-        cfg = ExperimentConfig.model_validate(exp["config"])
-    except ValueError:
-        return None
-    base = Path(exp["base_dir"]) if exp.get("base_dir") else None
-    files = [f for f in (cfg.data.train, cfg.data.validation, cfg.data.test) if f]
-    stamp = [(f, (base / f if base and not Path(f).is_absolute() else Path(f)).stat().st_mtime_ns)
-             for f in files if (base / f if base and not Path(f).is_absolute() else Path(f)).is_file()]
-    key = json.dumps([cfg.data.model_dump(mode="json"), cfg.training.seed, stamp, str(base)], sort_keys=True)
-    if key in _MAJORITY_CACHE:
-        return _MAJORITY_CACHE[key]
-    try:
-        data = prepare_data(cfg.data, cfg.task, cfg.training.seed, base)
-    except Exception:  # noqa: BLE001 - moved or edited data: the report goes on without the row
-        _MAJORITY_CACHE[key] = None
-        return None
-    names = data.labels or []
-    counts = [0] * len(names)
-    for e in data.train:
-        counts[int(e.label or 0)] += 1
-    top = max(range(len(names)), key=lambda i: (counts[i], -i))
-    gold = [int(e.label or 0) for e in data.test]
-    m = classification_metrics([top] * len(gold), gold, names)
-    m.pop("_per_class", None)
-    out = {"run": MAJORITY, "method": MAJORITY, "status": "baseline", "baseline": True, "run_id": None,
-           **{k: None for k in COST_KEYS}, **m, "trainable_params": 0, "trainable_percent": 0.0,
-           "majority_label": names[top], "majority_train_share": 100.0 * counts[top] / max(1, len(data.train)),
-           "test_examples": len(gold),
-           "note": f"always predicts {names[top]!r}, the most frequent training label "
-                   f"({100.0 * counts[top] / max(1, len(data.train)):.0f}% of {len(data.train)} training examples); "
-                   "a baseline row, not a run"}
-    if len(_MAJORITY_CACHE) > 64:
-        _MAJORITY_CACHE.clear()
-    _MAJORITY_CACHE[key] = out
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("fingerprint") == fp:
+            return cached["rows"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    out = _compute(store, exps, significance, baseline)
+    try:  # one computation per run set: written whole (a reader never sees half a file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"fingerprint": fp, "rows": out}, default=_json_default), encoding="utf-8")
+        os.replace(tmp, path)
+        out = json.loads(path.read_text(encoding="utf-8"))["rows"]  # what every later reader gets
+    except OSError:
+        pass  # a read-only store: computed each time, from the same deterministic statistics
     return out
 
 
-def collapse(predictions: list[dict[str, Any]] | None, labels: list[str] | None) -> str | None:
-    """Why a classifier's test predictions collapse onto one class ("97% of test predictions are
-    'neutral', against 59% of the test labels"), or None: at least
-    COLLAPSE_SHARE of them, and 10 points more than that class's share of the test labels."""
-    preds = [p for p in predictions or [] if "pred_id" in p]
-    if len(preds) < 5:
+def _json_default(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    raise TypeError(f"not JSON serializable: {type(v)}")
+
+
+def _seed_row(run: Run, main: str) -> dict[str, Any]:
+    r = {"run": run.name, "run_id": run.id, "status": run.status, "seed": (run.config or {}).get("seed")}
+    r.update({k: v for k, v in (run.metrics or {}).items() if isinstance(v, int | float)})
+    r.update({k: (run.cost or {}).get(k) for k in COST_KEYS})
+    return r
+
+
+def _traits(r: dict[str, Any], task: str) -> None:
+    from peftlab.methods import REGISTRY
+
+    m = REGISTRY.get(r["method"])
+    s = SPECS.get(task)
+    r["family"] = m.family if m else ""
+    r["trains"] = m.trains if m else True
+    r["is_baseline"] = bool(m and m.is_baseline)
+    r["is_full"] = bool(m and m.is_full)
+    r["untrained_head"] = bool(r["is_baseline"] and s is not None and not s.generative)
+    r["mergeable"] = bool(m and m.mergeable)
+
+
+def _representative(r: dict[str, Any], main: str, higher: bool) -> str | None:
+    """The seed whose main metric is the median of the row's seeds (the lower middle of an even
+    count, by the metric's direction): the run to try, export or show as the row's model."""
+    done = [s for s in r["seeds"] if s["status"] == "done" and isinstance(s.get(main), int | float)]
+    if not done:
         return None
-    from collections import Counter
-
-    k, n = Counter(int(p["pred_id"]) for p in preds).most_common(1)[0]
-    share = n / len(preds)
-    gold = sum(1 for p in preds if int(p.get("gold_id", -1)) == k) / len(preds)
-    if share < COLLAPSE_SHARE or share - gold < 0.1:
-        return None
-    name = labels[k] if labels and 0 <= k < len(labels) else str(k)
-    return f"{100 * share:.0f}% of test predictions are {name!r}, against {100 * gold:.0f}% of the test labels"
+    order = sorted(done, key=lambda s: (-s[main] if higher else s[main], s["run"]))
+    return order[(len(order) - 1) // 2]["run"] if len(order) > 1 else order[0]["run"]
 
 
-_COLLAPSE_CACHE: dict[tuple[str, int], str | None] = {}
+def _compute(store: Store, exps: list[dict[str, Any]], significance: bool, baseline: bool) -> list[dict[str, Any]]:
+    from peftlab.report.baselines import _collapsed
 
-
-def _collapsed(run: Run) -> str | None:
-    p = run.file("predictions")
-    if run.status != "done" or p is None or not p.is_file():
-        return None
-    key = (str(p), p.stat().st_mtime_ns)
-    if key not in _COLLAPSE_CACHE:
-        with open(p, encoding="utf-8") as f:
-            preds = [json.loads(line) for line in f if line.strip()]
-        if len(_COLLAPSE_CACHE) > 512:
-            _COLLAPSE_CACHE.clear()
-        _COLLAPSE_CACHE[key] = collapse(preds, (run.info or {}).get("labels"))
-    return _COLLAPSE_CACHE[key]
-
-
-def rows(store: Store, experiment: str, significance: bool = True, baseline: bool = True) -> list[dict[str, Any]]:
-    exp = store.experiment(experiment)
-    if exp is None:
-        names = [e["name"] for e in store.experiments()]
-        raise KeyError(f"no experiment {experiment!r} in {store.root}; known: {', '.join(names) or '(none)'}")
-    spec = SPECS.get(exp["task"])
-    main = main_metric(exp["task"])
+    several = len(exps) > 1
+    task = exps[0]["task"]
+    spec = SPECS.get(task)
+    main = main_metric(task)
     higher = spec.higher_is_better if spec else True
     variants: dict[str, list[Run]] = {}
-    for r in store.runs(experiment):
-        if not is_trial(r):
-            variants.setdefault(variant_of(r), []).append(r)
-    out = [_aggregate(name, runs) for name, runs in variants.items()]
-    if spec is not None and not spec.generative and spec.text_input:
-        for r in out:
-            rs_ = [x for x in variants[r["run"]] if x.status == "done"]
-            flags = [c for x in rs_ if (c := _collapsed(x))]
+    exp_of: dict[str, str] = {}
+    for e in exps:
+        for r in store.runs(e["name"]):
+            if not is_trial(r):
+                key = f"{e['name']}/{variant_of(r)}" if several else variant_of(r)
+                variants.setdefault(key, []).append(r)
+                exp_of[key] = e["name"]
+    for rs_ in variants.values():
+        rs_.sort(key=lambda x: x.name)
+    out = []
+    for name, rs_ in variants.items():
+        r = _aggregate(name, rs_)
+        r["run"] = name
+        r["experiment"] = exp_of[name]
+        r["seeds"] = [_seed_row(x, main) for x in rs_]
+        r["pending"] = [x.name for x in rs_ if x.status in ("queued", "running")]
+        r["representative"] = _representative(r, main, higher)
+        _traits(r, task)
+        done = [x for x in rs_ if x.status == "done"]
+        health = [h for x in done if (h := (x.info or {}).get("health")) and not h.get("healthy", True)]
+        r["health_problems"] = list(dict.fromkeys(p for h in health for p in h.get("problems", [])))
+        if spec is not None and not spec.generative and spec.text_input:
+            flags = [c for x in done if (c := _collapsed(x))]
             if flags:
-                r["collapsed"] = flags[0]
+                r["collapsed"] = flags[0] if len(done) == 1 else f"{len(flags)} of {len(done)} seeds: {flags[0]}"
+        out.append(r)
+    majors = {e["name"]: majority_baseline(store, e["name"]) for e in exps} if baseline else {}
     if significance:
         from peftlab.report.significance import significance as stats
 
-        extra = stats({n: [r for r in rs if r.status == "done"] for n, rs in variants.items()}, main, higher)
+        done_of = {n: [r for r in rs_ if r.status == "done"] for n, rs_ in variants.items()}
+        extra = stats(done_of, main, higher)
         for r in out:
             r.update({k: v for k, v in extra.get(r["run"], {}).items() if not k.endswith("_mean")})
+        _floors(out, done_of, majors, main, higher)
 
     def key(r: dict[str, Any]) -> tuple:
         v = r.get(main)
@@ -206,12 +253,43 @@ def rows(store: Store, experiment: str, significance: bool = True, baseline: boo
     for rank, r in enumerate(out, start=1):
         r["rank"] = rank if r["status"] == "done" else None
         r["main_metric"] = main
-    maj = majority_baseline(store, experiment) if baseline else None
-    if maj is not None:
+    for e in exps:
+        maj = majors.get(e["name"])
+        if maj is None:
+            continue
+        maj = {**maj, "experiment": e["name"], "rank": None, "main_metric": main}
+        if several:
+            maj["run"] = f"{e['name']}/{maj['run']}"
         at = next((i for i, r in enumerate(out) if r["status"] != "done" or not isinstance(r.get(main), int | float)
                    or (r[main] < maj[main] if higher else r[main] > maj[main])), len(out))
-        out.insert(at, {**maj, "rank": None, "main_metric": main})
+        out.insert(at, maj)
     return out
+
+
+def _floors(out: list[dict[str, Any]], done_of: dict[str, list[Run]], majors: dict[str, Any], main: str,
+            higher: bool) -> None:
+    """Each trained row's floor test: significantly better than the majority-class row
+    (classification) or the zero-shot row (generation) of its experiment."""
+    from peftlab.report.significance import example_scores, floor_tests, majority_scores
+
+    for exp in dict.fromkeys(r["experiment"] for r in out):
+        mine = [r for r in out if r["experiment"] == exp and r["trains"] and r["status"] == "done"]
+        maj = majors.get(exp)
+        zero = next((r for r in out if r["experiment"] == exp and r["is_baseline"] and r["status"] == "done"), None)
+        floor: Any = None
+        if maj is not None:
+            like = next((s for r in mine for x in done_of[r["run"]] if (s := example_scores(x)) is not None), None)
+            floor = majority_scores(like, int(maj["majority_id"])) if like is not None and like.gold is not None \
+                else None
+            label = MAJORITY
+        elif zero is not None:
+            floor, label = zero["run"], zero["run"]
+        if floor is None:
+            continue
+        tests = floor_tests(done_of, floor, [r["run"] for r in mine], main, higher)
+        for r in mine:
+            r["floor"] = label
+            r.update(tests.get(r["run"], {"beats_floor": None}))
 
 
 # One format per column, so a column reads at a glance (metrics are on a 0-100 scale).
@@ -234,7 +312,9 @@ def _with_ci(r: dict[str, Any], metric: str) -> str:
     return f"{v} [{lo:.2f}, {hi:.2f}]" if v != "-" and lo is not None and hi is not None else v
 
 
-def render(rs: list[dict[str, Any]], fmt: str = "table") -> str:
+def render(rs: list[dict[str, Any]], fmt: str = "table", headline: str | None = None) -> str:
+    """The rows as a terminal table (each row's seeds under it, with their own values), JSON or
+    CSV (one line per row; `seeds` as JSON). `headline`: the answer, printed under the table."""
     if fmt == "json":
         return json.dumps(rs, indent=2)
     metric_cols = [m for m in METRIC_ORDER if any(m in r for r in rs)]
@@ -246,9 +326,11 @@ def render(rs: list[dict[str, Any]], fmt: str = "table") -> str:
         w = csv.DictWriter(buf, fieldnames=cols + extra)
         w.writeheader()
         for r in rs:
-            w.writerow(r)
+            w.writerow({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()})
         return buf.getvalue()
     from tabulate import tabulate
+
+    from peftlab.report.fmt import fmt_p
 
     main = rs[0]["main_metric"] if rs else None
     short = {"trainable_params": "trainable", "trainable_percent": "train%", "peak_memory_mb": "peak MB",
@@ -256,11 +338,34 @@ def render(rs: list[dict[str, Any]], fmt: str = "table") -> str:
              "adapter_bytes": "adapter B", "rank_group": "group", "p_vs_best": "p vs best", "n_seeds": "seeds"}
     if main:
         short[main] = f"{main} [95% CI]"
-    table = [[_with_ci(r, c) if c == main else _fmt(c, r.get(c)) if c not in ("rank", "rank_group", "n_seeds")
-              else ("-" if r.get(c) is None else str(r[c])) for c in cols] for r in rs]
+
+    def line(r: dict[str, Any], seed: bool) -> list[str]:
+        out = []
+        for c in cols:
+            if seed and c in ("rank", "rank_group", "p_vs_best", "n_seeds", "method"):
+                out.append("")
+            elif c == "run":
+                out.append(f"  ↳ {r['run']}" if seed else r["run"] + (" ★" if r.get("recommended") else ""))
+            elif c == main and not seed:
+                out.append(_with_ci(r, c))
+            elif c == "p_vs_best":
+                out.append(fmt_p(r.get(c), bool(r.get("p_vs_best_bound"))) if r.get(c) is not None else "-")
+            elif c in ("rank", "rank_group", "n_seeds"):
+                out.append("-" if r.get(c) is None else str(r[c]))
+            else:
+                out.append(_fmt(c, r.get(c)))
+        return out
+
+    table = []
+    for r in rs:
+        table.append(line(r, False))
+        seeds = r.get("seeds") or []
+        table += [line(sd, True) for sd in seeds] if len(seeds) > 1 else []
     text = tabulate(table, headers=[short.get(c, c) for c in cols], tablefmt="simple", disable_numparse=True)
     errors = [f"  {r['run']}: {r['status']}: {r['error']}" for r in rs if r.get("error")]
     if rs:
-        text += f"\n(ranked by {main}, higher is better; group 1: not significantly different from the best, " \
-                "paired test on the same test examples, Holm-corrected)"
-    return text + ("\n" + "\n".join(errors) if errors else "")
+        text += f"\n(ranked by {main}; one row per method configuration, the mean over its seeds (↳); group 1: not " \
+                "significantly different from the best, paired test on the same test examples, over seeds too, " \
+                "Holm-corrected)"
+    text += ("\n" + "\n".join(errors) if errors else "")
+    return text + (f"\n\n{headline}" if headline else "")

@@ -1,8 +1,21 @@
-"""The Pareto frontier of quality against cost, and the recommendation paragraph.
+"""The answer: which method to ship, made from the leaderboard's rows alone, and the Pareto
+frontier of quality against cost.
 
-The recommendation only restates measured numbers: the best run by the main metric (ties
-broken by test loss, as the leaderboard ranks), the best run within the user's budget, and
-how far each is from the zero-shot row and from full fine-tuning.
+The unit of the answer is a leaderboard row, a method configuration over its seeds, never one
+seed and never a tuning trial. The rule, the one every surface shows (terminal, JSON, report,
+Results, Export, model card):
+
+1. No answer while a run it compares is still queued or running: say what is still going.
+2. A row is recommendable when every seed finished, its predictions do not collapse onto one
+   class, its generations are not flagged, and it is significantly better than its floor (the
+   majority-class row of classification, the zero-shot row of generation; `beats_floor`). The
+   zero-shot row is the floor itself, never the answer. Rows passed over are named with why.
+3. Within the user's budget (when one is given, it changes the headline): among the
+   recommendable rows that fit, the lowest rank group present (1: tied with the best) is the
+   field, and its cheapest row (trainable parameters, then peak memory, then train time, or
+   `--prefer`) is the recommendation.
+4. When nothing clears the floors (or nothing that does fits the budget), the answer says so
+   and recommends nothing, rather than naming the least bad.
 """
 
 from __future__ import annotations
@@ -12,9 +25,10 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from peftlab.report.collect import ReportData, RunView
-from peftlab.report.fmt import fmt_value
+from peftlab.report.collect import ReportData
+from peftlab.report.fmt import fmt_p, fmt_value
 
 # Costs a point can be plotted against: (key, label, log scale, linear axis starts at 0).
 PARETO_COSTS = (
@@ -62,115 +76,91 @@ class Budget:
     def describe(self) -> str:
         return ", ".join(d for _, _, d in self.limits())
 
-    def fits(self, v: RunView) -> bool:
-        for key, limit, _ in self.limits():
-            c = v.cost(key)
+    def fits(self, row: dict[str, Any]) -> bool:
+        return not self.over(row)
+
+    def over(self, row: dict[str, Any]) -> list[str]:
+        """The limits a row exceeds, said with its value ('trainable parameters 26% > 1%')."""
+        out = []
+        for key, limit, desc in self.limits():
+            c = _num(row.get(key))
             if c is None or c > limit:
-                return False
-        return True
+                name = desc.split(" ≤ ")[0]
+                out.append(f"{name} {'unknown' if c is None else fmt_value(key, c)} > {limit:g}"
+                           + ("%" if key == "trainable_percent" else " MB" if key == "peak_memory_mb" else
+                              " s" if key == "train_seconds" else ""))
+        return out
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+DEFAULT_PREFER = ("trainable_params", "peak_memory_mb", "train_seconds")
+_COST_NAMES = {"trainable_params": "trainable parameters", "peak_memory_mb": "peak memory",
+               "train_seconds": "train time"}
 
 
 @dataclass
 class Recommendation:
-    best: RunView | None
-    best_in_budget: RunView | None
-    zero_shot: RunView | None
-    full: RunView | None
+    """The answer for a set of leaderboard rows: the pick (a row: a method configuration over its
+    seeds), the field it was picked from, what was passed over and why."""
+
+    main_metric: str
+    recommended: dict[str, Any] | None = None
+    best: dict[str, Any] | None = None  # the best-valued finished row, recommendable or not
+    tied: list[dict[str, Any]] = field(default_factory=list)  # the field the pick is the cheapest of
+    passed_over: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    over_budget: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)  # runs still queued or running: no answer yet
+    headline: str = ""  # one line, with **bold** markers
     paragraphs: list[str] = field(default_factory=list)  # with **bold** markers
-    # The pick: the cheapest run that cannot be told apart from the best (rank group 1), within the
-    # budget when one is given; the best itself when nothing ties with it or no statistics exist.
-    recommended: RunView | None = None
-    tied: list[RunView] = field(default_factory=list)  # rank group 1, best first
+    budget: Budget = field(default_factory=Budget)
+
+    @property
+    def final(self) -> bool:
+        return not self.pending
+
+    @property
+    def run(self) -> str | None:
+        """The recommended row's name (the method entry, e.g. 'lora')."""
+        return self.recommended["run"] if self.recommended else None
+
+    @property
+    def representative(self) -> str | None:
+        """The recommended row's median seed: the run to try, export or serve."""
+        return self.recommended.get("representative") or self.recommended["run"] if self.recommended else None
 
     @property
     def text(self) -> str:
-        return "\n\n".join(p.replace("**", "") for p in self.paragraphs)
+        return "\n\n".join(p.replace("**", "") for p in [self.headline, *self.paragraphs])
 
     @property
     def html(self) -> str:
         def one(p: str) -> str:
             return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(p))
 
-        return "".join(f"<p>{one(p)}</p>" for p in self.paragraphs)
+        return (f'<p class="headline">{one(self.headline)}</p>'
+                + "".join(f"<p>{one(p)}</p>" for p in self.paragraphs))
 
+    def as_dict(self) -> dict[str, Any]:
+        """The API's shape (the web pages, Export and the model card read this)."""
+        return {"run": self.run, "representative": self.representative, "runs": self._seed_runs(),
+                "tied": [r["run"] for r in self.tied], "best": self.best["run"] if self.best else None,
+                "passed_over": [{"run": r["run"], "why": why} for r, why in self.passed_over],
+                "over_budget": [{"run": r["run"], "why": why} for r, why in self.over_budget],
+                "headline": self.headline.replace("**", ""), "text": self.text, "html": self.html,
+                "final": self.final, "pending": self.pending, "budget": self.budget.describe() or None,
+                "source": "peftlab.report.recommend"}
 
-def ranked(data: ReportData) -> list[RunView]:
-    """Finished runs with a main-metric value, best first (the leaderboard order)."""
-    return [v for v in data.runs if v.row.get("rank") is not None]
+    def _seed_runs(self) -> list[str]:
+        if not self.recommended:
+            return []
+        return [s["run"] for s in self.recommended.get("seeds") or []] or [self.recommended["run"]]
 
-
-def _baseline(data: ReportData, full: bool, like: RunView | None) -> RunView | None:
-    """The best zero-shot row (or, `full`, full fine-tuning row), of `like`'s experiment if it has one."""
-    cands = [v for v in ranked(data) if (v.is_full if full else v.is_baseline)]
-    if like is not None:
-        same = [v for v in cands if v.experiment == like.experiment]
-        cands = same or cands
-    return cands[0] if cands else None
-
-
-def _delta(a: float, b: float) -> str:
-    d = a - b
-    return f"{'+' if d >= 0 else '−'}{abs(d):.2f}"
-
-
-def _versus(v: RunView, main: str, zs: RunView | None, full: RunView | None) -> str:
-    """'+12.30 over zero-shot (11.10) and −0.90 vs full fine-tuning (24.30)'."""
-    m = v.metric(main)
-    assert m is not None
-    parts = []
-    if zs is not None and zs is not v:
-        z = zs.metric(main)
-        assert z is not None
-        what = "zero-shot, an untrained head" if zs.untrained_head else "zero-shot"
-        parts.append(f"{_delta(m, z)} over {what} ({z:.2f})")
-    if full is not None and full is not v:
-        f = full.metric(main)
-        assert f is not None
-        text = f"{_delta(m, f)} vs full fine-tuning ({f:.2f})"
-        if zs is not None and zs is not v:
-            z = zs.metric(main)
-            assert z is not None
-            if f - z > 1e-9:
-                text += f", {100 * (m - z) / (f - z):.0f}% of full fine-tuning's gain over zero-shot"
-        parts.append(text)
-    return " and ".join(parts)
-
-
-def _method(v: RunView) -> str:
-    """' (lora)' after a run label that does not already say its method."""
-    return "" if v.label.rsplit("/", 1)[-1] == v.run.method else f" ({v.run.method})"
-
-
-def _loss(v: RunView) -> str:
-    loss = v.metric("eval_loss")
-    return "n/a" if loss is None else f"{loss:.3f}"
-
-
-def _costs(v: RunView, full: RunView | None) -> str:
-    """'26.2% of the parameters trained (full: 100%), peak memory 683 MB (full: 665 MB), ...'."""
-    if not v.trains:
-        return "no training at all"
-    what = (("trainable_percent", "{} of the parameters trained"), ("peak_memory_mb", "peak memory {} MB"),
-            ("train_seconds", "train time {} s"), ("adapter_bytes", "saved size {}"))
-    out = []
-    for key, template in what:
-        c = v.cost(key)
-        if c is None:
-            continue
-        s = template.format(fmt_value(key, c))
-        fc = full.cost(key) if full is not None and full is not v else None
-        if fc is not None:
-            unit = template.rsplit("}", 1)[1].strip() if key in ("peak_memory_mb", "train_seconds") else ""
-            s += f" (full: {fmt_value(key, fc)}{' ' + unit if unit else ''})"
-        out.append(s)
-    return ", ".join(out)
-
-
-DEFAULT_PREFER = ("trainable_params", "peak_memory_mb", "train_seconds")
-
-
-def _cheapness(v: RunView, prefer: tuple[str, ...]) -> tuple[float, ...]:
-    return tuple(c if (c := v.cost(k)) is not None else math.inf for k in prefer)
+    def recommends(self, run_name: str) -> bool:
+        """Whether a run (a row's name, or one of its seeds) is the recommendation."""
+        return run_name == self.run or run_name in self._seed_runs()
 
 
 def _names(labels: list[str]) -> str:
@@ -178,200 +168,195 @@ def _names(labels: list[str]) -> str:
     return b[0] if len(b) == 1 else ", ".join(b[:-1]) + " and " + b[-1]
 
 
-def _ties(rs: list[RunView], best: RunView, main: str, budget: Budget, full: RunView | None,
-          prefer: tuple[str, ...]) -> tuple[str | None, RunView, list[RunView]]:
-    """The paragraph on what the uncertainty says, the pick and the tied runs."""
-    if best.row.get("rank_group") != 1:
-        return None, best, []
-    # groups are per experiment (its runs share a test set)
-    rs = [v for v in rs if v.experiment == best.experiment]
-    tied = [v for v in rs if v.row.get("rank_group") == 1]
-    lo, hi = best.row.get(f"{main}_ci_low"), best.row.get(f"{main}_ci_high")
-    ci = f", 95% CI {lo:.1f}-{hi:.1f}" if lo is not None and hi is not None else ""
-    if len(tied) == 1:
-        others = [v.row["p_vs_best"] for v in rs if v is not best and v.row.get("p_vs_best") is not None]
-        if not others:
-            return None, best, tied
-        return (f"**{best.label}** is significantly better than every other run on {main} ({best.metric(main):.1f}"
-                f"{ci}; p ≤ {max(others):.2g} against each, paired test on the same test examples, Holm-corrected).",
-                best, tied)
-    pool = [v for v in tied if budget.fits(v)] if budget.active else tied
-    pool = [v for v in pool if not v.untrained_head] or pool  # chance level is never the pick when a run trained
-    pool = [v for v in pool if not v.collapsed] or pool
-    pick = min(pool, key=lambda v: _cheapness(v, prefer)) if pool else best
-    ps = [v.row["p_vs_best"] for v in tied if v is not best and v.row.get("p_vs_best") is not None] or [1.0]
-    cost_names = {"trainable_params": "trainable parameters", "peak_memory_mb": "peak memory",
-                  "train_seconds": "train time"}
-    order = ", then ".join(cost_names.get(k, k) for k in prefer)
-    text = (f"{_names([v.label for v in tied])} are tied on {main} (best {best.metric(main):.1f}{ci}; "
-            f"p ≥ {min(ps):.2g} against it, Holm-corrected): the test set cannot tell them apart. ")
-    if pool:
-        text += (f"**{pick.label}** is the cheapest of them by {order}"
-                 + (f" within your budget ({budget.describe()})" if budget.active else "")
-                 + (f" ({_costs(pick, full)})" if _costs(pick, full) else "") + ": the recommendation"
-                 + (", though an untrained head at chance level: no trained run fits" if pick.untrained_head else "")
-                 + ".")
-    else:
-        text += f"None of them fits your budget ({budget.describe()})."
-    return text, pick, tied
+def _value(r: dict[str, Any], main: str) -> str:
+    """'68.30 [63.70, 72.40] over 3 seeds (std 2.1)'."""
+    v = _num(r.get(main))
+    lo, hi = _num(r.get(f"{main}_ci_low")), _num(r.get(f"{main}_ci_high"))
+    out = f"{main} {v:.2f}" if v is not None else f"no {main}"
+    if lo is not None and hi is not None:
+        out += f" [95% CI {lo:.2f}, {hi:.2f}]"
+    k = r.get("n_seeds") or len(r.get("seeds") or []) or 1
+    if k > 1:
+        std = _num(r.get(f"{main}_std"))
+        out += f", mean of {k} seeds" + (f" (std {std:.2f})" if std is not None else "")
+    return out
 
 
-def _cautions(data: ReportData, rs: list[RunView], best: RunView, main: str) -> str | None:
-    """What every run's scores rest on, beyond the best's: flagged generations (zero-shot
-    included), predictions collapsed onto one class, an untrained zero-shot head, and the
-    majority-class baseline."""
-    out = []
-    flagged = [v for v in rs if v is not best and v.health and not v.health.get("healthy", True)]
-    if flagged:
-        out.append("Generations flagged for " + "; ".join(
-            f"**{v.label}** ({'; '.join(v.health.get('problems', []))})" for v in flagged if v.health)
-            + ": read their scores with that in mind (see Generation health).")
-    collapsed = [v for v in rs if v is not best and v.collapsed]
-    if collapsed:
-        out.append("Predictions collapse onto one class for " + "; ".join(
-            f"**{v.label}** ({v.collapsed})" for v in collapsed) + ": such a run has not learned to tell the "
-            "classes apart.")
-    zs = next((v for v in rs if v.untrained_head and v.experiment == best.experiment), None)
-    if zs is not None and zs is not best:  # (the best's own paragraph says it)
-        out.append(f"**{zs.label}** is an untrained classification head on the base model (its weights are "
-                   f"random before training), so its {main} ({zs.metric(main):.2f}) is chance level, not what the "
-                   "model knows.")
-    maj = next((b for b in data.baselines if b.get("experiment") == best.experiment), None)
-    if maj is not None and isinstance(maj.get(main), int | float):
-        below = [v.label for v in rs if v.trains and (v.metric(main) or 0) <= maj[main]]
-        text = (f"The majority-class baseline (always {maj['majority_label']!r}, "
-                f"{maj['majority_train_share']:.0f}% of the training labels) scores {main} {maj[main]:.2f}"
-                f" and accuracy {maj.get('accuracy', 0):.2f}")
-        text += (f"; {_names(below)} do{'es' if len(below) == 1 else ''} not beat it." if below
-                 else "; every trained run beats it.")
-        out.append(text)
-    return " ".join(out) or None
+def _costs(r: dict[str, Any]) -> str:
+    if not r.get("trains", True):
+        return "no training at all"
+    what = (("trainable_percent", "{} of the parameters trained"), ("peak_memory_mb", "peak memory {} MB"),
+            ("train_seconds", "train time {} s"), ("adapter_bytes", "saved size {}"))
+    return ", ".join(t.format(fmt_value(k, c)) for k, t in what if (c := _num(r.get(k))) is not None)
+
+
+def _why_not(r: dict[str, Any], main: str) -> str | None:
+    """Why a finished row is not recommendable, in the user's words; None when it is."""
+    if r.get("untrained_head"):
+        return "zero-shot classification is an untrained head: chance level"
+    if r.get("is_baseline"):
+        return "the untouched base model: the floor the trained methods must beat"
+    seeds = r.get("seeds") or []
+    bad = [s for s in seeds if s["status"] not in ("done",)]
+    if bad:
+        said = ", ".join(f"{s['run']} {s['status']}" for s in bad)
+        return f"{len(bad)} of {len(seeds)} seeds did not finish ({said})"
+    if r.get("collapsed"):
+        return f"its predictions collapse onto one class ({r['collapsed']})"
+    if r.get("health_problems"):
+        return f"its generations are flagged: {'; '.join(r['health_problems'])}"
+    if r.get("beats_floor") is False:
+        p = fmt_p(r.get("p_vs_floor"), bool(r.get("p_vs_floor_bound")))
+        floor = r.get("floor") or "the floor"
+        return f"not significantly better than {floor} on {main} (p {p if p[0] in '<≤' else '= ' + p})"
+    return None
 
 
 def recommend(data: ReportData, budget: Budget | None = None,
               prefer: tuple[str, ...] = DEFAULT_PREFER) -> Recommendation:
+    """The answer for the report's rows (`data.rows`, `leaderboard.rows`): the module docstring's rule."""
     budget = budget or Budget()
     main = data.main_metric
-    rs = ranked(data)
-    paragraphs: list[str] = []
-    if not rs:
-        failed = [v for v in data.runs if v.run.status in ("failed", "diverged")]
-        msg = "No run has finished with a score yet, so there is nothing to recommend."
+    rec = Recommendation(main, budget=budget)
+    rows = [r for r in data.rows if not r.get("baseline")]
+    rec.pending = [s for r in rows for s in r.get("pending") or []] + [
+        t.name for t in data.trials if t.status in ("queued", "running")]
+    done = [r for r in rows if r.get("rank") is not None and _num(r.get(main)) is not None]
+    rec.best = done[0] if done else None
+    if rec.pending:
+        rec.headline = (f"**No recommendation yet**: {len(rec.pending)} run(s) still going "
+                        f"({', '.join(rec.pending[:8])}{', ...' if len(rec.pending) > 8 else ''}).")
+        if rec.best is not None:
+            rec.paragraphs.append(f"So far **{rec.best['run']}** leads with {_value(rec.best, main)}; the answer "
+                                  "comes when every run it compares has finished.")
+        return rec
+    if not done:
+        failed = [r for r in rows if r.get("status") in ("failed", "diverged")]
+        rec.headline = "**No recommendation**: no run has finished with a score yet."
         if failed:
-            msg += " Unfinished: " + "; ".join(f"**{v.label}** ({v.run.status}: {v.run.error})" for v in failed) + "."
-        return Recommendation(None, None, None, None, [msg])
-    best = rs[0]
-    zs = _baseline(data, False, best)
-    full = _baseline(data, True, best)
-    m = best.metric(main)
-    assert m is not None
-
-    # 1. Best overall.
-    ties = [v for v in rs[1:] if v.metric(main) == m]
-    first = f"Best overall: **{best.label}**{_method(best)} with {main} {m:.2f}"
-    vs = _versus(best, main, zs, full)
-    first += f", {vs}" if vs else ""
-    first += "."
-    if ties:
-        names = ", ".join(f"**{v.label}**" for v in ties)
-        losses = ", ".join(_loss(v) for v in ties)
-        first += (f" It ties on {main} with {names}; the tie is broken by test loss "
-                  f"({_loss(best)} vs {losses}).")
-    if best.is_baseline:
-        first += (" That is chance level: zero-shot classification is an untrained head, so no trained run learned "
-                  "the task here (train longer, on more data, or with a higher learning rate)." if best.untrained_head
-                  else " No fine-tuning method beat the untouched base model here.")
-        trained = next((v for v in rs if v.trains), None)
-        if trained is not None:
-            tm = trained.metric(main)
-            assert tm is not None
-            first += (f" The best trained run is **{trained.label}**{_method(trained)} with {main} {tm:.2f} "
-                      f"({_delta(tm, m)} vs zero-shot).")
-    elif best.is_full:
-        peft = next((v for v in rs if v.trains and not v.is_full), None)
-        if peft is not None:
-            first += (f" The best parameter-efficient method is **{peft.label}** with {main} "
-                      f"{peft.metric(main):.2f} ({_versus(peft, main, zs, full)}; {_costs(peft, full)}).")
-    else:
-        costs = _costs(best, full)
-        if costs:
-            first += f" Cost: {costs}."
-    health = best.health
-    if health and not health.get("healthy", True):
-        first += f" Caution: its generations are flagged ({'; '.join(health.get('problems', []))})."
-        healthy = next((v for v in rs if v.health and v.health.get("healthy")), None)
-        if healthy is not None and healthy is not best:
-            first += f" The best run with healthy generations is **{healthy.label}** ({main} {healthy.metric(main):.2f})."
-    if best.collapsed:
-        first += f" Caution: its predictions collapse onto one class ({best.collapsed})."
-        sound = next((v for v in rs if not v.collapsed and not v.is_baseline), None)
-        if sound is not None:
-            first += f" The best run whose predictions do not collapse is **{sound.label}** ({main} {sound.metric(main):.2f})."
-    if zs is None:
-        first += " (No zero-shot row to compare with: add `zero-shot` to the methods.)"
-    if full is None:
-        first += " (No full fine-tuning row to compare with: add `full` to the methods.)"
-    paragraphs.append(first)
-    caution = _cautions(data, rs, best, main)
-    if caution:
-        paragraphs.append(caution)
-
-    # 1b. What the uncertainty says: the runs the best cannot be told apart from, and the pick.
-    tie_text, pick, tied = _ties(rs, best, main, budget, full, prefer)
-    if tie_text:
-        paragraphs.append(tie_text)
-
-    # 2. Best within the budget, or the cheapest run close to the best.
-    in_budget = None
-    if budget.active:
-        fitting = [v for v in rs if budget.fits(v)]
-        if not fitting:
-            paragraphs.append(f"No finished run fits your budget ({budget.describe()}).")
+            rec.paragraphs.append("Unfinished: " + "; ".join(
+                f"**{r['run']}** ({r['status']}: {r.get('error') or ''})" for r in failed) + ".")
+        return rec
+    if len({r.get("experiment") for r in done}) > 1 and not _aligned(done):
+        rec.headline = ("**No recommendation across these experiments**: their runs were tested on different "
+                        "test rows, so their scores cannot be compared pair by pair.")
+        return rec
+    eligible = []
+    for r in done:
+        why = _why_not(r, main)
+        if why is None:
+            eligible.append(r)
         else:
-            in_budget = fitting[0]
-            if in_budget is best:
-                paragraphs.append(f"Within your budget ({budget.describe()}): **{best.label}** fits, so it is also "
-                                  f"the pick within the budget"
-                                  + (" (an untrained head: chance level)." if best.untrained_head else "."))
-            else:
-                bm = in_budget.metric(main)
-                assert bm is not None
-                vs = _versus(in_budget, main, zs, full)
-                paragraphs.append(
-                    f"Within your budget ({budget.describe()}): **{in_budget.label}**{_method(in_budget)} with "
-                    f"{main} {bm:.2f}, {_delta(bm, m)} vs the best overall" + (f", {vs}" if vs else "")
-                    + f". Cost: {_costs(in_budget, full)}."
-                )
-    else:
-        near = [v for v in rs if v.trains and v is not best and m > 0 and (v.metric(main) or 0) >= 0.95 * m
-                and (v.cost("trainable_params") or 0) < (best.cost("trainable_params") or 0)]
-        msg = ("No budget given: pass --max-memory-mb, --max-train-seconds or --max-trainable-percent to get the "
-               "best method within it.")
-        if near:
-            cheap = min(near, key=lambda v: v.cost("trainable_params") or 0)
-            cm = cheap.metric(main)
-            assert cm is not None
-            msg = (f"For a smaller footprint, **{cheap.label}** reaches {100 * cm / m:.0f}% of the best {main} "
-                   f"({cm:.2f}) with {_costs(cheap, full)}. " + msg)
-        paragraphs.append(msg)
+            rec.passed_over.append((r, why))
+    fitting = []
+    for r in eligible:
+        over = budget.over(r) if budget.active else []
+        if over:
+            rec.over_budget.append((r, "; ".join(over)))
+        else:
+            fitting.append(r)
+    within = f" within your budget ({budget.describe()})" if budget.active else ""
+    if not fitting:
+        if eligible:
+            rec.headline = (f"**No recommendation{within}**: the methods that clear the floors all exceed it: "
+                            + "; ".join(f"**{r['run']}** ({why})" for r, why in rec.over_budget) + ".")
+        else:
+            floors = sorted({str(r.get("floor")) for r in done if r.get("floor")}) or ["the floor"]
+            rec.headline = (f"**No recommendation{within}**: no trained method clears the floors (significantly better than "
+                            f"{' and '.join(floors)}, and no flag on its outputs), so none can be trusted to have "
+                            "learned the task. Passed over, with why, below.")
+        rec.paragraphs += _details(rec, data, main)
+        return rec
+    groups = [g for r in fitting if isinstance(g := r.get("rank_group"), int)]
+    top = min(groups) if groups else None
+    field_ = [r for r in fitting if r.get("rank_group") == top] if top is not None else fitting[:1]
+    rec.tied = field_
+    pick = min(field_, key=lambda r: (tuple(c if (c := _num(r.get(k))) is not None else math.inf for k in prefer),
+                                      -(_num(r.get(main)) or 0.0)))
+    rec.recommended = pick
+    rec.headline = f"Recommendation{within}: **{pick['run']}**, {_value(pick, main)}."
+    order = ", then ".join(_COST_NAMES.get(k, k) for k in prefer)
+    lines = []
+    if len(field_) > 1:
+        others = [r for r in field_ if r is not pick]
+        ps = [fmt_p(r.get("p_vs_best"), bool(r.get("p_vs_best_bound"))) for r in others]
+        vs = ", ".join(f"{r['run']} {p}" for r, p in zip(others, ps, strict=True))
+        lines.append(f"The test set cannot tell {_names([r['run'] for r in field_])} apart (rank group {top}; "
+                     f"p vs the best: {vs}, "
+                     f"Holm-corrected); **{pick['run']}** is the cheapest of them by {order}.")
+    elif top == 1 and len(done) > 1:
+        lines.append(f"**{pick['run']}** is significantly better than every other recommendable method "
+                     "(paired tests on the same test examples, over seeds where there are several, Holm-corrected).")
+    costs = _costs(pick)
+    if costs:
+        lines.append(f"Cost: {costs}.")
+    if pick.get("floor") and pick.get("beats_floor"):
+        lines.append(f"It beats {pick['floor']} (p {fmt_p(pick.get('p_vs_floor'), bool(pick.get('p_vs_floor_bound')))}"
+                     ").")
+    k = len(pick.get("seeds") or [])
+    if k > 1 and pick.get("representative"):
+        lines.append(f"Its median seed, **{pick['representative']}**, is the one to try and export.")
+    rec.paragraphs.append(" ".join(lines))
+    rec.paragraphs += _details(rec, data, main)
+    return rec
 
-    # 3. What was not ranked, and how much data the scores rest on.
-    unfinished = [v for v in data.runs if v.row.get("rank") is None]
+
+def _aligned(rows: list[dict[str, Any]]) -> bool:
+    """Rows of several experiments share test rows when their rank groups were computed together."""
+    return all(isinstance(r.get("rank_group"), int) for r in rows)
+
+
+def _details(rec: Recommendation, data: ReportData, main: str) -> list[str]:
+    """Best overall, what was passed over and why, what is over the budget, the floor rows, notes."""
+    out = []
+    best = rec.best
+    if best is not None and best is not rec.recommended:
+        out.append(f"Best {main} overall: **{best['run']}**, {_value(best, main)}"
+                   + (" (not recommended: see below)." if any(r is best for r, _ in rec.passed_over + rec.over_budget)
+                      else "."))
+    trained = [(r, w) for r, w in rec.passed_over if r.get("trains", True)]
+    if trained:
+        out.append("Passed over: " + "; ".join(f"**{r['run']}** ({w})" for r, w in trained) + ".")
+    rows = [r for r in data.rows if not r.get("baseline") and r.get("rank") is not None]
+    cautions = []
+    flagged = [r for r in rows if r.get("health_problems")]
+    if flagged:
+        cautions.append("Generations flagged for " + "; ".join(
+            f"**{r['run']}** ({'; '.join(r['health_problems'])})" for r in flagged)
+            + ": read their scores with that in mind (see Generation health).")
+    collapsed = [r for r in rows if r.get("collapsed")]
+    if collapsed:
+        cautions.append("Predictions collapse onto one class for " + "; ".join(
+            f"**{r['run']}** ({r['collapsed']})" for r in collapsed) + ": such a run has not learned to tell the "
+            "classes apart.")
+    if cautions:
+        out.append(" ".join(cautions))
+    if rec.over_budget and rec.recommended is not None:
+        out.append(f"Over your budget ({rec.budget.describe()}): "
+                   + "; ".join(f"**{r['run']}** ({w})" for r, w in rec.over_budget) + ".")
+    maj = next((b for b in data.rows if b.get("baseline")), None)
+    if maj is not None and _num(maj.get(main)) is not None:
+        out.append(f"The majority-class baseline (always {maj.get('majority_label')!r}) scores {main} "
+                   f"{maj[main]:.2f}; a method must be significantly better to be recommended.")
+    zs = next((r for r in data.rows if r.get("is_baseline") and r.get("rank") is not None), None)
+    if zs is not None and zs.get("untrained_head"):
+        out.append(f"**{zs['run']}** is an untrained classification head on the base model (random weights before "
+                   f"training), so its {main} ({zs[main]:.2f}) is chance level, not what the model knows.")
+    elif zs is None and data.generative:
+        out.append("(No zero-shot row to measure against: add `zero-shot` to the methods.)")
     notes = []
+    unfinished = [r for r in data.rows if not r.get("baseline") and r.get("rank") is None]
     if unfinished:
-        def why(v: RunView) -> str:
-            if v.run.status == "diverged":
-                return f"diverged at step {v.run.diverged_step}"
-            if v.run.status == "failed":
-                return f"failed: {v.run.error}"
-            if v.run.status == "done":
-                return f"no {main} score"
-            return v.run.status
-        notes.append("Not ranked: " + "; ".join(f"**{v.label}** ({why(v)})" for v in unfinished) + ".")
-    n_test = ((best.run.info or {}).get("data") or {}).get("test")
+        def why(r: dict[str, Any]) -> str:
+            if r.get("status") == "diverged":
+                return f"diverged at step {r.get('diverged_step')}"
+            return f"{r['status']}: {r['error']}" if r.get("error") else str(r["status"])
+
+        notes.append("Not ranked: " + "; ".join(f"**{r['run']}** ({why(r)})" for r in unfinished) + ".")
+    n_test = data.test_examples
     if n_test:
         notes.append(f"Scores come from {n_test} test examples" + (
             "; with so few, differences of a few points can be noise." if n_test < 200 else "."))
     if notes:
-        paragraphs.append(" ".join(notes))
-    return Recommendation(best, in_budget, zs, full, paragraphs, recommended=pick, tied=tied)
+        out.append(" ".join(notes))
+    return out

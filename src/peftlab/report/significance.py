@@ -161,19 +161,32 @@ def intervals_of(es: ExampleScores, metrics: tuple[str, ...] | None = None) -> d
     return out
 
 
-def paired_p(metric: str, a: _Variant, b: _Variant) -> float:
-    """Raw two-sided p-value that variants a and b differ on `metric`, on the same examples."""
-    from peftlab.stats import paired_corpus_seeds_pvalue, paired_pvalue
+def paired_p(metric: str, a: _Variant, b: _Variant) -> tuple[float, float | None]:
+    """Raw two-sided p-value that variants a and b differ on `metric`, on the same examples, and
+    the test's resolution floor (None for an exact test).
 
+    Both trained once: the models are fixed, and the test resamples the test examples (sign-flip
+    permutation, exact McNemar for 0/1 correctness, approximate randomization for corpus metrics).
+    Either trained over several seeds: the paired hierarchical bootstrap (`stats.two_level_pvalue`),
+    which counts the variance between seeds too (README, "Significance over seeds")."""
+    from peftlab.stats import paired_corpus_pvalue, paired_pvalue, two_level_corpus_pvalue, two_level_pvalue
+
+    several = len(a.scores) > 1 or len(b.scores) > 1
     if metric in SENTENCE_METRICS:
-        x = np.mean([s.sentence[metric] for s in a.scores], axis=0)
-        y = np.mean([s.sentence[metric] for s in b.scores], axis=0)
-        if metric == "accuracy" and len(a.scores) == len(b.scores) == 1:
-            x, y = x / 100.0, y / 100.0  # 0/1 correctness: exact McNemar
-        return paired_pvalue(x, y)
-    k = min(len(a.scores), len(b.scores))
-    stat = _statistic(metric, [*a.scores[:k], *b.scores[:k]])
-    return paired_corpus_seeds_pvalue(stat, a.n, k)
+        xs = np.array([s.sentence[metric] for s in a.scores])
+        ys = np.array([s.sentence[metric] for s in b.scores])
+        if several:
+            return two_level_pvalue(xs, ys)
+        x, y = xs[0], ys[0]
+        if metric == "accuracy":
+            return paired_pvalue(x / 100.0, y / 100.0), None  # 0/1 correctness: exact McNemar
+        n_res = 9999
+        floor = 2.0 / 2 ** x.size if 2 ** min(x.size, 60) <= n_res else 2.0 / (n_res + 1)
+        return paired_pvalue(x, y, n_resamples=n_res), floor
+    stat = _statistic(metric, [*a.scores, *b.scores])
+    if several:
+        return two_level_corpus_pvalue(stat, a.n, len(a.scores), len(b.scores))
+    return paired_corpus_pvalue(stat, a.n, n_resamples=2000), 2.0 / 2001
 
 
 def significance(variants: dict[str, list[Run]], main: str, higher_is_better: bool = True,
@@ -208,4 +221,53 @@ def significance(variants: dict[str, list[Run]], main: str, higher_is_better: bo
     for n, g in zip(comparable, groups, strict=True):
         out[n]["rank_group"] = g.rank_group
         out[n]["p_vs_best"] = g.p_vs_best
+        out[n]["p_vs_best_bound"] = g.p_at_floor
     return out
+
+
+def floor_tests(variants: dict[str, list[Run]], floor: str | ExampleScores, names: list[str], main: str,
+                higher_is_better: bool = True) -> dict[str, dict[str, Any]]:
+    """Whether each named variant is significantly better than the floor on the main metric: the
+    zero-shot variant (`floor` names it) or a row that is not a run (the majority-class baseline's
+    per-example scores). Paired tests as for `p_vs_best` (two-level over seeds where a side has
+    several), Holm-corrected across the variants tested. Per variant: `p_vs_floor` (adjusted),
+    `p_vs_floor_bound` (at the test's floor: an upper bound) and `beats_floor`."""
+    from peftlab.stats import holm
+
+    def built(rs: list[Run]) -> _Variant | None:
+        v = _Variant("", [s for s in (example_scores(r) for r in sorted(rs, key=lambda r: r.name)) if s is not None])
+        return v if v.scores else None
+
+    base = _Variant("floor", [floor]) if isinstance(floor, ExampleScores) else built(variants.get(floor, []))
+    if base is None or not all(_has(main, s) for s in base.scores):
+        return {}
+    fv = interval(main, base)
+    todo = []
+    for n in names:
+        v = built(variants.get(n, []))
+        if v is None or not v.aligned(base) or not all(_has(main, s) for s in v.scores):
+            continue
+        iv = interval(main, v)
+        if iv is None:
+            continue
+        todo.append((n, v, iv["value"]))
+    if not todo or fv is None:
+        return {}
+    raw = [paired_p(main, v, base) for _, v, _ in todo]
+    adj = holm([p for p, _ in raw])
+    out = {}
+    for (n, _, value), (p, fl), pa in zip(todo, raw, adj, strict=True):
+        better = value > fv["value"] if higher_is_better else value < fv["value"]
+        out[n] = {"p_vs_floor": pa, "p_vs_floor_bound": fl is not None and p <= fl + 1e-15,
+                  "beats_floor": bool(better and pa < ALPHA)}
+    return out
+
+
+def majority_scores(like: ExampleScores, label_id: int) -> ExampleScores:
+    """The majority-class baseline's per-example scores on `like`'s test examples."""
+    assert like.gold is not None
+    pred = np.full_like(like.gold, label_id)
+    es = ExampleScores(inputs=list(like.inputs), pred=pred, gold=like.gold.copy(), n_labels=like.n_labels)
+    es.sentence["accuracy"] = 100.0 * (pred == like.gold).astype(float)
+    return es
+

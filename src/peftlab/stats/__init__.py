@@ -14,6 +14,8 @@ experiment. Methods, each from a maintained library where one exists:
   `rank_groups` builds tied groups from Holm-adjusted paired tests.
 - Corpus metrics over seeds (`corpus_seeds_ci`, `paired_corpus_seeds_pvalue`): the same
   two-level bootstrap and paired randomization on a pool of every seed's rows.
+- Variants over seeds (`two_level_pvalue`, `two_level_corpus_pvalue`): a paired hierarchical
+  bootstrap test (seeds unpaired, examples paired) that counts the variance between seeds.
 - Budget (`expected_max_curve`): expected best score after n trials (Dodge et al., 2019).
 
 numpy is imported eagerly; scipy, sacrebleu, scikit-learn and statsmodels only when a
@@ -25,7 +27,13 @@ from .corpus import bleu_statistic, macro_f1_statistic
 from .groups import RankGroup, holm, rank_groups
 from .intervals import Interval, SeedsInterval, corpus_ci, mean_ci, seeds_ci
 from .paired import mcnemar_pvalue, paired_bleu_pvalue, paired_corpus_pvalue, paired_pvalue
-from .seeds import corpus_seeds_ci, paired_corpus_seeds_pvalue, seed_values
+from .seeds import (
+    corpus_seeds_ci,
+    paired_corpus_seeds_pvalue,
+    seed_values,
+    two_level_corpus_pvalue,
+    two_level_pvalue,
+)
 
 __all__ = [
     "Interval",
@@ -46,4 +54,6 @@ __all__ = [
     "rank_groups",
     "seed_values",
     "seeds_ci",
+    "two_level_corpus_pvalue",
+    "two_level_pvalue",
 ]

@@ -43,11 +43,14 @@ class RankGroup:
 
     rank_group: int
     p_vs_best: float | None
+    # the raw p-value was at the resolution floor of its resampling test: p_vs_best is an upper
+    # bound, shown as "≤ p" (or "< 0.001"), not as a measured number
+    p_at_floor: bool = False
 
 
 def rank_groups(
     values: Sequence[float],
-    pvalue: Callable[[int, int], float],
+    pvalue: Callable[[int, int], float | tuple[float, float | None]],
     *,
     higher_is_better: bool = True,
     alpha: float = 0.05,
@@ -55,8 +58,9 @@ def rank_groups(
     """Rank groups of rows (indices into ``values``), by the procedure in the module docstring.
 
     ``pvalue(i, j)`` is the raw two-sided paired p-value that rows i and j differ, e.g.
-    ``lambda i, j: paired_pvalue(scores[i], scores[j])``. It is called only for a group
-    leader against the rows still ungrouped.
+    ``lambda i, j: paired_pvalue(scores[i], scores[j])``, or a pair (p, floor) where the test
+    has a resolution floor (a resampling test cannot give less than its floor). It is called only
+    for a group leader against the rows still ungrouped.
     """
     v = np.asarray(values, dtype=float).ravel()
     if not np.all(np.isfinite(v)):
@@ -66,17 +70,22 @@ def rank_groups(
     order = [int(i) for i in np.argsort(-v if higher_is_better else v, kind="stable")]
     group: dict[int, int] = {}
     p_best: dict[int, float] = {}
+    at_floor: dict[int, bool] = {}
     remaining = order
     k = 0
     while remaining:
         k += 1
         leader, rest = remaining[0], remaining[1:]
-        adjusted = holm([pvalue(leader, j) for j in rest])
+        raw = [pvalue(leader, j) for j in rest]
+        ps = [r[0] if isinstance(r, tuple) else r for r in raw]
+        floors = [r[1] if isinstance(r, tuple) else None for r in raw]
+        adjusted = holm(ps)
         if k == 1:
             p_best = dict(zip(rest, adjusted, strict=True))
+            at_floor = {j: f is not None and p <= f + 1e-15 for j, p, f in zip(rest, ps, floors, strict=True)}
         group[leader] = k
         for j, p in zip(rest, adjusted, strict=True):
             if p >= alpha:
                 group[j] = k
         remaining = [j for j in rest if j not in group]
-    return [RankGroup(group[i], p_best.get(i)) for i in range(v.size)]
+    return [RankGroup(group[i], p_best.get(i), at_floor.get(i, False)) for i in range(v.size)]

@@ -1,15 +1,19 @@
-"""Every run in one sortable table: rank, status (with the error of failed and diverged runs),
-headline metrics, costs, then the detailed metrics; ★ marks the best value of each column."""
+"""The leaderboard (`report.leaderboard.rows`, the one every surface shows) as one sortable table:
+a row per method configuration (the mean over its seeds, with the interval, rank group and p
+against the best), its seeds under it in its colour with their own values; rank, status (with
+the error of failed and diverged runs), headline metrics, costs, then the detailed metrics;
+★ marks the best value of each column."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from peftlab.report import plots
-from peftlab.report.collect import ReportData, RunView
-from peftlab.report.fmt import COST_LABELS, fmt_value, higher_is_better
+from peftlab.report.collect import ReportData
+from peftlab.report.fmt import COST_LABELS, fmt_p, fmt_value, higher_is_better
 from peftlab.report.leaderboard import COST_KEYS
-from peftlab.report.sections.common import RunTag, esc, note, section, swatch, table, tag
+from peftlab.report.sections.common import RunTag, esc, note, section, swatch, table
 
 ID, TITLE = "leaderboard", "Leaderboard"
 METRIC_PREFERRED = ("rouge1", "rouge2", "rougeL", "bleu", "bertscore_f1", "bertscore_precision", "bertscore_recall",
@@ -44,6 +48,8 @@ class Row:
     collapsed: str | None = None  # a classifier whose predictions collapse onto one class
     untrained: bool = False  # zero-shot classification: an untrained head (chance level)
     baseline: bool = False  # a row that is not a run (the majority-class baseline)
+    seed: bool = False  # one seed of the row above it (its own values)
+    recommended: bool = False
 
 
 @dataclass
@@ -55,12 +61,27 @@ class LeaderboardView:
     ranking: list[plots.Ranked] = field(default_factory=list)  # the ranking chart (runs with an interval)
 
 
+def _tag(data: ReportData, r: dict[str, Any]) -> RunTag:
+    v = data.view_of(r)
+    label = r["run"] if len({x.get("experiment") for x in data.rows}) < 2 or "/" in r["run"] \
+        else f"{r['experiment']}/{r['run']}"
+    return RunTag(label, v.color if v else "#9aa1ad", v.index if v else -1)
+
+
+def _n(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
 def ranking(data: ReportData) -> list[plots.Ranked]:
-    """Finished runs with the main metric's interval, best first: the ranking chart's rows."""
+    """Finished rows with the main metric's interval, best first: the ranking chart's rows."""
     m = data.main_metric
-    out = [plots.Ranked(v.label, v.index, v.color, v.metric(m), v.row.get(f"{m}_ci_low"), v.row.get(f"{m}_ci_high"),
-                        v.row.get("rank_group"))
-           for v in data.runs if v.done and v.metric(m) is not None]
+    out = []
+    for r in data.rows:
+        if r.get("baseline") or r.get("rank") is None or _n(r.get(m)) is None:
+            continue
+        t = _tag(data, r)
+        out.append(plots.Ranked(t.label, t.index, t.color, _n(r.get(m)), _n(r.get(f"{m}_ci_low")),
+                                _n(r.get(f"{m}_ci_high")), r.get("rank_group")))
     return out if any(r.low is not None for r in out) else []
 
 
@@ -78,18 +99,13 @@ def metric_columns(data: ReportData) -> tuple[list[str], list[str]]:
 
 
 def _best(data: ReportData, key: str, cost: bool) -> float | None:
-    """Best value of a column: over finished runs; for costs, over runs that train.
+    """Best value of a column: over finished rows; for costs, over rows that train.
 
     None when there is nothing to choose from (fewer than two values, or all equal): marking
     every cell of a tied column as best would say nothing.
     """
-    vals = []
-    for v in data.runs:
-        if not v.done or (cost and not v.trains):
-            continue
-        x = v.cost(key) if cost else v.metric(key)
-        if x is not None:
-            vals.append(x)
+    vals = [x for r in data.rows if not r.get("baseline") and r.get("rank") is not None
+            and (r.get("trains", True) or not cost) and (x := _n(r.get(key))) is not None]
     if len(vals) < 2 or len(set(vals)) == 1:
         return None
     return max(vals) if higher_is_better(key) else min(vals)
@@ -101,57 +117,57 @@ def _column(key: str, main: str, label: str | None = None) -> Column:
     return Column(key, label or key, tip, up)
 
 
-def view(data: ReportData) -> LeaderboardView:
+def view(data: ReportData, recommended: str | None = None) -> LeaderboardView:
     metrics, detail = metric_columns(data)
     costs = list(COST_KEYS)
     keys = [(k, False) for k in metrics] + [(k, True) for k in costs] + [(k, False) for k in detail]
     columns = [_column(k, data.main_metric, COST_LABELS.get(k, k) if cost else None) for k, cost in keys]
     best = {k: _best(data, k, cost) for k, cost in keys}
 
-    stats = any(v.row.get("rank_group") is not None for v in data.runs)
+    stats = any(r.get("rank_group") is not None for r in data.rows)
     main = data.main_metric
     if stats:  # the uncertainty of the ranking, right after the main metric
         at = next((i for i, (k, _) in enumerate(keys) if k == main), -1) + 1
-        keys[at:at] = [("rank_group", False), ("p_vs_best", False)]
+        keys[at:at] = [("rank_group", False), ("p_vs_best", False), ("n_seeds", False)]
         columns[at:at] = [Column("rank_group", "group", "rank group: 1 = not significantly different from the best "
-                                 "(paired test on the same test examples, Holm-corrected)", False),
+                                 "(paired test on the same test examples, over seeds too, Holm-corrected)", False),
                           Column("p_vs_best", "p vs best", "Holm-adjusted p-value of the paired test against the best "
-                                 "run", True)]
+                                 "row ('≤': at the test's resolution floor)", True),
+                          Column("n_seeds", "seeds", "how many seeds the row's values are the mean of", True)]
 
-    def cell(v: RunView, k: str, cost: bool) -> Cell:
-        if k in ("rank_group", "p_vs_best"):
-            x = v.row.get(k)
-            return Cell(x, "–" if x is None else (str(x) if k == "rank_group" else f"{x:.2g}"), False)
-        x = v.cost(k) if cost else v.metric(k)
-        win = x is not None and v.done and (v.trains or not cost) and best.get(k) is not None and x == best[k]
+    def cell(r: dict[str, Any], k: str, cost: bool, seed: bool) -> Cell:
+        if k in ("rank_group", "p_vs_best", "n_seeds"):
+            x = None if seed else r.get(k)
+            text = "–" if x is None else (fmt_p(x, bool(r.get("p_vs_best_bound"))) if k == "p_vs_best" else str(x))
+            return Cell(x, text, False)
+        x = _n(r.get(k))
+        win = (not seed and x is not None and r.get("rank") is not None and (r.get("trains", True) or not cost)
+               and best.get(k) is not None and x == best[k])
         text = fmt_value(k, x)
-        lo, hi = v.row.get(f"{k}_ci_low"), v.row.get(f"{k}_ci_high")
-        if k == main and x is not None and lo is not None and hi is not None:
+        lo, hi = _n(r.get(f"{k}_ci_low")), _n(r.get(f"{k}_ci_high"))
+        if not seed and k == main and x is not None and lo is not None and hi is not None:
             text += f' <span class="ci" title="95% confidence interval">[{lo:.1f}, {hi:.1f}]</span>'
         return Cell(x, text, win)
 
     rows = []
-    for v in data.runs:
-        err = ""
-        if v.run.status == "diverged":
-            err = f"at step {v.run.diverged_step}: {v.run.error or ''}"
-        elif v.run.error:
-            err = v.run.error
-        h = v.health
-        unhealthy = "; ".join(h.get("problems", [])) if h and not h.get("healthy", True) else None
-        rows.append(Row(v.row.get("rank"), tag(v), v.run.method, v.method.family if v.method else "", v.run.status,
-                        err, unhealthy,
-                        [cell(v, k, cost) for k, cost in keys], v.collapsed, v.untrained_head))
-    for b in data.baselines:  # in metric order among the finished runs, without a rank
-        val = b.get(main)
-        cells = [Cell(b.get(k) if isinstance(b.get(k), int | float) else None,
-                      fmt_value(k, b.get(k)) if isinstance(b.get(k), int | float) and k not in ("rank_group", "p_vs_best")
-                      else "–", False) for k, _ in keys]
-        brow = Row(None, RunTag(b["label"], "#9aa1ad", -1), b["method"], "baseline", "baseline", b.get("note", ""),
-                   None, cells, baseline=True)
-        at = next((i for i, r in enumerate(rows) if r.rank is None or not isinstance(val, int | float)
-                   or (r.cells[0].value is not None and r.cells[0].value < val)), len(rows))
-        rows.insert(at, brow)
+    for r in data.rows:
+        if r.get("baseline"):
+            cells = [Cell(_n(r.get(k)), fmt_value(k, r.get(k)) if _n(r.get(k)) is not None
+                          and k not in ("rank_group", "p_vs_best", "n_seeds") else "–", False) for k, _ in keys]
+            rows.append(Row(None, RunTag(r["run"], "#9aa1ad", -1), r["method"], "baseline", "baseline",
+                            r.get("note", ""), None, cells, baseline=True))
+            continue
+        err = f"at step {r['diverged_step']}: {r.get('error') or ''}" if r.get("status") == "diverged" \
+            else str(r.get("error") or "")
+        t = _tag(data, r)
+        rows.append(Row(r.get("rank"), t, r["method"], r.get("family", ""), r["status"], err,
+                        "; ".join(r["health_problems"]) if r.get("health_problems") else None,
+                        [cell(r, k, cost, False) for k, cost in keys], r.get("collapsed"),
+                        bool(r.get("untrained_head")), recommended=recommended == r["run"]))
+        seeds = r.get("seeds") or []
+        for sd in seeds if len(seeds) > 1 else []:
+            rows.append(Row(None, RunTag(f"{sd['run']}", t.color, t.index), r["method"], r.get("family", ""),
+                            sd["status"], "", None, [cell(sd, k, cost, True) for k, cost in keys], seed=True))
     encoders = {(b.get("model_name"), b.get("num_layers")) for v in data.runs
                 if (b := (v.run.info or {}).get("bertscore"))}
     return LeaderboardView(data.main_metric, columns, rows, sorted(encoders, key=str), ranking(data))
@@ -171,17 +187,21 @@ def _row(r: Row) -> str:
                  'initialised, so this row is chance level">untrained head</span>')
     if r.baseline:
         flag += ' <span class="badge baseline" title="not a run: always predicts the majority class">baseline</span>'
+    if r.recommended:
+        flag += ' <span class="badge done" title="the recommendation">★ recommended</span>'
     status = f'<span class="badge {esc(r.status)}">{esc(r.status)}</span>'
     status += f'<div class="{"note" if r.baseline else "err"}">{esc(r.note)}</div>' if r.note else ""
+    label = f'<span class="seed" title="one seed of the row above: its own values">↳ {esc(r.run.label)}</span>' \
+        if r.seed else esc(r.run.label)
     cells = [f'<td class="num" data-v="{rank}">{rank if r.rank is not None else "–"}</td>',
-             f'<td class="nowrap" data-v="{esc(r.run.label.lower())}">{swatch(r.run.color)}{esc(r.run.label)}{flag}</td>',
+             f'<td class="nowrap" data-v="{esc(r.run.label.lower())}">{swatch(r.run.color)}{label}{flag}</td>',
              f'<td class="nowrap">{esc(r.method)}</td>', f'<td class="nowrap">{esc(r.family)}</td>',
              f'<td data-v="{esc(r.status)}">{status}</td>']
     cells += [f'<td class="{"num best" if c.best else "num"}" data-v="{"" if c.value is None else c.value}">{c.text}</td>'
               for c in r.cells]
     bad = r.status in ("failed", "diverged")
-    return (f'<tr class="{"bad" if bad else "baseline" if r.baseline else ""}" data-family="{esc(r.family)}">'
-            f'{"".join(cells)}</tr>')
+    cls = "bad" if bad else "baseline" if r.baseline else "seed-row" if r.seed else ""
+    return f'<tr class="{cls}" data-family="{esc(r.family)}">{"".join(cells)}</tr>'
 
 
 def render(lb: LeaderboardView) -> str:
@@ -192,7 +212,9 @@ def render(lb: LeaderboardView) -> str:
         names = ", ".join(f"{esc(n)} (layer {esc(layer)})" for n, layer in lb.encoders)
         encoders = f" BERTScore encoder: <b>{names}</b> (see How metrics are computed)."
     explain = note(
-        f"Every run, ranked by <b>{esc(lb.main_metric)}</b> (ties by test loss). Click a header to sort. ★ marks the "
+        f"One row per method configuration, ranked by <b>{esc(lb.main_metric)}</b>; trained over several seeds, a "
+        "row holds the mean over its seeds and the seeds follow it (↳, in its colour) with their own values. "
+        "Click a header to sort. ★ marks the "
         "best value of each column (metrics over finished runs, costs over runs that train; none when all tie). "
         "Metrics are on the test split; ROUGE, BLEU, BERTScore, accuracy and F1 on a 0-100 scale; the detailed "
         "metric columns follow the costs. Brackets: the main metric's 95% confidence interval (bootstrap over test "

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from peftlab.report import plots
 from peftlab.report.collect import ReportData
 from peftlab.report.recommend import PARETO_COSTS, pareto_front
-from peftlab.report.sections.common import RunTag, esc, legend, note, section, tag
+from peftlab.report.sections.common import RunTag, esc, legend, note, section
 
 ID, TITLE = "pareto", "Cost vs quality"
 
@@ -29,13 +30,24 @@ class ParetoView:
     legend: list[RunTag]  # runs plotted in any chart
 
 
+def _n(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
 def pareto_points(data: ReportData, key: str) -> list[plots.Point]:
-    vs = [v for v in data.runs if v.done and v.metric(data.main_metric) is not None and v.cost(key) is not None]
-    xy = [(v.cost(key) or 0.0, v.metric(data.main_metric) or 0.0) for v in vs]
-    front = set(pareto_front(xy))
+    """One point per leaderboard row (a method configuration: its mean over seeds and its interval)."""
     m = data.main_metric
-    return [plots.Point(v.label, v.index, v.color, x, y, i in front, v.row.get(f"{m}_ci_low"), v.row.get(f"{m}_ci_high"))
-            for i, (v, (x, y)) in enumerate(zip(vs, xy, strict=True))]
+    rs = [r for r in data.rows if not r.get("baseline") and r.get("rank") is not None
+          and _n(r.get(m)) is not None and _n(r.get(key)) is not None and data.view_of(r) is not None]
+    xy = [(_n(r.get(key)) or 0.0, _n(r.get(m)) or 0.0) for r in rs]
+    front = set(pareto_front(xy))
+    out = []
+    for i, (r, (x, y)) in enumerate(zip(rs, xy, strict=True)):
+        v = data.view_of(r)
+        assert v is not None
+        out.append(plots.Point(r["run"], v.index, v.color, x, y, i in front, _n(r.get(f"{m}_ci_low")),
+                               _n(r.get(f"{m}_ci_high"))))
+    return out
 
 
 def view(data: ReportData) -> ParetoView:
@@ -46,7 +58,7 @@ def view(data: ReportData) -> ParetoView:
         if not pts:
             continue
         for p in pts:
-            plotted[p.index] = tag(data.runs[p.index])
+            plotted[p.index] = RunTag(p.label, p.color, p.index)
         front = [p.label for p in sorted((p for p in pts if p.frontier), key=lambda p: p.x)]
         charts.append(Chart(key, label, log, zero, pts, front))
     return ParetoView(data.main_metric, charts, sorted(plotted.values(), key=lambda t: t.index))
@@ -63,5 +75,6 @@ def render(p: ParetoView) -> str:
     explain = note("The main metric against each cost. The dashed staircase is the Pareto frontier: runs (bold, "
                    "outlined) that no other run beats on both quality and that cost. Everything below or right of it "
                    "is dominated. Parameter counts and sizes are on a log scale with 0 (zero-shot) at the far left. "
-                   "Vertical bars: the main metric's 95% confidence interval.")
+                   "Vertical bars: the main metric's 95% confidence interval. One point per method configuration (the mean "
+                   "over its seeds).")
     return section(ID, "Cost vs quality", f'{explain}{legend(p.legend)}<div class="charts">{"".join(boxes)}</div>')

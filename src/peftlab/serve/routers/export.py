@@ -48,8 +48,9 @@ def experiment_exports(name: str, store: StoreDep) -> dict[str, Any]:
 
     find_experiment(store, name)
     runs = store.runs(name)
-    rec = recommendation(store, name, [{"run": r.name, "status": r.status} for r in runs])
-    return {"experiment": name, "recommended": rec["run"], "runs": [_state(store, r) for r in runs]}
+    rec = recommendation(store, name)
+    return {"experiment": name, "recommended": rec["representative"], "recommended_row": rec["run"],
+            "runs": [_state(store, r) for r in runs]}
 
 
 def _state(store: Any, r: Any) -> dict[str, Any]:
@@ -80,8 +81,8 @@ def _card_zip(store: Any, r: Any, src: Any, kind: str) -> Any:
 
     rs = rows(store, r.experiment)
     row = next((x for x in rs if x["run"] == r.name or r.name in (x.get("runs") or [])), None)
-    rec = recommendation(store, r.experiment, rs)
-    readme = model_card.card(store, r, kind, row, rec["run"] == r.name)
+    rec = recommendation(store, r.experiment)
+    readme = model_card.card(store, r, kind, row, rec["representative"] == r.name)
     dest = src.with_name(src.stem + "-card.zip")
     return model_card.portable_zip(src, dest, readme, model_card.portable_base(r))
 

@@ -22,26 +22,18 @@ from fastapi.responses import HTMLResponse
 from peftlab.report.leaderboard import rows
 from peftlab.serve.deps import StoreDep, find_experiment
 from peftlab.store import Store
-from peftlab.tasks.spec import SPECS, main_metric
+from peftlab.tasks.spec import main_metric
 
 router = APIRouter(tags=["results"])
 
 
-def recommendation(store: Store, experiment: str, rs: list[dict[str, Any]], budget: Any = None) -> dict[str, Any]:
-    """The HTML report's recommendation (`peftlab.report.recommend`), in the API's shape."""
+def recommendation(store: Store, experiment: str, budget: Any = None) -> dict[str, Any]:
+    """The answer (`peftlab.report.recommend`, from the leaderboard's rows), in the API's shape:
+    what the Results page, Export's mark and the model card show."""
     from peftlab.report.collect import collect
     from peftlab.report.recommend import recommend
 
-    rec = recommend(collect(store, [experiment]), budget)
-    pick = rec.recommended or rec.best_in_budget or rec.best
-    pending = [r["run"] for r in rs if r["status"] in ("queued", "running")]
-    text = rec.text or "No finished runs yet."
-    if pending:
-        text += f"\n\n({len(pending)} run(s) still going: {', '.join(pending)}; this may change.)"
-    return {"run": pick.run.name if pick else None, "run_id": pick.run.id if pick else None,
-            "tied": [v.run.name for v in rec.tied],
-            "best": rec.best.run.name if rec.best else None, "text": text, "html": rec.html,
-            "final": not pending, "pending": pending, "source": "peftlab.report.recommend"}
+    return recommend(collect(store, [experiment]), budget).as_dict()
 
 
 def fingerprint(store: Store, experiment: str) -> str:
@@ -91,26 +83,19 @@ def report_html(store: Store, experiments: str | list[str], budget: Any = None, 
 
 
 def leaderboard(store: Store, experiment: str, budget: Any = None) -> dict[str, Any]:
-    from peftlab.methods import REGISTRY
+    """The leaderboard's rows (one per method configuration, its seeds under `seeds`) and the answer."""
     from peftlab.report.collect import method_color
 
     exp = find_experiment(store, experiment)
     rs = rows(store, experiment)
-    spec_ = SPECS.get(exp["task"])
     for r in rs:
         for k, v in list(r.items()):
             if isinstance(v, float) and not math.isfinite(v):
                 r[k] = None
-        m = REGISTRY.get(r["method"])
         r["color"] = "#9aa1ad" if r.get("baseline") else method_color(r["method"])
-        r["untrained_head"] = bool(m and m.is_baseline and spec_ is not None and not spec_.generative)
-        r["mergeable"] = bool(m and m.mergeable)
-        run = store.run(r["run_id"]) if isinstance(r.get("run_id"), int) else None
-        h = ((run.info or {}).get("health") if run is not None else None) or {}
-        r["health_problems"] = list(h.get("problems") or []) if not h.get("healthy", True) else []
-    rec = recommendation(store, experiment, rs, budget)
     return {"experiment": experiment, "task": exp["task"], "model": exp["model"], "main_metric": main_metric(exp["task"]),
-            "rows": rs, "recommendation": rec, "fingerprint": fingerprint(store, experiment)}
+            "rows": rs, "recommendation": recommendation(store, experiment, budget),
+            "fingerprint": fingerprint(store, experiment)}
 
 
 def outputs(store: Store, experiment: str, limit: int = 10, offset: int = 0) -> dict[str, Any]:

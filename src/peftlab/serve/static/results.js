@@ -32,25 +32,42 @@ const RESULT_FLAGS = (r) => {
   return f.join(" ");
 };
 
+function fmtP(p, bound) {
+  if (typeof p !== "number") return "–";
+  if (p < 0.001) return "< 0.001";
+  return (bound ? "≤ " : "") + p.toPrecision(2);
+}
+
+// One seed of a row trained over several: its own values, in the row's colour, under it.
+function seedRow(r, sd, m) {
+  const v = sd[m];
+  return `<tr class="seed-row" data-seed="${esc(sd.run)}"><td class="sticky"></td><td class="sticky2 nowrap"><i class="swatch" style="background:${r.color}"></i><span class="small">↳ ${esc(sd.run)}</span></td>
+    <td></td><td class="num">${typeof v === "number" ? v.toFixed(2) : "–"}</td><td></td><td></td><td></td>
+    <td class="num">${typeof sd.eval_loss === "number" ? sd.eval_loss.toFixed(3) : "–"}</td>
+    <td class="num">${typeof sd.trainable_percent === "number" ? sd.trainable_percent.toPrecision(2) + "%" : "–"}</td>
+    <td class="num">${typeof sd.train_seconds === "number" ? fmtSecs(sd.train_seconds) : "–"}</td><td>${badge(sd.status)}</td></tr>`;
+}
+
 function resultsTable(lb) {
   const m = lb.main_metric;
   const rows = lb.rows.map((r) => {
     const v = r[m];
     const ci = typeof r[`${m}_ci_low`] === "number" && typeof r[`${m}_ci_high`] === "number"
       ? ` <span class="ci" title="95% confidence interval">[${r[`${m}_ci_low`].toFixed(1)}, ${r[`${m}_ci_high`].toFixed(1)}]</span>` : "";
-    const rec = lb.recommendation.run === r.run ? ' <span class="badge done" title="the recommendation">recommended</span>' : "";
+    const rec = !r.baseline && lb.recommendation.run === r.run ? ' <span class="badge done" title="the recommendation">★ recommended</span>' : "";
+    const seeds = (r.seeds || []).length > 1 ? r.seeds.map((sd) => seedRow(r, sd, m)).join("") : "";
     return `<tr class="${r.baseline ? "baseline" : ""}${["failed", "diverged"].includes(r.status) ? " bad" : ""}" data-run="${esc(r.run)}">
       <td class="sticky">${r.rank ?? "–"}</td><td class="sticky2 nowrap"><i class="swatch" style="background:${r.color}"></i><b>${esc(r.run)}</b>${rec}</td>
       <td>${esc(r.method)}</td><td class="num">${typeof v === "number" ? v.toFixed(2) : "–"}${ci}</td>
-      <td class="num" title="1: not significantly different from the best">${r.rank_group ?? "–"}</td><td class="num">${typeof r.p_vs_best === "number" ? r.p_vs_best.toPrecision(2) : "–"}</td>
+      <td class="num" title="1: not significantly different from the best">${r.rank_group ?? "–"}</td><td class="num">${fmtP(r.p_vs_best, r.p_vs_best_bound)}</td>
       <td class="num">${r.n_seeds ?? (r.baseline ? "–" : 1)}</td><td class="num">${typeof r.eval_loss === "number" ? r.eval_loss.toFixed(3) : "–"}</td>
       <td class="num">${typeof r.trainable_percent === "number" ? r.trainable_percent.toPrecision(2) + "%" : "–"}</td>
-      <td class="num">${typeof r.train_seconds === "number" ? fmtSecs(r.train_seconds) : "–"}</td><td>${r.baseline ? "" : badge(r.status)} ${RESULT_FLAGS(r)}</td></tr>`;
+      <td class="num">${typeof r.train_seconds === "number" ? fmtSecs(r.train_seconds) : "–"}</td><td>${r.baseline ? "" : badge(r.status)} ${RESULT_FLAGS(r)}</td></tr>${seeds}`;
   }).join("");
   return `<div class="scroll sticky-table"><table class="grid" id="results-table"><thead><tr><th class="sticky">#</th><th class="sticky2">run</th><th>method</th>
     <th title="main metric, with its 95% confidence interval">${esc(m)} [95% CI]</th><th title="rank group: 1 = cannot be told apart from the best">group</th><th>p vs best</th><th>seeds</th><th>test loss</th>
     <th>trainable</th><th>train time</th><th>status and flags</th></tr></thead><tbody>${rows}</tbody></table></div>
-    <p class="small">Group 1: the runs the test set cannot tell apart from the best (paired test on the same test examples, Holm-corrected). Intervals: bootstrap over test examples (and seeds).</p>`;
+    <p class="small">One row per method configuration: trained over several seeds, the row is the mean over its seeds and its seeds follow it (↳) with their own values. Group 1: the methods the test set cannot tell apart from the best (paired test on the same test examples, over seeds too, Holm-corrected). Intervals: bootstrap over test examples (and seeds).</p>`;
 }
 
 async function renderResults() {
@@ -64,9 +81,7 @@ async function renderResults() {
   $("#results-new-from").href = `#/new/from/${encodeURIComponent(name)}`;
   const r = $("#recommendation");
   r.classList.toggle("pending", !rec.run);
-  const pending = rec.pending && rec.pending.length ? `<p class="small">${rec.pending.length} run(s) still going (${esc(rec.pending.join(", "))}); this may change.</p>` : "";
-  const body = (rec.html || `<p>${esc(rec.text)}</p>`).replace(/pass --max-memory-mb, --max-train-seconds or --max-trainable-percent/g, "type one in Your budget above") + pending;
-  const html = `<b>Recommendation${rec.run ? `: ${esc(rec.run)}` : ""}</b>${body}`;
+  const html = rec.html || `<p>${esc(rec.text)}</p>`;
   if (r._html !== html) { r.innerHTML = html; r._html = html; }
   const t = resultsTable(lb);
   if ($("#results-summary")._html !== t) { $("#results-summary").innerHTML = t; $("#results-summary")._html = t; }
@@ -76,7 +91,8 @@ async function renderResults() {
   await loadReport($("#report-frame"), `/api/experiments/${encodeURIComponent(name)}/report.html${q ? "?" + q : ""}`, $("#results-fallback"), true);
 }
 
-// The report in an iframe; `hideRecommendation`: the page shows it above already (once is enough).
+// The report in an iframe; `hideRecommendation`: the page shows the recommendation and the
+// leaderboard above already (once is enough: the same rows, from the same API).
 async function loadReport(frame, path, fallback, hideRecommendation) {
   try {
     $(".report-loading", frame.parentElement) || frame.insertAdjacentHTML("beforebegin", `<div class="report-loading small">${spinner("rendering the report (BERTScore is computed once per run)…")}</div>`);
@@ -87,10 +103,12 @@ async function loadReport(frame, path, fallback, hideRecommendation) {
     frame.onload = () => {
       const doc = frame.contentDocument;
       if (hideRecommendation) {
-        const s = doc.getElementById("recommendation");
-        if (s) s.style.display = "none";
-        const a = doc.querySelector('nav a[href="#recommendation"]');
-        if (a) a.style.display = "none";
+        for (const id of ["recommendation", "leaderboard"]) {
+          const s = doc.getElementById(id);
+          if (s) s.style.display = "none";
+          const a = doc.querySelector(`nav a[href="#${id}"]`);
+          if (a) a.style.display = "none";
+        }
       }
       frame.style.height = Math.max(600, doc.documentElement.scrollHeight + 20) + "px";
       if (y) frame.contentWindow.scrollTo(0, y);
