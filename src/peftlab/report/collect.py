@@ -262,7 +262,7 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
     from peftlab.report.leaderboard import rows as leaderboard_rows
 
     try:  # one definition of the ranking: refused for experiments of different tasks or metrics
-        board = leaderboard_rows(store, exp_names)
+        board = leaderboard_rows(store, list(dict.fromkeys([*(experiments or []), *exp_names])))
     except KeyError as e:
         raise PeftlabError(str(e).strip("'\"")) from None
     if run_ids and not experiments:  # `compare --runs`: the rows of the runs asked for
