@@ -72,10 +72,15 @@ def _add(store: Store, name: str, method: str, preds: list[dict], cost: dict, va
 
 @pytest.fixture
 def fpb(tmp_path: Path) -> Store:
+    return build_store(tmp_path / "store")
+
+
+def build_store(root: Path) -> Store:
+    """The experiment of the module docstring, written into a new store at `root`."""
     from peftlab.config import ExperimentConfig
     from peftlab.data.prepare import prepare_data
 
-    store = Store(tmp_path / "store")
+    store = Store(root)
     cfg = _config()
     store.save_experiment(EXP, "classification", "all-minilm-l6-v2", cfg, None, None)
     data = prepare_data(ExperimentConfig.model_validate(cfg).data, "classification", 42)
