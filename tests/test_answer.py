@@ -212,3 +212,18 @@ def test_compare_refuses_experiments_of_different_tasks(fpb: Store) -> None:
     fpb.save_experiment("gen", "causal-lm", "stories260k", {}, None, None)
     with pytest.raises(PeftlabError, match="cannot be ranked together: fpb is classification"):
         collect(fpb, [EXP, "gen"])
+
+
+def test_the_playground_example_is_a_test_row_of_the_final_runs(fpb: Store) -> None:
+    from peftlab.serve.routers.results import outputs
+
+    # a tuning trial's predictions are of the validation split: never offered as a test example
+    val = [{"input": f"validation sentence {i}", "reference": "x", "output": "x", "gold_id": 1, "pred_id": 1}
+           for i in range(5)]
+    _add(fpb, "ia3.t0", "ia3", val, {"trainable_params": 100})
+    trial = fpb.find_run(EXP, "ia3.t0")
+    fpb.update(trial.id, config={"role": "trial", "variant": "ia3"})
+    got = outputs(fpb, EXP, limit=3)
+    assert "ia3.t0" not in got["runs"] and {"ia3.s42", "ia3.s43", "lora"} <= set(got["runs"])
+    assert got["rows"][0]["input"] == "sentence 0" and set(got["rows"][0]["outputs"]) == set(got["runs"])
+    assert "ia3.t0" not in {r["run"] for r in rows(fpb, EXP)}

@@ -98,10 +98,10 @@ def test_evaluate_records_an_evaluation_under_the_run(trained: tuple[Store, Any,
     held = _write(tmp_path / "held-out.jsonl", unseen)
     assert main(["evaluate", "tiny", "lora", "--test", str(held), *_args(store)]) == 0
     out = capsys.readouterr().out
-    assert "lora: evaluation 'held-out', 10 examples" in out and "rougeL" in out and "95% CI" in out
-    rec = store.find_run("tiny", "lora").info["evaluations"]["held-out"]
-    folder = store.run_dir("tiny", "lora") / "evaluations" / "held-out"
-    assert rec["predictions"] == "runs/tiny/lora/evaluations/held-out/predictions.jsonl"
+    assert "lora: evaluation 'file-held-out', 10 examples" in out and "rougeL" in out and "95% CI" in out
+    rec = store.find_run("tiny", "lora").info["evaluations"]["file-held-out"]
+    folder = store.run_dir("tiny", "lora") / "evaluations" / "file-held-out"
+    assert rec["predictions"] == "runs/tiny/lora/evaluations/file-held-out/predictions.jsonl"
     assert len(_jsonl(folder / "predictions.jsonl")) == len(_jsonl(folder / "scores.jsonl")) == 10
     assert json.loads((folder / "metrics.json").read_text(encoding="utf-8"))["metrics"] == rec["metrics"]
     assert rec["examples"] == 10 and rec["main_metric"] == "rougeL" and rec["format"] == "columns"
@@ -117,10 +117,13 @@ def test_evaluate_records_an_evaluation_under_the_run(trained: tuple[Store, Any,
     again = run.info["evaluations"]["own-test"]["metrics"]
     assert again["rougeL"] == pytest.approx(run.metrics["rougeL"])
     assert again["eval_loss"] == pytest.approx(run.metrics["eval_loss"], rel=1e-4)
-    assert set(run.info["evaluations"]) == {"held-out", "own-test"}  # both kept
+    assert set(run.info["evaluations"]) == {"file-held-out", "own-test"}  # both kept
     assert main(["show", "tiny", "lora", *_args(store)]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert set(shown["evaluations"]) == {"held-out", "own-test"} and "evaluations" not in shown["info"]
+    assert set(shown["evaluations"]) == {"file-held-out", "own-test"} and "evaluations" not in shown["info"]
+    # a file named after a split is never recorded under the split's name, nor can --name say it
+    assert main(["evaluate", "tiny", "lora", "--test", str(own), "--name", "test", *_args(store)]) == 2
+    assert "would read as the run's own test split" in capsys.readouterr().err
     # The report shows them beside the run's own test evaluation.
     from peftlab.report.html import ReportOptions, build_report
 
@@ -135,3 +138,19 @@ def test_evaluate_records_an_evaluation_under_the_run(trained: tuple[Store, Any,
     assert "column 'title' (from data.target) not found" in capsys.readouterr().err
     assert main(["evaluate", "tiny", "lora", "--test", str(own), "--name", "../x", *_args(store)]) == 2
     assert "--name '../x': use letters" in capsys.readouterr().err
+
+
+def test_evaluate_takes_final_runs_unless_a_trial_is_named(tmp_path: Path) -> None:
+    import argparse
+
+    from peftlab.cli.commands import _chosen_runs
+
+    store = Store(tmp_path / "s")
+    store.save_experiment("t", "causal-lm", "m", {}, None, None)
+    for name, cfg in (("lora", {"variant": "lora"}), ("lora.t0", {"role": "trial", "variant": "lora"})):
+        run, _ = store.upsert_run("t", name, "lora", name, cfg)
+        store.finish(run.id, "done", metrics={"rougeL": 1.0})
+    ns = argparse.Namespace(experiment="t", run=None, runs=None)
+    assert [r.name for r in _chosen_runs(store, ns)] == ["lora"]
+    assert [r.name for r in _chosen_runs(store, argparse.Namespace(experiment="t", run="lora.t0", runs=None))] == \
+        ["lora.t0"]

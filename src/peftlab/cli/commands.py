@@ -128,13 +128,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 # -- predict / evaluate: a finished run on a new file (peftlab.infer.predict) -------------------
 def _chosen_runs(store: Any, args: argparse.Namespace) -> list[Any]:
-    """RUN, or --runs a,b, or every done run of the experiment."""
+    """RUN, or --runs a,b, or every done final run of the experiment (tuning trials only when named)."""
+    from peftlab.report.leaderboard import is_trial
+
     if args.run and args.runs:
         raise PeftlabError("give one RUN or --runs a,b, not both")
     names = [args.run] if args.run else [n.strip() for n in (args.runs or "").split(",") if n.strip()]
     if names:
         return [_find_run(store, argparse.Namespace(experiment=args.experiment, run=n)) for n in names]
-    runs = [r for r in store.runs(args.experiment) if r.status == "done"]
+    runs = [r for r in store.runs(args.experiment) if r.status == "done" and not is_trial(r)]
     if not runs:
         raise PeftlabError(f"experiment {args.experiment!r} has no done runs (see `peftlab leaderboard`)")
     return runs

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "file they never saw; recorded under each run")):
         pe = sub.add_parser(name, parents=[common], help=what)
         pe.add_argument("experiment")
-        pe.add_argument("run", nargs="?", help="one run (default: --runs, or every done run)")
+        pe.add_argument("run", nargs="?", help="one run (default: --runs, or every done final run; tuning "
+                        "trials only when named)")
         pe.add_argument("--runs", help="comma-separated run names")
         pe.add_argument(file_flag, required=True, dest="input" if name == "predict" else "test",
                         help="JSONL, CSV or Parquet file in the run's data format" +

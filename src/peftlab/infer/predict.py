@@ -87,15 +87,24 @@ def predict_file(run: Run, source: str, output: Path, batch_size: int | None = N
     return PredictResult(run.name, output, len(out_rows), column, inp.skipped, notes, round(seconds, 2))
 
 
+SPLITS = ("train", "validation", "test")
+
+
 def evaluation_name(source: str, name: str | None) -> str:
-    """The evaluation's name: given, or the file's stem made safe for a folder name."""
+    """The evaluation's name: given, or 'file-' and the file's stem made safe for a folder name.
+
+    Never a split's name: a held-out `test.jsonl` scored with `peftlab evaluate` is recorded as
+    'file-test', which cannot be taken for the run's own test split."""
     if name is not None:
         if not NAME_RE.fullmatch(name):
             raise PeftlabError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only (it names a folder)")
+        if name.lower() in SPLITS:
+            raise PeftlabError(f"--name {name!r} would read as the run's own {name.lower()} split; choose another "
+                               f"name, e.g. --name heldout-{name.lower()}")
         return name
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source.split(":", 1)[-1] if "://" in source else source).stem)
-    stem = stem.strip("-.") or "evaluation"
-    return stem[:100] if NAME_RE.fullmatch(stem[:100]) else "evaluation"
+    stem = "file-" + (stem.strip("-.") or "evaluation")
+    return stem[:100] if NAME_RE.fullmatch(stem[:100]) else "file-evaluation"
 
 
 def evaluate_file(store: Store, run: Run, source: str, name: str | None = None, batch_size: int | None = None,

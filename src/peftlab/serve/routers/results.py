@@ -99,8 +99,11 @@ def leaderboard(store: Store, experiment: str, budget: Any = None) -> dict[str, 
 
 
 def outputs(store: Store, experiment: str, limit: int = 10, offset: int = 0) -> dict[str, Any]:
-    """The test predictions of every finished run, row by row (same test set for all runs)."""
-    runs = [r for r in store.runs(experiment) if r.status == "done"]
+    """The test predictions of every finished final run, row by row (same test set for all runs).
+    Tuning trials are left out: their predictions are of the validation split."""
+    from peftlab.report.leaderboard import is_trial
+
+    runs = [r for r in store.runs(experiment) if r.status == "done" and not is_trial(r)]
     cols: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         p = r.file("predictions")
