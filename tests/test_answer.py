@@ -227,3 +227,16 @@ def test_the_playground_example_is_a_test_row_of_the_final_runs(fpb: Store) -> N
     assert "ia3.t0" not in got["runs"] and {"ia3.s42", "ia3.s43", "lora"} <= set(got["runs"])
     assert got["rows"][0]["input"] == "sentence 0" and set(got["rows"][0]["outputs"]) == set(got["runs"])
     assert "ia3.t0" not in {r["run"] for r in rows(fpb, EXP)}
+
+
+def test_the_web_compare_refuses_experiments_of_different_tasks(fpb: Store) -> None:
+    from fastapi.testclient import TestClient
+
+    from peftlab.serve.app import Settings, create_app
+
+    fpb.save_experiment("gen", "causal-lm", "stories260k", {}, None, None)
+    run, _ = fpb.upsert_run("gen", "zero-shot", "zero-shot", "zero-shot", {})
+    fpb.finish(run.id, "done", metrics={"rougeL": 10.0})
+    client = TestClient(create_app(Settings(store=str(fpb.root), start_worker=False)), base_url="http://127.0.0.1")
+    r = client.get("/api/compare/report.html", params={"experiments": f"{EXP},gen"})
+    assert r.status_code == 422 and "cannot be ranked together" in r.json()["detail"]
