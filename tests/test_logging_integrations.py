@@ -97,3 +97,27 @@ def test_mlflow_file_store_holds_the_train_loss(logged_run: dict) -> None:
         stored = by_lr[float(ml.data.params["learning_rate"])]  # the Trainer logs its arguments too
         for m in history:
             assert m.value == pytest.approx(stored[m.step], rel=1e-4)
+
+
+@needs_shared
+@pytest.mark.skipif(not HAS_MLFLOW, reason="mlflow not installed (pip install -e .[report])")
+def test_mlflow_records_go_into_the_store_named_after_the_experiment(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.chdir(tmp_path)  # where MLflow would otherwise write ./mlflow.db
+    body = tiny_causal(["lora"], max_steps=2, report_to=["mlflow"])
+    body["name"] = "mlflow-home"
+    store = Store(tmp_path / "store")
+    [run] = run_experiment(plan(write_experiment(tmp_path, body)), store, isolation="inprocess", echo=lambda *_: None)
+    assert run.status == "done", run.error
+    assert (store.root / "mlflow.db").is_file() and not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "mlruns").exists()
+    client = MlflowClient(tracking_uri=f"sqlite:///{(store.root / 'mlflow.db').resolve()}")
+    exp = client.get_experiment_by_name("mlflow-home")
+    assert exp is not None
+    [ml] = client.search_runs([exp.experiment_id])
+    assert ml.info.run_name == "mlflow-home/lora"
+    assert "MLFLOW_TRACKING_URI" not in __import__("os").environ  # put back after the run

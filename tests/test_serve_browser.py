@@ -206,18 +206,21 @@ def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> 
 
         # 4. Results: the recommendation, then the HTML report (leaderboard, curves, outputs side by side)
         d.get(f"{base}/#/results/e2e")
-        wait(EC.text_to_be_present_in_element((By.ID, "recommendation"), "Recommendation: "))
+        wait(EC.text_to_be_present_in_element((By.ID, "recommendation"), "ecommendation"))
         rec = d.find_element(By.ID, "recommendation").text
-        assert rec.split("\n")[0].split(": ")[1] in ("zero-shot", "lora", "ia3") and len(rec) > 60, rec
+        headline = rec.split("\n")[0]
+        # tiny runs on 8 test rows: a method above the floors, or plainly none (never zero-shot itself)
+        assert headline.startswith(("Recommendation: lora", "Recommendation: ia3", "No recommendation")), rec
+        recommended = headline.startswith("Recommendation: ")
         table = d.find_element(By.ID, "results-table").text
         assert "rougeL [95% CI]" in table and "group" in table and "[" in table
+        ranks = [r.get_attribute("data-run") for r in d.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")]
+        assert sorted(ranks) == ["ia3", "lora", "zero-shot"], ranks  # one leaderboard: this one
         frame = d.find_element(By.ID, "report-frame")
         wait(lambda drv: int(frame.get_attribute("offsetHeight")) > 600, 120)
         d.switch_to.frame(frame)
         assert not d.find_element(By.ID, "recommendation").is_displayed()  # shown once, above the report
-        ranks = [r.find_elements(By.TAG_NAME, "td")[1].text.strip()
-                 for r in d.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr")]
-        assert sorted(x.split()[0] for x in ranks) == ["ia3", "lora", "zero-shot"], ranks
+        assert not d.find_element(By.ID, "leaderboard").is_displayed()
         assert d.find_elements(By.CSS_SELECTOR, "#curves svg")
         assert d.find_elements(By.CSS_SELECTOR, "#outputs-table tbody tr")
         d.switch_to.default_content()
@@ -243,7 +246,7 @@ def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> 
         assert any(n.endswith("adapter_config.json") for n in names), names
         card = zipfile.ZipFile(zips[0]).read(next(n for n in names if n.endswith("README.md"))).decode()
         assert "# e2e / lora" in card and "base_model: stories260k" in card
-        assert "★ recommended" in d.find_element(By.ID, "export-table").text
+        assert ("★ recommended" in d.find_element(By.ID, "export-table").text) == recommended
         d.find_element(By.CSS_SELECTOR, "tr[data-run='lora'] .merge-btn").click()
         wait(EC.text_to_be_present_in_element((By.ID, "merge-report"), "Merge check for lora"), 120)
         assert "passed" in d.find_element(By.ID, "merge-report").text

@@ -175,6 +175,26 @@ def _tensorboard_dir(path: Path | None) -> Iterator[None]:
             os.environ["TENSORBOARD_LOGGING_DIR"] = before
 
 
+@contextlib.contextmanager
+def _mlflow_env(store_root: Path, experiment: str, on: bool) -> Iterator[None]:
+    """MLflow's records go where the run's other records go: a tracking database in the store
+    (`STORE/mlflow.db`) under an MLflow experiment named after the peftlab experiment (the run is
+    named after the run, `TrainingArguments.run_name`). Without this, MLflow writes ./mlflow.db in
+    whatever folder the run started from, under "Default". The user's MLFLOW_TRACKING_URI and
+    MLFLOW_EXPERIMENT_NAME win. The Trainer's MLflow callback reads them when training begins."""
+    if not on:
+        yield
+        return
+    set_here = {k: v for k, v in (("MLFLOW_TRACKING_URI", f"sqlite:///{(store_root / 'mlflow.db').resolve()}"),
+                                  ("MLFLOW_EXPERIMENT_NAME", experiment)) if not os.environ.get(k)}
+    os.environ.update(set_here)
+    try:
+        yield
+    finally:
+        for k in set_here:
+            os.environ.pop(k, None)
+
+
 def last_checkpoint(ckpt_dir: Path) -> Path | None:
     if not ckpt_dir.is_dir():
         return None
@@ -282,6 +302,7 @@ def train_model(
         seed=t.seed,
         data_seed=t.seed,
         report_to=list(t.report_to) or "none",
+        run_name=f"{ctx.cfg.name}/{ctx.run_name}",
         remove_unused_columns=False,
         train_sampling_strategy="group_by_length" if (text and t.group_by_length) else "random",
         dataloader_num_workers=0,
@@ -323,7 +344,8 @@ def train_model(
         ctx.log(f"resuming from {resume.name}")
     counters = CountersCallback(trainer, _prior_counters(resume))
     trainer.add_callback(counters)
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with _mlflow_env(ctx.store.root, ctx.cfg.name, "mlflow" in t.report_to):
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return counters.totals()
 
 
