@@ -207,19 +207,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     run = _find_run(store, args)
     out = Path(args.output)
     export.check_output(out, store)
+    from peftlab.infer.card import finish_folder
+
     if args.as_lora is not None:
         from peftlab.infer.as_lora import CHECK_FILE, as_lora
 
         report = as_lora(run, out, args.as_lora, n_probes=args.probes)
+        finish_folder(store, run, out, "adapter")
         print(f"{run.name}: converted to a rank-{args.as_lora} LoRA in {out}; check passed on {report['probes']} "
               f"probe inputs: same greedy outputs, max |logit difference| {report['max_abs_logit_diff']:.3g} "
               f"({CHECK_FILE})")
         return 0
     if not args.merge:
         export.copy_adapter(run, out)
+        finish_folder(store, run, out, "model" if export.artifact(run).name == "model" else "adapter")
         print(f"{run.name}: {export.artifact(run).name} copied to {out}")
         return 0
     report = export.merge(store, run, out, n_probes=args.probes)
+    finish_folder(store, run, out, "merged")
     print(f"{run.name}: merged model written to {out}")
     print(f"check passed on {report['probes']} probe inputs: same greedy outputs, max |logit difference| "
           f"{report['max_abs_logit_diff']:.3g} <= {report['tolerance']:.3g} ({export.CHECK_FILE})")

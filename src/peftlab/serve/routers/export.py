@@ -74,17 +74,12 @@ def _state(store: Any, r: Any) -> dict[str, Any]:
 
 
 def _card_zip(store: Any, r: Any, src: Any, kind: str) -> Any:
-    """The engine's zip with a model card and a portable base model name (`serve.model_card`)."""
-    from peftlab.report.leaderboard import rows
-    from peftlab.serve import model_card
-    from peftlab.serve.routers.results import recommendation
+    """The engine's zip with a model card and a portable base model name (`infer.card`), the same
+    card `peftlab export` writes."""
+    from peftlab.infer import card
 
-    rs = rows(store, r.experiment)
-    row = next((x for x in rs if x["run"] == r.name or r.name in (x.get("runs") or [])), None)
-    rec = recommendation(store, r.experiment)
-    readme = model_card.card(store, r, kind, row, rec["representative"] == r.name)
     dest = src.with_name(src.stem + "-card.zip")
-    return model_card.portable_zip(src, dest, readme, model_card.portable_base(r))
+    return card.portable_zip(src, dest, card.card_for(store, r, kind), card.portable_base(r))
 
 
 @router.get("/api/runs/{run_id}/adapter.zip", response_class=FileResponse)

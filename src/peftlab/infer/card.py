@@ -5,6 +5,10 @@ a portable `base_model_name_or_path` (a hub id, or the model folder's name) in p
 absolute path of this machine's model folder.
 
     portable_zip(src_zip, dest, card, base)   a copy of the engine's zip with both replaced
+    finish_folder(store, run, out, kind)      the same for a folder `peftlab export` wrote
+
+One export, the same from the command line and the web service: both write this card and this
+base name, and the checks beside a merged model or a converted LoRA name the base portably.
 """
 
 from __future__ import annotations
@@ -72,7 +76,10 @@ def card(store: Store, run: Run, kind: str, rank_row: dict[str, Any] | None, rec
                       + (f" ({counts['truncated_train_rows']} training rows truncated to the max lengths)"
                          if counts.get("truncated_train_rows") else "") + "."]
     lines += ["", "## Input format", ""]
-    if data.get("prompt"):
+    chat = _chat_format(run, cfg)
+    if chat:
+        lines += chat
+    elif data.get("prompt"):
         lines += ["Prompt template (`{column}` placeholders filled from the data):", "", "```text",
                   str(data["prompt"]), "```"]
     elif data.get("input"):
@@ -105,15 +112,95 @@ def card(store: Store, run: Run, kind: str, rank_row: dict[str, Any] | None, rec
     lines += ["", "## Use", "", "```python"]
     task = SPECS.get(str(cfg.get("task")))
     auto = task.auto_class if task is not None else "AutoModel"
+    labels = (run.info or {}).get("labels") or []
+    heads = ""
+    if labels and task is not None and task.target_key == "label":  # the head's size and names, as trained
+        id2label = {i: name for i, name in enumerate(labels)}
+        heads = (f", num_labels={len(labels)},\n    id2label={id2label!r},\n"
+                 f"    label2id={ {v: k for k, v in id2label.items()}!r}")
     if kind == "adapter":
         lines += [f"from transformers import {auto}", "from peft import PeftModel", "",
-                  f'base = {auto}.from_pretrained("{base}")  # the base model (a hub id or your copy of the folder)',
+                  f'base = {auto}.from_pretrained("{base}"{heads})  # the base model (a hub id or your copy of '
+                  "the folder)",
                   'model = PeftModel.from_pretrained(base, "path/to/this/folder")']
     else:
         lines += [f"from transformers import {auto}", "", f'model = {auto}.from_pretrained("path/to/this/folder")']
+    if labels and task is not None and task.target_key == "label":
+        lines += [f"# the labels, in the head's order: {', '.join(labels)}"]
     lines += ["```", "", "Format inputs as at training time (the template above, and the tokenizer's chat template "
               "when it has one) to get the scores above.", ""]
     return "\n".join(lines)
+
+
+def _chat_format(run: Run, cfg: dict[str, Any]) -> list[str]:
+    """How a run trained on conversations formats its input: the chat template it was encoded
+    with, or the plain layout when the base model has none (`data.chat_encoding`)."""
+    data = cfg.get("data") or {}
+    fmt = str(data.get("format") or "")
+    if fmt not in ("messages", "sharegpt", "alpaca") and not data.get("as_chat"):
+        return []
+    from peftlab.data.chat_encoding import PLAIN_ASSISTANT, PLAIN_SYSTEM, PLAIN_USER
+
+    template = None
+    try:
+        from peftlab.config import ExperimentConfig
+        from peftlab.models.loading import load_tokenizer, resolve_model
+
+        ec = ExperimentConfig.model_validate(cfg)
+        base_dir = Path(str((run.config or {}).get("base_dir"))) if (run.config or {}).get("base_dir") else None
+        tok = load_tokenizer(resolve_model(ec.model, base_dir), ec.model, ec.task)
+        template = getattr(tok, "chat_template", None)
+    except Exception:  # noqa: BLE001 - a moved model: the card says both layouts
+        template = ""
+    out = [f"Conversations ({fmt or 'chat'} rows, read as messages with a role and content); the model "
+           "answers the last user turn."]
+    if template:
+        out += ["", "They were encoded with the base model's chat template (prompt: "
+                "`tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)`):", "",
+                "```jinja", str(template).strip(), "```"]
+    else:
+        out += ["", ("The base model has no chat template, so" if template is None else "If the base model has no "
+                     "chat template,") + " conversations use this plain layout (the reply follows the last line):",
+                "", "```text", f"{PLAIN_SYSTEM}{{system}}", f"{PLAIN_USER}{{message}}", f"{PLAIN_ASSISTANT}", "```"]
+    return out
+
+
+def card_for(store: Store, run: Run, kind: str) -> str:
+    """The card of an export, with the run's leaderboard row and whether it is the recommendation
+    (the one answer: `report.recommend`)."""
+    from peftlab.report.collect import collect
+    from peftlab.report.leaderboard import is_trial, rows
+    from peftlab.report.recommend import recommend
+
+    if is_trial(run):
+        return card(store, run, kind, None, False)
+    data = collect(store, [run.experiment])
+    rec = recommend(data)
+    row = next((x for x in rows(store, run.experiment) if x["run"] == run.name
+                or run.name in [s["run"] for s in x.get("seeds") or []]), None)
+    return card(store, run, kind, row, rec.representative == run.name)
+
+
+def finish_folder(store: Store, run: Run, out: Path, kind: str) -> None:
+    """A folder `peftlab export` wrote: peftlab's card in place of peft's blank one, the portable
+    base name in adapter_config.json and config.json, and in the check file beside them."""
+    base = portable_base(run)
+    for name in ("adapter_config.json", "config.json", "peftlab-merge-check.json", "peftlab-lora-check.json"):
+        f = out / name
+        if not f.is_file():
+            continue
+        try:
+            d = json.loads(f.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        if name == "adapter_config.json" and d.get("base_model_name_or_path"):
+            d["base_model_name_or_path"] = base
+        elif name == "config.json" and str(d.get("_name_or_path", "")).startswith(("/", "~")):
+            d["_name_or_path"] = base
+        elif name.startswith("peftlab-") and d.get("base_model"):
+            d["base_model"] = base
+        f.write_text(json.dumps(d, indent=2), encoding="utf-8")
+    (out / "README.md").write_text(card_for(store, run, kind), encoding="utf-8")
 
 
 def portable_zip(src: Path, dest: Path, readme: str, base: str) -> Path:
@@ -133,13 +220,15 @@ def portable_zip(src: Path, dest: Path, readme: str, base: str) -> Path:
             if leaf == "README.md":
                 continue
             raw = zin.read(n)
-            if leaf in ("adapter_config.json", "config.json"):
+            if leaf in ("adapter_config.json", "config.json", "peftlab-merge-check.json"):
                 try:
                     d = json.loads(raw)
                     if leaf == "adapter_config.json" and d.get("base_model_name_or_path"):
                         d["base_model_name_or_path"] = base
                     if leaf == "config.json" and str(d.get("_name_or_path", "")).startswith(("/", "~")):
                         d["_name_or_path"] = base
+                    if leaf == "peftlab-merge-check.json" and d.get("base_model"):
+                        d["base_model"] = base
                     raw = json.dumps(d, indent=2).encode("utf-8")
                 except ValueError:
                     pass
