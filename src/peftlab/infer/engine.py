@@ -140,8 +140,9 @@ class Engine:
         used = len(ids) + r.virtual
         field_name = "messages" if messages is not None else "prompt"
         if r.context is not None and used >= r.context:
-            raise ServeError(f"This model's maximum context length is {r.context} tokens; your {field_name} takes "
-                             f"{used}, leaving no room for a completion", param=field_name, code="context_length_exceeded")
+            raise ServeError(f"This model's maximum context length is {r.context} tokens; your {field_name} "
+                             f"{'take' if messages is not None else 'takes'} {used}, leaving no room for a completion",
+                             param=field_name, code="context_length_exceeded")
         if not spec(r.cfg.task).generative:
             return Job(r, len(ids), text=text)
         room = r.context - used if r.context is not None and spec(r.cfg.task).decoder_only else None

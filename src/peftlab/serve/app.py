@@ -27,10 +27,10 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from peftlab import __version__
 from peftlab.errors import ConfigError, DataError, NotFound, PeftlabError
@@ -39,8 +39,8 @@ from peftlab.infer.playground import Playground
 from peftlab.infer.pool import ModelPool
 from peftlab.queue.jobs import JobError
 from peftlab.queue.scheduler import Scheduler
-from peftlab.serve import security
-from peftlab.serve.routers import ROUTERS, openai
+from peftlab.serve import security, v1_errors
+from peftlab.serve.routers import ROUTERS
 from peftlab.serve.routers.service import STATIC
 from peftlab.serve.schemas import Settings
 from peftlab.store import Store
@@ -66,14 +66,6 @@ def _handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONRespon
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
     return handle
-
-
-async def _validation(request: Request, exc: Exception) -> JSONResponse:
-    """Bodies that do not parse: OpenAI's error shape (400) on /v1, FastAPI's (422) elsewhere."""
-    assert isinstance(exc, RequestValidationError)
-    if request.url.path.startswith("/v1/"):
-        return await openai.validation_error(request, exc)
-    return await request_validation_exception_handler(request, exc)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -109,7 +101,10 @@ def create_app(settings: Settings) -> FastAPI:
                      settings.allowed_hosts)
     for exc, status in ERROR_STATUS.items():
         app.add_exception_handler(exc, _handler(status))
-    app.add_exception_handler(RequestValidationError, _validation)
+    # on /v1 every refusal in OpenAI's shape (bodies that do not parse, unknown routes and methods)
+    app.add_exception_handler(RequestValidationError, v1_errors.validation_error)
+    app.add_exception_handler(StarletteHTTPException, v1_errors.http_error)
+    app.add_exception_handler(Exception, v1_errors.server_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for router in ROUTERS:
         app.include_router(router)

@@ -18,9 +18,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,6 +29,7 @@ from peftlab.serve.deps import EngineDep
 
 router = APIRouter(tags=["openai"])
 MAX_STOPS = 4
+MAX_INT = 2**31 - 1  # token counts beyond any model's context (larger ones would overflow the engine's types)
 
 
 class StreamOptions(BaseModel):
@@ -40,17 +40,18 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="A finished run: EXPERIMENT/RUN (see /v1/models).")
-    max_tokens: int | None = Field(None, ge=1, description="Default: the run's evaluation max_new_tokens.")
-    temperature: float = Field(1.0, ge=0, le=2, description="0: greedy, the run's evaluation decoding.")
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, description="Only 1.")
+    max_tokens: int | None = Field(None, ge=1, le=MAX_INT, description="Default: the run's evaluation max_new_tokens.")
+    temperature: float = Field(1.0, ge=0, le=2, allow_inf_nan=False,
+                               description="0: greedy, the run's evaluation decoding.")
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    n: int = Field(1, ge=1, le=MAX_INT, description="Only 1.")
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1, description="Makes a sampled answer repeatable.")
     user: str | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    presence_penalty: float = Field(0.0, allow_inf_nan=False)
+    frequency_penalty: float = Field(0.0, allow_inf_nan=False)
     logit_bias: dict[str, float] | None = None
 
 
@@ -62,31 +63,15 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_INT)
     logprobs: bool | None = None
 
 
 class CompletionRequest(_Request):
     prompt: str | list[str]
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_INT)
     suffix: str | None = None
-
-
-def error(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,  # noqa: A002
-          code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
-                        status_code=status, headers=headers)
-
-
-async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """A /v1 body that does not parse: 400 in OpenAI's shape, naming the first parameter at fault."""
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    if first.get("type") == "extra_forbidden":
-        return error(400, f"Unrecognized request argument supplied: {param}", param=param)
-    return error(400, f"Invalid value for {param or 'the body'}: {first.get('msg', 'invalid request')}", param=param)
 
 
 def _refuse_unsupported(req: ChatRequest | CompletionRequest) -> None:
@@ -204,6 +189,8 @@ async def _stream(engine: Engine, req: ChatRequest | CompletionRequest, kind: Li
 def _as_serve_error(e: BaseException) -> ServeError:
     if isinstance(e, ServeError):
         return e
+    if isinstance(e, OverflowError):  # a number beyond what the engine takes
+        return ServeError(f"A number in the request is out of range: {e}", 400)
     if isinstance(e, NotFound):
         return ServeError(str(e), 404, code="not_found")
     if isinstance(e, PeftlabError):
