@@ -181,7 +181,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         start_worker=not args.no_worker, data_dirs=args.data_dir or [],
                         poll_seconds=args.poll_seconds, allowed_hosts=args.allowed_host or None,
                         model_memory_mb=args.model_memory_mb, batching=not args.no_batching,
-                        max_batch=args.max_batch, executor=args.executor, ray_address=args.ray_address,
+                        max_batch=args.max_batch, max_queued=args.max_queued,
+                        request_timeout=args.request_timeout or None, shutdown_timeout=args.shutdown_timeout,
+                        executor=args.executor, ray_address=args.ray_address,
                         ray_max_retries=args.ray_max_retries)
     serve(settings, host=args.host, port=args.port)
     return 0

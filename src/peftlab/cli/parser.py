@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=int, default=16,
                     help="/v1 requests of one base model answered in one batch at most (default 16)")
     sv.add_argument("--no-batching", action="store_true", help="/v1: answer one request at a time")
+    sv.add_argument("--max-queued", type=int, default=64,
+                    help="/v1 requests waiting at most; beyond, 429 with Retry-After (default 64)")
+    sv.add_argument("--request-timeout", type=float, default=300.0,
+                    help="/v1: seconds a request may take, waiting included, before it is stopped (default 300; 0: none)")
+    sv.add_argument("--shutdown-timeout", type=float, default=5.0,
+                    help="on SIGTERM, seconds requests in flight have to finish before they are stopped (default 5)")
     _add_executor_args(sv)
     sv.set_defaults(fn=cmd_serve)
 

@@ -21,9 +21,11 @@ errors to statuses in one table (ERROR_STATUS), and mounts the routers of `serve
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -48,6 +50,7 @@ from peftlab.store.intake import Datasets
 
 __all__ = ["ERROR_STATUS", "Settings", "create_app", "serve"]
 log = logging.getLogger("peftlab.serve")
+CLOSE_SECONDS = 5.0  # at shutdown, the running batch's longest wait to stop at its next token
 
 # Engine errors -> HTTP status; the most specific class wins. HTTP-level refusals (a bad
 # ticket path, auth, upload size, an empty upload, an unknown task filter) are raised as
@@ -82,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.start_worker:
             scheduler.start()
         yield
-        app.state.engine.close()
+        await run_in_threadpool(app.state.engine.close, CLOSE_SECONDS)  # stops the running batch
         if settings.start_worker:
             await run_in_threadpool(scheduler.stop)
 
@@ -93,7 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.scheduler = scheduler
     pool = ModelPool(settings.model_memory_mb)  # the models: one pool for the playground and /v1
     app.state.playground = Playground(store, pool)
-    app.state.engine = Engine(store, pool, batching=settings.batching, max_batch=settings.max_batch)
+    app.state.engine = Engine(store, pool, batching=settings.batching, max_batch=settings.max_batch,
+                              max_queued=settings.max_queued)
     app.state.datasets = Datasets(store, [Path(d) for d in settings.data_dirs])
     app.state.settings = settings
     app.state.tickets = security.Tickets()
@@ -128,4 +132,20 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
     print(f"peftlab serve: http://{shown}:{port}/{hint}  (store {Path(settings.store).resolve()}, "
           f"{settings.concurrency or 'all'} run(s) at a time{'' if settings.start_worker else ', no worker'}"
           f"{', on Ray' if settings.executor == 'ray' else ''})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    engine = app.state.engine
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            """SIGTERM/SIGINT: uvicorn stops accepting at once; the requests in flight have
+            --shutdown-timeout seconds, then the engine answers what is left 503 (a running
+            batch stops at its next token), and uvicorn ends the connections a little later."""
+            if not self.should_exit:
+                log.info("stopping: requests in flight have %g s to finish", settings.shutdown_timeout)
+                timer = threading.Timer(settings.shutdown_timeout, engine.close, kwargs={"timeout": 0})
+                timer.daemon = True
+                timer.start()
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                          timeout_graceful_shutdown=settings.shutdown_timeout + 2)).run()
+

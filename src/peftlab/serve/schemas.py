@@ -31,6 +31,12 @@ class Settings(BaseModel):
     # The OpenAI-compatible endpoint batches waiting requests of one base model (False: one at a time).
     batching: bool = True
     max_batch: int = Field(16, ge=1)
+    # Under load: requests waiting beyond max_queued are refused (429, Retry-After); one is stopped
+    # after request_timeout seconds (None: never); on SIGTERM, requests in flight have
+    # shutdown_timeout seconds to finish before they are stopped.
+    max_queued: int = Field(64, ge=1)
+    request_timeout: float | None = Field(300.0, gt=0)
+    shutdown_timeout: float = Field(5.0, ge=0)
     # where queued runs execute: worker processes here, or a Ray cluster (`scale.ray_executor`)
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None
