@@ -141,8 +141,10 @@ def _say(notes: list[str], skipped: list[str]) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from peftlab.infer.engine import set_threads
     from peftlab.infer.predict import predict_file
 
+    set_threads(args.threads)
     runs = _chosen_runs(_store(args), args)
     out = Path(args.output)
     if out.is_dir():
@@ -156,8 +158,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from peftlab.infer.engine import set_threads
     from peftlab.infer.predict import evaluate_file
 
+    set_threads(args.threads)
     store = _store(args)
     for run in _chosen_runs(store, args):
         rec = evaluate_file(store, run, args.test, args.name, args.batch_size, args.on_bad_rows)
@@ -173,6 +177,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from peftlab.infer.engine import serve_threads
     from peftlab.serve.app import Settings, serve
 
     settings = Settings(store=args.store, token=args.token or os.environ.get("PEFTLAB_TOKEN") or None,
@@ -183,7 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         model_memory_mb=args.model_memory_mb, batching=not args.no_batching,
                         max_batch=args.max_batch, max_queued=args.max_queued,
                         request_timeout=args.request_timeout or None, shutdown_timeout=args.shutdown_timeout,
-                        executor=args.executor, ray_address=args.ray_address,
+                        threads=serve_threads(args.threads), executor=args.executor, ray_address=args.ray_address,
                         ray_max_retries=args.ray_max_retries)
     serve(settings, host=args.host, port=args.port)
     return 0

@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from peftlab import __version__
 from peftlab.errors import ConfigError, DataError, NotFound, PeftlabError
-from peftlab.infer.engine import Engine
+from peftlab.infer.engine import Engine, set_threads
 from peftlab.infer.playground import Playground
 from peftlab.infer.pool import ModelPool
 from peftlab.queue.jobs import JobError
@@ -97,7 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     pool = ModelPool(settings.model_memory_mb)  # the models: one pool for the playground and /v1
     app.state.playground = Playground(store, pool)
     app.state.engine = Engine(store, pool, batching=settings.batching, max_batch=settings.max_batch,
-                              max_queued=settings.max_queued)
+                              max_queued=settings.max_queued, threads=settings.threads)
     app.state.datasets = Datasets(store, [Path(d) for d in settings.data_dirs])
     app.state.settings = settings
     app.state.tickets = security.Tickets()
@@ -126,6 +126,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
         settings = settings.model_copy(update={"allowed_hosts": ["*"]})
         log.warning("listening on %s: every Host name is answered; pass --allowed-host NAME (the names people "
                     "use to reach it) to refuse the others (DNS rebinding)", host)
+    set_threads(settings.threads)
     app = create_app(settings)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     hint = "?token=<your token>" if settings.token else ""
