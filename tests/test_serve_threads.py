@@ -1,6 +1,6 @@
 """`--threads` of `serve` and `predict` (issue #30): applied with torch.set_num_threads in the
 process (and thread) that computes; serve's default is half the CPUs, at least 1 (measured on 2
-shared cores: one thread answered /v1 4-6x faster than two, see `engine.serve_threads`)."""
+shared cores: one thread answered /v1 4-6x faster than two, see `infer.threads.serve_threads`)."""
 
 from __future__ import annotations
 

@@ -141,8 +141,8 @@ def _say(notes: list[str], skipped: list[str]) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from peftlab.infer.engine import set_threads
     from peftlab.infer.predict import predict_file
+    from peftlab.infer.threads import set_threads
 
     set_threads(args.threads)
     runs = _chosen_runs(_store(args), args)
@@ -158,8 +158,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from peftlab.infer.engine import set_threads
     from peftlab.infer.predict import evaluate_file
+    from peftlab.infer.threads import set_threads
 
     set_threads(args.threads)
     store = _store(args)
@@ -177,7 +177,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from peftlab.infer.engine import serve_threads
+    from peftlab.infer.threads import serve_threads
     from peftlab.serve.app import Settings, serve
 
     settings = Settings(store=args.store, token=args.token or os.environ.get("PEFTLAB_TOKEN") or None,

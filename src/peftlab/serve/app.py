@@ -36,9 +36,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from peftlab import __version__
 from peftlab.errors import ConfigError, DataError, NotFound, PeftlabError
-from peftlab.infer.engine import Engine, set_threads
+from peftlab.infer.engine import Engine
 from peftlab.infer.playground import Playground
 from peftlab.infer.pool import ModelPool
+from peftlab.infer.threads import set_threads
 from peftlab.queue.jobs import JobError
 from peftlab.queue.scheduler import Scheduler
 from peftlab.serve import security, v1_errors
