@@ -79,8 +79,8 @@ def free_port() -> int:
 
 
 def start_server(store: Path, port: int, *extra: str, threads: int = 1) -> subprocess.Popen:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", TOKENIZERS_PARALLELISM="false",
-               OMP_NUM_THREADS=str(threads))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", TOKENIZERS_PARALLELISM="false")
+    extra = (*extra, "--threads", str(threads)) if threads else extra  # 0: torch's default
     proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "--store", str(store), "serve", "--host",
                              "127.0.0.1", "--port", str(port), "--no-worker", *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -154,8 +154,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--store", type=Path, help="a store holding experiment `load` (default: build one)")
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads of each server (default 1: on a small shared CPU, more threads than free "
-                         "cores make every matmul wait; measured 30x slower with 2 threads at load 10 on 2 cores)")
+                    help="each server's `peftlab serve --threads` (0: torch's default; default 1: on a small shared "
+                         "CPU, more threads than free cores make every matmul wait; measured 30x slower with 2 "
+                         "threads at load 10 on 2 cores)")
     ap.add_argument("--json", type=Path, help="also write the report here")
     args = ap.parse_args(argv)
     if not (1 <= args.clients <= 200 and args.requests >= 1 and args.clients * args.requests <= 5000):

@@ -153,7 +153,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from peftlab.infer.predict import predict_file
+    from peftlab.infer.threads import set_threads
 
+    set_threads(args.threads)
     runs = _chosen_runs(_store(args), args)
     out = Path(args.output)
     if out.is_dir():
@@ -168,7 +170,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from peftlab.infer.predict import evaluate_file
+    from peftlab.infer.threads import set_threads
 
+    set_threads(args.threads)
     store = _store(args)
     for run in _chosen_runs(store, args):
         rec = evaluate_file(store, run, args.test, args.name, args.batch_size, args.on_bad_rows)
@@ -184,6 +188,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from peftlab.infer.threads import serve_threads
     from peftlab.serve.app import Settings, serve
 
     settings = Settings(store=args.store, token=args.token or os.environ.get("PEFTLAB_TOKEN") or None,
@@ -192,7 +197,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         start_worker=not args.no_worker, data_dirs=args.data_dir or [],
                         poll_seconds=args.poll_seconds, allowed_hosts=args.allowed_host or None,
                         model_memory_mb=args.model_memory_mb, batching=not args.no_batching,
-                        max_batch=args.max_batch, executor=args.executor, ray_address=args.ray_address,
+                        max_batch=args.max_batch, max_queued=args.max_queued,
+                        request_timeout=args.request_timeout or None, shutdown_timeout=args.shutdown_timeout,
+                        threads=serve_threads(args.threads), executor=args.executor, ray_address=args.ray_address,
                         ray_max_retries=args.ray_max_retries)
     serve(settings, host=args.host, port=args.port)
     return 0

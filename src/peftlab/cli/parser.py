@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                              (" (the target column may be missing)" if name == "predict" else " with targets"))
         pe.add_argument("--batch-size", type=int, help="generation batch size (default: the run's evaluation.batch_size)")
         pe.add_argument("--on-bad-rows", choices=["error", "skip"], help="default: the run's data.on_bad_rows")
+        pe.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core; 1 on a busy "
+                                                    "machine)")
         if name == "predict":
             pe.add_argument("-o", "--output", required=True,
                             help="JSONL (or .csv) file to write; with several runs, OUT.<run>.jsonl each")
@@ -139,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=int, default=16,
                     help="/v1 requests of one base model answered in one batch at most (default 16)")
     sv.add_argument("--no-batching", action="store_true", help="/v1: answer one request at a time")
+    sv.add_argument("--max-queued", type=int, default=64,
+                    help="/v1 requests waiting at most; beyond, 429 with Retry-After (default 64)")
+    sv.add_argument("--request-timeout", type=float, default=300.0,
+                    help="/v1: seconds a request may take, waiting included, before it is stopped (default 300; 0: none)")
+    sv.add_argument("--shutdown-timeout", type=float, default=5.0,
+                    help="on SIGTERM, seconds requests in flight have to finish before they are stopped (default 5)")
+    sv.add_argument("--threads", type=int,
+                    help="torch CPU threads for /v1 and the playground (default: half the CPUs, at least 1: on 2 busy cores one "
+                         "thread answered 4-6x faster than two; 0: torch's default, one per core)")
     _add_executor_args(sv)
     sv.set_defaults(fn=cmd_serve)
 

@@ -14,11 +14,18 @@ then waiting (up to `max_batch`), and answers them in as few batches as peft all
 - rows of every other run are batched per run (one adapter active for the batch).
 Requests arriving while a batch runs wait for the next; `batching=False` answers one request
 at a time (the load test's baseline).
+
+Under load: at most `max_queued` requests wait (beyond, `submit` refuses with 429 and a
+Retry-After estimated from the last batches); `cancel` takes a request whose client went away
+(or whose time ran out) out of the queue, or stops its row at the next token, so its batch
+ends as soon as its other rows do; `close` refuses what waits, stops the running batch and
+waits for the thread. `threads`: torch's threads for the batching thread (None: torch's default).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -34,15 +41,23 @@ from peftlab.tasks.base import Task
 from peftlab.tasks.spec import spec
 
 DEFAULT_MAX_BATCH = 16
+DEFAULT_MAX_QUEUED = 64  # waiting requests; one batch more runs (issue #30: no refusal at 64 clients)
 
 
 class ServeError(PeftlabError):
-    """A request the engine refuses: HTTP status, OpenAI error type, the parameter at fault."""
+    """A request the engine refuses: HTTP status, OpenAI error type, the parameter at fault (and
+    HTTP headers to send, such as Retry-After)."""
 
     def __init__(self, message: str, status: int = 400, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error") -> None:  # noqa: A002 - OpenAI's field name
+                 type: str = "invalid_request_error",  # noqa: A002 - OpenAI's field name
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status, self.param, self.code, self.type = status, param, code, type
+        self.status, self.param, self.code, self.type, self.headers = status, param, code, type, headers
+
+
+def shutting_down() -> ServeError:
+    return ServeError("the service is shutting down: retry on another server or later", 503, type="server_error",
+                      code="shutting_down")
 
 
 @dataclass
@@ -71,16 +86,22 @@ class Job:
 
 class Engine:
     def __init__(self, store: Store, pool: ModelPool, *, batching: bool = True,
-                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH, max_queued: int = DEFAULT_MAX_QUEUED,
+                 threads: int | None = None) -> None:
         self.store, self.pool = store, pool
         self.batching, self.max_batch = batching, max(1, max_batch)
+        self.max_queued, self.threads = max(1, max_queued), threads
         self.cond = threading.Condition()
         self.pending: list[Job] = []
+        self.running: list[Job] = []
+        self.seconds: list[float] = []  # durations of the last rounds (Retry-After)
+        self.counts = {"refused": 0, "cancelled": 0}
         self.closed = False
         self.thread: threading.Thread | None = None
         self._known: dict[int, Runnable] = {}
         self._toks: dict[tuple, Any] = {}
         self.batches: list[tuple[int, int]] = []  # (rows, distinct runs) of the last batches, for tests
+        self.rows: list[list] = []  # [tokens generated, client gone] of the last rows
         self.lock = threading.Lock()
 
     # -- what can be served ------------------------------------------------------
@@ -140,8 +161,9 @@ class Engine:
         used = len(ids) + r.virtual
         field_name = "messages" if messages is not None else "prompt"
         if r.context is not None and used >= r.context:
-            raise ServeError(f"This model's maximum context length is {r.context} tokens; your {field_name} takes "
-                             f"{used}, leaving no room for a completion", param=field_name, code="context_length_exceeded")
+            raise ServeError(f"This model's maximum context length is {r.context} tokens; your {field_name} "
+                             f"{'take' if messages is not None else 'takes'} {used}, leaving no room for a completion",
+                             param=field_name, code="context_length_exceeded")
         if not spec(r.cfg.task).generative:
             return Job(r, len(ids), text=text)
         room = r.context - used if r.context is not None and spec(r.cfg.task).decoder_only else None
@@ -156,10 +178,32 @@ class Engine:
         job.row = Row(ids, max_tokens, temperature, top_p, tuple(stop or ()), seed, on_text, job.cancelled.is_set)
         return job
 
+    def full(self) -> ServeError | None:
+        """The refusal a request gets now: the service is closing, or the queue is full (429 with
+        Retry-After: the rounds the waiting requests need, at the last rounds' pace); None: room."""
+        with self.cond:  # a reentrant lock: submit calls it holding the lock
+            waiting = len(self.pending)
+            if self.closed:
+                return shutting_down()
+            if waiting < self.max_queued:
+                return None
+            per_round = sum(self.seconds) / len(self.seconds) if self.seconds else 1.0
+            wait = max(1, math.ceil(per_round * (waiting / (self.max_batch if self.batching else 1) + 1)))
+        return ServeError(f"The server is busy: {waiting} requests are waiting (--max-queued {self.max_queued}). "
+                          f"Retry after {wait} s", 429, type="requests", code="rate_limit_exceeded",
+                          headers={"Retry-After": str(wait)})
+
+    def check_room(self) -> None:
+        """Raise `full()`'s refusal, if any (counted)."""
+        with self.cond:
+            refusal = self.full()
+            if refusal is not None:
+                self.counts["refused"] += 1
+                raise refusal
+
     def submit(self, job: Job) -> concurrent.futures.Future:
         with self.cond:
-            if self.closed:
-                raise ServeError("the service is shutting down", 503, type="server_error")
+            self.check_room()
             if self.thread is None:
                 self.thread = threading.Thread(target=self._loop, name="peftlab-batcher", daemon=True)
                 self.thread.start()
@@ -167,16 +211,38 @@ class Engine:
             self.cond.notify()
         return job.future
 
-    def close(self) -> None:
+    def cancel(self, job: Job) -> None:
+        """The client went away or its time ran out: out of the queue, or its row stops at the next
+        token (no effect once answered)."""
+        job.cancelled.set()
+        with self.cond:
+            if job in self.pending:
+                self.pending.remove(job)
+                job.future.cancel()
+                self.counts["cancelled"] += 1
+            elif job in self.running and job.answer is None:
+                self.counts["cancelled"] += 1
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Refuse what waits and what runs (503; the running batch stops at its next token), and
+        wait for the thread up to `timeout` seconds."""
         with self.cond:
             self.closed = True
-            for j in self.pending:
-                j.future.set_exception(ServeError("the service is shutting down", 503, type="server_error"))
+            for j in [*self.pending, *self.running]:
+                j.cancelled.set()
+                _settle(j.future, error=shutting_down())
             self.pending.clear()
             self.cond.notify_all()
+            thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     # -- the batching thread ----------------------------------------------------------
     def _loop(self) -> None:
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)  # this thread's own (OpenMP's setting is per thread)
         while True:
             with self.cond:
                 while not self.pending and not self.closed:
@@ -186,12 +252,16 @@ class Engine:
                 key = self.pending[0].r.key
                 take = [j for j in self.pending if j.r.key == key][: self.max_batch if self.batching else 1]
                 self.pending = [j for j in self.pending if j not in take]
-            live = [j for j in take if not j.cancelled.is_set()]
+                live = self.running = [j for j in take if not j.cancelled.is_set()]
             for j in take:
                 if j not in live:
                     j.future.cancel()  # the client went away while it waited
             if live:
+                t0 = time.perf_counter()
                 self._round(live)
+                with self.cond:
+                    self.running = []
+                    self.seconds = [*self.seconds[-9:], time.perf_counter() - t0]
 
     def _round(self, jobs: list[Job]) -> None:
         try:
@@ -248,15 +318,18 @@ class Engine:
                 j.answer = {"text": j.row.text, "finish_reason": j.row.finish_reason, "prompt_tokens": j.prompt_tokens,
                             "completion_tokens": j.row.generated}
         self.batches = [*self.batches[-99:], (len(group), len({j.r.run.id for j in group}))]
+        # tokens each row generated, and whether its client had gone (it stopped early)
+        self.rows = [*self.rows[-9:], *([j.answer["completion_tokens"], j.cancelled.is_set()] for j in group)][-10:]
         for j in group:
             j.answer["seconds"] = round(time.perf_counter() - t0, 3)
             _settle(j.future, j.answer)
 
     def status(self) -> dict[str, Any]:
         with self.cond:
-            waiting = len(self.pending)
-        return {"batching": self.batching, "max_batch": self.max_batch, "waiting": waiting,
-                "last_batches": self.batches[-10:], **self.pool.status()}
+            waiting, running = len(self.pending), len(self.running)
+        return {"batching": self.batching, "max_batch": self.max_batch, "max_queued": self.max_queued,
+                "threads": self.threads, "waiting": waiting, "running": running, **self.counts,
+                "last_batches": self.batches[-10:], "last_rows": self.rows, **self.pool.status()}
 
 
 def _servable(r: Run) -> bool:

@@ -21,26 +21,29 @@ errors to statuses in one table (ERROR_STATUS), and mounts the routers of `serve
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from peftlab import __version__
 from peftlab.errors import ConfigError, DataError, NotFound, PeftlabError
 from peftlab.infer.engine import Engine
 from peftlab.infer.playground import Playground
 from peftlab.infer.pool import ModelPool
+from peftlab.infer.threads import set_threads
 from peftlab.queue.jobs import JobError
 from peftlab.queue.scheduler import Scheduler
-from peftlab.serve import security
-from peftlab.serve.routers import ROUTERS, openai
+from peftlab.serve import security, v1_errors
+from peftlab.serve.routers import ROUTERS
 from peftlab.serve.routers.service import STATIC
 from peftlab.serve.schemas import Settings
 from peftlab.store import Store
@@ -48,6 +51,7 @@ from peftlab.store.intake import Datasets
 
 __all__ = ["ERROR_STATUS", "Settings", "create_app", "serve"]
 log = logging.getLogger("peftlab.serve")
+CLOSE_SECONDS = 5.0  # at shutdown, the running batch's longest wait to stop at its next token
 
 # Engine errors -> HTTP status; the most specific class wins. HTTP-level refusals (a bad
 # ticket path, auth, upload size, an empty upload, an unknown task filter) are raised as
@@ -68,14 +72,6 @@ def _handler(status: int) -> Callable[[Request, Exception], Awaitable[JSONRespon
     return handle
 
 
-async def _validation(request: Request, exc: Exception) -> JSONResponse:
-    """Bodies that do not parse: OpenAI's error shape (400) on /v1, FastAPI's (422) elsewhere."""
-    assert isinstance(exc, RequestValidationError)
-    if request.url.path.startswith("/v1/"):
-        return await openai.validation_error(request, exc)
-    return await request_validation_exception_handler(request, exc)
-
-
 def create_app(settings: Settings) -> FastAPI:
     store = Store(settings.store)
     executor = None
@@ -90,7 +86,7 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.start_worker:
             scheduler.start()
         yield
-        app.state.engine.close()
+        await run_in_threadpool(app.state.engine.close, CLOSE_SECONDS)  # stops the running batch
         if settings.start_worker:
             await run_in_threadpool(scheduler.stop)
 
@@ -101,7 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.scheduler = scheduler
     pool = ModelPool(settings.model_memory_mb)  # the models: one pool for the playground and /v1
     app.state.playground = Playground(store, pool)
-    app.state.engine = Engine(store, pool, batching=settings.batching, max_batch=settings.max_batch)
+    app.state.engine = Engine(store, pool, batching=settings.batching, max_batch=settings.max_batch,
+                              max_queued=settings.max_queued, threads=settings.threads)
     app.state.datasets = Datasets(store, [Path(d) for d in settings.data_dirs])
     app.state.settings = settings
     app.state.tickets = security.Tickets()
@@ -109,7 +106,10 @@ def create_app(settings: Settings) -> FastAPI:
                      settings.allowed_hosts)
     for exc, status in ERROR_STATUS.items():
         app.add_exception_handler(exc, _handler(status))
-    app.add_exception_handler(RequestValidationError, _validation)
+    # on /v1 every refusal in OpenAI's shape (bodies that do not parse, unknown routes and methods)
+    app.add_exception_handler(RequestValidationError, v1_errors.validation_error)
+    app.add_exception_handler(StarletteHTTPException, v1_errors.http_error)
+    app.add_exception_handler(Exception, v1_errors.server_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for router in ROUTERS:
         app.include_router(router)
@@ -127,10 +127,27 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
         settings = settings.model_copy(update={"allowed_hosts": ["*"]})
         log.warning("listening on %s: every Host name is answered; pass --allowed-host NAME (the names people "
                     "use to reach it) to refuse the others (DNS rebinding)", host)
+    set_threads(settings.threads)
     app = create_app(settings)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     hint = "?token=<your token>" if settings.token else ""
     print(f"peftlab serve: http://{shown}:{port}/{hint}  (store {Path(settings.store).resolve()}, "
           f"{settings.concurrency or 'all'} run(s) at a time{'' if settings.start_worker else ', no worker'}"
           f"{', on Ray' if settings.executor == 'ray' else ''})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    engine = app.state.engine
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            """SIGTERM/SIGINT: uvicorn stops accepting at once; the requests in flight have
+            --shutdown-timeout seconds, then the engine answers what is left 503 (a running
+            batch stops at its next token), and uvicorn ends the connections a little later."""
+            if not self.should_exit:
+                log.info("stopping: requests in flight have %g s to finish", settings.shutdown_timeout)
+                timer = threading.Timer(settings.shutdown_timeout, engine.close, kwargs={"timeout": 0})
+                timer.daemon = True
+                timer.start()
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                          timeout_graceful_shutdown=settings.shutdown_timeout + 2)).run()
+

@@ -31,6 +31,14 @@ class Settings(BaseModel):
     # The OpenAI-compatible endpoint batches waiting requests of one base model (False: one at a time).
     batching: bool = True
     max_batch: int = Field(16, ge=1)
+    # Under load: requests waiting beyond max_queued are refused (429, Retry-After); one is stopped
+    # after request_timeout seconds (None: never); on SIGTERM, requests in flight have
+    # shutdown_timeout seconds to finish before they are stopped. threads: torch's CPU threads
+    # for the models of /v1 and the playground (None: torch's default, one per core).
+    max_queued: int = Field(64, ge=1)
+    request_timeout: float | None = Field(300.0, gt=0)
+    shutdown_timeout: float = Field(5.0, ge=0)
+    threads: int | None = Field(None, ge=1)
     # where queued runs execute: worker processes here, or a Ray cluster (`scale.ray_executor`)
     executor: Literal["local", "ray"] = "local"
     ray_address: str | None = None

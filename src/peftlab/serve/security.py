@@ -89,10 +89,12 @@ def foreign_write(request: Request) -> str | None:
 
 def install(app: FastAPI, token: str | None, tickets: Tickets, limit_bytes: int,
             allowed_hosts: list[str] | None = None) -> None:
-    """Same-origin writes and token auth, then the body limits, then the allowed hosts (outermost)."""
+    """Same-origin writes and token auth, then the body limits, then the allowed hosts (outermost).
+    All pure ASGI: Starlette's BaseHTTPMiddleware (`@app.middleware("http")`) hides a client's
+    disconnect from the routes, and /v1 stops the generation of a client that went away."""
 
-    @app.middleware("http")
-    async def auth(request: Request, call_next: Callable) -> Any:
+    def auth(request: Request) -> Any:
+        """The refusal of a request, or None."""
         why = foreign_write(request)
         path = request.url.path
         if why is not None:
@@ -110,12 +112,28 @@ def install(app: FastAPI, token: str | None, tickets: Tickets, limit_bytes: int,
                                           "'Authorization: Bearer <token>' with the token the service was started "
                                           "with (an OpenAI client: api_key=<token>)", "authentication_error",
                                "invalid_api_key", {"WWW-Authenticate": "Bearer"})
-        return await call_next(request)
+        return None
 
+    app.add_middleware(Guard, refuse=auth)
     app.add_middleware(BodyLimit, default_bytes=MAX_BODY_BYTES, limits={"/api/datasets": limit_bytes})
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS)
+
+
+class Guard:
+    """ASGI middleware: a request that `refuse` answers (a Response) gets that answer; the others go on."""
+
+    def __init__(self, app: Any, refuse: Callable[[Request], Any]) -> None:
+        self.app, self.refuse = app, refuse
+
+    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
+        if scope["type"] == "http":
+            response = self.refuse(Request(scope))
+            if response is not None:
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:

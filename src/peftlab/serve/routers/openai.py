@@ -5,8 +5,14 @@ A run is the model `EXPERIMENT/RUN`. Supported: `messages` / `prompt`, `max_toke
 (`max_completion_tokens`), `temperature`, `top_p`, `stop`, `seed`, `n=1`, `stream` (server-sent
 events in OpenAI's chunk format, ending `data: [DONE]`; `stream_options.include_usage`). Other
 OpenAI parameters are refused with a message rather than ignored. Errors come back in OpenAI's
-shape, `{"error": {"message", "type", "param", "code"}}`; the service's token applies as on /api
-(`Authorization: Bearer`, which is how OpenAI clients send their api key).
+shape, `{"error": {"message", "type", "param", "code"}}` (`serve.v1_errors`); the service's token
+applies as on /api (`Authorization: Bearer`, which is how OpenAI clients send their api key).
+
+Under load: a full queue (`--max-queued`) answers 429 with Retry-After before the prompt is read;
+a request past `--request-timeout` (counted from its arrival) is stopped with 504 (an error
+event in a stream); a client that disconnects has its request taken out of the queue, or its row
+stopped at the next token (a stream by Starlette's disconnect listener, a whole answer by
+looking at the connection every DISCONNECT_POLL seconds while it waits).
 """
 
 from __future__ import annotations
@@ -20,8 +26,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from peftlab.errors import NotFound, PeftlabError
@@ -30,6 +35,8 @@ from peftlab.serve.deps import EngineDep
 
 router = APIRouter(tags=["openai"])
 MAX_STOPS = 4
+DISCONNECT_POLL = 0.25  # seconds between looks at whether a waiting client is still there
+MAX_INT = 2**31 - 1  # token counts beyond any model's context (larger ones would overflow the engine's types)
 
 
 class StreamOptions(BaseModel):
@@ -40,17 +47,18 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="A finished run: EXPERIMENT/RUN (see /v1/models).")
-    max_tokens: int | None = Field(None, ge=1, description="Default: the run's evaluation max_new_tokens.")
-    temperature: float = Field(1.0, ge=0, le=2, description="0: greedy, the run's evaluation decoding.")
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, description="Only 1.")
+    max_tokens: int | None = Field(None, ge=1, le=MAX_INT, description="Default: the run's evaluation max_new_tokens.")
+    temperature: float = Field(1.0, ge=0, le=2, allow_inf_nan=False,
+                               description="0: greedy, the run's evaluation decoding.")
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    n: int = Field(1, ge=1, le=MAX_INT, description="Only 1.")
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1, description="Makes a sampled answer repeatable.")
     user: str | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    presence_penalty: float = Field(0.0, allow_inf_nan=False)
+    frequency_penalty: float = Field(0.0, allow_inf_nan=False)
     logit_bias: dict[str, float] | None = None
 
 
@@ -62,31 +70,15 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_INT)
     logprobs: bool | None = None
 
 
 class CompletionRequest(_Request):
     prompt: str | list[str]
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_INT)
     suffix: str | None = None
-
-
-def error(status: int, message: str, type: str = "invalid_request_error", param: str | None = None,  # noqa: A002
-          code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
-                        status_code=status, headers=headers)
-
-
-async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """A /v1 body that does not parse: 400 in OpenAI's shape, naming the first parameter at fault."""
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    if first.get("type") == "extra_forbidden":
-        return error(400, f"Unrecognized request argument supplied: {param}", param=param)
-    return error(400, f"Invalid value for {param or 'the body'}: {first.get('msg', 'invalid request')}", param=param)
 
 
 def _refuse_unsupported(req: ChatRequest | CompletionRequest) -> None:
@@ -143,17 +135,41 @@ def _choice(kind: Literal["chat", "text"], text: str | None, finish: str | None,
     return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
 
-async def _complete(engine: Engine, req: ChatRequest | CompletionRequest, kind: Literal["chat", "text"]) -> Any:
+class _Gone(Exception):
+    """The client closed its connection."""
+
+
+def _timeout(seconds: float) -> ServeError:
+    return ServeError(f"The request took longer than this server's limit of {seconds:g} s (--request-timeout) "
+                      "and was stopped: ask for fewer max_tokens, or retry when the server is less busy",
+                      504, type="server_error", code="timeout")
+
+
+async def _complete(request: Request, engine: Engine, req: ChatRequest | CompletionRequest,
+                    kind: Literal["chat", "text"]) -> Any:
+    limit = request.app.state.settings.request_timeout
+    deadline = time.monotonic() + limit if limit else None
     head = {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
             "model": req.model, "system_fingerprint": None}
     obj = "chat.completion" if kind == "chat" else "text_completion"
+    engine.check_room()  # a full queue refuses before the prompt is read
     if req.stream:
-        return await _stream(engine, req, kind, head)
+        return await _stream(engine, req, kind, head, limit, deadline)
     job = await _prepare(engine, req)
+    future = asyncio.wrap_future(engine.submit(job))
     try:
-        a = await asyncio.wrap_future(engine.submit(job))
+        while not future.done():  # the answer, the client leaving, or the deadline: what comes first
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise _timeout(limit)
+            await asyncio.wait({future}, timeout=DISCONNECT_POLL if left is None else min(DISCONNECT_POLL, left))
+            if not future.done() and await request.is_disconnected():
+                raise _Gone
+        if future.cancelled():
+            raise ServeError("cancelled", 499)
+        a = future.result()
     finally:
-        job.cancelled.set()  # the client went away: stop its row (no effect once answered)
+        engine.cancel(job)  # out of the queue, or its row stops at the next token (no effect once answered)
     body = {**head, "object": obj, "choices": [_choice(kind, a["text"], a["finish_reason"])], "usage": _usage(a)}
     if a.get("confidence") is not None:
         body["peftlab"] = {"confidence": a["confidence"]}
@@ -161,7 +177,7 @@ async def _complete(engine: Engine, req: ChatRequest | CompletionRequest, kind: 
 
 
 async def _stream(engine: Engine, req: ChatRequest | CompletionRequest, kind: Literal["chat", "text"],
-                  head: dict[str, Any]) -> StreamingResponse:
+                  head: dict[str, Any], limit: float | None, deadline: float | None) -> StreamingResponse:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
     job = await _prepare(engine, req, on_text=lambda s: loop.call_soon_threadsafe(queue.put_nowait, ("text", s)))
@@ -174,11 +190,18 @@ async def _stream(engine: Engine, req: ChatRequest | CompletionRequest, kind: Li
         return f"data: {json.dumps({**head, 'object': obj, 'choices': choices, **extra})}\n\n"
 
     async def events() -> AsyncIterator[str]:
+        # A client that disconnects cancels this generator (Starlette listens for it): `finally`
+        # then stops its row.
         try:
             if kind == "chat":
                 yield sse([_choice(kind, None, None, final=False, first=True)])
             while True:
-                what, value = await queue.get()
+                try:
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    what, value = await asyncio.wait_for(queue.get(), left)
+                except asyncio.TimeoutError:
+                    yield f"data: {json.dumps({'error': _error_body(_timeout(limit or 0))})}\n\n"
+                    break
                 if what == "text":
                     yield sse([_choice(kind, value, None, final=False)])
                     continue
@@ -196,7 +219,7 @@ async def _stream(engine: Engine, req: ChatRequest | CompletionRequest, kind: Li
                 break
             yield "data: [DONE]\n\n"
         finally:
-            job.cancelled.set()
+            engine.cancel(job)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
@@ -204,6 +227,8 @@ async def _stream(engine: Engine, req: ChatRequest | CompletionRequest, kind: Li
 def _as_serve_error(e: BaseException) -> ServeError:
     if isinstance(e, ServeError):
         return e
+    if isinstance(e, OverflowError):  # a number beyond what the engine takes
+        return ServeError(f"A number in the request is out of range: {e}", 400)
     if isinstance(e, NotFound):
         return ServeError(str(e), 404, code="not_found")
     if isinstance(e, PeftlabError):
@@ -218,9 +243,11 @@ def _error_body(e: ServeError) -> dict[str, Any]:
 async def _guarded(coro: Any) -> Any:
     try:
         return await coro
+    except _Gone:  # nobody to answer (uvicorn drops what is sent)
+        return Response(status_code=499)
     except Exception as e:  # noqa: BLE001 - every error in OpenAI's shape
         s = _as_serve_error(e)
-        return JSONResponse({"error": _error_body(s)}, status_code=s.status)
+        return JSONResponse({"error": _error_body(s)}, status_code=s.status, headers=s.headers)
 
 
 @router.get("/v1/models")
@@ -242,10 +269,10 @@ async def get_model(model: str, engine: EngineDep) -> Any:
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(req: ChatRequest, engine: EngineDep) -> Any:
-    return await _guarded(_complete(engine, req, "chat"))
+async def chat_completions(req: ChatRequest, engine: EngineDep, request: Request) -> Any:
+    return await _guarded(_complete(request, engine, req, "chat"))
 
 
 @router.post("/v1/completions")
-async def completions(req: CompletionRequest, engine: EngineDep) -> Any:
-    return await _guarded(_complete(engine, req, "text"))
+async def completions(req: CompletionRequest, engine: EngineDep, request: Request) -> Any:
+    return await _guarded(_complete(request, engine, req, "text"))
