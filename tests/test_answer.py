@@ -240,3 +240,27 @@ def test_the_web_compare_refuses_experiments_of_different_tasks(fpb: Store) -> N
     client = TestClient(create_app(Settings(store=str(fpb.root), start_worker=False)), base_url="http://127.0.0.1")
     r = client.get("/api/compare/report.html", params={"experiments": f"{EXP},gen"})
     assert r.status_code == 422 and "cannot be ranked together" in r.json()["detail"]
+
+
+def test_compare_does_not_rank_across_different_test_rows(tmp_path: Path) -> None:
+    from peftlab.evaluate.metrics import generation_metrics
+
+    store = Store(tmp_path / "s")
+    for exp, offset in (("a", 0), ("b", 100)):
+        store.save_experiment(exp, "causal-lm", "m", {}, None, None)
+        for name, method, good in (("zero-shot", "zero-shot", 0.1), ("lora", "lora", 0.9)):
+            rng = random.Random(offset + len(name))
+            preds = [{"input": f"table {offset + i}", "reference": f"title {i} of the sales table",
+                      "output": f"title {i} of the sales table" if rng.random() < good else "no"} for i in range(40)]
+            m = generation_metrics([p["output"] for p in preds], [[p["reference"]] for p in preds])
+            run, _ = store.upsert_run(exp, name, method, name, {})
+            d = store.run_dir(exp, name)
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in preds), encoding="utf-8")
+            store.finish(run.id, "done", metrics=m, info={"predictions": f"runs/{exp}/{name}/predictions.jsonl"})
+    alone = recommend(collect(store, ["a"]))
+    assert alone.run == "lora"
+    both = recommend(collect(store, ["a", "b"]))
+    assert both.run is None and both.headline.startswith("**No recommendation across these experiments**")
+    rs = rows(store, ["a", "b"])
+    assert {r["run"] for r in rs} == {"a/zero-shot", "a/lora", "b/zero-shot", "b/lora"}
