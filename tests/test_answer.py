@@ -195,6 +195,7 @@ def test_a_budget_changes_the_headline(fpb: Store) -> None:
     assert rec.run == "vera" and rec.headline.startswith("Recommendation within your budget (peak memory ≤ 1000 MB): "
                                                          "**vera**")
     assert {r["run"] for r, _ in rec.over_budget} >= {"ia3", "full"}
+    assert "it is the only one within your budget" in rec.text and "significantly better than every" not in rec.text
     none = recommend(data, Budget(max_memory_mb=100))
     assert none.run is None and none.headline.startswith("**No recommendation within your budget (peak memory ≤ 100")
 

@@ -93,7 +93,7 @@ def test_collapse_untrained_head_and_the_recommendation(cls_store: tuple) -> Non
     assert views["ia3"].collapsed and data.baselines[0]["majority_label"] == labels[top]
     rec = recommend(data)
     text = rec.text
-    assert "Predictions collapse onto one class for ia3" in text
+    assert "Passed over: ia3, its predictions collapse onto one class (100% of test predictions are" in text
     assert "zero-shot is an untrained classification head" in text and "chance level" in text
     assert f"The majority-class baseline (always {labels[top]!r}" in text
     why = dict((r["run"], w) for r, w in rec.passed_over)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from test_answer import EXP, build_store
-from test_serve_browser import CHROMIUM, browser, not_blank, pytestmark  # noqa: F401 - fixtures and marks
+from test_serve_browser import CHROMIUM, SHOTS, browser, not_blank, pytestmark  # noqa: F401 - fixtures and marks
 from test_serve_worker import free_port, start_server, stop
 
 
@@ -53,7 +53,7 @@ def test_results_shows_one_leaderboard_and_the_budgeted_headline(browser: Any, t
         assert headline.startswith("Recommendation within your budget (peak memory ≤ 1000 MB): vera")
         rows = d.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")
         assert [r.get_attribute("data-run") for r in rows if "★ recommended" in r.text] == ["vera"]
-        png = tmp_path / "results.png"
+        png = (SHOTS or tmp_path) / "results-budget.png"
         d.save_screenshot(str(png))
         not_blank(png)
     finally:

@@ -259,7 +259,7 @@ def recommend(data: ReportData, budget: Budget | None = None,
     if not fitting:
         if eligible:
             rec.headline = (f"**No recommendation{within}**: the methods that clear the floors all exceed it: "
-                            + "; ".join(f"**{r['run']}** ({why})" for r, why in rec.over_budget) + ".")
+                            + "; ".join(f"**{r['run']}**, {why}" for r, why in rec.over_budget) + ".")
         else:
             floors = sorted({str(r.get("floor")) for r in done if r.get("floor")}) or ["the floor"]
             rec.headline = (f"**No recommendation{within}**: no trained method clears the floors (significantly better than "
@@ -284,9 +284,19 @@ def recommend(data: ReportData, budget: Budget | None = None,
         lines.append(f"The test set cannot tell {_names([r['run'] for r in field_])} apart (rank group {top}; "
                      f"p vs the best: {vs}, "
                      f"Holm-corrected); **{pick['run']}** is the cheapest of them by {order}.")
-    elif top == 1 and len(done) > 1:
-        lines.append(f"**{pick['run']}** is significantly better than every other recommendable method "
-                     "(paired tests on the same test examples, over seeds where there are several, Holm-corrected).")
+    else:
+        same_group = [r for r, _ in rec.over_budget if r.get("rank_group") == top and top is not None]
+        others = [r for r in done if r is not pick and not r.get("baseline")]
+        if same_group:
+            lines.append(f"Of the methods in rank group {top}, it is the only one within your budget "
+                         f"({_names([r['run'] for r in same_group])} are tied with it but over the budget).")
+        elif top == 1 and pick is rec.best and others and all(
+                isinstance(r.get("rank_group"), int) and r["rank_group"] > 1 for r in others):
+            lines.append(f"**{pick['run']}** is significantly better than every other method (paired tests on the "
+                         "same test examples, over seeds where there are several, Holm-corrected).")
+        elif top is not None and top > 1:
+            lines.append(f"It leads rank group {top}: the methods ranked above it were passed over or are over "
+                         "the budget (below).")
     costs = _costs(pick)
     if costs:
         lines.append(f"Cost: {costs}.")
@@ -316,15 +326,17 @@ def _details(rec: Recommendation, data: ReportData, main: str) -> list[str]:
                       else "."))
     trained = [(r, w) for r, w in rec.passed_over if r.get("trains", True)]
     if trained:
-        out.append("Passed over: " + "; ".join(f"**{r['run']}** ({w})" for r, w in trained) + ".")
+        out.append("Passed over: " + "; ".join(f"**{r['run']}**, {w}" for r, w in trained) + ".")
     rows = [r for r in data.rows if not r.get("baseline") and r.get("rank") is not None]
     cautions = []
-    flagged = [r for r in rows if r.get("health_problems")]
+    # a row passed over for its flag has it said there already
+    said = {id(r) for r, w in rec.passed_over if w.startswith(("its predictions collapse", "its generations are"))}
+    flagged = [r for r in rows if r.get("health_problems") and id(r) not in said]
     if flagged:
         cautions.append("Generations flagged for " + "; ".join(
             f"**{r['run']}** ({'; '.join(r['health_problems'])})" for r in flagged)
             + ": read their scores with that in mind (see Generation health).")
-    collapsed = [r for r in rows if r.get("collapsed")]
+    collapsed = [r for r in rows if r.get("collapsed") and id(r) not in said]
     if collapsed:
         cautions.append("Predictions collapse onto one class for " + "; ".join(
             f"**{r['run']}** ({r['collapsed']})" for r in collapsed) + ": such a run has not learned to tell the "
@@ -333,7 +345,7 @@ def _details(rec: Recommendation, data: ReportData, main: str) -> list[str]:
         out.append(" ".join(cautions))
     if rec.over_budget and rec.recommended is not None:
         out.append(f"Over your budget ({rec.budget.describe()}): "
-                   + "; ".join(f"**{r['run']}** ({w})" for r, w in rec.over_budget) + ".")
+                   + "; ".join(f"**{r['run']}**, {w}" for r, w in rec.over_budget) + ".")
     maj = next((b for b in data.rows if b.get("baseline")), None)
     if maj is not None and _num(maj.get(main)) is not None:
         out.append(f"The majority-class baseline (always {maj.get('majority_label')!r}) scores {main} "
