@@ -28,13 +28,15 @@ from peftlab.tune.space import Param
 JOURNAL = "tuning.journal"
 
 
-def storage(store_root: Path) -> Any:
+def storage(store_root: Path, echo: Callable[[str], Any] | None = None) -> Any:
+    """The store's journal storage, checked first (`tune.journal`: a torn last record is moved
+    aside, said with `echo`; damage elsewhere is a PeftlabError naming the file)."""
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+
+    from peftlab.tune.journal import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # peftlab prints each trial itself
-    return JournalStorage(JournalFileBackend(str(Path(store_root) / JOURNAL)))
+    return open_storage(Path(store_root) / JOURNAL, echo)
 
 
 def study_name(experiment: str, run_name: str, space: dict[str, Param], tuning: TuningConfig,
@@ -81,13 +83,14 @@ def trial_seeded(make: Callable[[int], Any], seed: int) -> Any:
     return TrialSeededSampler()
 
 
-def open_study(store_root: Path, name: str, tuning: TuningConfig, maximize: bool) -> Any:
+def open_study(store_root: Path, name: str, tuning: TuningConfig, maximize: bool,
+               echo: Callable[[str], Any] | None = None) -> Any:
     import optuna
 
     kind = optuna.samplers.TPESampler if tuning.sampler == "tpe" else optuna.samplers.RandomSampler
     sampler = trial_seeded(lambda s: kind(seed=s), tuning.seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if tuning.pruner == "median" else optuna.pruners.NopPruner()
-    return optuna.create_study(study_name=name, storage=storage(store_root), sampler=sampler, pruner=pruner,
+    return optuna.create_study(study_name=name, storage=storage(store_root, echo), sampler=sampler, pruner=pruner,
                                direction="maximize" if maximize else "minimize", load_if_exists=True)
 
 
