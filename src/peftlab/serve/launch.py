@@ -78,9 +78,12 @@ def queue(p: Plan, store: Store, force: bool = False, replace: bool = False) -> 
     return {"experiment": cfg.name, "runs": out, **actions, "yaml": p.yaml_text, "driver": None}
 
 
-def spawn_driver(p: Plan, store: Store, force: bool = False, replace: bool = False) -> dict[str, Any]:
+def spawn_driver(p: Plan, store: Store, force: bool = False, replace: bool = False,
+                 handoff: bool = False) -> dict[str, Any]:
     """Start `peftlab run` on the experiment in its own process (tuning asks for trials one at a
-    time); refused while a driver of the same experiment is alive."""
+    time); refused while a driver of the same experiment is alive. `handoff` (the service runs a
+    scheduler): the driver queues its runs for the scheduler, whose worker slots then count them
+    (`queue.handoff`), instead of training them itself."""
     cfg = p.cfg
     state = driver_state(store, cfg.name)
     if state and state["running"]:
@@ -96,6 +99,11 @@ def spawn_driver(p: Plan, store: Store, force: bool = False, replace: bool = Fal
     cmd += ["--replace"] if replace else []
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from peftlab.queue.handoff import ENV
+
+    env.pop(ENV, None)
+    if handoff:
+        env[ENV] = str(os.getpid())
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)

@@ -13,7 +13,7 @@ from peftlab.config.overrides import apply_overrides, overrides_from
 from peftlab.data.sources import FORMATS
 from peftlab.errors import DataError, PeftlabError
 from peftlab.queue import jobs
-from peftlab.serve.deps import DatasetsDep, StoreDep, find_experiment
+from peftlab.serve.deps import DatasetsDep, SchedulerDep, StoreDep, find_experiment
 from peftlab.serve.schemas import ExperimentRequest, FormatRequest, RenameRequest
 from peftlab.store import Store
 from peftlab.store.intake import Datasets
@@ -228,7 +228,8 @@ def experiment_yaml(req: ExperimentRequest, store: StoreDep, datasets: DatasetsD
 
 
 @router.post("/api/experiments", status_code=201)
-def create_experiment(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep) -> dict[str, Any]:
+def create_experiment(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep,
+                      scheduler: SchedulerDep) -> dict[str, Any]:
     """Validate (schema, methods, data, model) and queue the runs (one per method, or per method and
     seed); with `tune`, start a driver process that tunes, then runs the finals. Nothing trains here.
     The answer says what happened to each run: queued, requeued, reused (done already with these
@@ -241,7 +242,7 @@ def create_experiment(req: ExperimentRequest, store: StoreDep, datasets: Dataset
     check_tuning(p)
     preflight(p, read_test=p.cfg.tuning is None)
     if p.cfg.tuning is not None:
-        return launch.spawn_driver(p, store, req.force, req.replace)
+        return launch.spawn_driver(p, store, req.force, req.replace, handoff=scheduler.status()["running"])
     return launch.queue(p, store, req.force, req.replace)
 
 
