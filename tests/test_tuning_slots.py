@@ -34,6 +34,13 @@ class _Thread:
     def poll(self) -> int | None:
         return None if self.t.is_alive() else 0
 
+    def send_signal(self, sig: int) -> None:  # a stop: let the thread's run finish
+        pass
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.t.join(timeout)
+        return 0
+
 
 class InProcessScheduler(Scheduler):
     def _spawn(self, run_id: int) -> None:

@@ -174,10 +174,11 @@ def run_experiment(
     cfg = p.cfg
     if isolation == "subprocess" and service_pid() is not None:
         isolation = "queue"
-    from peftlab.tune.plan import check_tuning, final_runs
+    from peftlab.tune.plan import check_tuned_data, check_tuning, final_runs
 
     check_tuning(p)
     checked = preflight(p, read_test=cfg.tuning is None)  # a tuning phase first: it never reads the test split
+    check_tuned_data(p, checked.data)
     cfg = p.cfg  # (`--methods all` leaves out, in preflight, the methods that do not fit the model)
     if isinstance(isolation, str):
         check_devices(p, *local_devices())

@@ -18,11 +18,12 @@ def plan_cost(p: Any, store: Store) -> dict[str, Any]:
     from peftlab.train.estimate import estimate
     from peftlab.train.runner import preflight
     from peftlab.tune.driver import trial_config
-    from peftlab.tune.plan import check_tuning, final_runs
+    from peftlab.tune.plan import check_tuned_data, check_tuning, final_runs
 
     cfg = p.cfg
     check_tuning(p)
     checked = preflight(p, read_test=cfg.tuning is None)
+    check_tuned_data(p, checked.data)
     task = load_task(cfg, checked.model, checked.data.labels)
     cuda = torch.cuda.is_available()
     final = {r["name"]: r for r in estimate(cfg, checked.model, checked.data, task, cuda=cuda, store=store)["methods"]}

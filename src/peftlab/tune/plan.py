@@ -45,6 +45,14 @@ def check_tuning(p: Any) -> None:
                           "`tuning:` section or pass --tune N)")
 
 
+def check_tuned_data(p: Any, data: Any) -> None:
+    """The checks on the prepared data that the tuner makes (a validation split large enough to
+    rank trials on), made where a launch is checked: `peftlab run` before anything is recorded,
+    the service before it accepts a launch (422, instead of a driver that fails later)."""
+    if p.cfg.tuning is not None:
+        check_validation_size(len(data.validation), p.where("data.validation"))
+
+
 def check_validation_size(n: int, where: str) -> None:
     if n < MIN_VALIDATION:
         raise ConfigError(f"{where}: the validation split has {n} examples; tuning ranks trials on it and needs at "
@@ -67,3 +75,4 @@ def final_runs(p: Any, entries: list[MethodEntry]) -> list[tuple[MethodEntry, Ex
             entry = e.model_copy(update={"label": f"{e.run_name}.s{s}"})
             out.append((entry, seeded, {**base, "seed": s, "data_seed": cfg.training.seed}))
     return out
+

@@ -236,11 +236,12 @@ def create_experiment(req: ExperimentRequest, store: StoreDep, datasets: Dataset
     settings) or running."""
     from peftlab.serve import launch
     from peftlab.train.runner import preflight
-    from peftlab.tune.plan import check_tuning
+    from peftlab.tune.plan import check_tuned_data, check_tuning
 
     p = _plan(req, store, datasets)
     check_tuning(p)
-    preflight(p, read_test=p.cfg.tuning is None)
+    checked = preflight(p, read_test=p.cfg.tuning is None)
+    check_tuned_data(p, checked.data)  # what the tuner would refuse is refused here, with its message
     if p.cfg.tuning is not None:
         return launch.spawn_driver(p, store, req.force, req.replace, handoff=scheduler.status()["running"])
     return launch.queue(p, store, req.force, req.replace)

@@ -16,8 +16,13 @@ router = APIRouter(tags=["jobs"])
 
 
 @router.get("/api/worker")
-def worker_status(scheduler: SchedulerDep) -> dict[str, Any]:
-    return scheduler.status()
+def worker_status(scheduler: SchedulerDep, store: StoreDep) -> dict[str, Any]:
+    """The scheduler's slots and runs, and each experiment's last tuning driver (running or not,
+    its log's tail and the error it ended with, whole: Jobs shows it before the driver made any
+    run)."""
+    from peftlab.serve.launch import drivers
+
+    return {**scheduler.status(), "drivers": drivers(store)}
 
 
 @router.get("/api/runs")

@@ -92,15 +92,30 @@ async function renderJobs() {
   }
   for (const [id, tr] of state.jobRows) if (!seen.has(id)) { tr.remove(); state.jobRows.delete(id); }
   const empty = body.querySelector("tr.empty");
-  if (!ordered.length && !empty) body.innerHTML = '<tr class="empty"><td colspan="9" class="small">No runs yet: launch one from New experiment.</td></tr>';
+  const drivers = exp ? (detail && detail.driver ? [detail.driver] : []) : (w.drivers || []);
+  const why = drivers.some((d) => d.error) ? "No runs: the tuning driver failed before it made any (its error is above)."
+    : drivers.some((d) => d.running) ? "No runs yet: the tuning driver is checking the data and the model; its trials appear here as they are queued."
+    : "No runs yet: launch one from New experiment.";
+  if (!ordered.length && (!empty || empty.textContent !== why)) body.innerHTML = `<tr class="empty"><td colspan="9" class="small">${esc(why)}</td></tr>`;
   else if (ordered.length && empty) empty.remove();
   await renderLossChart(exp, runs);
   if (state.logsFor) await showLogs(state.logsFor, true);
 }
 
+// A tuning driver: running, or the error it ended with, whole (it may have failed before making any run).
+function driverLine(d, named) {
+  const who = named ? `tuning driver of <b>${esc(d.experiment)}</b>` : "tuning driver";
+  if (d.running) return `${who} <b>running</b> (pid ${d.pid})${d.log_tail && d.log_tail.length ? `: <span class="small mono">${esc(d.log_tail[d.log_tail.length - 1])}</span>` : ""}`;
+  if (d.error) return `<span class="bad">${who} failed${d.exit_code !== undefined && d.exit_code !== null ? ` (exit code ${d.exit_code})` : ""}:</span><pre class="small mono driver-error">${esc(d.error)}</pre>`;
+  return `${who} finished`;
+}
+
 function renderSummary(runs, w, detail) {
   const el = $("#jobs-summary");
-  if (!runs.length) { el.innerHTML = ""; return; }
+  const exp = $("#jobs-exp").value;
+  const drivers = exp ? (detail && detail.driver ? [detail.driver] : []) : (w.drivers || []).filter((d) => d.running || d.error);
+  const driverHtml = drivers.map((d) => driverLine(d, !exp)).join("<br>");
+  if (!runs.length) { el.innerHTML = driverHtml; return; }
   const count = (s) => runs.filter((r) => r.status === s).length;
   const done = count("done"), running = count("running"), queued = count("queued");
   const bad = runs.filter((r) => ["failed", "diverged", "interrupted"].includes(r.status)).length;
@@ -114,8 +129,7 @@ function renderSummary(runs, w, detail) {
   else if (mean !== null || (queued === 0 && runningEta.length === running)) {
     eta = (Math.max(0, ...runningEta, 0) + (queued * (mean || 0)) / slots);
   }
-  const drv = detail && detail.driver;
-  const driver = drv ? ` · tuning driver ${drv.running ? `<b>running</b> (pid ${drv.pid})` : "finished"}${drv.log_tail && drv.log_tail.length ? `: <span class="small mono">${esc(trunc(drv.log_tail[drv.log_tail.length - 1], 140))}</span>` : ""}` : "";
+  const driver = driverHtml ? ` · ${driverHtml}` : "";
   el.innerHTML = `<b>${done} of ${runs.length}</b> run${runs.length === 1 ? "" : "s"} done${running ? ` · ${running} running` : ""}${queued ? ` · ${queued} queued` : ""}${bad ? ` · <span class="bad">${bad} failed or interrupted</span>` : ""}`
     + (running + queued ? ` · ETA ${eta === null ? "after the first run finishes" : "~" + fmtSecs(eta)}` : "") + driver;
 }
