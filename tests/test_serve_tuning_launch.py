@@ -81,3 +81,68 @@ def test_a_driver_that_fails_later_shows_its_error_whole(client: Any, monkeypatc
     assert listed["error"] == drv["error"]
     state = json.loads((Path(client.app.state.store.root) / "launch" / "fails-later.driver.json").read_text())
     assert state["exit_code"] == 2 and os.path.isfile(state["log"])
+
+
+def test_the_plan_counts_every_run_the_launch_makes(client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#25's launch: 5 methods, Tune 2, Seeds 2 makes 17 runs: 4 methods x 2 trials, 4 x 2 seeds, zero-shot."""
+    from peftlab.serve import launch
+
+    class Proc:
+        pid = os.getpid()
+
+        def __init__(self, *a: Any, **k: Any) -> None:
+            pass
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(launch.subprocess, "Popen", Proc)
+    methods = [{"name": m} for m in ("zero-shot", "full", "lora", "ia3", "prompt-tuning")]
+    body = _body("planned", methods=methods, seeds=2, data={**_body("")["data"], "split_fractions": [0.1, 0.1]})
+    assert client.post("/api/experiments", json=body).status_code == 201
+    e = client.get("/api/experiments/planned").json()
+    assert e["runs"] == [] and e["plan"]["total"] == 17  # counted before the driver made any run
+    assert e["plan"]["runs"][:2] == ["full.t0", "full.t1"] and e["plan"]["runs"][-2:] == ["prompt-tuning.s42",
+                                                                                           "prompt-tuning.s43"]
+    assert client.get("/api/worker").json()["plans"]["planned"]["total"] == 17
+
+
+def test_the_plan_names_the_runs_peftlab_run_makes(tmp_path: Path) -> None:
+    from conftest import tiny_causal, write_experiment
+
+    from peftlab.store import Store
+    from peftlab.train.runner import plan, run_experiment
+    from peftlab.tune.plan import load_plan
+
+    body = tiny_causal(["zero-shot", "lora"], max_steps=2)
+    body["data"]["max_validation_examples"] = 12
+    body["tuning"] = {"trials": 2, "steps_per_trial": 1}
+    store = Store(tmp_path / "store")
+    run_experiment(plan(write_experiment(tmp_path, body), seeds=2), store, isolation="inprocess", echo=lambda *_: None)
+    made = [r.name for r in store.runs("tiny")]
+    assert sorted(load_plan(store.root, "tiny")["runs"]) == sorted(made) and len(made) == 5
+
+
+def test_jobs_counts_the_plan_and_waits_for_the_runs_not_made_yet(tmp_path: Path) -> None:
+    """jobs.js's count: 17 planned, 5 made (4 done, 1 running): '4 of 17', 12 still to make."""
+    import re
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    src = (Path(__file__).parents[1] / "src/peftlab/serve/static/jobs.js").read_text(encoding="utf-8")
+    fn = re.search(r"^function planCounts\(.*?^}", src, re.S | re.M)
+    assert fn is not None
+    runs = [{"experiment": "x", "name": f"lora.t{i}", "status": "done"} for i in range(4)]
+    runs += [{"experiment": "x", "name": "lora.t4", "status": "running"},
+             {"experiment": "old", "name": "a", "status": "done"}]  # no plan: its runs count
+    plan = {"x": {"runs": [f"lora.t{i}" for i in range(17)]}}
+    script = (fn.group(0) + f"\nconst runs = {json.dumps(runs)}, plans = {json.dumps(plan)};"
+              "\nconsole.log(JSON.stringify([planCounts(runs, plans, new Set()), planCounts(runs.slice(0, 4), plans, "
+              "new Set()), planCounts(runs.slice(0, 4), plans, new Set(['x']))]));")
+    out = json.loads(subprocess.run([node, "-e", script], capture_output=True, text=True, check=True).stdout)
+    assert out[0] == {"total": 18, "done": 5, "pending": 12}
+    assert out[1] == {"total": 17, "done": 4, "pending": 0}  # nothing going: nothing to wait for
+    assert out[2] == {"total": 17, "done": 4, "pending": 13}  # its driver runs: 13 to come

@@ -28,6 +28,7 @@ from fastapi import HTTPException
 from peftlab.queue import jobs
 from peftlab.store import Store, pid_alive
 from peftlab.train.runner import Plan, config_hash, queue_run
+from peftlab.tune.plan import save_plan
 
 
 def _launch_dir(store: Store) -> Path:
@@ -58,6 +59,7 @@ def queue(p: Plan, store: Store, force: bool = False, replace: bool = False) -> 
                                  "them (replace: true), or give this experiment another name")
     store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
                           str(p.base_dir) if p.base_dir else None)
+    save_plan(store.root, p)
     out, actions = [], {"queued": [], "requeued": [], "reused": [], "running": [], "replaced": []}
     for entry, run_cfg, extra in finals:
         before = store.find_run(cfg.name, entry.run_name)
@@ -124,6 +126,7 @@ def spawn_driver(p: Plan, store: Store, force: bool = False, replace: bool = Fal
     threading.Thread(target=reap, name=f"driver-{proc.pid}", daemon=True).start()
     store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
                           str(p.base_dir) if p.base_dir else None)
+    save_plan(store.root, p)  # Jobs counts the plan from the start, before the driver made a run
     return {"experiment": cfg.name, "runs": [], "queued": [], "requeued": [], "reused": [], "running": [],
             "replaced": [], "yaml": p.yaml_text, "driver": {**info, "running": True}}
 

@@ -174,7 +174,7 @@ def run_experiment(
     cfg = p.cfg
     if isolation == "subprocess" and service_pid() is not None:
         isolation = "queue"
-    from peftlab.tune.plan import check_tuned_data, check_tuning, final_runs
+    from peftlab.tune.plan import check_tuned_data, check_tuning, final_runs, save_plan
 
     check_tuning(p)
     checked = preflight(p, read_test=cfg.tuning is None)  # a tuning phase first: it never reads the test split
@@ -194,6 +194,7 @@ def run_experiment(
         store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
                               str(p.base_dir) if p.base_dir else None)
         store.reap_stale()
+        save_plan(store.root, p)  # what "n of N runs done" counts
         entries = list(cfg.methods)
         if cfg.tuning is not None:
             from peftlab.tune.driver import tune

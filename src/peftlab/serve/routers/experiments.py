@@ -257,6 +257,7 @@ def experiment(name: str, store: StoreDep) -> dict[str, Any]:
     e = find_experiment(store, name)
     from peftlab.methods import REGISTRY
     from peftlab.serve.launch import driver_state
+    from peftlab.tune.plan import load_plan
 
     def summary(r: Any) -> dict[str, Any]:
         m = REGISTRY.get(r.method)
@@ -264,7 +265,8 @@ def experiment(name: str, store: StoreDep) -> dict[str, Any]:
 
     return {"name": e["name"], "task": e["task"], "model": e["model"], "config": e["config"],
             "yaml": e["config_yaml"], "created_at": e["created_at"], "updated_at": e["updated_at"],
-            "runs": [summary(r) for r in store.runs(name)], "driver": driver_state(store, name)}
+            "runs": [summary(r) for r in store.runs(name)], "driver": driver_state(store, name),
+            "plan": load_plan(store.root, name)}
 
 
 @router.delete("/api/experiments/{name}")
@@ -278,6 +280,9 @@ def delete_experiment(name: str, store: StoreDep) -> dict[str, Any]:
     except ManageError as e:
         raise HTTPException(409, str(e)) from None
     _delete_studies(store, name)
+    from peftlab.tune.plan import plan_file
+
+    plan_file(store.root, name).unlink(missing_ok=True)
     return out
 
 
@@ -324,9 +329,15 @@ def rename_experiment(name: str, req: RenameRequest, store: StoreDep) -> dict[st
         return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
     try:
-        return store.rename_experiment(name, req.name, rehash, text)
+        out = store.rename_experiment(name, req.name, rehash, text)
     except ManageError as e:
         raise HTTPException(409, str(e)) from None
+    from peftlab.tune.plan import plan_file
+
+    old, new = plan_file(store.root, name), plan_file(store.root, req.name)
+    if old.is_file():  # the plan's run names are the same under the new name
+        old.replace(new)
+    return out
 
 
 @router.post("/api/experiments/{name}/format")
