@@ -4,6 +4,7 @@ store where it has finished runs)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from peftlab.store import Store
@@ -24,13 +25,23 @@ def plan_cost(p: Any, store: Store) -> dict[str, Any]:
     check_tuning(p)
     checked = preflight(p, read_test=cfg.tuning is None)
     check_tuned_data(p, checked.data)
-    task = load_task(cfg, checked.model, checked.data.labels)
+    data = checked.data
+    if cfg.tuning is not None:  # the final runs are scored on the test split: count it (the tuning never reads it)
+        from peftlab.data.prepare import prepare_data
+
+        data = replace(data, test=prepare_data(cfg.data, cfg.task, cfg.training.seed, p.base_dir).test)
+    task = load_task(cfg, checked.model, data.labels)
     cuda = torch.cuda.is_available()
-    final = {r["name"]: r for r in estimate(cfg, checked.model, checked.data, task, cuda=cuda, store=store)["methods"]}
+    final = {r["name"]: r for r in estimate(cfg, checked.model, data, task, cuda=cuda, store=store)["methods"]}
     trial: dict[str, Any] = {}
     if cfg.tuning is not None:
         tp = trial_config(cfg)
-        trial = {r["name"]: r for r in estimate(tp, checked.model, checked.data, task, cuda=cuda, store=store)["methods"]}
+        tdata = data
+        if cfg.tuning.max_train_examples_per_trial:  # a trial's own training set (its steps follow from it)
+            tdata = replace(data, train=data.train[:cfg.tuning.max_train_examples_per_trial])
+        # a trial is scored on the validation split, not the test split
+        trial = {r["name"]: r for r in estimate(tp, checked.model, tdata, task, cuda=cuda, store=store,
+                                                eval_examples=len(data.validation))["methods"]}
     finals = final_runs(p, list(cfg.methods))
     rows = []
     for e in cfg.methods:
