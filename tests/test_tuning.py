@@ -105,6 +105,8 @@ def test_a_study_stopped_mid_trial_resumes_to_the_same_trials(tmp_path: Path, mo
     trials = sorted(_studies(store, "tiny")["lora"], key=lambda r: r.name)
     assert [t.name for t in trials] == ["lora.t0", "lora.t1", "lora.t2"]  # the stopped trial re-ran as t1
     assert all(t.status == "done" for t in trials)
+    lrs = [t.config["trial"]["params"]["learning_rate"] for t in trials]
+    assert len(set(lrs)) == 3, f"the resumed study asked an earlier trial's configuration again: {lrs}"
     import optuna
 
     from peftlab.tune.study import storage

@@ -28,6 +28,7 @@ from fastapi import HTTPException
 from peftlab.queue import jobs
 from peftlab.store import Store, pid_alive
 from peftlab.train.runner import Plan, config_hash, queue_run
+from peftlab.tune.plan import save_plan
 
 
 def _launch_dir(store: Store) -> Path:
@@ -58,6 +59,7 @@ def queue(p: Plan, store: Store, force: bool = False, replace: bool = False) -> 
                                  "them (replace: true), or give this experiment another name")
     store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
                           str(p.base_dir) if p.base_dir else None)
+    save_plan(store.root, p)
     out, actions = [], {"queued": [], "requeued": [], "reused": [], "running": [], "replaced": []}
     for entry, run_cfg, extra in finals:
         before = store.find_run(cfg.name, entry.run_name)
@@ -78,9 +80,12 @@ def queue(p: Plan, store: Store, force: bool = False, replace: bool = False) -> 
     return {"experiment": cfg.name, "runs": out, **actions, "yaml": p.yaml_text, "driver": None}
 
 
-def spawn_driver(p: Plan, store: Store, force: bool = False, replace: bool = False) -> dict[str, Any]:
+def spawn_driver(p: Plan, store: Store, force: bool = False, replace: bool = False,
+                 handoff: bool = False) -> dict[str, Any]:
     """Start `peftlab run` on the experiment in its own process (tuning asks for trials one at a
-    time); refused while a driver of the same experiment is alive."""
+    time); refused while a driver of the same experiment is alive. `handoff` (the service runs a
+    scheduler): the driver queues its runs for the scheduler, whose worker slots then count them
+    (`queue.handoff`), instead of training them itself."""
     cfg = p.cfg
     state = driver_state(store, cfg.name)
     if state and state["running"]:
@@ -96,17 +101,41 @@ def spawn_driver(p: Plan, store: Store, force: bool = False, replace: bool = Fal
     cmd += ["--replace"] if replace else []
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from peftlab.queue.handoff import ENV
+
+    env.pop(ENV, None)
+    if handoff:
+        env[ENV] = str(os.getpid())
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
-    threading.Thread(target=proc.wait, name=f"driver-{proc.pid}", daemon=True).start()  # no zombie left
     info = {"pid": proc.pid, "experiment": cfg.name, "yaml": str(yaml_path), "log": str(log_path),
             "started_at": time.time(), "command": " ".join(cmd[1:])}
-    (d / f"{cfg.name}.driver.json").write_text(json.dumps(info), encoding="utf-8")
+    state_file = d / f"{cfg.name}.driver.json"
+    state_file.write_text(json.dumps(info), encoding="utf-8")
+
+    def reap() -> None:  # no zombie left; its exit code kept for Jobs
+        code = proc.wait()
+        try:
+            now = json.loads(state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if now.get("pid") == proc.pid:  # not a newer launch's driver
+            state_file.write_text(json.dumps({**now, "exit_code": code, "ended_at": time.time()}), encoding="utf-8")
+
+    threading.Thread(target=reap, name=f"driver-{proc.pid}", daemon=True).start()
     store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
                           str(p.base_dir) if p.base_dir else None)
+    save_plan(store.root, p)  # Jobs counts the plan from the start, before the driver made a run
     return {"experiment": cfg.name, "runs": [], "queued": [], "requeued": [], "reused": [], "running": [],
             "replaced": [], "yaml": p.yaml_text, "driver": {**info, "running": True}}
+
+
+def drivers(store: Store) -> list[dict[str, Any]]:
+    """The state of every experiment's last tuning driver (`driver_state`)."""
+    d = store.root / "launch"
+    names = sorted(f.name[: -len(".driver.json")] for f in d.glob("*.driver.json")) if d.is_dir() else []
+    return [s for s in (driver_state(store, n) for n in names) if s is not None]
 
 
 def driver_state(store: Store, experiment: str, tail: int = 20) -> dict[str, Any] | None:
@@ -127,4 +156,14 @@ def driver_state(store: Store, experiment: str, tail: int = 20) -> dict[str, Any
                 running = b"peftlab.cli" in fh.read()
         except OSError:
             pass
-    return {**info, "running": running, "log_tail": lines[-tail:]}
+    return {**info, "running": running, "log_tail": lines[-tail:], "error": None if running or info.get("exit_code") == 0 else driver_error(lines)}
+
+
+def driver_error(lines: list[str]) -> str | None:
+    """The error a driver ended with, whole: from the CLI's last `error:` line (a PeftlabError's
+    message, however long) or the last traceback, to the end of its log."""
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("error: ") or lines[i].startswith("Traceback (most recent call last)"):
+            text = "\n".join(lines[i:])
+            return text[len("error: "):] if text.startswith("error: ") else text
+    return None

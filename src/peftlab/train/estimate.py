@@ -7,11 +7,16 @@ from config.json when the weights are in another format):
   an empty (meta-device) copy of the model with the method applied to it, exactly as the run
   applies it (`Method.count_trainable`): the real counts, heads that train with every
   method included. Sequence lengths: the run's own encoding of up to 200 training rows.
-- Memory (fp32) = weights (4 B x P; 0.55 B x P for a 4-bit base (qlora, quantize: 4bit)) + training state
-  for the trainable parameters (gradient + 2 Adam moments = 12 B x T) + activations
-  (batch x sequence length x hidden x layers x 34 B; prompt methods lengthen the sequence
-  by their virtual tokens) + the framework (600 MB of process memory on CPU: torch,
-  transformers and peft loaded; 400 MB of CUDA context on a GPU).
+- Memory, the peak of one run's process = weights (4 B x P; 0.55 B x P for a 4-bit base (qlora,
+  quantize: 4bit)) + training state for the trainable parameters (gradient + 2 Adam moments =
+  12 B x T) + the activations kept for the backward pass of the longest batch (batches are
+  padded to their longest row, so the peak comes with the longest sequence S of the data, not the
+  mean: batch x S x layers x (34 x hidden + 5 x heads x S) bytes at 16 bits, twice that in fp32 on
+  a CPU; prompt methods lengthen S by their virtual tokens) + an evaluation batch's working set
+  (eval batch x S x (8 x hidden + heads x S) x 4 B, for two layers at once) + the framework (600 MB
+  of process memory on CPU: torch, transformers and peft loaded; 400 MB of CUDA context on a GPU).
+  Measured on MiniLM / financial_phrasebank (CPU): the old model (mean length, 34 B, no
+  evaluation batch) gave half the measured peak.
 - Time, from what this store has measured, best first:
   1. finished runs of the same model and task: training = the run's training tokens (steps x
      batch x sequence length, with any virtual tokens) at their measured training tokens per
@@ -21,6 +26,9 @@ from config.json when the weights are in another format):
   2. else other finished runs' throughput in FLOP/s, scaled by model size (training FLOPs =
      tokens x 6 P for full fine-tuning, 4 P for PEFT; evaluation = test examples x (prompt +
      new tokens) x 2 P), with a range of half to twice that;
+  Every run also scores the validation split every `eval_every` steps (steps // eval_every
+  passes, each at the evaluation rate), and a tuning trial is scored on the validation split,
+  not the test split (`eval_examples`). Tuning trials count as measured runs too.
   3. else an assumed 20 GFLOP/s on CPU, 20 TFLOP/s on a GPU, with a range of a third to three
      times; plus 15 s per run to start its process and load.
   The total assumes the runs go one after another (the CLI; the service runs --concurrency at once).
@@ -64,7 +72,8 @@ def _safetensors_shapes(folder: Path) -> dict[str, list[int]]:
 
 def model_shape(path: str | None) -> dict[str, Any]:
     """Parameters, hidden size, layers and the block linear shapes of a local model folder."""
-    out: dict[str, Any] = {"params": None, "hidden": None, "layers": None, "linears": [], "source": "unknown"}
+    out: dict[str, Any] = {"params": None, "hidden": None, "layers": None, "heads": None, "linears": [],
+                           "source": "unknown"}
     if not path:
         return out
     p = Path(path)
@@ -77,7 +86,8 @@ def model_shape(path: str | None) -> dict[str, Any]:
     layers = cfg.get("num_hidden_layers") or cfg.get("num_layers") or cfg.get("n_layer")
     if layers and cfg.get("num_decoder_layers"):
         layers += cfg["num_decoder_layers"]
-    out.update(hidden=hidden, layers=layers)
+    heads = cfg.get("num_attention_heads") or cfg.get("n_head") or cfg.get("num_heads")
+    out.update(hidden=hidden, layers=layers, heads=heads)
     shapes = _safetensors_shapes(folder) if folder.is_dir() else {}
     if shapes:
         out["params"] = sum(math.prod(s) for s in shapes.values())
@@ -135,12 +145,13 @@ def _observed_flops(store: Store | None) -> float | None:
     return rates[len(rates) // 2]
 
 
-def _token_counts(task: Any, data: PreparedData, sample: int = 200) -> tuple[float, float]:
-    """Mean (input, target) tokens per training example, counted with the run's own encoding
-    (truncation included) on up to `sample` rows."""
+def _token_counts(task: Any, data: PreparedData, sample: int = 200) -> tuple[float, float, float]:
+    """Mean (input, target) tokens per training example and the longest sequence (what a padded
+    batch holds at its peak), counted with the run's own encoding (truncation included) on up to
+    `sample` rows."""
     rows = data.train[:sample]
     if not rows or not task.spec.text_input:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     before = task.truncated
     feats = [task.encode(e) for e in rows]
     task.truncated = before
@@ -150,7 +161,8 @@ def _token_counts(task: Any, data: PreparedData, sample: int = 200) -> tuple[flo
     else:
         src = [len(f["input_ids"]) for f in feats]
         tgt = [len(f["labels"]) if isinstance(f["labels"], list) else 0 for f in feats]
-    return sum(src) / len(src), sum(tgt) / len(tgt)
+    longest = max(a + b for a, b in zip(src, tgt, strict=True))
+    return sum(src) / len(src), sum(tgt) / len(tgt), float(longest)
 
 
 @dataclass
@@ -183,18 +195,33 @@ def measured(store: Store | None, cfg: ExperimentConfig) -> Measured:
     for e in store.experiments():
         if e["model"] != cfg.model.path or e["task"] != cfg.task:
             continue
-        for r in store.runs(e["name"]):
+        for r in store.runs(e["name"]):  # tuning trials too: the same model training the same way
             c, m = r.cost or {}, REGISTRY.get(r.method)
-            if r.status != "done" or m is None or (r.config or {}).get("role") == "trial":
+            if r.status != "done" or m is None:
                 continue
             if m.trains and c.get("train_tokens_per_second"):
                 (out.full_tps if m.is_full else out.train_tps).append(float(c["train_tokens_per_second"]))
             if c.get("eval_examples_per_second"):
                 out.eval_eps.append(float(c["eval_examples_per_second"]))
             if r.started_at and r.finished_at:
-                fixed = r.finished_at - r.started_at - (c.get("train_seconds") or 0) - (c.get("eval_seconds") or 0)
+                fixed = (r.finished_at - r.started_at - (c.get("train_seconds") or 0) - (c.get("eval_seconds") or 0)
+                         - _validation_seconds(r))
                 (out.overhead if m.trains else out.overhead_eval_only).append(max(0.0, fixed))
     return out
+
+
+def _validation_passes(steps: int, eval_every: int | None) -> int:
+    return steps // eval_every if eval_every else 0
+
+
+def _validation_seconds(r: Any) -> float:
+    """The time a finished run spent scoring the validation split while it trained (counted in
+    neither its training nor its evaluation time), from its passes at its evaluation rate."""
+    eps = (r.cost or {}).get("eval_examples_per_second")
+    training = (((r.config or {}).get("experiment") or {}).get("training") or {})
+    passes = _validation_passes(int((r.resolved or {}).get("total_steps") or 0), training.get("eval_every"))
+    n = (((r.info or {}).get("data") or {}).get("validation") or 0)
+    return passes * n / eps if eps and passes and n else 0.0
 
 
 def _median(xs: list[float]) -> float:
@@ -208,8 +235,10 @@ def _time(amount: float, rates: list[float]) -> tuple[float, float, float]:
 
 
 def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task: Any, *, cuda: bool,
-             store: Store | None = None) -> dict[str, Any]:
-    """Trainable parameters, memory and time of each of the experiment's methods (see the module)."""
+             store: Store | None = None, eval_examples: int | None = None) -> dict[str, Any]:
+    """Trainable parameters, memory and time of each of the experiment's methods (see the module).
+    `eval_examples`: the examples a run is scored on at its end (default the test split's; a
+    tuning trial's: the validation split's)."""
     from peftlab.methods import get_method
 
     shape = model_shape(rm.path if rm.local else None)
@@ -218,8 +247,14 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
     flops = observed or (GPU_FLOPS if cuda else CPU_FLOPS)
     steps = cfg.training.total_steps(len(data.train))
     batch_size = cfg.training.batch_size * cfg.training.gradient_accumulation_steps
-    source_tokens, target_tokens = _token_counts(task, data)
+    source_tokens, target_tokens, longest = _token_counts(task, data)
     seq = source_tokens + target_tokens
+    scored = len(data.test) if eval_examples is None else eval_examples
+    val_passes = _validation_passes(steps, cfg.training.eval_every)
+    val_examples = val_passes * len(data.validation)  # scored while training, at the evaluation rate
+    act_bytes = 2 if cuda else 4  # fp32 on a CPU; mixed precision on a GPU
+    hidden, layers = shape["hidden"] or 512, shape["layers"] or 12
+    heads = shape.get("heads") or max(1, hidden // 64)
     generative = task.spec.generative
     P = shape["params"]
     rows = []
@@ -235,17 +270,20 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
             continue
         virt = getattr(opts, "num_virtual_tokens", 0) if method.virtual_tokens else 0
         weight_b = 0.55 * P if method.quantized(opts) else 4.0 * P
-        act = cfg.training.batch_size * (seq + virt) * (shape["hidden"] or 512) * (shape["layers"] or 12) * 34
+        S = (longest or seq) + virt
+        act = cfg.training.batch_size * S * layers * (34 * hidden + 5 * heads * S) * act_bytes / 2
+        infer = 2 * cfg.evaluation.batch_size * S * (8 * hidden + heads * S) * 4
         state = 12.0 * (T or 0)
-        mem = weight_b + (state + act if method.trains else act / 4) + FRAMEWORK_BYTES[cuda]
+        mem = weight_b + (state + act if method.trains else 0.0) + infer + FRAMEWORK_BYTES[cuda]
         tokens = steps * batch_size * (seq + virt) if method.trains else 0
         train_flops = tokens * (6 if method.is_full else 4) * P
         new = cfg.evaluation.max_new_tokens if generative else 0
-        gen_flops = len(data.test) * (source_tokens + virt + new) * 2 * P
+        passes = val_examples if method.trains else 0  # a run that trains nothing has no validation passes
+        gen_flops = (scored + passes) * (source_tokens + virt + new) * 2 * P
         tps = (seen.full_tps or [x * 2 / 3 for x in seen.train_tps]) if method.is_full else seen.train_tps
         if seen.runs and (tps or not method.trains):
             t = _time(tokens, tps) if method.trains else (0.0, 0.0, 0.0)
-            ev = _time(len(data.test), seen.eval_eps)
+            ev = _time(scored + passes, seen.eval_eps)
             up = seen.fixed_seconds(method.trains)
             up = STARTUP_SECONDS if up is None else up
             sec, low, high = (up + t[0] + ev[0], up + t[1] + ev[1], up + t[2] + ev[2])

@@ -165,13 +165,20 @@ def run_experiment(
     replace: bool = False,
 ) -> list[Run]:
     """Run every run of the experiment. `isolation`: "subprocess" (a worker process each, one after
-    another), "inprocess", or an executor (`scale.ray_executor`), which runs the final runs side by
-    side as its resources allow (tuning trials go through it one at a time, as the tuner asks)."""
+    another), "inprocess", "queue" (queued for a scheduler, which runs them in its worker slots:
+    the web service's tuning driver, `queue.handoff`; "subprocess" means this when the service
+    started this process), or an executor (`scale.ray_executor`), which runs the final runs side
+    by side as its resources allow (tuning trials go through it one at a time, as the tuner asks)."""
+    from peftlab.queue.handoff import service_pid
+
     cfg = p.cfg
-    from peftlab.tune.plan import check_tuning, final_runs
+    if isolation == "subprocess" and service_pid() is not None:
+        isolation = "queue"
+    from peftlab.tune.plan import check_tuned_data, check_tuning, final_runs, save_plan
 
     check_tuning(p)
     checked = preflight(p, read_test=cfg.tuning is None)  # a tuning phase first: it never reads the test split
+    check_tuned_data(p, checked.data)
     cfg = p.cfg  # (`--methods all` leaves out, in preflight, the methods that do not fit the model)
     if isinstance(isolation, str):
         check_devices(p, *local_devices())
@@ -187,6 +194,7 @@ def run_experiment(
         store.save_experiment(cfg.name, cfg.task, cfg.model.path, cfg.model_dump(mode="json"), p.yaml_text,
                               str(p.base_dir) if p.base_dir else None)
         store.reap_stale()
+        save_plan(store.root, p)  # what "n of N runs done" counts
         entries = list(cfg.methods)
         if cfg.tuning is not None:
             from peftlab.tune.driver import tune
@@ -197,6 +205,8 @@ def run_experiment(
         finals = final_runs(p, entries)
         heads = [f"[{i}/{len(finals)}] {cfg.name} / {e.run_name}" for i, (e, _, _) in enumerate(finals, start=1)]
         jobs = list(zip(finals, heads, strict=True))
+        if isolation == "queue":  # the scheduler runs them as its slots allow
+            return _through_queue(p, store, jobs, force, echo)
         if isinstance(isolation, str):  # one after another
             return [run_one(p, store, e, h, force, isolation, echo, c, x) for (e, c, x), h in jobs]
         claimed = [(_claim(p, store, e, h, force, echo, c, x), h) for (e, c, x), h in jobs]  # side by side
@@ -228,10 +238,30 @@ def queue_run(p: Plan, store: Store, entry: MethodEntry, force: bool = False,
 
 def run_one(p: Plan, store: Store, entry: MethodEntry, head: str, force: bool, isolation: str | Executor,
             echo: Any, cfg: ExperimentConfig | None = None, extra: dict[str, Any] | None = None) -> Run:
+    if isolation == "queue":
+        return _through_queue(p, store, [((entry, cfg or p.cfg, extra or {}), head)], force, echo)[0]
     run, claimed = _claim(p, store, entry, head, force, echo, cfg, extra)
     if not claimed:
         return run
     return _ended(store, run.id, head, _execute(store, run.id, isolation), echo)
+
+
+def _through_queue(p: Plan, store: Store, jobs: list[tuple[tuple[MethodEntry, ExperimentConfig, dict[str, Any]], str]],
+                   force: bool, echo: Any) -> list[Run]:
+    """Queue the runs for the scheduler (never claimed here: its worker slots count every
+    training) and wait for them to end."""
+    from peftlab.queue.handoff import wait_for
+
+    runs: list[tuple[Run, str]] = []
+    for (entry, cfg, extra), head in jobs:
+        run, _ = queue_run(p, store, entry, force, cfg, extra)
+        if run.status in ("done", "diverged"):
+            echo(f"{head}: already {run.status}, skipped (use --force to redo)")
+        else:
+            echo(f"{head}: queued for the service's worker")
+        runs.append((run, head))
+    statuses = wait_for(store, [r.id for r, _ in runs if r.status not in ("done", "diverged")])
+    return [_ended(store, r.id, h, statuses[r.id], echo) if r.id in statuses else r for r, h in runs]
 
 
 def _claim(p: Plan, store: Store, entry: MethodEntry, head: str, force: bool, echo: Any,

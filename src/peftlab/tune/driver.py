@@ -66,7 +66,7 @@ def tune(p: Any, store: Store, data: PreparedData, force: bool, isolation: str, 
         space = space_for(entry, cfg.task)
         dists = {k: prm.distribution() for k, prm in space.items()}
         name = study_name(cfg.name, entry.run_name, space, t, budget(cfg))
-        study = open_study(store.root, name, t, s.higher_is_better)
+        study = open_study(store.root, name, t, s.higher_is_better, echo)
         echo(f"tuning [{mi}/{len(trained)}] {cfg.name} / {entry.run_name}: {t.trials} trials over "
              + "; ".join(prm.describe() for prm in space.values()))
         while True:

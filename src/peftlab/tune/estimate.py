@@ -4,6 +4,7 @@ store where it has finished runs)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from peftlab.store import Store
@@ -18,18 +19,29 @@ def plan_cost(p: Any, store: Store) -> dict[str, Any]:
     from peftlab.train.estimate import estimate
     from peftlab.train.runner import preflight
     from peftlab.tune.driver import trial_config
-    from peftlab.tune.plan import check_tuning, final_runs
+    from peftlab.tune.plan import check_tuned_data, check_tuning, final_runs
 
     cfg = p.cfg
     check_tuning(p)
     checked = preflight(p, read_test=cfg.tuning is None)
-    task = load_task(cfg, checked.model, checked.data.labels)
+    check_tuned_data(p, checked.data)
+    data = checked.data
+    if cfg.tuning is not None:  # the final runs are scored on the test split: count it (the tuning never reads it)
+        from peftlab.data.prepare import prepare_data
+
+        data = replace(data, test=prepare_data(cfg.data, cfg.task, cfg.training.seed, p.base_dir).test)
+    task = load_task(cfg, checked.model, data.labels)
     cuda = torch.cuda.is_available()
-    final = {r["name"]: r for r in estimate(cfg, checked.model, checked.data, task, cuda=cuda, store=store)["methods"]}
+    final = {r["name"]: r for r in estimate(cfg, checked.model, data, task, cuda=cuda, store=store)["methods"]}
     trial: dict[str, Any] = {}
     if cfg.tuning is not None:
         tp = trial_config(cfg)
-        trial = {r["name"]: r for r in estimate(tp, checked.model, checked.data, task, cuda=cuda, store=store)["methods"]}
+        tdata = data
+        if cfg.tuning.max_train_examples_per_trial:  # a trial's own training set (its steps follow from it)
+            tdata = replace(data, train=data.train[:cfg.tuning.max_train_examples_per_trial])
+        # a trial is scored on the validation split, not the test split
+        trial = {r["name"]: r for r in estimate(tp, checked.model, tdata, task, cuda=cuda, store=store,
+                                                eval_examples=len(data.validation))["methods"]}
     finals = final_runs(p, list(cfg.methods))
     rows = []
     for e in cfg.methods:

@@ -10,6 +10,9 @@ before anything starts.
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
 from typing import Any
 
 from peftlab.config.schema import ExperimentConfig, MethodEntry
@@ -45,6 +48,14 @@ def check_tuning(p: Any) -> None:
                           "`tuning:` section or pass --tune N)")
 
 
+def check_tuned_data(p: Any, data: Any) -> None:
+    """The checks on the prepared data that the tuner makes (a validation split large enough to
+    rank trials on), made where a launch is checked: `peftlab run` before anything is recorded,
+    the service before it accepts a launch (422, instead of a driver that fails later)."""
+    if p.cfg.tuning is not None:
+        check_validation_size(len(data.validation), p.where("data.validation"))
+
+
 def check_validation_size(n: int, where: str) -> None:
     if n < MIN_VALIDATION:
         raise ConfigError(f"{where}: the validation split has {n} examples; tuning ranks trials on it and needs at "
@@ -67,3 +78,37 @@ def final_runs(p: Any, entries: list[MethodEntry]) -> list[tuple[MethodEntry, Ex
             entry = e.model_copy(update={"label": f"{e.run_name}.s{s}"})
             out.append((entry, seeded, {**base, "seed": s, "data_seed": cfg.training.seed}))
     return out
+
+
+def planned_runs(p: Any) -> list[str]:
+    """The names of every run the experiment makes, in order: each trained method's trials
+    (`<run>.t0` ... `<run>.t<trials-1>`, the numbers the tuner gives them) and the final runs
+    (per seed). What "n of N runs done" counts: the plan, not the runs made so far."""
+    cfg: ExperimentConfig = p.cfg
+    names: list[str] = []
+    if cfg.tuning is not None:
+        for e in cfg.methods:
+            if get_method(e.name).trains:
+                names += [f"{e.run_name}.t{i}" for i in range(cfg.tuning.trials)]
+    return names + [e.run_name for e, _, _ in final_runs(p, list(cfg.methods))]
+
+
+def plan_file(store_root: Path, experiment: str) -> Path:
+    return Path(store_root) / "launch" / f"{experiment}.plan.json"
+
+
+def save_plan(store_root: Path, p: Any) -> None:
+    """Keep the experiment's plan (`planned_runs`) where the service reads it: written once per
+    launch, by `peftlab run` and by the service's launch."""
+    f = plan_file(store_root, p.cfg.name)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    runs = planned_runs(p)
+    f.write_text(json.dumps({"runs": runs, "total": len(runs), "at": time.time()}), encoding="utf-8")
+
+
+def load_plan(store_root: Path, experiment: str) -> dict[str, Any] | None:
+    try:
+        out = json.loads(plan_file(store_root, experiment).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) and isinstance(out.get("runs"), list) else None

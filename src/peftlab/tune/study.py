@@ -7,12 +7,18 @@ where it stopped: finished trials are kept, and a trial that was running when th
 run again under its own number (its store run resumes from its checkpoint) instead of being
 counted twice or lost. A study's name holds a hash of its space and budget: changing either
 starts a new study rather than mixing incompatible trials.
+
+The sampler is seeded per trial, from (`tuning.seed`, the trial's number): a sampler seeded once
+would start its random stream over in every new process, so a study resumed after a kill asked
+for trial 0's configuration again. Seeded per trial, a resumed study asks exactly what an
+uninterrupted one asks, and never repeats a trial.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +28,15 @@ from peftlab.tune.space import Param
 JOURNAL = "tuning.journal"
 
 
-def storage(store_root: Path) -> Any:
+def storage(store_root: Path, echo: Callable[[str], Any] | None = None) -> Any:
+    """The store's journal storage, checked first (`tune.journal`: a torn last record is moved
+    aside, said with `echo`; damage elsewhere is a PeftlabError naming the file)."""
     import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+
+    from peftlab.tune.journal import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # peftlab prints each trial itself
-    return JournalStorage(JournalFileBackend(str(Path(store_root) / JOURNAL)))
+    return open_storage(Path(store_root) / JOURNAL, echo)
 
 
 def study_name(experiment: str, run_name: str, space: dict[str, Param], tuning: TuningConfig,
@@ -38,13 +46,51 @@ def study_name(experiment: str, run_name: str, space: dict[str, Param], tuning: 
     return f"{experiment}/{run_name}/{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
-def open_study(store_root: Path, name: str, tuning: TuningConfig, maximize: bool) -> Any:
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler's seed for trial `number` of a study seeded `seed`."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{number}".encode()).digest()[:4], "little")
+
+
+def trial_seeded(make: Callable[[int], Any], seed: int) -> Any:
+    """A sampler that builds a fresh `make(seed)` sampler for each trial, seeded from (`seed`, the
+    trial's number): what it asks depends on the trials told so far (in the journal) and on the
+    number, never on how many trials this process asked before."""
     import optuna
 
-    sampler = (optuna.samplers.TPESampler(seed=tuning.seed) if tuning.sampler == "tpe"
-               else optuna.samplers.RandomSampler(seed=tuning.seed))
+    class TrialSeededSampler(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self.inner = make(seed)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            self.inner = make(trial_seed(seed, trial.number))
+            self.inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+            return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:  # the seeds come from the trial numbers, not from a stream
+            pass
+
+    return TrialSeededSampler()
+
+
+def open_study(store_root: Path, name: str, tuning: TuningConfig, maximize: bool,
+               echo: Callable[[str], Any] | None = None) -> Any:
+    import optuna
+
+    kind = optuna.samplers.TPESampler if tuning.sampler == "tpe" else optuna.samplers.RandomSampler
+    sampler = trial_seeded(lambda s: kind(seed=s), tuning.seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if tuning.pruner == "median" else optuna.pruners.NopPruner()
-    return optuna.create_study(study_name=name, storage=storage(store_root), sampler=sampler, pruner=pruner,
+    return optuna.create_study(study_name=name, storage=storage(store_root, echo), sampler=sampler, pruner=pruner,
                                direction="maximize" if maximize else "minimize", load_if_exists=True)
 
 

@@ -13,7 +13,7 @@ from peftlab.config.overrides import apply_overrides, overrides_from
 from peftlab.data.sources import FORMATS
 from peftlab.errors import DataError, PeftlabError
 from peftlab.queue import jobs
-from peftlab.serve.deps import DatasetsDep, StoreDep, find_experiment
+from peftlab.serve.deps import DatasetsDep, SchedulerDep, StoreDep, find_experiment
 from peftlab.serve.schemas import ExperimentRequest, FormatRequest, RenameRequest
 from peftlab.store import Store
 from peftlab.store.intake import Datasets
@@ -228,20 +228,22 @@ def experiment_yaml(req: ExperimentRequest, store: StoreDep, datasets: DatasetsD
 
 
 @router.post("/api/experiments", status_code=201)
-def create_experiment(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep) -> dict[str, Any]:
+def create_experiment(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep,
+                      scheduler: SchedulerDep) -> dict[str, Any]:
     """Validate (schema, methods, data, model) and queue the runs (one per method, or per method and
     seed); with `tune`, start a driver process that tunes, then runs the finals. Nothing trains here.
     The answer says what happened to each run: queued, requeued, reused (done already with these
     settings) or running."""
     from peftlab.serve import launch
     from peftlab.train.runner import preflight
-    from peftlab.tune.plan import check_tuning
+    from peftlab.tune.plan import check_tuned_data, check_tuning
 
     p = _plan(req, store, datasets)
     check_tuning(p)
-    preflight(p, read_test=p.cfg.tuning is None)
+    checked = preflight(p, read_test=p.cfg.tuning is None)
+    check_tuned_data(p, checked.data)  # what the tuner would refuse is refused here, with its message
     if p.cfg.tuning is not None:
-        return launch.spawn_driver(p, store, req.force, req.replace)
+        return launch.spawn_driver(p, store, req.force, req.replace, handoff=scheduler.status()["running"])
     return launch.queue(p, store, req.force, req.replace)
 
 
@@ -255,6 +257,7 @@ def experiment(name: str, store: StoreDep) -> dict[str, Any]:
     e = find_experiment(store, name)
     from peftlab.methods import REGISTRY
     from peftlab.serve.launch import driver_state
+    from peftlab.tune.plan import load_plan
 
     def summary(r: Any) -> dict[str, Any]:
         m = REGISTRY.get(r.method)
@@ -262,7 +265,8 @@ def experiment(name: str, store: StoreDep) -> dict[str, Any]:
 
     return {"name": e["name"], "task": e["task"], "model": e["model"], "config": e["config"],
             "yaml": e["config_yaml"], "created_at": e["created_at"], "updated_at": e["updated_at"],
-            "runs": [summary(r) for r in store.runs(name)], "driver": driver_state(store, name)}
+            "runs": [summary(r) for r in store.runs(name)], "driver": driver_state(store, name),
+            "plan": load_plan(store.root, name)}
 
 
 @router.delete("/api/experiments/{name}")
@@ -276,6 +280,9 @@ def delete_experiment(name: str, store: StoreDep) -> dict[str, Any]:
     except ManageError as e:
         raise HTTPException(409, str(e)) from None
     _delete_studies(store, name)
+    from peftlab.tune.plan import plan_file
+
+    plan_file(store.root, name).unlink(missing_ok=True)
     return out
 
 
@@ -322,9 +329,15 @@ def rename_experiment(name: str, req: RenameRequest, store: StoreDep) -> dict[st
         return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
     try:
-        return store.rename_experiment(name, req.name, rehash, text)
+        out = store.rename_experiment(name, req.name, rehash, text)
     except ManageError as e:
         raise HTTPException(409, str(e)) from None
+    from peftlab.tune.plan import plan_file
+
+    old, new = plan_file(store.root, name), plan_file(store.root, req.name)
+    if old.is_file():  # the plan's run names are the same under the new name
+        old.replace(new)
+    return out
 
 
 @router.post("/api/experiments/{name}/format")

@@ -16,8 +16,15 @@ router = APIRouter(tags=["jobs"])
 
 
 @router.get("/api/worker")
-def worker_status(scheduler: SchedulerDep) -> dict[str, Any]:
-    return scheduler.status()
+def worker_status(scheduler: SchedulerDep, store: StoreDep) -> dict[str, Any]:
+    """The scheduler's slots and runs; each experiment's last tuning driver (running or not, its
+    log's tail and the error it ended with, whole: Jobs shows it before the driver made any run);
+    each experiment's plan (the runs its launch makes: "n of N runs done" counts them)."""
+    from peftlab.serve.launch import drivers
+    from peftlab.tune.plan import load_plan
+
+    plans = {e["name"]: load_plan(store.root, e["name"]) for e in store.experiments()}
+    return {**scheduler.status(), "drivers": drivers(store), "plans": {k: v for k, v in plans.items() if v}}
 
 
 @router.get("/api/runs")

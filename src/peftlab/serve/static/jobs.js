@@ -92,32 +92,78 @@ async function renderJobs() {
   }
   for (const [id, tr] of state.jobRows) if (!seen.has(id)) { tr.remove(); state.jobRows.delete(id); }
   const empty = body.querySelector("tr.empty");
-  if (!ordered.length && !empty) body.innerHTML = '<tr class="empty"><td colspan="9" class="small">No runs yet: launch one from New experiment.</td></tr>';
+  const drivers = exp ? (detail && detail.driver ? [detail.driver] : []) : (w.drivers || []);
+  const why = drivers.some((d) => d.error) ? "No runs: the tuning driver failed before it made any (its error is above)."
+    : drivers.some((d) => d.running) ? "No runs yet: the tuning driver is checking the data and the model; its trials appear here as they are queued."
+    : "No runs yet: launch one from New experiment.";
+  if (!ordered.length && (!empty || empty.textContent !== why)) body.innerHTML = `<tr class="empty"><td colspan="9" class="small">${esc(why)}</td></tr>`;
   else if (ordered.length && empty) empty.remove();
   await renderLossChart(exp, runs);
   if (state.logsFor) await showLogs(state.logsFor, true);
 }
 
+// A tuning driver: running, or the error it ended with, whole (it may have failed before making any run).
+function driverLine(d, named) {
+  const who = named ? `tuning driver of <b>${esc(d.experiment)}</b>` : "tuning driver";
+  if (d.running) return `${who} <b>running</b> (pid ${d.pid})${d.log_tail && d.log_tail.length ? `: <span class="small mono">${esc(d.log_tail[d.log_tail.length - 1])}</span>` : ""}`;
+  if (d.error) return `<span class="bad">${who} failed${d.exit_code !== undefined && d.exit_code !== null ? ` (exit code ${d.exit_code})` : ""}:</span><pre class="small mono driver-error">${esc(d.error)}</pre>`;
+  return `${who} finished`;
+}
+
 function renderSummary(runs, w, detail) {
   const el = $("#jobs-summary");
-  if (!runs.length) { el.innerHTML = ""; return; }
+  const exp = $("#jobs-exp").value;
+  const drivers = exp ? (detail && detail.driver ? [detail.driver] : []) : (w.drivers || []).filter((d) => d.running || d.error);
+  const driverHtml = drivers.map((d) => driverLine(d, !exp)).join("<br>");
+  const plans = exp ? (detail && detail.plan ? { [exp]: detail.plan } : {}) : (w.plans || {});
+  const c = planCounts(runs, plans, new Set(drivers.filter((d) => d.running).map((d) => d.experiment)));
+  if (!c.total) { el.innerHTML = driverHtml; return; }
   const count = (s) => runs.filter((r) => r.status === s).length;
-  const done = count("done"), running = count("running"), queued = count("queued");
+  const running = count("running"), queued = count("queued");
   const bad = runs.filter((r) => ["failed", "diverged", "interrupted"].includes(r.status)).length;
-  // ETA: the running runs' own, then the queued ones at the mean duration of this list's finished runs
+  // ETA: the running runs' own, then the queued and the planned runs not made yet (the tuner makes
+  // its trials one at a time) at the mean duration of this list's finished runs
   const durations = runs.filter((r) => r.status === "done" && r.started_at && r.finished_at).map((r) => r.finished_at - r.started_at);
   const mean = durations.length ? durations.reduce((a, b) => a + b, 0) / durations.length : null;
   const runningEta = runs.filter((r) => r.status === "running").map((r) => (r.progress || {}).eta_seconds).filter((x) => typeof x === "number");
   const slots = Math.max(1, w.concurrency || 1);
+  const waiting = queued + c.pending;
   let eta = null;
-  if (running + queued === 0) eta = 0;
-  else if (mean !== null || (queued === 0 && runningEta.length === running)) {
-    eta = (Math.max(0, ...runningEta, 0) + (queued * (mean || 0)) / slots);
+  if (running + waiting === 0) eta = 0;
+  else if (mean !== null || (waiting === 0 && runningEta.length === running)) {
+    eta = (Math.max(0, ...runningEta, 0) + (waiting * (mean || 0)) / slots);
   }
-  const drv = detail && detail.driver;
-  const driver = drv ? ` · tuning driver ${drv.running ? `<b>running</b> (pid ${drv.pid})` : "finished"}${drv.log_tail && drv.log_tail.length ? `: <span class="small mono">${esc(trunc(drv.log_tail[drv.log_tail.length - 1], 140))}</span>` : ""}` : "";
-  el.innerHTML = `<b>${done} of ${runs.length}</b> run${runs.length === 1 ? "" : "s"} done${running ? ` · ${running} running` : ""}${queued ? ` · ${queued} queued` : ""}${bad ? ` · <span class="bad">${bad} failed or interrupted</span>` : ""}`
-    + (running + queued ? ` · ETA ${eta === null ? "after the first run finishes" : "~" + fmtSecs(eta)}` : "") + driver;
+  // a run's own ETA covers its training only: at 0 it is still evaluating, not finished
+  const etaText = eta === null ? "after the first run finishes" : eta < 1 ? "finishing the current run" : "~" + fmtSecs(eta);
+  const driver = driverHtml ? ` · ${driverHtml}` : "";
+  el.innerHTML = `<b>${c.done} of ${c.total}</b> run${c.total === 1 ? "" : "s"} done${running ? ` · ${running} running` : ""}${queued ? ` · ${queued} queued` : ""}${c.pending ? ` · ${c.pending} still to make` : ""}${bad ? ` · <span class="bad">${bad} failed or interrupted</span>` : ""}`
+    + (running + waiting ? ` · ETA ${etaText}` : "") + driver;
+}
+
+// "n of N": an experiment with a plan (the runs its launch makes: tuning trials, final runs per
+// seed, baselines) counts the plan, made or not; one without counts the runs there are. `pending`:
+// the planned runs not made yet of the experiments still going (a driver running, or runs queued or
+// running), which the ETA waits for.
+function planCounts(runs, plans, driving) {
+  const byExp = new Map();
+  for (const r of runs) { if (!byExp.has(r.experiment)) byExp.set(r.experiment, []); byExp.get(r.experiment).push(r); }
+  for (const e of Object.keys(plans)) if (!byExp.has(e)) byExp.set(e, []);
+  let total = 0, done = 0, pending = 0;
+  for (const [e, rs] of byExp) {
+    const plan = plans[e];
+    if (plan && plan.runs) {
+      const names = new Set(rs.map((r) => r.name));
+      const planned = new Set(plan.runs);
+      total += plan.runs.length;
+      done += rs.filter((r) => planned.has(r.name) && r.status === "done").length;
+      const going = driving.has(e) || rs.some((r) => r.status === "running" || r.status === "queued");
+      if (going) pending += plan.runs.filter((n) => !names.has(n)).length;
+    } else {
+      total += rs.length;
+      done += rs.filter((r) => r.status === "done").length;
+    }
+  }
+  return { total, done, pending };
 }
 
 async function renderLossChart(exp, runs) {

@@ -1,0 +1,74 @@
+"""The estimate of a tuned experiment (#25): its trials (scored on the validation split), the
+final runs per seed (scored on the test split, which the tuning never reads), the validation
+passes while training; and a memory estimate within reach of the measured peak."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DATA, MINILM, STORIES, needs_shared, tiny_causal, write_experiment
+
+from peftlab.store import Store
+from peftlab.train.runner import plan
+from peftlab.tune.estimate import plan_cost
+
+pytestmark = needs_shared
+
+
+def _measured_store(root: Path) -> Store:
+    """A store that has measured the model: a lora run (1,000 training tokens/s, 10 examples/s
+    scored, 3 s outside training and scoring) and a zero-shot run."""
+    store = Store(root)
+    store.save_experiment("calib", "causal-lm", str(STORIES), {}, None, None)
+    for name, cost, fixed in (("lora", {"train_tokens_per_second": 1000.0, "train_seconds": 5.0}, 3.0),
+                              ("zero-shot", {}, 1.0)):
+        run, _ = store.upsert_run("calib", name, name, "h", {"experiment": {"training": {}}})
+        cost = {**cost, "eval_examples_per_second": 10.0, "eval_seconds": 2.0}
+        store.finish(run.id, "done", cost=cost, started_at=time.time() - 10)
+        got = store.run(run.id)
+        store.update(run.id, finished_at=got.started_at + cost.get("train_seconds", 0) + 2.0 + fixed)
+    return store
+
+
+def test_a_tuned_plan_counts_what_its_trials_and_final_runs_score(tmp_path: Path) -> None:
+    """At the measured rates: a trial scores the validation split (12 rows), a final run the test
+    split (8 rows; the old estimate saw none in a tuned plan), and every run scores the
+    validation split at each of its eval_every passes (4 steps: 4 x 12 rows; never counted)."""
+    store = _measured_store(tmp_path / "store")
+
+    def cost(eval_every: int | None) -> dict:
+        body = tiny_causal(["zero-shot", "lora"], max_steps=4, **({"eval_every": eval_every} if eval_every else {}))
+        body["data"]["max_validation_examples"] = 12
+        body["tuning"] = {"trials": 2}
+        out = plan_cost(plan(write_experiment(tmp_path, body), seeds=2), store)
+        return {r["run"]: r for r in out["rows"]} | {"total": out["seconds"], "runs": out["runs"]}
+
+    plain, passes = cost(None), cost(1)
+    lora = plain["lora"]
+    assert lora["trials"] == 2 and lora["final_runs"] == 2 and plain["runs"] == 5
+    assert lora["seconds_per_final_run"] - lora["seconds_per_trial"] == pytest.approx((8 - 12) / 10, abs=0.11)
+    for key in ("seconds_per_trial", "seconds_per_final_run"):
+        assert passes["lora"][key] - lora[key] == pytest.approx(4 * 12 / 10, abs=0.11)
+    assert passes["total"] == pytest.approx(sum(r["seconds"] for k, r in passes.items() if k in ("lora", "zero-shot")))
+
+
+@pytest.mark.parametrize(("method", "measured_mb"), [("lora", (1038, 1421)), ("full", (1266, 1600))])
+def test_memory_estimate_is_within_1_5x_of_the_measured_peak(tmp_path: Path, method: str,
+                                                             measured_mb: tuple[int, int]) -> None:
+    """Peaks measured on this 2-core CPU machine (the runs' cost.peak_memory_mb), MiniLM on
+    financial_phrasebank as examples/financial-phrasebank-minilm.yaml trains it: 200 training rows
+    and 20 steps (the low figure), 1,000 rows and one epoch (#25's, the high one)."""
+    body = {"name": "fp", "model": str(MINILM), "task": "classification",
+            "data": {"train": str(DATA / "financial_phrasebank" / "train.jsonl"),
+                     "validation": str(DATA / "financial_phrasebank" / "validation.jsonl"),
+                     "test": str(DATA / "financial_phrasebank" / "test.jsonl"), "input": "text", "label": "label",
+                     "max_train_examples": 1000, "max_validation_examples": 200},
+            "methods": [method], "training": {"epochs": 1, "batch_size": 16, "max_source_length": 96,
+                                              "eval_every": 21}, "evaluation": {"batch_size": 64},
+            "tuning": {"trials": 2}}
+    cost = plan_cost(plan(write_experiment(tmp_path, body), seeds=2), Store(tmp_path / "store"))
+    [row] = cost["rows"]
+    low, high = measured_mb
+    assert high / 1.5 <= row["memory_mb"] <= low * 1.5, row["memory_mb"]
