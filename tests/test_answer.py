@@ -201,10 +201,16 @@ def test_a_budget_changes_the_headline(fpb: Store) -> None:
 
 
 def test_no_answer_while_runs_are_going(fpb: Store) -> None:
-    fpb.upsert_run(EXP, "dora", "dora", "dora", {})  # queued
+    from peftlab.tune.plan import plan_file
+
+    f = plan_file(fpb.root, EXP)  # a launch whose plan makes runs that do not exist yet
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps({"runs": ["ia3.s42", "dora.t0", "dora"], "total": 3}), encoding="utf-8")
+    assert recommend(collect(fpb, [EXP])).run == "ia3"  # nothing going: a plan left over blocks nothing
+    fpb.upsert_run(EXP, "dora.t0", "dora", "dora.t0", {"role": "trial", "variant": "dora"})  # queued
     rec = recommend(collect(fpb, [EXP]))
-    assert rec.run is None and not rec.final and rec.pending == ["dora"]
-    assert rec.headline.startswith("**No recommendation yet**: 1 run(s) still going (dora)")
+    assert rec.run is None and not rec.final and rec.pending == ["dora.t0", "dora"]
+    assert rec.headline.startswith("**No recommendation yet**: 2 run(s) still going (dora.t0, dora)")
 
 
 def test_compare_refuses_experiments_of_different_tasks(fpb: Store) -> None:

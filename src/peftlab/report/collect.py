@@ -154,6 +154,9 @@ class ReportData:
     # majority-class row among them; what the leaderboard section, the charts and the
     # recommendation show
     rows: list[dict[str, Any]] = field(default_factory=list)
+    # runs the experiments' plans make that do not exist yet (a tuned launch makes its final runs
+    # after its trials: `tune.plan.save_plan`)
+    planned_missing: list[str] = field(default_factory=list)
 
     @property
     def test_examples(self) -> int | None:
@@ -297,8 +300,13 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
         if b is not None:
             label = b["run"] if len(exp_names) == 1 else f"{e['name']}/{b['run']}"
             baselines.append({**b, "label": label, "experiment": e["name"]})
+    from peftlab.tune.plan import load_plan
+
+    made = {(r.experiment, r.name) for r in runs + trials}
+    missing = [n for e in exp_names for n in ((load_plan(store.root, e) or {}).get("runs") or [])
+               if (e, n) not in made]
     return ReportData(title=title, experiments=exps, runs=views, main_metric=main, tasks=tasks, notes=notes,
-                      trials=trials, baselines=baselines, rows=board)
+                      trials=trials, baselines=baselines, rows=board, planned_missing=missing)
 
 
 def add_significance(views: list[RunView], board: list[dict[str, Any]]) -> None:

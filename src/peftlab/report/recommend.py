@@ -221,6 +221,8 @@ def recommend(data: ReportData, budget: Budget | None = None,
     rows = [r for r in data.rows if not r.get("baseline")]
     rec.pending = [s for r in rows for s in r.get("pending") or []] + [
         t.name for t in data.trials if t.status in ("queued", "running")]
+    if rec.pending:  # while the launch is going, the runs its plan has not made yet are pending too
+        rec.pending += data.planned_missing
     done = [r for r in rows if r.get("rank") is not None and _num(r.get(main)) is not None]
     rec.best = done[0] if done else None
     if rec.pending:
