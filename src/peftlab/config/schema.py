@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from peftlab.tasks.spec import TaskName, spec
 
@@ -155,11 +155,30 @@ class SearchRange(_Strict):
 
     @model_validator(mode="after")
     def _order(self) -> SearchRange:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g}); swap them")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) is above high ({self.high:g}); swap them")
+        if self.low == self.high:
+            raise ValueError(f"low and high are both {self.low:g}; give a wider range, or a list of one "
+                             f"choice ([{self.low:g}]) to fix the value")
         if self.log and self.low <= 0:
             raise ValueError(f"a log range needs low > 0 (got {self.low:g}); use log: false or a positive low")
         return self
+
+
+def _search_kind(v: Any) -> str | None:
+    """Which member of a `search:` value is meant: a range (a mapping) or choices (a list); None
+    (an error, in `messages.plain`'s words) for anything else. One member is checked, so a bad
+    range is one error, not one per member of the union."""
+    if isinstance(v, dict | SearchRange):
+        return "range"
+    return "choices" if isinstance(v, list | tuple) else None
+
+
+SearchSpace = Annotated[
+    Annotated[SearchRange, Tag("range")] | Annotated[list[Any], Tag("choices")],
+    Discriminator(_search_kind, custom_error_type="search_space",
+                  custom_error_message="a list of choices or a range {low, high, log}"),
+]
 
 
 class MethodEntry(_Strict):
@@ -169,7 +188,7 @@ class MethodEntry(_Strict):
     label: str | None = Field(None, description="Run name in the leaderboard (default: the method name).")
     learning_rate: float | None = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
-    search: dict[str, SearchRange | list[Any]] | None = Field(
+    search: dict[str, SearchSpace] | None = Field(
         None, description="With tuning: this entry's search space, replacing the method's default for each key "
         "given (learning_rate or an option): a list of choices, or {low, high, log}.")
 
