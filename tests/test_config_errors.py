@@ -8,14 +8,16 @@ file of one format says which format the row holds, where, and how to fix it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import tiny_causal, write_experiment
+from conftest import STORIES, tiny_causal, write_experiment
 
 from peftlab.cli import main
 from peftlab.config import parse_experiment
-from peftlab.errors import ConfigError
+from peftlab.errors import ConfigError, DataError
 from peftlab.train.runner import plan
 
 VALIDATOR_WORDS = ("Input should", "Value error", "function-after", "instance of", "list[any]", "validation error")
@@ -120,6 +122,45 @@ def test_a_bad_value_in_the_file_keeps_its_line_next_to_an_override(tmp_path: Pa
         plan(path, {"tuning.trials": 2}, origins={"tuning.trials": "--tune 2"})
     assert str(e.value) == (f"{path}:{_line(text, 'batch_size: 0')}: training.batch_size = 0: must be a whole "
                             "number above 0; use 1 or more")
+
+
+# -- 3. a row of another chat format ---------------------------------------------------------
+
+def _turns(user: str, reply: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+
+
+def test_a_row_of_another_format_in_a_messages_file_says_which(tmp_path: Path) -> None:
+    from peftlab.train.preflight import preflight
+
+    rows: list[dict[str, Any]] = [{"messages": _turns(f"question {i}", f"answer {i}")} for i in range(24)]
+    rows[4] = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
+    rows[9] = {"instruction": "Say hi", "input": "", "output": "hi"}
+    rows[12] = {"prompt": "Say hi", "completion": "hi"}
+    train = tmp_path / "chat.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    body = {"name": "chat", "model": str(STORIES), "task": "causal-lm",
+            "data": {"train": str(train), "format": "messages"}, "methods": ["lora"], "training": {"max_steps": 1}}
+    with pytest.raises(DataError) as e:
+        preflight(plan(write_experiment(tmp_path, body)))
+    assert str(e.value) == (
+        f"{train}:5: this row holds sharegpt data (a 'conversations' list of {{from, value}}), not messages "
+        "(data.format: messages); rename 'conversations' to 'messages', and in each turn 'from' to 'role' "
+        "(human -> user, gpt -> assistant) and 'value' to 'content', or move the sharegpt rows to a file of their "
+        "own (fix the row, or set data.on_bad_rows: skip)")
+    body["data"]["on_bad_rows"] = "skip"
+    skipped = preflight(plan(write_experiment(tmp_path, body))).data.skipped
+    assert [s.split(": ", 1)[0] for s in skipped] == [f"{train}:{n}" for n in (5, 10, 13)]
+    assert "this row holds alpaca data ('instruction' and 'output'), not messages (data.format: messages); write " \
+           'it as {"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}' in skipped[1]
+    assert "this row holds prompt-completion data ('prompt' and 'completion'), not messages" in skipped[2]
+
+
+def test_a_messages_row_without_messages_of_no_known_format_says_so_as_before() -> None:
+    from peftlab.data.formats import to_conversation
+
+    with pytest.raises(DataError, match="'messages' must be a list of {role, content} objects, found no such column"):
+        to_conversation({"text": "x"}, "messages", "f.jsonl:3")
 
 
 # -- the common mistakes, in the user's words -----------------------------------------------

@@ -204,7 +204,41 @@ def context_text(conv: Conversation) -> str:
     return "\n".join(head + [f"{t.role.capitalize()}: {t.content}" for t in conv.turns])
 
 
+# per format: the key its rows cannot do without, and the shape to write a row of another format in
+_KEY = {"messages": "messages", "sharegpt": "conversations", "alpaca": "instruction", "prompt-completion": "prompt"}
+_AS = {"messages": '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}',
+       "sharegpt": '{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", "value": ...}]}',
+       "alpaca": '{"instruction": ..., "output": ...}', "prompt-completion": '{"prompt": ..., "completion": ...}'}
+
+
+def row_format(row: dict[str, Any]) -> tuple[str, str] | None:
+    """The chat format one row holds, by its keys and values, with what shows it; None if none."""
+    if _is_role_list(row.get("messages")):
+        return "messages", "a 'messages' list of {role, content}"
+    if _is_from_list(row.get("conversations")):
+        return "sharegpt", "a 'conversations' list of {from, value}"
+    if _is_text_or_roles(row.get("prompt")) and _is_text_or_roles(row.get("completion")):
+        return "prompt-completion", "'prompt' and 'completion'"
+    if _is_scalar_text(row.get("instruction")) and _is_scalar_text(row.get("output")):
+        return "alpaca", "'instruction' and 'output'"
+    return None
+
+
+def _other_format(row: dict[str, Any], fmt: str) -> str | None:
+    """For a row without `fmt`'s key that holds another chat format: what it holds, and the fix."""
+    found = row_format(row) if fmt in _KEY and _missing(row.get(_KEY[fmt])) else None
+    if found is None or found[0] == fmt:
+        return None
+    fix = ("rename 'conversations' to 'messages', and in each turn 'from' to 'role' (human -> user, gpt -> "
+           "assistant) and 'value' to 'content'" if found[0] == "sharegpt" and fmt == "messages"
+           else f"write it as {_AS[fmt]}")
+    return (f"this row holds {found[0]} data ({found[1]}), not {fmt} (data.format: {fmt}); {fix}, or move the "
+            f"{found[0]} rows to a file of their own")
+
+
 def _convert(row: dict[str, Any], fmt: str, where: str, need_reply: bool = True) -> Conversation:
+    if other := _other_format(row, fmt):
+        raise _RowProblem(other)
     if fmt == "messages":
         items = _parse_list(row.get("messages"), "messages", "role", "content", _message_role)
         return _build(items, None, where, need_reply)
