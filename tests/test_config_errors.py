@@ -78,6 +78,24 @@ def test_the_inverted_range_of_the_issue_word_for_word() -> None:
     assert _refused(text) == "exp.yaml:14: methods[1].search.learning_rate: low (0.001) is above high (1e-05); swap them"
 
 
+@pytest.mark.parametrize(("space", "says"), [
+    ({"r": [4, "x"]}, "search.r: 'x': must be a whole number (e.g. 8)"),
+    ({"r": {"low": 0, "high": 8}}, "search.r: 0: must be a whole number above 0; use 1 or more"),
+    ({"dropout": [0.1, 2]}, "search.dropout: 2: must be below 1"),
+    ({"learning_rate": {"low": 0, "high": 1e-3}}, "search.learning_rate: 0: a learning rate must be a number above 0"),
+])
+def test_a_search_value_the_method_does_not_take_is_refused_before_any_trial(space: dict, says: str,
+                                                                             tmp_path: Path) -> None:
+    from peftlab.tune.plan import check_tuning
+
+    body = tiny_causal([{"name": "lora", "search": space}])
+    body["tuning"] = {"trials": 2}
+    path = write_experiment(tmp_path, body)
+    with pytest.raises(ConfigError) as e:
+        check_tuning(plan(path))
+    assert str(e.value) == f"{path}:{_line(path.read_text(encoding='utf-8'), '- name: lora')}: methods: lora: {says}"
+
+
 # -- 2. a value from a flag is the flag's ---------------------------------------------------
 
 @pytest.mark.parametrize(("argv", "says"), [
@@ -194,6 +212,10 @@ def test_a_messages_row_without_messages_of_no_known_format_says_so_as_before() 
     ("  - lora\n", "  - name: lora\n    search:\n      r: {low: 4, high: 16, step: 4}\n",
      "unknown key 'methods[0].search.r.step'. Allowed here: high, log, low"),
     ("  - lora\n", "  - {name: lora, lable: x}\n", "methods[0] (lora): unknown option 'lable'. Did you mean 'label'?"),
+    ("  - lora\n", "  - lora: 16\n",  # was a TypeError traceback
+     "methods[0]: `lora: 16`: a method's options go in a section, e.g. `- lora: {r: 16}`, or `- lora` alone for its "
+     "defaults"),
+    ("  - lora\n", "  - name: lora\n    search:\n      r: []\n", "methods[0].search.r = []: needs at least 1 entry"),
 ])
 def test_common_mistakes_in_the_users_words(old: str, new: str, says: str) -> None:
     text = BASE.replace(old, new)

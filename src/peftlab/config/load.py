@@ -262,11 +262,10 @@ def _format(e: ValidationError, lines: dict[tuple, int], source: str, given: dic
             msg = f"{where}: unknown key {key!r}.{hint} Allowed here: {', '.join(allowed)}"
         elif err["type"] == "missing":
             msg = f"{where}: missing required key {key!r}"
-        elif not loc or (isinstance(err.get("input"), dict) and err["type"] == "value_error"):
+        elif not loc or (err["type"] == "value_error" and (isinstance(err.get("input"), dict) or _named(err))):
             # A whole-section check (model validator): its message may start with the key at fault.
             text = plain(err)
-            named = text.split(":", 1)[0].strip()
-            path = _dotted_path(named) if named and " " not in named else ()
+            path = _named(err)
             if path and (path in lines or path[:1] in lines or any(path[: len(g)] == g for g in given)):
                 where, flag = _origin(lines, path, source, given)
                 msg = f"{where}: {text}"
@@ -283,6 +282,12 @@ def _format(e: ValidationError, lines: dict[tuple, int], source: str, given: dic
         if msg not in msgs:
             msgs.append(msg)
     return "\n".join(msgs)
+
+
+def _named(err: dict[str, Any]) -> tuple:
+    """The key path a validator's message starts with (`methods[0]: ...`, `data.target: ...`), or ()."""
+    named = plain(err).split(":", 1)[0].strip()
+    return _dotted_path(named.replace("[", ".").replace("]", "")) if named and " " not in named else ()
 
 
 def _origin(lines: dict[tuple, int], path: tuple, source: str, given: dict[tuple, str]) -> tuple[str, bool]:

@@ -175,7 +175,7 @@ def _search_kind(v: Any) -> str | None:
 
 
 SearchSpace = Annotated[
-    Annotated[SearchRange, Tag("range")] | Annotated[list[Any], Tag("choices")],
+    Annotated[SearchRange, Tag("range")] | Annotated[list[Any], Tag("choices"), Field(min_length=1)],
     Discriminator(_search_kind, custom_error_type="search_space",
                   custom_error_message="a list of choices or a range {low, high, log}"),
 ]
@@ -191,14 +191,6 @@ class MethodEntry(_Strict):
     search: dict[str, SearchSpace] | None = Field(
         None, description="With tuning: this entry's search space, replacing the method's default for each key "
         "given (learning_rate or an option): a list of choices, or {low, high, log}.")
-
-    @field_validator("search")
-    @classmethod
-    def _search(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        for key, space in (v or {}).items():
-            if isinstance(space, list) and not space:
-                raise ValueError(f"search.{key}: an empty list of choices; give at least one value")
-        return v
 
     @property
     def run_name(self) -> str:
@@ -270,11 +262,14 @@ class ExperimentConfig(_Strict):
         if not isinstance(v, list):
             return v
         out = []
-        for item in v:
+        for i, item in enumerate(v):
             if isinstance(item, str):
                 out.append({"name": item})
             elif isinstance(item, dict) and "name" not in item and len(item) == 1:
                 (name, opts), = item.items()
+                if not isinstance(opts, dict | None):
+                    raise ValueError(f"methods[{i}]: `{name}: {opts}`: a method's options go in a section, e.g. "
+                                     f"`- {name}: {{r: 16}}`, or `- {name}` alone for its defaults")
                 out.append(_split_entry({"name": name, **(opts or {})}))
             elif isinstance(item, dict):
                 out.append(_split_entry(item))
