@@ -174,6 +174,18 @@ def test_a_row_of_another_format_in_a_messages_file_says_which(tmp_path: Path) -
     assert "this row holds prompt-completion data ('prompt' and 'completion'), not messages" in skipped[2]
 
 
+def test_sharegpt_turns_inside_messages_say_what_to_rename() -> None:
+    from peftlab.data.formats import to_conversation
+
+    row = {"messages": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}
+    with pytest.raises(DataError) as e:
+        to_conversation(row, "messages", "f.jsonl:3")
+    assert str(e.value) == (
+        "f.jsonl:3: messages[0] is a dict without 'role' (its keys: from, value); each turn needs {role, content}; "
+        "these are sharegpt's turn keys: rename 'from' to 'role' (human -> user, gpt -> assistant) and 'value' to "
+        "'content' (fix the row, or set data.on_bad_rows: skip)")
+
+
 def test_a_messages_row_without_messages_of_no_known_format_says_so_as_before() -> None:
     from peftlab.data.formats import to_conversation
 

@@ -209,31 +209,24 @@ _KEY = {"messages": "messages", "sharegpt": "conversations", "alpaca": "instruct
 _AS = {"messages": '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}',
        "sharegpt": '{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", "value": ...}]}',
        "alpaca": '{"instruction": ..., "output": ...}', "prompt-completion": '{"prompt": ..., "completion": ...}'}
-
-
-def row_format(row: dict[str, Any]) -> tuple[str, str] | None:
-    """The chat format one row holds, by its keys and values, with what shows it; None if none."""
-    if _is_role_list(row.get("messages")):
-        return "messages", "a 'messages' list of {role, content}"
-    if _is_from_list(row.get("conversations")):
-        return "sharegpt", "a 'conversations' list of {from, value}"
-    if _is_text_or_roles(row.get("prompt")) and _is_text_or_roles(row.get("completion")):
-        return "prompt-completion", "'prompt' and 'completion'"
-    if _is_scalar_text(row.get("instruction")) and _is_scalar_text(row.get("output")):
-        return "alpaca", "'instruction' and 'output'"
-    return None
+_TURN_FIX = "'from' to 'role' (human -> user, gpt -> assistant) and 'value' to 'content'"
 
 
 def _other_format(row: dict[str, Any], fmt: str) -> str | None:
     """For a row without `fmt`'s key that holds another chat format: what it holds, and the fix."""
-    found = row_format(row) if fmt in _KEY and _missing(row.get(_KEY[fmt])) else None
-    if found is None or found[0] == fmt:
+    if fmt not in _KEY or not _missing(row.get(_KEY[fmt])):
         return None
-    fix = ("rename 'conversations' to 'messages', and in each turn 'from' to 'role' (human -> user, gpt -> "
-           "assistant) and 'value' to 'content'" if found[0] == "sharegpt" and fmt == "messages"
-           else f"write it as {_AS[fmt]}")
-    return (f"this row holds {found[0]} data ({found[1]}), not {fmt} (data.format: {fmt}); {fix}, or move the "
-            f"{found[0]} rows to a file of their own")
+    signs = [("messages", "a 'messages' list of {role, content}", _is_role_list(row.get("messages"))),
+             ("sharegpt", "a 'conversations' list of {from, value}", _is_from_list(row.get("conversations"))),
+             ("prompt-completion", "'prompt' and 'completion'",
+              _is_text_or_roles(row.get("prompt")) and _is_text_or_roles(row.get("completion"))),
+             ("alpaca", "'instruction' and 'output'",
+              _is_scalar_text(row.get("instruction")) and _is_scalar_text(row.get("output")))]
+    other, shows = next(((f, why) for f, why, holds in signs if holds), ("", ""))
+    fix = (f"rename 'conversations' to 'messages', and in each turn {_TURN_FIX}" if (other, fmt) == ("sharegpt",
+           "messages") else f"write it as {_AS[fmt]}")
+    return (f"this row holds {other} data ({shows}), not {fmt} (data.format: {fmt}); {fix}, or move the {other} "
+            "rows to a file of their own") if other else None
 
 
 def _convert(row: dict[str, Any], fmt: str, where: str, need_reply: bool = True) -> Conversation:
@@ -305,7 +298,9 @@ def _parse_list(value: Any, key: str, role_key: str, content_key: str, role_of: 
         for k in (role_key, content_key):
             if k not in m:
                 keys = ", ".join(map(str, m)) or "none"
-                raise _RowProblem(f"{label} is a dict without {k!r} (its keys: {keys}); each turn needs {shape}")
+                hint = f"; these are sharegpt's turn keys: rename {_TURN_FIX}" if role_key == "role" and {
+                    "from", "value"} <= set(m) else ""
+                raise _RowProblem(f"{label} is a dict without {k!r} (its keys: {keys}); each turn needs {shape}{hint}")
         role = role_of(m[role_key])
         if role is None:
             allowed = ", ".join(MESSAGE_ROLES if role_key == "role" else SHAREGPT_ROLES)
