@@ -228,6 +228,8 @@ def test_a_messages_row_without_messages_of_no_known_format_says_so_as_before() 
      "methods[0]: `lora: 16`: a method's options go in a section, e.g. `- lora: {r: 16}`, or `- lora` alone for its "
      "defaults"),
     ("  - lora\n", "  - name: lora\n    search:\n      r: []\n", "methods[0].search.r = []: needs at least 1 entry"),
+    ("  - lora\n", '  - {name: lora, label: "x\\n"}\n',
+     "methods[0] = 'x\\n': use letters, digits, '.', '_' and '-' only (it becomes a folder name)"),
 ])
 def test_common_mistakes_in_the_users_words(old: str, new: str, says: str) -> None:
     text = BASE.replace(old, new)

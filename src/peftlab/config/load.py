@@ -182,7 +182,7 @@ def _check_extra(cfg: ExperimentConfig, lines: dict[tuple, int], source: str, gi
             line = lines.get(key) or lines.get(key[:1])
             where = f"{source}:{line}" if line else source
             raise ConfigError(
-                f"{where}: {'.'.join(map(str, key))} = {value!r}: use letters, digits, '.', '_' and '-' only "
+                f"{where}: {key_text(key)} = {value!r}: use letters, digits, '.', '_' and '-' only "
                 f"(it becomes a folder name)"
             )
 
