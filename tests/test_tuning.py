@@ -136,9 +136,9 @@ def test_seeds_train_each_final_run_per_seed_on_the_same_examples(tmp_path: Path
 
 
 @pytest.mark.parametrize(("change", "says"), [
-    ({"methods": [{"name": "lora", "search": {"r": []}}]}, "empty list of choices"),
+    ({"methods": [{"name": "lora", "search": {"r": []}}]}, r"methods\[0\].search.r = \[\]: needs at least 1 entry"),
     ({"methods": [{"name": "lora", "search": {"learning_rate": {"low": 1e-2, "high": 1e-4, "log": True}}}]},
-     "must be below high"),
+     "is above high"),
     ({"methods": [{"name": "lora", "search": {"rank": [4, 8]}}]}, "search.rank: not a tunable key of lora. Did you mean 'r'"),
     ({"methods": ["zero-shot"]}, "none of the methods \\(zero-shot\\) trains"),
     ({"data_max_val": 4}, "needs at least 10"),

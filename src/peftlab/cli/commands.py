@@ -22,25 +22,34 @@ def _store(args: argparse.Namespace) -> Any:
     return Store(args.store)
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The experiment keys the flags set, and how each was given (`--tune 0`, `--set KEY=VALUE`):
+    a bad value is reported against its flag, not a line of the file."""
     from peftlab.config.overrides import FLAG_KEYS, overrides_from
 
-    o = overrides_from({k: getattr(args, k, None) for k in FLAG_KEYS})
+    flags = {k: getattr(args, k, None) for k in FLAG_KEYS}
+    o = overrides_from(flags)
+    origins = {FLAG_KEYS[k]: f"--{k.replace('_', '-')} {v}" for k, v in flags.items() if v is not None}
     for item in args.set or []:
         if "=" not in item:
             raise PeftlabError(f"--set {item!r}: use KEY=VALUE, e.g. --set training.batch_size=4")
         k, v = item.split("=", 1)
         import yaml
 
-        o[k] = yaml.safe_load(v)
-    return o
+        try:
+            o[k] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            raise PeftlabError(f"--set {item}: the value is not valid YAML; quote it, e.g. --set '{k}=\"{v}\"'") from None
+        origins[k] = f"--set {item}"
+    return o, origins
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from peftlab.train.runner import plan, run_experiment
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    p = plan(args.experiment, _overrides(args), methods, seeds=args.seeds)
+    overrides, origins = _overrides(args)
+    p = plan(args.experiment, overrides, methods, seeds=args.seeds, origins=origins)
     store = _store(args)
     if args.dry_run:
         from peftlab.tune.estimate import describe_plan

@@ -14,11 +14,12 @@ import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from peftlab.config.messages import clean_loc, key_text, merged, plain
 from peftlab.config.schema import NAME_RE, ExperimentConfig
 from peftlab.errors import ConfigError, MethodNotApplicable
 
@@ -48,8 +49,12 @@ class LoadedExperiment:
         return self.source
 
 
-def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> LoadedExperiment:
-    """Read `path` (YAML), apply dotted-key `overrides`, validate. Raises ConfigError."""
+def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None,
+                    origins: dict[str, str] | None = None) -> LoadedExperiment:
+    """Read `path` (YAML), apply dotted-key `overrides`, validate. Raises ConfigError.
+
+    `origins`: how each override was given (`{"tuning.trials": "--tune 0"}`), for messages about
+    its value; an override without one is named `override KEY=VALUE`."""
     path = Path(path)
     if path.is_dir():
         found = sorted(p.name for p in path.glob("*.y*ml"))[:5]
@@ -61,11 +66,12 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
-    return parse_experiment(text, source=str(path), overrides=overrides)
+    return parse_experiment(text, source=str(path), overrides=overrides, origins=origins)
 
 
 def parse_experiment(
-    text: str, source: str = "<experiment>", overrides: dict[str, Any] | None = None
+    text: str, source: str = "<experiment>", overrides: dict[str, Any] | None = None,
+    origins: dict[str, str] | None = None,
 ) -> LoadedExperiment:
     try:
         _refuse_aliases(text, source)
@@ -87,13 +93,15 @@ def parse_experiment(
     lines = _line_index(node)
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the experiment must be a YAML mapping (name:, model:, task:, ...)")
+    given: dict[tuple, str] = {}
     for key, value in (overrides or {}).items():
-        _set_dotted(raw, key, value)
+        given[_dotted_path(key)] = label = (origins or {}).get(key) or f"override {key}={value!r}"
+        _set_dotted(raw, key, value, label)
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format(e, raw, lines, source)) from None
-    _check_extra(cfg, lines, source)
+        raise ConfigError(_format(e, lines, source, given)) from None
+    _check_extra(cfg, lines, source, given)
     # Method names and options are validated by each method's own options model.
     from peftlab.methods import validate_method
 
@@ -131,17 +139,17 @@ def _dotted_path(dotted: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
 
 
-def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+def _set_dotted(raw: dict[str, Any], key: str, value: Any, label: str) -> None:
     node: Any = raw
     parts = key.split(".")
     if not all(parts):
-        raise ConfigError(f"override {key!r}: write keys as section.key, e.g. training.batch_size")
+        raise ConfigError(f"{label}: write keys as section.key, e.g. training.batch_size")
     for i, p in enumerate(parts[:-1]):
         if isinstance(node, dict) and isinstance(node.get(p, {}), str) and p == "model" and i == 0:
             node[p] = {"path": node[p]}  # `model: name` is short for `model: {path: name}`
         if not isinstance(node, dict) or not isinstance(node.setdefault(p, {}), dict):
             where = ".".join(parts[: i + 1])
-            raise ConfigError(f"override {key!r}: {where} is not a section with keys; it cannot hold {parts[-1]!r}")
+            raise ConfigError(f"{label}: {where} is not a section with keys; it cannot hold {parts[-1]!r}")
         node = node[p]
     node[parts[-1]] = value
 
@@ -166,7 +174,7 @@ def _check_duplicate_keys(node: yaml.Node | None, source: str, path: tuple = ())
             _check_duplicate_keys(v, source, (*path, i))
 
 
-def _check_extra(cfg: ExperimentConfig, lines: dict[tuple, int], source: str) -> None:
+def _check_extra(cfg: ExperimentConfig, lines: dict[tuple, int], source: str, given: dict[tuple, str]) -> None:
     """Checks pydantic's field constraints do not express: names safe as folder names (no
     trailing newline), and no NaN or infinite numbers anywhere."""
     for key, value in [(("name",), cfg.name)] + [(("methods", i), m.run_name) for i, m in enumerate(cfg.methods)]:
@@ -174,14 +182,14 @@ def _check_extra(cfg: ExperimentConfig, lines: dict[tuple, int], source: str) ->
             line = lines.get(key) or lines.get(key[:1])
             where = f"{source}:{line}" if line else source
             raise ConfigError(
-                f"{where}: {'.'.join(map(str, key))} = {value!r}: use letters, digits, '.', '_' and '-' only "
+                f"{where}: {key_text(key)} = {value!r}: use letters, digits, '.', '_' and '-' only "
                 f"(it becomes a folder name)"
             )
 
     def walk(v: Any, path: tuple) -> None:
         if isinstance(v, float) and not math.isfinite(v):
-            where = _where(lines, path, source)
-            raise ConfigError(f"{where}: {'.'.join(map(str, path))} = {v}: must be a finite number")
+            where = _origin(lines, path, source, given)[0]
+            raise ConfigError(f"{where}: {key_text(path)} = {v}: must be a finite number")
         if isinstance(v, dict):
             for k, x in v.items():
                 walk(x, (*path, k))
@@ -210,18 +218,24 @@ def _line_index(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
 
 
 def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys allowed beside the unknown key at `loc`: the fields of the section it is in."""
+    from peftlab.config.schema import MethodEntry, SearchRange
+
     model: type[BaseModel] | None = ExperimentConfig
-    for part in loc[:-1]:
-        if model is None or isinstance(part, int):
+    parts = list(loc[:-1])
+    while parts and model is not None:
+        part = parts.pop(0)
+        if isinstance(part, int):
+            continue
+        if model is MethodEntry and part == "search":  # search: {key: {low, high, log}}
+            parts, model = parts[1:], SearchRange
             continue
         field = model.model_fields.get(str(part))
-        ann = field.annotation if field else None
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        found = [a for a in (field.annotation, *get_args(field.annotation)) if isinstance(a, type)] if field else []
+        model = next((a for a in found if issubclass(a, BaseModel)), None)
         if part == "methods":
-            from peftlab.config.schema import MethodEntry
-
             model = MethodEntry
-    return sorted(model.model_fields) if model else []
+    return sorted(model.model_fields) if model and not parts else []
 
 
 def _where(lines: dict[tuple, int], path: tuple, source: str) -> str:
@@ -233,32 +247,60 @@ def _where(lines: dict[tuple, int], path: tuple, source: str) -> str:
     return source
 
 
-def _format(e: ValidationError, raw: Any, lines: dict[tuple, int], source: str) -> str:
-    msgs = []
-    for err in e.errors():
-        loc = tuple(p for p in err["loc"] if p not in ("function-after", "function-before"))
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        where = _where(lines, loc, source)
+def _format(e: ValidationError, lines: dict[tuple, int], source: str, given: dict[tuple, str]) -> str:
+    """One line per problem, each naming where it is (`file:line`, or the flag or override that set
+    the value) and what the value must be, in `messages.plain`'s words."""
+    msgs: list[str] = []
+    for err in merged(e.errors()):
+        loc = clean_loc(err["loc"])
+        key = key_text(loc)
+        where, flag = _origin(lines, loc, source, given)
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc)
             guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f" Did you mean {guess[0]!r}?" if guess else ""
-            msgs.append(f"{where}: unknown key {key!r}.{hint} Allowed here: {', '.join(allowed)}")
+            msg = f"{where}: unknown key {key!r}.{hint} Allowed here: {', '.join(allowed)}"
         elif err["type"] == "missing":
-            msgs.append(f"{where}: missing required key {key!r}")
-        elif not loc or isinstance(err.get("input"), dict):
-            # A whole-section check (model validator): its message starts with the key at fault.
-            msg = err["msg"].removeprefix("Value error, ")
-            named = msg.split(":", 1)[0].strip()
-            path = tuple(int(x) if x.isdigit() else x for x in named.split(".")) if " " not in named else ()
-            line = lines.get(path) or lines.get(path[:1]) if path else None
-            line = line or (lines.get(loc) if loc else None)
-            where = f"{source}:{line}" if line else source
-            prefix = "" if path else (f"{key}: " if loc else "")
-            msgs.append(f"{where}: {prefix}{msg}")
+            msg = f"{where}: missing required key {key!r}"
+        elif not loc or (err["type"] == "value_error" and (isinstance(err.get("input"), dict) or _named(err))):
+            # A whole-section check (model validator): its message may start with the key at fault.
+            text = plain(err)
+            path = _named(err)
+            if path and (path in lines or path[:1] in lines or any(path[: len(g)] == g for g in given)):
+                where, flag = _origin(lines, path, source, given)
+                msg = f"{where}: {text}"
+            else:
+                msg = f"{where}: {key + ': ' if loc else ''}{text}"
         else:
             value = err.get("input")
-            shown = repr(value) if not isinstance(value, dict) else "{...}"
-            msg = err["msg"].removeprefix("Value error, ")
-            msgs.append(f"{where}: {key} = {shown}: {msg}")
+            text = plain(err)
+            if flag:
+                msg = f"{where}: {key} {text}" if text.startswith(("must", "needs")) else f"{where}: {key}: {text}"
+            else:
+                shown = repr(value) if not isinstance(value, dict) else "{...}"
+                msg = f"{where}: {key} = {shown}: {text}"
+        if msg not in msgs:
+            msgs.append(msg)
     return "\n".join(msgs)
+
+
+def _named(err: dict[str, Any]) -> tuple:
+    """The key path a validator's message starts with (`methods[0]: ...`, `data.target: ...`), or ()."""
+    named = plain(err).split(":", 1)[0].strip()
+    return _dotted_path(named.replace("[", ".").replace("]", "")) if named and " " not in named else ()
+
+
+def _origin(lines: dict[tuple, int], path: tuple, source: str, given: dict[tuple, str]) -> tuple[str, bool]:
+    """Where the value at `path` came from: the flag or override that set it (True), else the
+    file's line of the key or of its nearest enclosing key (False). An override wins when it set
+    this key or a section around it, or made a section the file does not have (`--tune N` makes
+    `tuning:`): line 1 of the file is never blamed for what a flag said."""
+    in_file = next((n for n in range(len(path), 0, -1) if path[:n] in lines), 0)
+    best, label = 0, None
+    for g, text in given.items():
+        common = next((n for n in range(min(len(g), len(path)), 0, -1) if g[:n] == path[:n]), 0)
+        if (common == len(g) or common > in_file) and common > best:
+            best, label = common, text
+    if label:
+        return label, True
+    return _where(lines, path, source), False

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from peftlab.tasks.spec import TaskName, spec
 
@@ -155,11 +155,30 @@ class SearchRange(_Strict):
 
     @model_validator(mode="after")
     def _order(self) -> SearchRange:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g}); swap them")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) is above high ({self.high:g}); swap them")
+        if self.low == self.high:
+            raise ValueError(f"low and high are both {self.low:g}; give a wider range, or a list of one "
+                             f"choice ([{self.low:g}]) to fix the value")
         if self.log and self.low <= 0:
             raise ValueError(f"a log range needs low > 0 (got {self.low:g}); use log: false or a positive low")
         return self
+
+
+def _search_kind(v: Any) -> str | None:
+    """Which member of a `search:` value is meant: a range (a mapping) or choices (a list); None
+    (an error, in `messages.plain`'s words) for anything else. One member is checked, so a bad
+    range is one error, not one per member of the union."""
+    if isinstance(v, dict | SearchRange):
+        return "range"
+    return "choices" if isinstance(v, list | tuple) else None
+
+
+SearchSpace = Annotated[
+    Annotated[SearchRange, Tag("range")] | Annotated[list[Any], Tag("choices"), Field(min_length=1)],
+    Discriminator(_search_kind, custom_error_type="search_space",
+                  custom_error_message="a list of choices or a range {low, high, log}"),
+]
 
 
 class MethodEntry(_Strict):
@@ -169,17 +188,9 @@ class MethodEntry(_Strict):
     label: str | None = Field(None, description="Run name in the leaderboard (default: the method name).")
     learning_rate: float | None = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
-    search: dict[str, SearchRange | list[Any]] | None = Field(
+    search: dict[str, SearchSpace] | None = Field(
         None, description="With tuning: this entry's search space, replacing the method's default for each key "
         "given (learning_rate or an option): a list of choices, or {low, high, log}.")
-
-    @field_validator("search")
-    @classmethod
-    def _search(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        for key, space in (v or {}).items():
-            if isinstance(space, list) and not space:
-                raise ValueError(f"search.{key}: an empty list of choices; give at least one value")
-        return v
 
     @property
     def run_name(self) -> str:
@@ -251,11 +262,14 @@ class ExperimentConfig(_Strict):
         if not isinstance(v, list):
             return v
         out = []
-        for item in v:
+        for i, item in enumerate(v):
             if isinstance(item, str):
                 out.append({"name": item})
             elif isinstance(item, dict) and "name" not in item and len(item) == 1:
                 (name, opts), = item.items()
+                if not isinstance(opts, dict | None):
+                    raise ValueError(f"methods[{i}]: `{name}: {opts}`: a method's options go in a section, e.g. "
+                                     f"`- {name}: {{r: 16}}`, or `- {name}` alone for its defaults")
                 out.append(_split_entry({"name": name, **(opts or {})}))
             elif isinstance(item, dict):
                 out.append(_split_entry(item))

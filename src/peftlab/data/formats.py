@@ -204,7 +204,34 @@ def context_text(conv: Conversation) -> str:
     return "\n".join(head + [f"{t.role.capitalize()}: {t.content}" for t in conv.turns])
 
 
+# per format: the key its rows cannot do without, and the shape to write a row of another format in
+_KEY = {"messages": "messages", "sharegpt": "conversations", "alpaca": "instruction", "prompt-completion": "prompt"}
+_AS = {"messages": '{"messages": [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}',
+       "sharegpt": '{"conversations": [{"from": "human", "value": ...}, {"from": "gpt", "value": ...}]}',
+       "alpaca": '{"instruction": ..., "output": ...}', "prompt-completion": '{"prompt": ..., "completion": ...}'}
+_TURN_FIX = "'from' to 'role' (human -> user, gpt -> assistant) and 'value' to 'content'"
+
+
+def _other_format(row: dict[str, Any], fmt: str) -> str | None:
+    """For a row without `fmt`'s key that holds another chat format: what it holds, and the fix."""
+    if fmt not in _KEY or not _missing(row.get(_KEY[fmt])):
+        return None
+    signs = [("messages", "a 'messages' list of {role, content}", _is_role_list(row.get("messages"))),
+             ("sharegpt", "a 'conversations' list of {from, value}", _is_from_list(row.get("conversations"))),
+             ("prompt-completion", "'prompt' and 'completion'",
+              _is_text_or_roles(row.get("prompt")) and _is_text_or_roles(row.get("completion"))),
+             ("alpaca", "'instruction' and 'output'",
+              _is_scalar_text(row.get("instruction")) and _is_scalar_text(row.get("output")))]
+    other, shows = next(((f, why) for f, why, holds in signs if holds), ("", ""))
+    fix = (f"rename 'conversations' to 'messages', and in each turn {_TURN_FIX}" if (other, fmt) == ("sharegpt",
+           "messages") else f"write it as {_AS[fmt]}")
+    return (f"this row holds {other} data ({shows}), not {fmt} (data.format: {fmt}); {fix}, or move the {other} "
+            "rows to a file of their own") if other else None
+
+
 def _convert(row: dict[str, Any], fmt: str, where: str, need_reply: bool = True) -> Conversation:
+    if other := _other_format(row, fmt):
+        raise _RowProblem(other)
     if fmt == "messages":
         items = _parse_list(row.get("messages"), "messages", "role", "content", _message_role)
         return _build(items, None, where, need_reply)
@@ -271,7 +298,9 @@ def _parse_list(value: Any, key: str, role_key: str, content_key: str, role_of: 
         for k in (role_key, content_key):
             if k not in m:
                 keys = ", ".join(map(str, m)) or "none"
-                raise _RowProblem(f"{label} is a dict without {k!r} (its keys: {keys}); each turn needs {shape}")
+                hint = f"; these are sharegpt's turn keys: rename {_TURN_FIX}" if role_key == "role" and {
+                    "from", "value"} <= set(m) else ""
+                raise _RowProblem(f"{label} is a dict without {k!r} (its keys: {keys}); each turn needs {shape}{hint}")
         role = role_of(m[role_key])
         if role is None:
             allowed = ", ".join(MESSAGE_ROLES if role_key == "role" else SHAREGPT_ROLES)

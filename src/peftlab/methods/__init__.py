@@ -151,16 +151,18 @@ def validate_method(name: str, options: dict[str, Any], task: str, num_beams: in
     try:
         return method.parse_options(options)
     except ValidationError as e:
+        from peftlab.config.messages import clean_loc, key_text, plain
+
         msgs = []
         allowed = sorted(method.options.model_fields)
         for err in e.errors():
-            key = ".".join(str(p) for p in err["loc"])
+            key = key_text(clean_loc(err["loc"]))
             if err["type"] == "extra_forbidden":
-                guess = difflib.get_close_matches(key, allowed, n=1)
+                guess = difflib.get_close_matches(key, [*allowed, "label", "learning_rate", "search"], n=1)
                 hint = f" Did you mean {guess[0]!r}?" if guess else ""
                 msgs.append(f"unknown option {key!r}.{hint} Allowed: {', '.join(allowed) or '(none)'}")
             else:
-                msgs.append(f"{key} = {err.get('input')!r}: {err['msg']}")
+                msgs.append(f"{key} = {err.get('input')!r}: {plain(err)}")
         raise ConfigError("; ".join(msgs)) from None
 
 

@@ -117,11 +117,12 @@ def select_methods(cfg: ExperimentConfig, names: list[str] | None) -> list[Metho
 
 
 def plan(path: str | Path, overrides: dict[str, Any] | None = None, methods: list[str] | None = None,
-         seeds: int | None = None) -> Plan:
-    """The experiment file, validated, with `overrides` (dotted keys), only the `methods` named,
-    and `seeds` (`--seeds K`: training.seed, +1, ... +K-1) in place of its `seeds:`."""
+         seeds: int | None = None, origins: dict[str, str] | None = None) -> Plan:
+    """The experiment file, validated, with `overrides` (dotted keys; `origins`: the flag that gave
+    each, for messages), only the `methods` named, and `seeds` (`--seeds K`: training.seed, +1, ...
+    +K-1) in place of its `seeds:`."""
     path = Path(path)
-    loaded = load_experiment(path, overrides)
+    loaded = load_experiment(path, overrides, origins)
     selected = select_methods(loaded.cfg, methods)
     update: dict[str, Any] = {"methods": selected}
     if seeds is not None:

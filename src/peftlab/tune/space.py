@@ -8,7 +8,8 @@ The default space of a method is built from what it is, not from its name:
   prompt methods (10-40), the width of p-tuning's prompt encoder (64-256).
 A method entry's `search:` replaces the default for each key it names (a list of choices, or
 `{low, high, log}`); a key that is neither `learning_rate` nor one of the method's options is an
-error, as is an empty or inverted range (checked before anything runs).
+error, as is an empty or inverted range or a choice the method does not take (checked before anything
+runs).
 """
 
 from __future__ import annotations
@@ -95,7 +96,34 @@ def space_for(entry: MethodEntry, task: str) -> dict[str, Param]:
             space[key] = Param(key, low=given.low, high=given.high, log=given.log, integer=integer)
         else:
             space[key] = Param(key, choices=tuple(given))
+        p = space[key]
+        ends = [int(x) if p.integer and x == int(x) else x for x in (p.low, p.high)] if p.choices is None else []
+        _check_values(entry, method, key, list(p.choices) if p.choices is not None else ends)
     return space
+
+
+def _check_values(entry: MethodEntry, method: Method, key: str, values: list[Any]) -> None:
+    """Every choice (or both ends of a range) of `key` is a value the method takes: a trial must not
+    be the first to find that `r: [4, x]` has no rank `x`."""
+    from pydantic import ValidationError
+
+    from peftlab.config.messages import plain
+
+    for v in values:
+        if key == "learning_rate":
+            if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+                raise ConfigError(f"methods: {entry.run_name}: search.learning_rate: {_shown(v)}: a learning rate "
+                                  "must be a number above 0")
+            continue
+        try:
+            method.parse_options({**entry.options, key: v})
+        except ValidationError as e:
+            err = next((x for x in e.errors() if x["loc"][:1] == (key,)), e.errors()[0])
+            raise ConfigError(f"methods: {entry.run_name}: search.{key}: {_shown(v)}: {plain(err)}") from None
+
+
+def _shown(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else repr(v)
 
 
 def apply_params(entry: MethodEntry, params: dict[str, Any], label: str) -> MethodEntry:
