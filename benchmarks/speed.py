@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not precisions or any(p not in ("auto", "fp32", "bf16", "fp16") for p in precisions):
         ap.error(f"--precision: auto, fp32, bf16 or fp16 (comma-separated), not {args.precision!r}")
     quick = args.quick or args.tiny
+    from tiny import use_shared
+
+    use_shared()  # the cases' model and data names resolve in ../shared from any current folder
     if quick:
         os.environ["PEFTLAB_BENCH_QUICK"] = "1"
     t0 = time.perf_counter()
