@@ -139,3 +139,27 @@ def test_readme_library_snippet_runs_as_written_after_the_quickstart(tmp_path: P
     assert printed["zero-shot"][0] == printed["lora"][0] == "done", r.stdout[-2000:]
     rouge, trainable = float(printed["lora"][1]), int(printed["lora"][2])
     assert 0 <= rouge <= 100 and trainable > 0 and int(printed["zero-shot"][2]) == 0
+
+
+def test_the_figure_check_reads_readme_and_flags_a_figure_outside_its_noise(tmp_path: Path) -> None:
+    """scripts/check-readme-figures.sh's comparison: it finds README's re-measurable figures, and a
+    re-run far from one of them fails the check."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import json
+
+    from readme_figures import compare, main, readme_figures
+
+    old = readme_figures(README)
+    assert {f"openai.{s}.gain" for s in ("one adapter", "mixed LoRA", "mixed types")} <= old.keys()
+    assert any(k.startswith("speed.quick.") for k in old), "README's Speed section has no quick-mode row"
+    same = {"scenarios": {s: {"batched": {"rps": old[f"openai.{s}.batched_rps"]},
+                              "one at a time": {"rps": old[f"openai.{s}.one_at_a_time_rps"]},
+                              "gain": old[f"openai.{s}.gain"]} for s in ("one adapter", "mixed LoRA", "mixed types")}}
+    (tmp_path / "openai.json").write_text(json.dumps(same))
+    assert main([str(ROOT / "README.md"), str(tmp_path)]) == 0
+    far = dict(same, scenarios={**same["scenarios"], "mixed types": {**same["scenarios"]["mixed types"],
+                                                                     "gain": 3 * old["openai.mixed types.gain"]}})
+    (tmp_path / "openai.json").write_text(json.dumps(far))
+    assert main([str(ROOT / "README.md"), str(tmp_path)]) == 1
+    lines, outside = compare({"speed.quick.fp32.train_speedup": 2.0}, {"speed.quick.fp32.train_speedup": 2.5})
+    assert outside == 0 and "yes" in lines[-1]
