@@ -2,7 +2,8 @@
 
 A case is a peftlab experiment (the dict a YAML file would hold, one `lora` method) plus
 what the usual recipe pads to. Quick mode shrinks each case so the whole run stays under
-three minutes; full mode is what `benchmarks/RESULTS.md` reports.
+three minutes; tiny mode swaps in a 260k-parameter model so the test suite can run the whole
+benchmark in seconds; full mode is what `benchmarks/RESULTS.md` reports.
 """
 
 from __future__ import annotations
@@ -99,7 +100,19 @@ def build_small_t5(out: Path, tokenizer_dir: Path) -> Path:
 CUDA_TRAIN_SCALE = 10
 
 
-def cases(quick: bool, work: Path, models_dir: Path, cuda: bool = False) -> list[dict[str, Any]]:
+def statista_stories(n_train: int = 8, n_test: int = 4) -> dict[str, Any]:
+    """The tiny case (`--tiny`, run by the default test suite): LoRA r=16 on stories260k (a 260k-parameter
+    llama with 512 positions), a few statista rows. It checks that the benchmark runs end to end;
+    its figures say nothing about the speed of a real model."""
+    case = _statista("bench-statista-stories", "stories260k", "causal-lm", "Table: {table}\nTitle:",
+                     n_train, n_test, 4, 48, 4, 42)
+    case["training"]["max_target_length"] = 16
+    return case
+
+
+def cases(quick: bool, work: Path, models_dir: Path, cuda: bool = False, tiny: bool = False) -> list[dict[str, Any]]:
+    if tiny:
+        return [statista_stories()]
     if quick:
         return [statista_smollm2(n_train=4, n_test=4, batch_size=4, max_new_tokens=16)]
     t5 = build_small_t5(work / "small-t5", models_dir / "all-minilm-l6-v2")

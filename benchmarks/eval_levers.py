@@ -2,6 +2,7 @@
 with each lever on and off, in one process, and compare with the run's own training time.
 
     python benchmarks/eval_levers.py --store /work/runs/statista-store statista-smollm2 lora [--n 50]
+    python benchmarks/eval_levers.py --tiny [--json out.json]   # trains a tiny lora here: checks it runs
 
 Variants: `plain`, `prefix` (shared prompt prefix), `merge` (adapter folded in), `prune`
 (stopped rows leave the batch), combined with `+`; `peft-generate` gives prompt-learning adapters peft's own generate and a separate
@@ -17,16 +18,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from peftlab.data.prepare import prepare_data
-from peftlab.methods.common import can_merge, merged_for_inference
-from peftlab.models.trained import load_trained, run_config
-from peftlab.store import Store
-from peftlab.tasks import generation
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipes (the usual evaluation), tiny
+
+from peftlab.data.prepare import prepare_data  # noqa: E402
+from peftlab.methods.common import can_merge, merged_for_inference  # noqa: E402
+from peftlab.models.trained import load_trained, run_config  # noqa: E402
+from peftlab.store import Store  # noqa: E402
+from peftlab.tasks import generation  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -72,14 +78,32 @@ def one_at_a_time(tr: Any, test: list[Any]) -> list[Any]:
     return _predict_usual(s)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", required=True)
-    ap.add_argument("experiment")
-    ap.add_argument("run")
+    ap.add_argument("--store")
+    ap.add_argument("experiment", nargs="?")
+    ap.add_argument("run", nargs="?")
     ap.add_argument("--n", type=int, default=0, help="test examples (default: the run's whole test split)")
     ap.add_argument("--variants", default="plain,prefix,prefix+merge,prefix+merge+prune")
-    args = ap.parse_args()
+    ap.add_argument("--tiny", action="store_true",
+                    help="train a lora on stories260k in a temporary store and measure every variant on it "
+                         "(seconds; the test suite runs it): checks the benchmark runs, measures nothing")
+    ap.add_argument("--json", type=Path, help="also write the summary (with every variant's line) here")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="peftlab-eval-levers-") as tmp:
+        if args.tiny:
+            from tiny import build_store, experiment
+
+            args.store = str(build_store(Path(tmp) / "store", experiment("levers", [{"name": "lora"}],
+                                                                         precision="fp32")))
+            args.experiment, args.run = "levers", "lora"
+            args.variants = "plain,prefix,prefix+merge,prefix+merge+prune,peft-generate,usual"
+        elif not (args.store and args.experiment and args.run):
+            ap.error("give --store, EXPERIMENT and RUN (or --tiny)")
+        return measure(args)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
     run = Store(args.store).find_run(args.experiment, args.run)
     assert run is not None and run.status == "done", f"{args.experiment}/{args.run} is not a done run"
     cfg, _, base = run_config(run)
@@ -102,14 +126,18 @@ def main() -> None:
         texts = [p.output for p in preds]
         first = first or texts
         out[v] = {"variant": v, "seconds": round(dt, 2), "examples_per_second": round(len(test) / dt, 3),
-                  "test_loss": round(loss, 5), "same_outputs": texts == first,
+                  "test_loss": round(loss, 5) if loss == loss else None,  # usual: no loss (NaN)
+                  "same_outputs": texts == first,
                   "differing_outputs": sum(a != b for a, b in zip(texts, first, strict=True))}
         print(json.dumps(out[v]), flush=True)
     train_s = (run.cost or {})["train_seconds"]
     full_n = (run.info or {})["data"]["test"]
-    print(json.dumps({"train_seconds": train_s, "test_examples": full_n, "measured_on": len(test),
-                      "eval_over_train": {v: round(r["seconds"] * full_n / len(test) / train_s, 3)
-                                          for v, r in out.items()}}))
+    summary = {"train_seconds": train_s, "test_examples": full_n, "measured_on": len(test),
+               "eval_over_train": {v: round(r["seconds"] * full_n / len(test) / train_s, 3) for v, r in out.items()}}
+    print(json.dumps(summary))
+    if args.json:
+        args.json.write_text(json.dumps({**summary, "variants": out}, indent=1))
+    return summary
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ the list endpoints, against 127.0.0.1 only. Reports requests, errors, median and
     python benchmarks/load_playground.py                       # builds a tiny experiment, starts a server
     python benchmarks/load_playground.py --store S --experiment E  # an existing store (server started here)
     python benchmarks/load_playground.py --url http://127.0.0.1:8000 --experiment E [--token T]
+    python benchmarks/load_playground.py --tiny --json out.json   # 2 clients x 2 requests: checks it runs
 
 Without --store/--url it trains zero-shot, lora and ia3 on stories260k in this process (a
 few seconds; needs ../shared), starts `peftlab serve --no-worker` on a free port, runs the
@@ -32,8 +33,10 @@ from urllib.parse import urlparse
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PEFTLAB_SHARED", REPO.parent / "shared"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny import build_store as build_tiny  # noqa: E402
+from tiny import experiment  # noqa: E402
+
 INPUTS = ["0 Year: 2019, Revenue in million euros: 42", "0 Country: France, Share of respondents: 31%",
           "0 Year: 2020, Number of visitors in millions: 3.4 1 Year: 2019, Number of visitors in millions: 5.1",
           "0 Brand: Acme, Sales in units: 1200 1 Brand: Globex, Sales in units: 900"]
@@ -49,28 +52,8 @@ def _free_port() -> int:
 
 def build_store(root: Path) -> tuple[Path, str]:
     """A store with experiment `load`: zero-shot, lora and ia3 on stories260k, trained here."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("PEFTLAB_MODEL_PATH", str(SHARED / "models"))
-    os.environ.setdefault("PEFTLAB_DATA_PATH", str(SHARED / "data"))
-    from peftlab.queue.jobs import make_plan
-    from peftlab.store import Store
-    from peftlab.train.runner import run_experiment
-
-    data = SHARED / "data" / "statista"
-    body = {"name": "load", "model": str(SHARED / "models" / "stories260k"), "task": "causal-lm",
-            "data": {"train": str(data / "train.jsonl"), "validation": str(data / "validation.jsonl"),
-                     "test": str(data / "test.jsonl"), "prompt": "Table: {table}\nTitle:", "target": "title",
-                     "max_train_examples": 32, "max_validation_examples": 4, "max_test_examples": 4},
-            "methods": [{"name": "zero-shot"}, {"name": "lora", "options": {"r": 4}}, {"name": "ia3"}],
-            "training": {"max_steps": 4, "batch_size": 8, "max_source_length": 48, "max_target_length": 16,
-                         "threads": 1},
-            "evaluation": {"max_new_tokens": 6}}
-    store = Store(root / "store")
-    runs = run_experiment(make_plan(body), store, isolation="inprocess", echo=lambda *_: None)
-    bad = [(r.name, r.error) for r in runs if r.status != "done"]
-    if bad:
-        raise SystemExit(f"could not build the load-test experiment: {bad}")
-    return root / "store", "load"
+    body = experiment("load", [{"name": "zero-shot"}, {"name": "lora", "options": {"r": 4}}, {"name": "ia3"}])
+    return build_tiny(root / "store", body), "load"
 
 
 def start_server(store: Path, port: int, token: str | None) -> subprocess.Popen:
@@ -181,7 +164,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--timeout", type=float, default=300.0, help="per request, seconds")
     ap.add_argument("--json", type=Path, help="also write the report here")
+    ap.add_argument("--tiny", action="store_true",
+                    help="2 clients x 2 requests, 2 new tokens: checks the benchmark runs (the test suite)")
     args = ap.parse_args(argv)
+    if args.tiny:
+        args.clients, args.requests, args.max_new_tokens = 2, 2, 2
     if args.clients < 1 or args.requests < 1 or args.clients * args.requests > 10_000:
         raise SystemExit("keep it bounded: 1..10000 requests in all")
     proc = None

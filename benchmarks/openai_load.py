@@ -3,6 +3,7 @@
 
     python benchmarks/openai_load.py                    # builds a tiny experiment, starts its servers
     python benchmarks/openai_load.py --clients 20 --requests 5 --max-tokens 16 --json out.json
+    python benchmarks/openai_load.py --tiny --json out.json   # 2 clients x 1 request: checks it runs (test suite)
 
 It trains zero-shot, two LoRA adapters and IA3 on stories260k in this process (seconds; needs
 ../shared), then starts `peftlab serve --no-worker` twice on free ports, once as is and once with
@@ -33,8 +34,10 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PEFTLAB_SHARED", REPO.parent / "shared"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny import SHARED, experiment  # noqa: E402
+from tiny import build_store as build_tiny  # noqa: E402
+
 EXPERIMENT = "load"
 SCENARIOS = {"one adapter": ["lora"], "mixed LoRA": ["lora", "lora-b", "zero-shot"],
              "mixed types": ["lora", "lora-b", "zero-shot", "ia3"]}
@@ -42,28 +45,9 @@ SCENARIOS = {"one adapter": ["lora"], "mixed LoRA": ["lora", "lora-b", "zero-sho
 
 def build_store(root: Path) -> Path:
     """Experiment `load`: zero-shot, lora, lora-b and ia3 on stories260k, trained here; short test tables."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("PEFTLAB_MODEL_PATH", str(SHARED / "models"))
-    os.environ.setdefault("PEFTLAB_DATA_PATH", str(SHARED / "data"))
-    from peftlab.queue.jobs import make_plan
-    from peftlab.store import Store
-    from peftlab.train.runner import run_experiment
-
-    data = SHARED / "data" / "statista"
-    body = {"name": "load", "model": str(SHARED / "models" / "stories260k"), "task": "causal-lm",
-            "data": {"train": str(data / "train.jsonl"), "validation": str(data / "validation.jsonl"),
-                     "test": str(data / "test.jsonl"), "prompt": "Table: {table}\nTitle:", "target": "title",
-                     "max_train_examples": 32, "max_validation_examples": 4, "max_test_examples": 4},
-            "methods": [{"name": "zero-shot"}, {"name": "lora", "options": {"r": 4}},
-                        {"name": "lora", "label": "lora-b", "options": {"r": 8}}, {"name": "ia3"}],
-            "training": {"max_steps": 4, "batch_size": 8, "max_source_length": 48, "max_target_length": 16,
-                         "threads": 1, "precision": "fp32"},
-            "evaluation": {"max_new_tokens": 6}}
-    runs = run_experiment(make_plan(body), Store(root / "store"), isolation="inprocess", echo=lambda *_: None)
-    bad = [(r.name, r.error) for r in runs if r.status != "done"]
-    if bad:
-        raise SystemExit(f"could not build the load-test experiment: {bad}")
-    return root / "store"
+    return build_tiny(root / "store", experiment(EXPERIMENT, [
+        {"name": "zero-shot"}, {"name": "lora", "options": {"r": 4}},
+        {"name": "lora", "label": "lora-b", "options": {"r": 8}}, {"name": "ia3"}], precision="fp32"))
 
 
 def prompts(n: int = 8) -> list[str]:
@@ -79,20 +63,24 @@ def free_port() -> int:
 
 
 def start_server(store: Path, port: int, *extra: str, threads: int = 1) -> subprocess.Popen:
+    """Start `peftlab serve` on `port` (not waiting for it: `wait_ready`)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TQDM_DISABLE="1", TOKENIZERS_PARALLELISM="false")
     extra = (*extra, "--threads", str(threads)) if threads else extra  # 0: torch's default
-    proc = subprocess.Popen([sys.executable, "-m", "peftlab.cli", "--store", str(store), "serve", "--host",
+    return subprocess.Popen([sys.executable, "-m", "peftlab.cli", "--store", str(store), "serve", "--host",
                              "127.0.0.1", "--port", str(port), "--no-worker", *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 90
-    while time.time() < deadline:
+
+
+def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
         try:
             httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
-            return proc
+            return
         except httpx.HTTPError:
             time.sleep(0.3)
     proc.kill()
-    raise SystemExit("the server did not start in 90 s")
+    raise SystemExit(f"the server on port {port} did not start in {timeout:.0f} s (exit code {proc.poll()})")
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -158,7 +146,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "CPU, more threads than free cores make every matmul wait; measured 30x slower with 2 "
                          "threads at load 10 on 2 cores)")
     ap.add_argument("--json", type=Path, help="also write the report here")
+    ap.add_argument("--tiny", action="store_true",
+                    help="2 clients x 1 request, 2 tokens, 2 prompts: checks the benchmark runs (the test suite)")
     args = ap.parse_args(argv)
+    if args.tiny:
+        args.clients, args.requests, args.max_tokens = 2, 1, 2
     if not (1 <= args.clients <= 200 and args.requests >= 1 and args.clients * args.requests <= 5000):
         raise SystemExit("keep it bounded: 1..200 clients, at most 5000 requests a scenario")
     tmp = tempfile.TemporaryDirectory(prefix="peftlab-openai-load-")
@@ -170,10 +162,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print("building a tiny experiment (zero-shot, lora, lora-b, ia3 on stories260k)...", file=sys.stderr)
             store = build_store(Path(tmp.name))
         ports = {"batched": free_port(), "one at a time": free_port()}
-        procs = [start_server(store, ports["batched"], threads=args.threads),
+        procs = [start_server(store, ports["batched"], threads=args.threads),  # both start side by side
                  start_server(store, ports["one at a time"], "--no-batching", threads=args.threads)]
+        for proc, port in zip(procs, ports.values(), strict=True):
+            wait_ready(proc, port)
         urls = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
-        texts = prompts()
+        texts = prompts(2 if args.tiny else 8)
         reference: dict[tuple[str, str], str] = {}
         with httpx.Client(base_url=urls["one at a time"], timeout=120) as c:  # also loads the models
             for run in SCENARIOS["mixed types"]:

@@ -34,8 +34,8 @@ from peftlab.data.prepare import prepare_data  # noqa: E402
 from peftlab.device import autocast, resolve_precision  # noqa: E402
 from peftlab.methods import MethodContext, get_method  # noqa: E402
 from peftlab.models import load_model, load_tokenizer, resolve_model  # noqa: E402
-from peftlab.tasks import TASKS  # noqa: E402
 from peftlab.tasks.base import Prediction  # noqa: E402
+from peftlab.tasks.build import build_task  # noqa: E402
 from peftlab.tasks.causal_lm import stop_ids  # noqa: E402
 from peftlab.train.cost import PeakMemory  # noqa: E402
 
@@ -50,8 +50,7 @@ class Setup:
         self.data = prepare_data(cfg.data, cfg.task, cfg.training.seed, path.parent)
         rm = resolve_model(cfg.model, path.parent)
         self.tok = load_tokenizer(rm, cfg.model, cfg.task)
-        self.task = TASKS[cfg.task](self.tok, None, cfg.training, cfg.evaluation, self.data.labels,
-                                    cfg.data.system_prompt)
+        self.task = build_task(cfg, self.tok, None, self.data.labels, "fp32")  # the usual recipe trains in fp32
         model = load_model(rm, cfg.model, cfg.task, self.data.labels)
         self.task.prepare_model(model)
         self.method = get_method(self.entry.name)
@@ -211,7 +210,8 @@ def ablation(s: Setup, n: int = 8, batch: int = 4) -> dict[str, Any]:
         ("+ logits on the completion only", by_len, task.collate, completion),
         ("+ LoRA dropout 0", by_len, task.collate, completion),
     ]
-    precision = resolve_precision("auto")  # bf16 autocast only where the hardware has it natively
+    # the experiment's precision (speed.py --precision forces it); auto: bf16 only where the hardware has it natively
+    precision = resolve_precision(s.cfg.training.precision)
     if precision != "fp32":
         variants.append((f"+ {precision} autocast", by_len, task.collate, completion))
     last = variants[-1]
@@ -240,13 +240,18 @@ def ablation(s: Setup, n: int = 8, batch: int = 4) -> dict[str, Any]:
     return {"examples": n, "batch_size": batch, "tokens": tokens, "variants": out}
 
 
-def main() -> None:
-    mode, exp, dest = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+def measure(mode: str, exp: Path) -> dict[str, Any]:
+    """One measurement (`usual`, `flops` or `ablation`) on the experiment file `exp`."""
     # the usual recipe (and the ablation, which starts from it) uses the usual notebooks' LoRA dropout
     s = Setup(exp, lora_dropout=USUAL_LORA_DROPOUT if mode in ("usual", "ablation") else None)
     result = {"usual": usual, "flops": flops, "ablation": ablation}[mode](s)
     result["threads"] = torch.get_num_threads()
-    dest.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main() -> None:
+    mode, exp, dest = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    dest.write_text(json.dumps(measure(mode, exp), indent=1))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,38 @@ def test_default_encoder_is_the_local_minilm_folder() -> None:
     assert how["idf"] is False and how["rescale_with_baseline"] is False
 
 
+def test_the_encoder_is_recorded_by_a_portable_name(tmp_path: Path) -> None:
+    """Reports show `model` and are mailed: never this machine's absolute path (issue 34)."""
+    path = resolve_encoder()
+    assert settings(path)["model"] == "all-minilm-l6-v2" and settings(path)["model_path"] == str(path)
+    assert settings(path, name="all-minilm-l6-v2")["model"] == "all-minilm-l6-v2"
+    assert settings(path, name="sentence-transformers/all-MiniLM-L6-v2")["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert settings(path, name=str(path))["model"] == path.name  # an absolute path as given: its folder's name
+    assert not Path(settings(path, name=str(path))["model"]).is_absolute()
+
+
+def test_an_older_record_is_renamed_portably_without_scoring_again(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    import importlib.metadata as md
+    from types import SimpleNamespace
+
+    import peftlab.evaluate.bertscore as bs
+
+    path = resolve_encoder()
+    preds = tmp_path / "predictions.jsonl"
+    preds.write_text('{"output": "a", "reference": "b"}\n')
+    old = {"library": f"bert-score {md.version('bert-score')}", "model": str(path), "num_layers": 6}
+    metrics = dict.fromkeys(METRIC_KEYS, 50.0)
+    run = SimpleNamespace(id=1, status="done", metrics=metrics, info={"bertscore": old}, file=lambda _: preds,
+                          config={"experiment": {"task": "causal-lm", "evaluation": {}}})
+    updates = []
+    store = SimpleNamespace(update=lambda run_id, **kw: updates.append(kw))
+    monkeypatch.setattr(bs, "bertscore", lambda *a, **k: pytest.fail("scored again despite the cache"))
+    assert bs.bertscore_run(store, run) == metrics
+    assert run.info["bertscore"]["model"] == "all-minilm-l6-v2" and run.info["bertscore"]["model_path"] == str(path)
+    assert updates == [{"info": run.info}]
+
+
 def test_matches_bert_score_itself() -> None:
     """Our wrapper passes the settings it claims: same numbers as calling bert-score directly."""
     from bert_score import BERTScorer

@@ -45,11 +45,37 @@ def autocast(precision: str) -> Iterator[None]:
         yield
 
 
+# CPU flags that decide how fast each precision runs: bf16 is native only with AVX512-BF16 or AMX.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def cpu_model() -> tuple[str, list[str]]:
+    """The CPU's model name and which of `SPEED_FLAGS` it has (Linux: /proc/cpuinfo; elsewhere
+    the platform's processor name and no flags)."""
+    import platform
+
+    name, flags, fields = platform.processor() or platform.machine(), set(), {}
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+            if key.strip() == "flags":
+                flags = set(value.split())
+                break
+    name = fields.get("model name", name)
+    if "cpu family" in fields and "model" in fields:  # a VM's model name can be as short as "AMD EPYC"
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name, [f for f in SPEED_FLAGS if f in flags]
+
+
 def describe() -> dict[str, str]:
     info = {"device": device_name(), "torch_threads": str(torch.get_num_threads())}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     else:
+        name, flags = cpu_model()
+        info["cpu"] = name
+        info["cpu_flags"] = " ".join(flags)
         info["cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
         info["cpu_native_bf16"] = str(cpu_has_native_bf16())
     return info

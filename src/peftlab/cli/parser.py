@@ -20,6 +20,30 @@ from peftlab.cli.commands import (
 )
 
 
+class _Version(argparse.Action):
+    """`peftlab --version`: peftlab's version and the libraries' that decide its results (read when
+    asked, from the installed packages' metadata: no import)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kw: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print peftlab's version and its key libraries' versions, then exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        import importlib.metadata as md
+        import platform
+
+        from peftlab import __version__
+
+        libs = []
+        for pkg in ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets", "optuna"):
+            try:
+                libs.append(f"{pkg} {md.version(pkg)}")
+            except md.PackageNotFoundError:
+                libs.append(f"{pkg} not installed")
+        print(f"peftlab {__version__} (python {platform.python_version()}; {', '.join(libs)})")
+        parser.exit()
+
+
 def _add_executor_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: runs one after another on this machine; ray: side by side on a Ray cluster "
@@ -48,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="peftlab", description="Compare PEFT methods on your data, side by side.")
     store_help = "store folder (default ./peftlab-store or $PEFTLAB_STORE)"
     ap.add_argument("--store", default=os.environ.get("PEFTLAB_STORE", "peftlab-store"), help=store_help)
+    ap.add_argument("--version", action=_Version)
     # The common flags are accepted after the subcommand too (`peftlab report EXP --store X`).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", default=argparse.SUPPRESS, help=store_help)
@@ -56,15 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", parents=[common], help="train and evaluate every method of an experiment file")
     r.add_argument("experiment", help="experiment YAML file")
     r.add_argument("--methods", help="comma-separated run or method names (default: all listed)")
-    r.add_argument("--max-steps", type=int)
-    r.add_argument("--epochs", type=float)
-    r.add_argument("--batch-size", type=int)
-    r.add_argument("--learning-rate", type=float)
-    r.add_argument("--seed", type=int)
-    r.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
-    r.add_argument("--max-train-examples", type=int)
+    r.add_argument("--max-steps", type=int, help="stop each run after N optimizer steps (training.max_steps)")
+    r.add_argument("--epochs", type=float, help="passes over the training split (training.epochs)")
+    r.add_argument("--batch-size", type=int, help="examples per optimizer step (training.batch_size)")
+    r.add_argument("--learning-rate", type=float,
+                   help="learning rate of every method that sets none of its own (training.learning_rate; "
+                        "default: each method's default rate)")
+    r.add_argument("--seed", type=int, help="seed of sampling, splits, initialisation and data order (training.seed)")
+    r.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="training.precision; auto: bf16 where the hardware has it natively, else fp32 on CPU")
+    r.add_argument("--max-train-examples", type=int, help="limit on training examples (data.max_train_examples)")
     r.add_argument("--max-eval-examples", type=int, help="limit on test examples")
-    r.add_argument("--max-validation-examples", type=int)
+    r.add_argument("--max-validation-examples", type=int,
+                   help="limit on validation examples (data.max_validation_examples)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any key, e.g. training.seed=1")
     r.add_argument("--tune", type=int, metavar="N",
                    help="tune every method with N trials on the same budget (validation split) before the final runs")
@@ -122,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", parents=[common], help="the web service: upload data, compare methods, try and export the winner")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     sv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every API call (or $PEFTLAB_TOKEN)")
     sv.add_argument("--concurrency", type=int,
                     help="runs executing at once (default 1; with --executor ray: runs submitted to Ray at once, "

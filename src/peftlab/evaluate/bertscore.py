@@ -73,15 +73,24 @@ def default_layers(path: Path) -> int:
     raise PeftlabError(f"cannot tell how many layers the BERTScore encoder {path} has; pass num_layers")
 
 
-def settings(path: Path, num_layers: int | None = None) -> dict[str, Any]:
-    """What produced a score: recorded next to it, and the cache key (no model load needed)."""
+def portable_name(name: str | None, path: Path) -> str:
+    """The encoder as a reader elsewhere can name it: the name the experiment gave (a hub id, or a
+    name found on the model path), or the folder's own name when it gave an absolute path or none.
+    Never this machine's absolute path: reports show it, and they are mailed."""
+    return name if name and not Path(name).expanduser().is_absolute() else path.name
+
+
+def settings(path: Path, num_layers: int | None = None, name: str | None = None) -> dict[str, Any]:
+    """What produced a score: recorded next to it, and the cache key (no model load needed).
+    `model` is portable (`portable_name`); `model_path`, the folder used here, stays in the store."""
     import importlib.metadata as md
 
     layers = num_layers or default_layers(path)
     version = md.version("bert-score")
     return {
         "library": f"bert-score {version}",
-        "model": str(path),
+        "model": portable_name(name, path),
+        "model_path": str(path),
         "model_name": path.name,
         "num_layers": layers,
         "idf": False,
@@ -166,7 +175,8 @@ def _cache_matches(cached: dict[str, Any], path: Path, num_layers: int | None) -
     """Same encoder, layer and bert-score version, decided without importing bert-score (slow)."""
     import importlib.metadata as md
 
-    return (cached.get("model") == str(path) and cached.get("library") == f"bert-score {md.version('bert-score')}"
+    # records made before `model_path` kept the absolute path under `model`
+    return (cached.get("model_path", cached.get("model")) == str(path) and cached.get("library") == f"bert-score {md.version('bert-score')}"
             and (num_layers is None or cached.get("num_layers") == num_layers))
 
 
@@ -189,8 +199,12 @@ def bertscore_run(store: Any, run: Any, model: str | None = None, num_layers: in
     cached = info.get("bertscore") or {}
     have = all(k in metrics for k in METRIC_KEYS)
     if not force and have and _cache_matches(cached, path, num_layers):
+        if "model_path" not in cached:  # an older record: name the encoder portably, keep the scores
+            new_info = {**info, "bertscore": {**cached, "model": portable_name(name, path), "model_path": str(path)}}
+            store.update(run.id, info=new_info)
+            run.info = new_info
         return {k: metrics[k] for k in METRIC_KEYS}
-    how = settings(path, num_layers)
+    how = settings(path, num_layers, name)
     if not force and have and cached.get("key") == how["key"]:
         return {k: metrics[k] for k in METRIC_KEYS}
     preds = read_predictions(pred_path)

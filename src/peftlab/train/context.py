@@ -38,6 +38,8 @@ class RunContext:
     data_seed: int | None = None
     trial: dict[str, Any] | None = None  # a trial's study, number and pruner (`tune/`)
     pruned: bool = False  # a trial its pruner stopped early
+    # what training's time was measured under (CPU time, load average, threads): `CountersCallback.measured_under`
+    measured_under: dict[str, Any] = field(default_factory=dict)
     # resolved by the recipe's steps, in this order
     method: Method = field(init=False)
     opts: MethodOptions = field(init=False)

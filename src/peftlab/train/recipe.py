@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import shutil
 import time
@@ -130,12 +131,13 @@ def _run(ctx: RunContext) -> dict[str, Any] | None:
 
     # 7. Evaluate on the test split (a trial: the validation split): loss, predictions, metrics.
     ctx.phase("evaluating")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with merged_for_inference(model, restore=False):  # the adapter is saved: fold it in, generation is faster
         test_loss, preds = task.evaluate(model, scored, desc=f"{ctx.run_name}: {'validation' if ctx.is_trial else 'test'}")
     predict_seconds = time.perf_counter() - t0  # the model's part: test loss and outputs
     metrics = task.score(scored, preds)
     eval_seconds = time.perf_counter() - t0  # + metric scoring (the first call imports ROUGE/BLEU)
+    eval_cpu_seconds = time.process_time() - c0
     per_class = metrics.pop("_per_class", None)
     metrics["eval_loss"] = test_loss
     pred_path = _write_predictions(ctx.out_dir / "predictions.jsonl", preds)
@@ -159,8 +161,20 @@ def _run(ctx: RunContext) -> dict[str, Any] | None:
         "train_peak_memory_mb": round(train_peak, 1),
         "adapter_bytes": artifact_bytes,
         "eval_examples_per_second": round(len(scored) / eval_seconds, 2) if eval_seconds else None,
+        **_measured_under(ctx, eval_cpu_seconds),
     }
     return {"metrics": metrics, "cost": cost, "info": info, "resolved": resolved}
+
+
+def _measured_under(ctx: RunContext, eval_cpu_seconds: float) -> dict[str, Any]:
+    """What the run's times were measured under, so costs measured beside other jobs can be told
+    from costs measured alone: CPU seconds (user + sys, every thread) of training and evaluation,
+    the 1-minute load average at training's start and end and evaluation's end, threads, CPUs."""
+    m = dict(ctx.measured_under) or {"train_cpu_seconds": 0.0, "load_avg": {}, "threads": torch.get_num_threads(),
+                                     "cpus": os.cpu_count(), "resumed": False}
+    m["load_avg"] = {**m["load_avg"], "eval_end": round(os.getloadavg()[0], 2)}
+    m["eval_cpu_seconds"] = round(eval_cpu_seconds, 2)
+    return m
 
 
 def _load_model(ctx: RunContext, rm: ResolvedModel) -> tuple[Any, MethodContext]:

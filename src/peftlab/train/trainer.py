@@ -82,6 +82,7 @@ class PeftlabTrainer(Trainer):
         self.task = task
         self.extra_loss = extra_loss
         self.validation_seconds = 0.0  # wall time spent in evaluate() in this process
+        self.validation_cpu_seconds = 0.0  # and the CPU time (user + sys, every thread) it took
         self.tokens_trained = 0  # real tokens of the batches trained on in this process
         self._extra_logged: list[torch.Tensor] = []  # the method's term per step since the last log
 
@@ -106,11 +107,12 @@ class PeftlabTrainer(Trainer):
         counting = getattr(collator, "counting", None)
         if counting is not None:
             collator.counting = False
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return super().evaluate(*args, **kwargs)
         finally:
             self.validation_seconds += time.perf_counter() - t0
+            self.validation_cpu_seconds += time.process_time() - c0
             if counting is not None:
                 collator.counting = counting
 
@@ -223,8 +225,9 @@ COUNTERS_FILE = "peftlab_counters.json"
 
 
 class CountersCallback(TrainerCallback):
-    """Writes the real tokens and train seconds so far into each checkpoint, so the cost of a
-    run resumed after a kill covers the whole run, not only the part after the restart."""
+    """Writes the real tokens, train seconds and train CPU seconds so far into each checkpoint,
+    so the cost of a run resumed after a kill covers the whole run, not only the part after the
+    restart. Also notes what the time was measured under (`measured_under`)."""
 
     def __init__(self, trainer: PeftlabTrainer, prior: dict[str, float]) -> None:
         # Tokens are counted per training step, not per collated batch: the data loader reads
@@ -232,9 +235,26 @@ class CountersCallback(TrainerCallback):
         self.trainer = trainer
         self.prior = prior
         self.t0 = time.perf_counter()
+        self.c0 = time.process_time()
+        self.load_start = os.getloadavg()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.t0 = time.perf_counter()
+        self.c0 = time.process_time()
+        self.load_start = os.getloadavg()
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + sys, every thread of this process) of training so far, validation left
+        out as in the train seconds. Over several devices: this process' own."""
+        return self.prior.get("cpu_seconds", 0.0) + time.process_time() - self.c0 - self.trainer.validation_cpu_seconds
+
+    def measured_under(self) -> dict[str, Any]:
+        """What the train seconds were measured under: the CPU time they took, the 1-minute load
+        average when training started and ended (it counts this run's own threads too), the
+        torch threads and the CPUs. A time measured beside other jobs shows a load above the threads."""
+        return {"train_cpu_seconds": round(self.cpu_seconds(), 2),
+                "load_avg": {"train_start": round(self.load_start[0], 2), "train_end": round(os.getloadavg()[0], 2)},
+                "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "resumed": bool(self.prior)}
 
     def totals(self) -> tuple[float, int]:
         """Train seconds and real tokens so far; over several devices, every process' tokens (a
@@ -250,7 +270,8 @@ class CountersCallback(TrainerCallback):
         d = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         seconds, tokens = self.totals()
         if d.is_dir() and state.is_world_process_zero:
-            (d / COUNTERS_FILE).write_text(json.dumps({"seconds": seconds, "tokens": tokens}))
+            (d / COUNTERS_FILE).write_text(json.dumps({"seconds": seconds, "tokens": tokens,
+                                                       "cpu_seconds": self.cpu_seconds()}))
 
 
 def _prior_counters(resume: Path | None) -> dict[str, float]:
@@ -346,6 +367,7 @@ def train_model(
     trainer.add_callback(counters)
     with _mlflow_env(ctx.store.root, ctx.cfg.name, "mlflow" in t.report_to):
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    ctx.measured_under = counters.measured_under()
     return counters.totals()
 
 
