@@ -319,7 +319,7 @@ def test_predict_and_evaluate_a_chat_run(messages_run: tuple[Any, Store, list[st
     # Evaluate on conversations the run never saw: the last reply scored, recorded under the run.
     held = _write(tmp_path / "held.jsonl", [_row(c, "messages") for c in _conversations(6, offset=300)])
     assert main(["evaluate", run.experiment, run.name, "--test", str(held), *args]) == 0
-    rec = store.find_run(run.experiment, run.name).info["evaluations"]["held"]
+    rec = store.find_run(run.experiment, run.name).info["evaluations"]["file-held"]
     assert rec["examples"] == 6 and rec["format"] == "messages" and rec["metrics"]["rougeL"] > 30
     refs = [p["reference"] for p in _jsonl(store.root / rec["predictions"])]
     assert refs == [f"The {COLOURS[i % 6]} one is {SHAPES[(i // 6) % 6]}." for i in range(300, 306)]
