@@ -271,3 +271,14 @@ def test_compare_does_not_rank_across_different_test_rows(tmp_path: Path) -> Non
     assert both.run is None and both.headline.startswith("**No recommendation across these experiments**")
     rs = rows(store, ["a", "b"])
     assert {r["run"] for r in rs} == {"a/zero-shot", "a/lora", "b/zero-shot", "b/lora"}
+
+
+def test_times_measured_beside_other_jobs_are_said_so(fpb: Store) -> None:
+    run = fpb.find_run(EXP, "vera")
+    fpb.update(run.id, cost={**run.cost, "train_cpu_seconds": 9.0, "threads": 2, "cpus": 2,
+                             "load_avg": {"train_start": 7.5, "train_end": 9.1}})
+    rs = {r["run"]: r for r in rows(fpb, EXP)}
+    assert rs["vera"]["timed_under_load"] == 9.1 and rs["vera"]["train_cpu_seconds"] == 9.0
+    assert "timed_under_load" not in rs["ia3"]
+    text = recommend(collect(fpb, [EXP])).text
+    assert "Timed beside other jobs: vera (load 9.1): their train times are not comparable" in text

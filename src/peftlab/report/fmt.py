@@ -10,6 +10,7 @@ COST_LABELS = {
     "trainable_percent": "trainable %",
     "peak_memory_mb": "peak memory (MB)",
     "train_seconds": "train time (s)",
+    "train_cpu_seconds": "train CPU time (s)",
     "eval_seconds": "eval time (s)",
     "train_tokens_per_second": "train tokens/s",
     "adapter_bytes": "adapter size",
@@ -56,7 +57,7 @@ def fmt_value(key: str, v: Any) -> str:
         return f"{int(v):,}"
     if key == "trainable_percent":
         return f"{v:.3g}%" if v < 1 else f"{v:.1f}%"
-    if key in ("train_seconds", "eval_seconds"):
+    if key in ("train_seconds", "eval_seconds", "train_cpu_seconds"):
         return f"{v:.1f}"
     if key in ("peak_memory_mb", "train_tokens_per_second"):
         return f"{v:,.0f}"

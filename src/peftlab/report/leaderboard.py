@@ -49,8 +49,8 @@ from peftlab.report.baselines import (  # noqa: F401 - re-exported: the rows' fl
 from peftlab.store import Run, Store
 from peftlab.tasks.spec import SPECS, main_metric
 
-COST_KEYS = ("trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds", "eval_seconds",
-             "train_tokens_per_second", "adapter_bytes")
+COST_KEYS = ("trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds", "train_cpu_seconds",
+             "eval_seconds", "train_tokens_per_second", "adapter_bytes")
 METRIC_ORDER = ("rouge1", "rouge2", "rougeL", "bleu", "accuracy", "macro_f1", "eval_loss")
 
 
@@ -95,7 +95,7 @@ def _aggregate(name: str, runs: list[Run]) -> dict[str, Any]:
     return base
 
 
-LEADERBOARD_VERSION = 3  # bump when the rows' definition changes: cached rows are recomputed
+LEADERBOARD_VERSION = 4  # bump when the rows' definition changes: cached rows are recomputed
 
 
 def _comparable(store: Store, names: list[str]) -> list[dict[str, Any]]:
@@ -227,6 +227,9 @@ def _compute(store: Store, exps: list[dict[str, Any]], significance: bool, basel
         r["representative"] = _representative(r, main, higher)
         _traits(r, task)
         done = [x for x in rs_ if x.status == "done"]
+        busy = [_busy(x) for x in done]
+        if any(busy):
+            r["timed_under_load"] = max(b for b in busy if b)
         health = [h for x in done if (h := (x.info or {}).get("health")) and not h.get("healthy", True)]
         r["health_problems"] = list(dict.fromkeys(p for h in health for p in h.get("problems", [])))
         if spec is not None and not spec.generative and spec.text_input:
@@ -264,6 +267,15 @@ def _compute(store: Store, exps: list[dict[str, Any]], significance: bool, basel
                    or (r[main] < maj[main] if higher else r[main] > maj[main])), len(out))
         out.insert(at, maj)
     return out
+
+
+def _busy(run: Run) -> float | None:
+    """The load average a run trained under, when other jobs shared its CPUs (a load above its
+    own threads by more than one): its wall-clock times are not comparable with other runs'."""
+    c = run.cost or {}
+    loads = [v for k in ("train_start", "train_end") if isinstance(v := (c.get("load_avg") or {}).get(k), int | float)]
+    own = max(int(c.get("threads") or 1), 1)
+    return max(loads) if loads and max(loads) > own + 1 else None
 
 
 def _floors(out: list[dict[str, Any]], done_of: dict[str, list[Run]], majors: dict[str, Any], main: str,
@@ -334,7 +346,7 @@ def render(rs: list[dict[str, Any]], fmt: str = "table", headline: str | None = 
 
     main = rs[0]["main_metric"] if rs else None
     short = {"trainable_params": "trainable", "trainable_percent": "train%", "peak_memory_mb": "peak MB",
-             "train_seconds": "train s", "eval_seconds": "eval s", "train_tokens_per_second": "tok/s",
+             "train_seconds": "train s", "train_cpu_seconds": "train CPU s", "eval_seconds": "eval s", "train_tokens_per_second": "tok/s",
              "adapter_bytes": "adapter B", "rank_group": "group", "p_vs_best": "p vs best", "n_seeds": "seeds"}
     if main:
         short[main] = f"{main} [95% CI]"

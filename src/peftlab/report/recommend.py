@@ -348,6 +348,12 @@ def _details(rec: Recommendation, data: ReportData, main: str) -> list[str]:
     if rec.over_budget and rec.recommended is not None:
         out.append(f"Over your budget ({rec.budget.describe()}): "
                    + "; ".join(f"**{r['run']}**, {w}" for r, w in rec.over_budget) + ".")
+    busy = [r for r in rows if r.get("timed_under_load") and r.get("trains", True)]
+    if busy:
+        out.append("Timed beside other jobs: " + ", ".join(f"**{r['run']}** (load {r['timed_under_load']:.1f})"
+                                                          for r in busy)
+                   + ": their train times are not comparable with the others'; compare CPU time (train CPU s) "
+                   "instead, which other jobs do not inflate.")
     maj = next((b for b in data.rows if b.get("baseline")), None)
     if maj is not None and _num(maj.get(main)) is not None:
         out.append(f"The majority-class baseline (always {maj.get('majority_label')!r}) scores {main} "
