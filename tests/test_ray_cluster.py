@@ -78,7 +78,7 @@ def test_a_lost_node_s_run_resumes_on_the_surviving_node(tmp_path_factory: pytes
     cluster, worker, ex = two_nodes
     work = tmp_path_factory.mktemp("nodes")
     body = tiny_causal([{"name": "lora", "label": "one"}, {"name": "lora", "label": "two"}], threads=1,
-                       max_steps=32, checkpoint_every=8)
+                       max_steps=16, checkpoint_every=4)
     body["name"] = "nodes"
     store = Store(tmp_path_factory.mktemp("driver") / "store")
     t0 = time.time()
@@ -128,7 +128,7 @@ def test_a_lost_node_s_run_resumes_on_the_surviving_node(tmp_path_factory: pytes
     for k, v in calm.metrics.items():
         assert math.isclose(hit.metrics[k], v, rel_tol=1e-6, abs_tol=1e-6), (k, hit.metrics[k], v)
     a, b = store.curves(calm.id)["train_loss"], store.curves(hit.id)["train_loss"]
-    assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 33))
+    assert [s for s, _ in a] == [s for s, _ in b] == list(range(1, 17))
     assert max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True)) <= 1e-6
     assert hit.cost["train_tokens"] == calm.cost["train_tokens"]
     # nothing lost, nothing twice: one row per run, one value per curve step, every file of the run
