@@ -75,7 +75,12 @@ def _attempts(store: Store, run_id: int) -> list[tuple[float, str, int]]:
 
 def test_a_lost_node_s_run_resumes_on_the_surviving_node(tmp_path_factory: pytest.TempPathFactory,
                                                          two_nodes) -> None:  # noqa: ANN001
+    from ray._private import state
+
     cluster, worker, ex = two_nodes
+    ex.ray.get(ex.sink.drain.remote())  # the driver's mailbox is up, on the driver's node (never the one lost)
+    sinks = [a for a in state.actors().values() if a["ActorClassName"] == "EventSink"]
+    assert [a["Address"]["IPAddress"] for a in sinks] == [HEAD], sinks
     work = tmp_path_factory.mktemp("nodes")
     body = tiny_causal([{"name": "lora", "label": "one"}, {"name": "lora", "label": "two"}], threads=1,
                        max_steps=16, checkpoint_every=4)
