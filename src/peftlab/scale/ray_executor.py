@@ -10,10 +10,11 @@ its store as it arrives, and unpacks each run's folder when the run ends.
 
 Faults: a run whose worker died (killed, out of memory, its node lost) is submitted again with
 the last checkpoint the driver holds, so it resumes on whichever worker Ray gives it, up to
-`max_retries` times; then it stays interrupted, resumable. A driver killed and restarted finds
-its runs interrupted (its pid is gone: `store.reap_stale`) and queued ones queued, and resumes
-them from the checkpoints in its store; finished runs stay finished. Ctrl-C cancels the Ray
-tasks and leaves the runs interrupted, resumable.
+`max_retries` times; then it stays interrupted, resumable. The driver's `EventSink` lives on the
+driver's own node, so a lost worker node takes no run's events or checkpoints with it. A driver
+killed and restarted finds its runs interrupted (its pid is gone: `store.reap_stale`) and queued
+ones queued, and resumes them from the checkpoints in its store; finished runs stay finished.
+Ctrl-C cancels the Ray tasks and leaves the runs interrupted, resumable.
 """
 
 from __future__ import annotations
@@ -101,6 +102,18 @@ def _reachable(address: str) -> None:
 _REMOTE: dict[str, Any] = {}
 
 
+def _here(ray: Any) -> dict[str, Any]:
+    """Ray options that place an actor on the driver's own node: the driver's mailbox must not live
+    on a worker node, whose loss would take every run's events and checkpoints with it."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    try:
+        node = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - no node of its own (a Ray Client driver): where Ray puts it
+        return {}
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)} if node else {}
+
+
 def _remote(ray: Any) -> dict[str, Any]:
     if not _REMOTE:
         from peftlab.scale.task import EventSink, execute_remote
@@ -130,7 +143,7 @@ class RayExecutor:
         self.ray = connect(address, num_cpus)
         self.max_retries = max_retries
         self.echo = echo
-        self.sink = _remote(self.ray)["sink"].remote()
+        self.sink = _remote(self.ray)["sink"].options(**_here(self.ray)).remote()
         self.flights: dict[int, _Flight] = {}
         self._estimates: dict[tuple[str, str], float | None] = {}  # (experiment, method) -> MB
         self.line: StatusLine | None = None
