@@ -13,7 +13,7 @@ trains zero-shot, two LoRA adapters and IA3; its scenarios:
 - one adapter: every request for `load/lora`;
 - mixed LoRA: `load/lora`, `load/lora-b` and `load/zero-shot` at random (one mixed batch in peft);
 - mixed types: the same plus `load/ia3` (IA3 cannot mix: batched on its own).
-`--model smollm2` (SmolLM2-135M-Instruct, the GGUF in ../shared/models; a minute or two) trains
+`--model smollm2` (SmolLM2-135M-Instruct, the GGUF in ../shared/models; 2-3 minutes on 2 cores) trains
 zero-shot, LoRA and IA3 for 4 steps on 32 statista rows (just so they exist and differ); its one
 scenario, mixed types, picks one of the three at random per request.
 Requests are greedy (temperature 0), so every answer must equal the one the unbatched server
