@@ -95,8 +95,11 @@ def test_tiny_openai_load(tmp_path: Path) -> None:
         for mode in ("batched", "one at a time"):
             m = row[mode]
             assert m["requests"] == 2 and m["errors"] == 0, (name, mode, m["error_kinds"])
-            assert positive(m["rps"]) and positive(m["p50_ms"]) and m["p95_ms"] >= m["p50_ms"]
+            assert positive(m["rps"]) and positive(m["p50_ms"]) and m["p99_ms"] >= m["p95_ms"] >= m["p50_ms"]
+            assert positive(m["tokens_per_s"]) and m["refused_429"] == 0
         assert positive(row["gain"])
+    assert r["by_clients"] == {"2": r["scenarios"]} and r["model"] == "stories260k"
+    assert r["cpu"] and isinstance(r["cpu_flags"], list) and len(r["load_average"]) == 2 and r["date"].startswith("20")
 
 
 def test_tiny_load_playground(tmp_path: Path) -> None:
