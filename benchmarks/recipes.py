@@ -249,9 +249,16 @@ def measure(mode: str, exp: Path) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    mode, exp, dest = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    dest.write_text(json.dumps(measure(mode, exp), indent=1))
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="One measurement of benchmarks/speed.py in this process (speed.py "
+                                 "runs each in a child process, so each peak memory is its own).")
+    ap.add_argument("mode", choices=["usual", "flops", "ablation"], help="what to measure")
+    ap.add_argument("experiment", type=Path, help="the experiment file (YAML)")
+    ap.add_argument("out", type=Path, help="JSON file to write the result to")
+    args = ap.parse_args(argv)
+    args.out.write_text(json.dumps(measure(args.mode, args.experiment), indent=1))
 
 
 if __name__ == "__main__":

@@ -121,3 +121,13 @@ def test_quick_benchmark_under_three_minutes_and_faster_than_the_usual_recipe() 
     assert last["train_speedup"] > 1 and last["eval_speedup"] > 1
     assert 0 < last["mfu"] <= 1
     assert wall < 180, f"quick mode took {wall:.0f} s"
+
+
+def test_every_benchmark_script_answers_help() -> None:
+    """A script whose import broke (or that reads sys.argv by hand) fails here, not in a user's hands."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    scripts = sorted(p for p in bench.glob("*.py") if "__main__" in p.read_text(encoding="utf-8"))
+    assert scripts
+    for p in scripts:
+        r = subprocess.run([sys.executable, str(p), "--help"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "usage:" in r.stdout, f"{p.name} --help: {r.stderr[-500:]}"
