@@ -20,9 +20,7 @@ from peftlab.evaluate.metrics import sentence_scores
 from peftlab.methods import REGISTRY, Method
 from peftlab.report.leaderboard import (
     collapse,
-    has_majority_baseline,
     is_trial,
-    majority_baseline,
     row,
     variant_of,
 )
@@ -148,8 +146,6 @@ class ReportData:
     tasks: list[str]
     notes: list[str] = field(default_factory=list)
     trials: list[Run] = field(default_factory=list)  # tuning trials: shown apart (budget curves)
-    # rows that are not runs: the majority-class baseline of each classification experiment
-    baselines: list[dict[str, Any]] = field(default_factory=list)
     # the leaderboard (`leaderboard.rows`): one row per method configuration over its seeds, the
     # majority-class row among them; what the leaderboard section, the charts and the
     # recommendation show
@@ -157,6 +153,11 @@ class ReportData:
     # runs the experiments' plans make that do not exist yet (a tuned launch makes its final runs
     # after its trials: `tune.plan.save_plan`)
     planned_missing: list[str] = field(default_factory=list)
+
+    @property
+    def baselines(self) -> list[dict[str, Any]]:
+        """The rows that are not runs: the majority-class row of each classification experiment."""
+        return [r for r in self.rows if r.get("baseline")]
 
     @property
     def test_examples(self) -> int | None:
@@ -294,19 +295,13 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
     title = exp_names[0] if len(exp_names) == 1 else " vs ".join(exp_names)
     notes += version_drift(views)
     add_significance(views, board)
-    baselines = []
-    for e in exps:
-        b = majority_baseline(store, e["name"]) if has_majority_baseline(e.get("task")) else None
-        if b is not None:
-            label = b["run"] if len(exp_names) == 1 else f"{e['name']}/{b['run']}"
-            baselines.append({**b, "label": label, "experiment": e["name"]})
     from peftlab.tune.plan import load_plan
 
     made = {(r.experiment, r.name) for r in runs + trials}
     missing = [n for e in exp_names for n in ((load_plan(store.root, e) or {}).get("runs") or [])
                if (e, n) not in made]
     return ReportData(title=title, experiments=exps, runs=views, main_metric=main, tasks=tasks, notes=notes,
-                      trials=trials, baselines=baselines, rows=board, planned_missing=missing)
+                      trials=trials, rows=board, planned_missing=missing)
 
 
 def add_significance(views: list[RunView], board: list[dict[str, Any]]) -> None:
