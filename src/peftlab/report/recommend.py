@@ -158,10 +158,6 @@ class Recommendation:
             return []
         return [s["run"] for s in self.recommended.get("seeds") or []] or [self.recommended["run"]]
 
-    def recommends(self, run_name: str) -> bool:
-        """Whether a run (a row's name, or one of its seeds) is the recommendation."""
-        return run_name == self.run or run_name in self._seed_runs()
-
 
 def _names(labels: list[str]) -> str:
     b = [f"**{x}**" for x in labels]
