@@ -68,7 +68,9 @@ class Row:
             while end > 0 and full[end - 1] == "\ufffd":
                 end -= 1
             full = full[: max(end, 0)]
-        self._emit(full)
+        # Trailing whitespace waits for the text after it, and a finished row ends without it, as
+        # an evaluation output does (`_Decoding.text` strips it): `max_tokens=1` on a space gives "".
+        self._emit(full.rstrip())
 
 
 class _Watch(StoppingCriteria):
