@@ -77,8 +77,12 @@ class Runnable:
 class Job:
     r: Runnable
     prompt_tokens: int
-    row: Row | None = None  # a completion; None: a classification of `text`
+    row: Row | None = None  # a completion; None: a classification of `text`, or a scoring
     text: str = ""
+    ids: list[int] = field(default_factory=list)  # a scoring's tokens (`infer.score`)
+    score: int | None = None  # a scoring: the likeliest tokens to list per position
+    extra: int = 0  # a scoring: greedy tokens to add (0 or 1)
+    echo: str | None = None  # the prompt's text, to put before the answer
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
     answer: dict[str, Any] | None = None
@@ -143,14 +147,19 @@ class Engine:
     def prepare(self, model: str, *, messages: list[dict[str, Any]] | None = None, prompt: str | None = None,
                 source: str | None = None, max_tokens: int | None = None, temperature: float = 1.0, top_p: float = 1.0,
                 stop: list[str] | None = None, seed: int | None = None,
-                on_text: Callable[[str], None] | None = None) -> Job:
+                on_text: Callable[[str], None] | None = None, prompt_ids: list[int] | None = None,
+                logprobs: int | None = None, echo: bool = False) -> Job:
         """A request checked and tokenized, ready to `submit` (ServeError: why not). `source`: an
-        input already through the experiment's template (the playground's), instead of `prompt`."""
-        from peftlab.infer.prompts import PromptError, chat_prompt, completion_prompt, source_prompt
+        input already through the experiment's template (the playground's), instead of `prompt`;
+        `prompt_ids`: the model's own tokens, taken as they are (no template). `logprobs` (or `echo`
+        with `max_tokens` 0): a scoring of the prompt's tokens (`infer.score`), not a generation."""
+        from peftlab.infer.prompts import PromptError, chat_prompt, completion_prompt, raw_ids, source_prompt
 
         r = self.runnable(model)
         try:
-            if messages is not None:
+            if prompt_ids is not None:
+                ids, text = raw_ids(r.task, r.cfg, prompt_ids)
+            elif messages is not None:
                 ids, text = chat_prompt(r.task, r.cfg, messages)
             elif source is not None:
                 ids, text = source_prompt(r.task, r.cfg, source)
@@ -166,6 +175,14 @@ class Engine:
                              param=field_name, code="context_length_exceeded")
         if not spec(r.cfg.task).generative:
             return Job(r, len(ids), text=text)
+        if logprobs is not None or (echo and max_tokens == 0):
+            from peftlab.infer.score import check
+
+            check(r.cfg.task, r.context, used, max_tokens, echo)
+            return Job(r, len(ids), ids=ids, score=logprobs or 0, extra=max_tokens or 0, echo=text if echo else None)
+        if max_tokens == 0:
+            raise ServeError("max_tokens 0 asks for no completion: send echo: true (the prompt back, with logprobs "
+                             "for its tokens) or a max_tokens of 1 or more", param="max_tokens")
         room = r.context - used if r.context is not None and spec(r.cfg.task).decoder_only else None
         if max_tokens is None:
             max_tokens = min(r.cfg.evaluation.max_new_tokens, room) if room is not None else \
@@ -174,7 +191,7 @@ class Engine:
             raise ServeError(f"This model's maximum context length is {r.context} tokens. However, you requested "
                              f"{used + max_tokens} tokens ({used} in the {field_name}, {max_tokens} in the completion)",
                              param="max_tokens", code="context_length_exceeded")
-        job = Job(r, len(ids))
+        job = Job(r, len(ids), echo=text if echo else None)
         job.row = Row(ids, max_tokens, temperature, top_p, tuple(stop or ()), seed, on_text, job.cancelled.is_set)
         return job
 
@@ -282,7 +299,8 @@ class Engine:
         groups: dict[tuple, list[Job]] = {}
         for j in jobs:
             ev = j.r.cfg.evaluation
-            settings = (j.row is None, ev.repetition_penalty, ev.no_repeat_ngram_size)
+            settings = ("score" if j.score is not None else j.row is None, ev.repetition_penalty,
+                        ev.no_repeat_ngram_size)
             groups.setdefault((*settings, "mix") if j.row is not None and j.r.mix else (*settings, j.r.run.id),
                               []).append(j)
         return list(groups.values())
@@ -290,7 +308,12 @@ class Engine:
     def _answer(self, slot: Any, group: list[Job]) -> None:
         first = group[0].r
         t0 = time.perf_counter()
-        if group[0].row is None:  # classification: the task's own predict, as its evaluation
+        if group[0].score is not None:  # scorings: one prompt at a time, alone (infer.score)
+            from peftlab.infer.score import answer
+
+            with self.pool.model_for(slot, first.run) as model:
+                answer(model, slot.tok, group, first.task.precision)
+        elif group[0].row is None:  # classification: the task's own predict, as its evaluation
             from peftlab.infer.loading import example
 
             with self.pool.model_for(slot, first.run) as model:

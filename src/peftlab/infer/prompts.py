@@ -68,6 +68,21 @@ def completion_prompt(task: Task, cfg: ExperimentConfig, prompt: str) -> tuple[l
     return source_prompt(task, cfg, input_text(cfg, prompt, "prompt"))
 
 
+def raw_ids(task: Task, cfg: ExperimentConfig, ids: list[int]) -> tuple[list[int], str]:
+    """(`ids`, their text) for a prompt of token ids: the model's own tokens, taken as they are, with no
+    template (as lm-evaluation-harness sends them)."""
+    if cfg.task != CAUSAL_LM:
+        raise PromptError(f"a prompt of token ids is for causal language model runs; this run is {cfg.task}: "
+                          "send the prompt as text", "prompt")
+    if not ids:
+        raise PromptError("the prompt has no tokens", "prompt")
+    size = len(task.tok)
+    bad = next((t for t in ids if not 0 <= t < size), None)
+    if bad is not None:
+        raise PromptError(f"token id {bad} is not in this model's vocabulary (0 to {size - 1})", "prompt")
+    return list(ids), task.tok.decode(ids)
+
+
 def source_prompt(task: Task, cfg: ExperimentConfig, src: str) -> tuple[list[int], str]:
     """(token ids, `src`) for an input already through the experiment's template (the playground's,
     with a value per input column)."""

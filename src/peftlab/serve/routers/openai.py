@@ -3,7 +3,10 @@
 
 A run is the model `EXPERIMENT/RUN`. Supported: `messages` / `prompt`, `max_tokens`
 (`max_completion_tokens`), `temperature`, `top_p`, `stop`, `seed`, `n=1`, `stream` (server-sent
-events in OpenAI's chunk format, ending `data: [DONE]`; `stream_options.include_usage`). Other
+events in OpenAI's chunk format, ending `data: [DONE]`; `stream_options.include_usage`); on
+completions also prompts of token ids and several prompts (a choice each), `echo`, and `logprobs`
+for the prompt's tokens and at most one more (`infer.score`: what lm-evaluation-harness's
+`local-completions` model asks for its loglikelihood tasks). Other
 OpenAI parameters are refused with a message rather than ignored. Errors come back in OpenAI's
 shape, `{"error": {"message", "type", "param", "code"}}` (`serve.v1_errors`); the service's token
 applies as on /api (`Authorization: Bearer`, which is how OpenAI clients send their api key).
@@ -31,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from peftlab.errors import NotFound, PeftlabError
 from peftlab.infer.engine import Engine, Job, ServeError
+from peftlab.infer.score import MAX_TOP
 from peftlab.serve.deps import EngineDep
 
 router = APIRouter(tags=["openai"])
@@ -75,9 +79,15 @@ class ChatRequest(_Request):
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str]
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="Text (through the experiment's template, as the run's inputs were), or the model's own "
+                    "token ids (taken as they are); a list of several gives a choice per prompt.")
+    max_tokens: int | None = Field(None, ge=0, le=MAX_INT, description="Default: the run's evaluation "
+                                   "max_new_tokens; 0 with echo: the prompt only (scored with logprobs).")
     echo: bool = False
-    logprobs: int | None = Field(None, ge=0, le=MAX_INT)
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP, description="Log-probabilities of the prompt's tokens "
+                                 "(with echo) and of at most one completion token, with this many likeliest tokens "
+                                 "per position: lm-evaluation-harness's loglikelihood requests.")
     suffix: str | None = None
 
 
@@ -90,10 +100,16 @@ def _refuse_unsupported(req: ChatRequest | CompletionRequest) -> None:
             raise ServeError(f"{name} is not supported (the run decodes with its own repetition settings)", param=name)
     if req.logit_bias:
         raise ServeError("logit_bias is not supported", param="logit_bias")
-    if req.logprobs:
-        raise ServeError("logprobs are not supported", param="logprobs")
-    if isinstance(req, CompletionRequest) and (req.echo or req.suffix):
-        raise ServeError("echo and suffix are not supported", param="echo" if req.echo else "suffix")
+    if isinstance(req, ChatRequest) and req.logprobs:
+        raise ServeError("logprobs are not supported on chat completions: /v1/completions returns them for a "
+                         "prompt's tokens", param="logprobs")
+    if isinstance(req, CompletionRequest):
+        if req.suffix:
+            raise ServeError("suffix is not supported", param="suffix")
+        if req.stream and (req.echo or req.logprobs is not None):
+            raise ServeError("echo and logprobs come in whole answers: send stream: false", param="stream")
+        if req.stream and len(_prompts(req)) > 1:
+            raise ServeError("a stream answers one prompt: send one, or stream: false for several", param="prompt")
     stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
     if len(stops) > MAX_STOPS or any(not s for s in stops):
         raise ServeError(f"stop: up to {MAX_STOPS} non-empty strings", param="stop")
@@ -103,18 +119,33 @@ def _stops(req: ChatRequest | CompletionRequest) -> list[str]:
     return [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
 
 
-async def _prepare(engine: Engine, req: ChatRequest | CompletionRequest, on_text: Any = None) -> Job:
+def _prompts(req: CompletionRequest) -> list[str | list[int]]:
+    """The request's prompts: texts, or lists of token ids."""
+    p = req.prompt
+    if isinstance(p, str):
+        return [p]
+    if not p:
+        raise ServeError("prompt is empty: send a text, a list of token ids, or a list of either", param="prompt")
+    if all(isinstance(x, int) for x in p):
+        return [list(p)]  # one prompt of token ids
+    return list(p)
+
+
+async def _prepare(engine: Engine, req: ChatRequest | CompletionRequest, on_text: Any = None) -> list[Job]:
+    """A job per prompt (a chat request, or a stream: one)."""
     _refuse_unsupported(req)
     kw: dict[str, Any] = {"max_tokens": req.max_tokens, "temperature": req.temperature, "top_p": req.top_p,
                           "stop": _stops(req), "seed": req.seed, "on_text": on_text}
     if isinstance(req, ChatRequest):
         kw["messages"] = [m.model_dump() for m in req.messages]
         kw["max_tokens"] = req.max_completion_tokens or req.max_tokens
-    else:
-        if isinstance(req.prompt, list) and len(req.prompt) != 1:
-            raise ServeError("prompt: one string (a list of several prompts is not supported)", param="prompt")
-        kw["prompt"] = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
-    return await run_in_threadpool(engine.prepare, req.model, **kw)
+        return [await run_in_threadpool(engine.prepare, req.model, **kw)]
+    kw.update(logprobs=req.logprobs, echo=req.echo)
+    jobs = []
+    for p in _prompts(req):
+        which = {"prompt": p} if isinstance(p, str) else {"prompt_ids": p}
+        jobs.append(await run_in_threadpool(engine.prepare, req.model, **kw, **which))
+    return jobs
 
 
 def _usage(a: dict[str, Any]) -> dict[str, int]:
@@ -123,9 +154,9 @@ def _usage(a: dict[str, Any]) -> dict[str, int]:
 
 
 def _choice(kind: Literal["chat", "text"], text: str | None, finish: str | None, final: bool = True,
-            first: bool = False) -> dict[str, Any]:
+            first: bool = False, index: int = 0, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
     if kind == "text":
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
     if final:
         return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                 "finish_reason": finish}
@@ -155,24 +186,30 @@ async def _complete(request: Request, engine: Engine, req: ChatRequest | Complet
     engine.check_room()  # a full queue refuses before the prompt is read
     if req.stream:
         return await _stream(engine, req, kind, head, limit, deadline)
-    job = await _prepare(engine, req)
-    future = asyncio.wrap_future(engine.submit(job))
+    jobs = await _prepare(engine, req)
+    futures: list[asyncio.Future] = []
     try:
-        while not future.done():  # the answer, the client leaving, or the deadline: what comes first
+        futures = [asyncio.wrap_future(engine.submit(j)) for j in jobs]
+        while not all(f.done() for f in futures):  # the answers, the client leaving, or the deadline: what comes first
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise _timeout(limit)
-            await asyncio.wait({future}, timeout=DISCONNECT_POLL if left is None else min(DISCONNECT_POLL, left))
-            if not future.done() and await request.is_disconnected():
+            await asyncio.wait(set(futures), timeout=DISCONNECT_POLL if left is None else min(DISCONNECT_POLL, left),
+                               return_when=asyncio.ALL_COMPLETED)
+            if not all(f.done() for f in futures) and await request.is_disconnected():
                 raise _Gone
-        if future.cancelled():
+        if any(f.cancelled() for f in futures):
             raise ServeError("cancelled", 499)
-        a = future.result()
+        answers = [f.result() for f in futures]
     finally:
-        engine.cancel(job)  # out of the queue, or its row stops at the next token (no effect once answered)
-    body = {**head, "object": obj, "choices": [_choice(kind, a["text"], a["finish_reason"])], "usage": _usage(a)}
-    if a.get("confidence") is not None:
-        body["peftlab"] = {"confidence": a["confidence"]}
+        for j in jobs:  # out of the queue, or its row stops at the next token (no effect once answered)
+            engine.cancel(j)
+    choices = [_choice(kind, (j.echo or "") + a["text"], a["finish_reason"], index=i, logprobs=a.get("logprobs"))
+               for i, (j, a) in enumerate(zip(jobs, answers, strict=True))]
+    usage = {k: sum(u[k] for u in map(_usage, answers)) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    body = {**head, "object": obj, "choices": choices, "usage": usage}
+    if len(answers) == 1 and answers[0].get("confidence") is not None:
+        body["peftlab"] = {"confidence": answers[0]["confidence"]}
     return body
 
 
@@ -180,7 +217,7 @@ async def _stream(engine: Engine, req: ChatRequest | CompletionRequest, kind: Li
                   head: dict[str, Any], limit: float | None, deadline: float | None) -> StreamingResponse:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
-    job = await _prepare(engine, req, on_text=lambda s: loop.call_soon_threadsafe(queue.put_nowait, ("text", s)))
+    (job,) = await _prepare(engine, req, on_text=lambda s: loop.call_soon_threadsafe(queue.put_nowait, ("text", s)))
     future = engine.submit(job)  # refusals above come back as plain errors, before the stream starts
     future.add_done_callback(lambda f: loop.call_soon_threadsafe(queue.put_nowait, ("done", f)))
     obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
