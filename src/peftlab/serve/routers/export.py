@@ -60,24 +60,28 @@ def _state(store: Any, r: Any) -> dict[str, Any]:
     """A run's export state. The sizes are those of the files a download gives (the zips with
     their model card, built here and kept: a download then starts at once)."""
     from peftlab.infer import export as ex
+    from peftlab.methods import REGISTRY
     from peftlab.report.leaderboard import is_trial
 
     run_id = r.id
     mergeable, why = merge_trait(r.method)
     trial = is_trial(r)
+    m = REGISTRY.get(r.method)
     final = (r.config or {}).get("variant") or r.name.rsplit(".t", 1)[0]
     if trial:  # by design: the tuner keeps a trial's scores, not its weights
         adapter = {"available": False, "why": f"a tuning trial keeps no adapter: it only scored a setting on the "
                                               f"validation split; the best setting was retrained as the run "
                                               f"{final!r}, which has one"}
+    elif r.status != "done" and m is not None and not m.is_baseline:
+        adapter = {"available": False, "why": f"not finished ({r.status}): its {'model' if m.is_full else 'adapter'} "
+                                              "can be downloaded once the run is done"}
     else:
         try:
             src = ex.artifact(r)
             kind = "model" if src.name == "model" else "adapter"
             z = ex.adapter_zip(store, r)
             adapter = {"available": True, "kind": src.name, "bytes": _card_zip(store, r, z, kind).stat().st_size,
-                       "filename": z.name,
-                       "url": f"/api/runs/{run_id}/adapter.zip"}
+                       "filename": z.name, "url": f"/api/runs/{run_id}/adapter.zip"}
         except PeftlabError as e:
             adapter = {"available": False, "why": str(e)}
     merged = ex.merged_state(store, r) if adapter["available"] else {"state": "none"}
@@ -144,8 +148,8 @@ def merged_zip(run_id: int, store: StoreDep) -> FileResponse:
 
     r = find_run(store, run_id)
     if ex.merged_state(store, r)["state"] != "passed":
-        raise HTTPException(409, "no checked merged model for this run yet: merge it first (POST "
-                                 f"/api/runs/{run_id}/export/merged)")
+        raise HTTPException(409, "This run has no checked merged model yet: use Merge and check on the Export page "
+                                 f"first (POST /api/runs/{run_id}/export/merged)")
     z = ex.merged_zip(store, r)
     out = _card_zip(store, r, z, "merged")
     return FileResponse(out, media_type="application/zip", filename=z.name)

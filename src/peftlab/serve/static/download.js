@@ -1,7 +1,10 @@
 // Downloads with progress (Export): the file is streamed (fetch + ReadableStream) and its progress
 // shown against its Content-Length, then saved under the server's file name. Sizes in binary units
-// (KiB, MiB: 1024 bytes each), as file managers show them.
+// (KiB, MiB: 1024 bytes each), as file managers show them. The file is held in the page until it
+// is whole, so a file over IN_PAGE_LIMIT goes to the browser's own download (and its progress).
 "use strict";
+
+const IN_PAGE_LIMIT = 2 * 1024 ** 3;
 
 function fmtFileSize(b) {
   if (b === null || b === undefined) return "–";
@@ -30,6 +33,12 @@ async function downloadWithProgress(path, fallbackName, box) {
   }
   const total = Number(res.headers.get("Content-Length")) || 0;
   const name = fileNameOf(res, fallbackName);
+  if (total > IN_PAGE_LIMIT) {
+    await res.body.cancel();
+    await download(path);
+    box.innerHTML = `<span class="small">${esc(name)} (${fmtFileSize(total)}): the browser's downloads show its progress.</span>`;
+    return total;
+  }
   bar.max = total || 1;
   const reader = res.body.getReader();
   const chunks = [];

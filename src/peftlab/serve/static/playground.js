@@ -125,7 +125,7 @@ function wirePlayground() {
       const r = await api("POST", "/api/playground", { experiment: $("#pg-exp").value, runs, ...pgInputs(), ...samplingSettings() });
       $("#pg-results").innerHTML = r.outputs.map((o) => `<div class="card pg-card" data-run="${esc(o.run)}"><h3><span>${swatch(o.method)}${esc(o.run)}</span><span class="small">${esc(o.method)} · ${o.seconds}s</span></h3>
         <div class="out">${esc(o.output) || '<span class="small">(empty output)</span>'}</div>
-        <div class="small">${o.stopped === false ? "hit max new tokens" : o.stopped ? "stopped at end-of-sequence" : ""}${o.confidence !== undefined ? `confidence ${o.confidence}` : ""}${o.method === "zero-shot" && o.confidence !== undefined ? " · an untrained head: chance level" : ""}</div></div>`).join("");
+        <div class="small">${o.stopped === false ? `cut off: it reached the limit of ${Number($("#pg-max-tokens").value) || "max new"} new tokens` : o.stopped ? "ended by itself (end of sequence)" : ""}${o.confidence !== undefined ? `confidence ${o.confidence}` : ""}${o.method === "zero-shot" && o.confidence !== undefined ? " · an untrained head: chance level" : ""}</div></div>`).join("");
       decodingNote(r);
     } catch (e) { showError($("#pg-error"), e); $("#pg-results").innerHTML = ""; } finally { $("#pg-go").disabled = false; }
   });
