@@ -14,13 +14,13 @@ PAGES.export = async function pageExport(exp) {
 function exportRow(s, recommended) {
   const a = s.adapter, m = s.merged;
   const rec = recommended === s.run ? ' <span class="badge done" title="the run the report recommends">★ recommended</span>' : "";
-  const adapterCell = a.available ? `<button class="small dl-adapter" data-url="${a.url}" data-name="${esc(a.filename)}">Download ${esc(a.kind)} (zip, <span class="dl-size">${fmtFileSize(a.bytes)}</span>)</button><div class="dl-progress hidden"></div>`
+  const adapterCell = a.available ? `<button class="small dl-adapter" data-url="${a.url}" data-run="${esc(s.run)}" data-name="${esc(a.filename)}">Download ${esc(a.kind)} (zip, <span class="dl-size">${fmtFileSize(a.bytes)}</span>)</button><div class="dl-progress hidden"></div>`
     : `<span class="small">${esc(a.why)}</span>`;
   let mergedCell = '<span class="small">–</span>';
   if (a.available && !s.mergeable) {
     mergedCell = `<button class="small secondary merge-btn" disabled title="${esc(s.merge_why)}">Merge and check</button><div class="small why">${esc(s.merge_why)}</div>`;
   } else if (a.available) {
-    if (m.state === "passed") mergedCell = `<span class="ok">check passed</span> <button class="small dl-merged" data-url="${m.url}" data-name="${esc(m.filename)}">Download merged (zip, <span class="dl-size">${fmtFileSize(m.bytes)}</span>)</button> <button class="small secondary show-check" data-id="${s.run_id}">check</button><div class="dl-progress hidden"></div>`;
+    if (m.state === "passed") mergedCell = `<span class="ok">check passed</span> <button class="small dl-merged" data-url="${m.url}" data-run="${esc(s.run)}" data-name="${esc(m.filename)}">Download merged (zip, <span class="dl-size">${fmtFileSize(m.bytes)}</span>)</button> <button class="small secondary show-check" data-id="${s.run_id}">check</button><div class="dl-progress hidden"></div>`;
     else mergedCell = `${m.state === "failed" ? '<span class="bad">check failed</span> ' : ""}<button class="small secondary merge-btn" data-id="${s.run_id}" data-run="${esc(s.run)}">Merge and check</button>`;
   }
   return `<tr data-run="${esc(s.run)}" class="${recommended === s.run ? "selected" : ""}"><td data-label="run">${swatch(s.method)}<b>${esc(s.run)}</b>${rec}</td><td data-label="method">${esc(s.method)}</td><td data-label="status">${badge(s.status)}</td><td data-label="adapter">${adapterCell}</td><td data-label="merged model">${mergedCell}</td></tr>`;

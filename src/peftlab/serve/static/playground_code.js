@@ -9,7 +9,7 @@ function pyString(s) { return JSON.stringify(s); }  // a JSON string is a valid 
 
 async function renderCodePanel() {
   const panel = $("#pg-code-body");
-  if (!panel) return;
+  if (!panel || !$("#pg-code").open) return;  // rendered when opened
   const exp = $("#pg-exp").value;
   let models = [];
   try { models = (await api("GET", "/v1/models")).data.map((m) => m.id); } catch (e) { /* shown below */ }
