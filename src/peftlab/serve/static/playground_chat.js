@@ -62,6 +62,11 @@ async function streamReply(body, onText, signal) {
   return { text, finish };
 }
 
+// The turns sent: a reply that failed or was stopped is shown, but left out with its message.
+function history(conv) {
+  return conv.filter((m, i) => !m.error && !(conv[i + 1] && conv[i + 1].error)).map(({ role, content }) => ({ role, content }));
+}
+
 function v1Body(run, messages, stops) {
   const s = samplingSettings();
   const body = { model: `${$("#pg-exp").value}/${run}`, messages, stream: true, temperature: s.do_sample ? s.temperature : 0 };
@@ -89,7 +94,7 @@ async function sendChat() {
   state.pgAbort = ctrl;
   await Promise.all(runs.map(async (n) => {
     const conv = state.pgConv[n], reply = conv[conv.length - 1];
-    const messages = [...(system ? [{ role: "system", content: system }] : []), ...conv.slice(0, -1).map(({ role, content }) => ({ role, content }))];
+    const messages = [...(system ? [{ role: "system", content: system }] : []), ...history(conv.slice(0, -1))];
     let chunks = 0;
     try {
       const r = await streamReply(v1Body(n, messages, stops), (t) => {
