@@ -1,5 +1,6 @@
-"""The web service: a REST API (OpenAPI schema at /openapi.json, docs at /docs) and the pages
-that use it (/, plain HTML/JS from serve/static, no build step, nothing from a CDN).
+"""The web service: a REST API (OpenAPI schema at /openapi.json, docs at /docs, served from this
+machine: `serve.docs`) and the pages that use it (/, plain HTML/JS from serve/static, no build
+step, nothing from a CDN).
 
     peftlab serve [--host 127.0.0.1] [--port 8000] [--token T] [--concurrency 1] [--max-upload-mb 100]
 
@@ -42,7 +43,7 @@ from peftlab.infer.pool import ModelPool
 from peftlab.infer.threads import set_threads
 from peftlab.queue.jobs import JobError
 from peftlab.queue.scheduler import Scheduler
-from peftlab.serve import security, v1_errors
+from peftlab.serve import docs, security, v1_errors
 from peftlab.serve.routers import ROUTERS
 from peftlab.serve.routers.service import STATIC
 from peftlab.serve.schemas import Settings
@@ -90,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.start_worker:
             await run_in_threadpool(scheduler.stop)
 
-    app = FastAPI(title="peftlab", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="peftlab", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Compare PEFT methods on your data: upload data, queue a comparison, follow the "
                               "runs, read the results, try the runs side by side and export the winner.")
     app.state.store = store
@@ -111,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, v1_errors.http_error)
     app.add_exception_handler(Exception, v1_errors.server_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    docs.install(app)  # /docs with its assets served from here, nothing from a CDN
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -43,33 +43,55 @@ def export_state(run_id: int, store: StoreDep) -> dict[str, Any]:
 
 @router.get("/api/experiments/{name}/exports")
 def experiment_exports(name: str, store: StoreDep) -> dict[str, Any]:
-    """The export state of every run of the experiment, and the run its report recommends."""
+    """The export state of every run of the experiment: the run its report recommends first (the
+    one answer, `report.recommend`), then the other final runs, then the tuning trials (which keep
+    no adapter: each only scored a setting on the validation split)."""
+    from peftlab.report.leaderboard import is_trial
     from peftlab.serve.routers.results import recommendation
 
     find_experiment(store, name)
-    runs = store.runs(name)
     rec = recommendation(store, name)
+    runs = sorted(store.runs(name), key=lambda r: (is_trial(r), r.name != rec["representative"]))  # stable
     return {"experiment": name, "recommended": rec["representative"], "recommended_row": rec["run"],
             "runs": [_state(store, r) for r in runs]}
 
 
 def _state(store: Any, r: Any) -> dict[str, Any]:
+    """A run's export state. The sizes are those of the files a download gives (the zips with
+    their model card, built here and kept: a download then starts at once)."""
     from peftlab.infer import export as ex
+    from peftlab.methods import REGISTRY
+    from peftlab.report.leaderboard import is_trial
 
     run_id = r.id
     mergeable, why = merge_trait(r.method)
-    try:
-        src = ex.artifact(r)
-        adapter = {"available": True, "kind": src.name, "bytes": sum(p.stat().st_size for p in src.rglob("*")
-                                                                     if p.is_file()),
-                   "url": f"/api/runs/{run_id}/adapter.zip"}
-    except PeftlabError as e:
-        adapter = {"available": False, "why": str(e)}
+    trial = is_trial(r)
+    m = REGISTRY.get(r.method)
+    final = (r.config or {}).get("variant") or r.name.rsplit(".t", 1)[0]
+    if trial:  # by design: the tuner keeps a trial's scores, not its weights
+        adapter = {"available": False, "why": f"a tuning trial keeps no adapter: it only scored a setting on the "
+                                              f"validation split; the best setting was retrained as the run "
+                                              f"{final!r}, which has one"}
+    elif r.status != "done" and m is not None and not m.is_baseline:
+        adapter = {"available": False, "why": f"not finished ({r.status}): its {'model' if m.is_full else 'adapter'} "
+                                              "can be downloaded once the run is done"}
+    else:
+        try:
+            src = ex.artifact(r)
+            kind = "model" if src.name == "model" else "adapter"
+            z = ex.adapter_zip(store, r)
+            adapter = {"available": True, "kind": src.name, "bytes": _card_zip(store, r, z, kind).stat().st_size,
+                       "filename": z.name, "url": f"/api/runs/{run_id}/adapter.zip"}
+        except PeftlabError as e:
+            adapter = {"available": False, "why": str(e)}
     merged = ex.merged_state(store, r) if adapter["available"] else {"state": "none"}
     if merged["state"] == "passed":
-        merged["url"] = f"/api/runs/{run_id}/merged.zip"
-    return {"run_id": run_id, "run": r.name, "method": r.method, "status": r.status, "adapter": adapter,
-            "merged": merged, "mergeable": mergeable, "merge_why": why, "metrics": r.metrics,
+        z = ex.merged_zip(store, r)
+        merged.update(url=f"/api/runs/{run_id}/merged.zip", bytes=_card_zip(store, r, z, "merged").stat().st_size,
+                      filename=z.name)
+    return {"run_id": run_id, "run": r.name, "method": r.method, "status": r.status, "trial": trial,
+            "final_run": final if trial else r.name, "adapter": adapter, "merged": merged,
+            "mergeable": mergeable, "merge_why": why, "metrics": r.metrics,
             "cli": f"peftlab export {r.experiment} {r.name}{' --merge' if mergeable else ''} -o DIR"}
 
 
@@ -126,7 +148,8 @@ def merged_zip(run_id: int, store: StoreDep) -> FileResponse:
 
     r = find_run(store, run_id)
     if ex.merged_state(store, r)["state"] != "passed":
-        raise HTTPException(409, "no checked merged model for this run yet: merge it first (POST "
-                                 f"/api/runs/{run_id}/export/merged)")
+        raise HTTPException(409, "This run has no checked merged model yet: use Merge and check on the Export page "
+                                 f"first (POST /api/runs/{run_id}/export/merged)")
     z = ex.merged_zip(store, r)
-    return FileResponse(_card_zip(store, r, z, "merged"), media_type="application/zip", filename=z.name)
+    out = _card_zip(store, r, z, "merged")
+    return FileResponse(out, media_type="application/zip", filename=z.name)

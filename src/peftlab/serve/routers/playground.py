@@ -27,12 +27,16 @@ def play(req: PlaygroundRequest, store: StoreDep, playground: PlaygroundDep, eng
     """Greedy (as each run's test evaluation) or beam search through the runs' tasks; sampling and
     conversations through the serving engine."""
     find_experiment(store, req.experiment)
+    if req.messages is None and not (req.text or "").strip() and not any(
+            str(v if v is not None else "").strip() for v in (req.inputs or {}).values()):
+        raise PeftlabError("The input is empty: type the text the runs should answer (the value of the input "
+                           "column, or of each input column)")
     sampled = bool(req.do_sample) and (req.temperature or 0) > 0
     if sampled and (req.num_beams or 1) > 1:
-        raise PeftlabError("sampling (a temperature above 0) and beams (num_beams above 1) do not combine here: "
-                           "set one of them")
+        raise PeftlabError("Sampling (a temperature above 0) and beam search (Beams above 1) do not combine: set "
+                           "Temperature to 0 or Beams to 1")
     if req.messages is not None and (req.num_beams or 1) > 1:
-        raise PeftlabError("a conversation is answered greedily or sampled; beams are for single inputs")
+        raise PeftlabError("A conversation is answered greedily or sampled, not with beam search: set Beams to 1")
     if sampled or req.messages is not None:
         messages = ({run: [t.model_dump() for t in turns] for run, turns in req.messages.items()}
                     if req.messages is not None else None)

@@ -1,5 +1,7 @@
 // Export: each run's adapter (with a model card and a portable base model name), or its merged
-// model once the merge check passed; "Merge and check" only where the method can merge.
+// model once the merge check passed; "Merge and check" only where the method can merge. The
+// recommended run first (the server orders: the one answer of report.recommend), tuning trials
+// apart (they keep no adapter, by design). Downloads show their progress (download.js).
 "use strict";
 
 PAGES.export = async function pageExport(exp) {
@@ -9,27 +11,45 @@ PAGES.export = async function pageExport(exp) {
   await renderExport();
 };
 
+function exportRow(s, recommended) {
+  const a = s.adapter, m = s.merged;
+  const rec = recommended === s.run ? ' <span class="badge done" title="the run the report recommends">★ recommended</span>' : "";
+  const adapterCell = a.available ? `<button class="small dl-adapter" data-url="${a.url}" data-run="${esc(s.run)}" data-name="${esc(a.filename)}">Download ${esc(a.kind)} (zip, <span class="dl-size">${fmtFileSize(a.bytes)}</span>)</button><div class="dl-progress hidden"></div>`
+    : `<span class="small">${esc(a.why)}</span>`;
+  let mergedCell = '<span class="small">–</span>';
+  if (a.available && !s.mergeable) {
+    mergedCell = `<button class="small secondary merge-btn" disabled title="${esc(s.merge_why)}">Merge and check</button><div class="small why">${esc(s.merge_why)}</div>`;
+  } else if (a.available) {
+    if (m.state === "passed") mergedCell = `<span class="ok">check passed</span> <button class="small dl-merged" data-url="${m.url}" data-run="${esc(s.run)}" data-name="${esc(m.filename)}">Download merged (zip, <span class="dl-size">${fmtFileSize(m.bytes)}</span>)</button> <button class="small secondary show-check" data-id="${s.run_id}">check</button><div class="dl-progress hidden"></div>`;
+    else mergedCell = `${m.state === "failed" ? '<span class="bad">check failed</span> ' : ""}<button class="small secondary merge-btn" data-id="${s.run_id}" data-run="${esc(s.run)}">Merge and check</button>`;
+  }
+  return `<tr data-run="${esc(s.run)}" class="${recommended === s.run ? "selected" : ""}"><td data-label="run">${swatch(s.method)}<b>${esc(s.run)}</b>${rec}</td><td data-label="method">${esc(s.method)}</td><td data-label="status">${badge(s.status)}</td><td data-label="adapter">${adapterCell}</td><td data-label="merged model">${mergedCell}</td></tr>`;
+}
+
+function trialsPart(trials) {
+  if (!trials.length) return "";
+  const finals = [...new Set(trials.map((s) => s.final_run))];
+  return `<details class="card ex-trials"><summary>${trials.length} tuning trial${trials.length === 1 ? "" : "s"}: no adapter to download, by design</summary>
+    <p class="small">A tuning trial only scores a setting on the validation split; its weights are not kept. The best
+    setting of each method was trained again as its final run (${finals.map((f) => `<b>${esc(f)}</b>`).join(", ")}), listed above with its adapter.</p>
+    <ul class="small">${trials.map((s) => `<li data-run="${esc(s.run)}">${esc(s.run)} (${esc(s.method)}, ${esc(s.status)}): trial of <b>${esc(s.final_run)}</b></li>`).join("")}</ul></details>`;
+}
+
 async function renderExport() {
   const name = $("#ex-exp").value;
   if (!name) return;
   $("#export-table tbody").innerHTML = `<tr><td colspan="5">${spinner("reading the runs…")}</td></tr>`;
   const ex = await api("GET", `/api/experiments/${encodeURIComponent(name)}/exports`);
-  $("#export-table tbody").innerHTML = ex.runs.map((s) => {
-    const a = s.adapter, m = s.merged;
-    const rec = ex.recommended === s.run ? ' <span class="badge done" title="the run the report recommends">★ recommended</span>' : "";
-    const adapterCell = a.available ? `<button class="small dl-adapter" data-url="${a.url}" data-run="${esc(s.run)}">Download ${esc(a.kind)} (zip, ${fmtBytes(a.bytes)})</button>` : `<span class="small">${esc(a.why)}</span>`;
-    let mergedCell = '<span class="small">–</span>';
-    if (a.available && !s.mergeable) {
-      mergedCell = `<button class="small secondary merge-btn" disabled title="${esc(s.merge_why)}">Merge and check</button><div class="small why">${esc(s.merge_why)}</div>`;
-    } else if (a.available) {
-      if (m.state === "passed") mergedCell = `<span class="ok">check passed</span> <button class="small dl-merged" data-url="${m.url}">Download merged (zip)</button> <button class="small secondary show-check" data-id="${s.run_id}">check</button>`;
-      else mergedCell = `${m.state === "failed" ? '<span class="bad">check failed</span> ' : ""}<button class="small secondary merge-btn" data-id="${s.run_id}" data-run="${esc(s.run)}">Merge and check</button>`;
-    }
-    return `<tr data-run="${esc(s.run)}" class="${ex.recommended === s.run ? "selected" : ""}"><td>${swatch(s.method)}<b>${esc(s.run)}</b>${rec}</td><td>${esc(s.method)}</td><td>${badge(s.status)}</td><td>${adapterCell}</td><td>${mergedCell}</td></tr>`;
-  }).join("") || '<tr><td colspan="5" class="small">No runs.</td></tr>';
-  const pick = ex.runs.find((s) => s.run === ex.recommended && s.adapter.available) || ex.runs.find((s) => s.adapter.available && s.mergeable);
+  const finals = ex.runs.filter((s) => !s.trial), trials = ex.runs.filter((s) => s.trial);
+  $("#export-table tbody").innerHTML = finals.map((s) => exportRow(s, ex.recommended)).join("") || '<tr><td colspan="5" class="small">No runs.</td></tr>';
+  $("#ex-trials").innerHTML = trialsPart(trials);
+  const pick = finals.find((s) => s.run === ex.recommended && s.adapter.available) || finals.find((s) => s.adapter.available && s.mergeable);
   $("#export-cli").textContent = pick ? pick.cli : `peftlab export ${name} RUN -o DIR`;
-  $$(".dl-adapter, .dl-merged").forEach((b) => b.addEventListener("click", () => download(b.dataset.url).catch((err) => toast(err.message))));
+  $$(".dl-adapter, .dl-merged").forEach((b) => b.addEventListener("click", async () => {
+    b.disabled = true;
+    try { await downloadWithProgress(b.dataset.url, b.dataset.name, b.parentElement.querySelector(".dl-progress")); }
+    catch (err) { toast(err.message); } finally { b.disabled = false; }
+  }));
   $$(".show-check").forEach((b) => b.addEventListener("click", async () => showCheck((await api("GET", `/api/runs/${b.dataset.id}/export`)).merged)));
   $$(".merge-btn:not([disabled])").forEach((b) => b.addEventListener("click", async () => {
     b.disabled = true;
@@ -44,10 +64,10 @@ function showCheck(m) {
   const el = $("#merge-report");
   el.classList.remove("hidden");
   const c = m.check;
-  if (!c) { el.innerHTML = `<div class="error">${esc(m.error || "no check")}</div>`; return; }
+  if (!c) { el.innerHTML = `<div class="error">${esc(m.error || "No merge check has been run for this run yet.")}</div>`; return; }
   el.innerHTML = `<h3>Merge check for ${esc(c.run)}: ${c.passed ? '<span class="ok">passed</span>' : '<span class="bad">failed</span>'}</h3>
     <p>${c.probes} probe inputs · greedy outputs ${c.same_greedy_outputs ? "identical" : "<b>differ</b>"} · max |logit difference| ${c.max_abs_logit_diff.toExponential(2)} (tolerance ${c.tolerance.toExponential(2)}) · ${c.seconds}s</p>
     ${m.error ? `<div class="error">${esc(m.error)}</div>` : ""}
-    <table class="grid"><thead><tr><th>probe input</th><th>adapter output</th><th>merged output</th><th>max |Δ logit|</th></tr></thead><tbody>
-    ${c.details.map((d) => `<tr><td>${esc(trunc(d.input, 120))}</td><td>${esc(d.adapter_output)}</td><td>${esc(d.merged_output)}</td><td class="num">${d.max_abs_logit_diff.toExponential(2)}</td></tr>`).join("")}</tbody></table>`;
+    <div class="scroll-x"><table class="grid"><thead><tr><th>probe input</th><th>adapter output</th><th>merged output</th><th>max |Δ logit|</th></tr></thead><tbody>
+    ${c.details.map((d) => `<tr><td>${esc(trunc(d.input, 120))}</td><td>${esc(d.adapter_output)}</td><td>${esc(d.merged_output)}</td><td class="num">${d.max_abs_logit_diff.toExponential(2)}</td></tr>`).join("")}</tbody></table></div>`;
 }

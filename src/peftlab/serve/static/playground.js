@@ -1,6 +1,8 @@
 // Playground: one input (a value per input column), the outputs of the chosen runs side by side;
 // greedy (as at test time), beam search or sampling; a test example with its reference; the prompt as
-// the model sees it. Runs trained on conversations get a conversation each (their own replies).
+// the model sees it. Runs trained on conversations get a conversation each (their own replies:
+// playground_chat.js); checks in the user's words before a request (playground_checks.js); the
+// OpenAI-compatible endpoint with a snippet (playground_code.js).
 // The engine behind /api/playground is peftlab.infer.playground (sampling and conversations through
 // the serving engine, peftlab.infer.engine).
 "use strict";
@@ -39,7 +41,10 @@ async function renderPgRuns() {
   // single-input controls: not in a conversation; beams (also .pg-gen) only for generation
   $$(".pg-single").forEach((el) => el.classList.toggle("hidden", state.pgChat || (el.classList.contains("pg-gen") && !generative)));
   $("#pg-sampling-note").classList.add("hidden");
+  wireReferenceClearing();
+  $("#pg-temperature").max = state.pgChat ? "2" : "5";  // conversations go through /v1 (temperature up to 2)
   renderChat();
+  renderCodePanel();
   const ev = e.config.evaluation || {};
   $("#pg-max-tokens").value = Math.min(256, ev.max_new_tokens || 32);
 }
@@ -68,31 +73,6 @@ function decodingNote(r) {
   if (s && s.num_beams) note.textContent = `Beam search with ${s.num_beams} beams (the evaluation's decoder).`;
   else if (s && s.temperature) note.textContent = `Sampled: temperature ${s.temperature}, top-p ${s.top_p}${s.seed !== null && s.seed !== undefined ? `, seed ${s.seed}` : " (no seed: another draw each time)"}.`;
   else note.textContent = "Greedy, as each run's test evaluation decodes.";
-}
-
-function renderChat() {
-  if (!state.pgChat) { $("#pg-chat-log").innerHTML = ""; return; }
-  const runs = $$(".pg-run").filter((c) => c.checked).map((c) => c.value);
-  const methodOf = Object.fromEntries(state.pgExp.runs.map((r) => [r.name, r.method]));
-  $("#pg-chat-log").innerHTML = runs.map((n) => `<div class="card pg-card pg-conv" data-run="${esc(n)}"><h3>${swatch(methodOf[n])}${esc(n)}</h3>
-    ${(state.pgConv[n] || []).map((m) => `<div class="turn turn-${m.role}" data-role="${m.role}"><span class="small">${m.role === "user" ? "you" : esc(n)}</span><div class="out">${esc(m.content) || '<span class="small">(empty reply)</span>'}</div></div>`).join("") || '<p class="small">No messages yet.</p>'}</div>`).join("");
-}
-
-async function sendChat() {
-  const text = $("#pg-chat-input").value;
-  if (!text.trim()) return;
-  const runs = $$(".pg-run").filter((c) => c.checked).map((c) => c.value);
-  if (!runs.length) { toast("Tick at least one run"); return; }
-  const messages = Object.fromEntries(runs.map((n) => [n, [...(state.pgConv[n] || []), { role: "user", content: text }]]));
-  hideError($("#pg-error"));
-  $("#pg-chat-send").disabled = true;
-  try {
-    const r = await api("POST", "/api/playground", { experiment: $("#pg-exp").value, runs, messages, ...samplingSettings() });
-    for (const o of r.outputs) state.pgConv[o.run] = [...messages[o.run], { role: "assistant", content: o.output }];
-    $("#pg-chat-input").value = "";
-    renderChat();
-    decodingNote(r);
-  } catch (e) { showError($("#pg-error"), e); } finally { $("#pg-chat-send").disabled = false; }
 }
 
 async function loadExample() {
@@ -125,14 +105,19 @@ async function showPrompt() {
 function wirePlayground() {
   $("#pg-exp").addEventListener("change", () => { rememberExp($("#pg-exp").value); state.pgExampleCount = null; renderPgRuns(); });
   $("#pg-example").addEventListener("click", loadExample);
-  $("#pg-chat-send").addEventListener("click", sendChat);
-  $("#pg-chat-input").addEventListener("keydown", (ev) => { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) sendChat(); });
-  $("#pg-chat-reset").addEventListener("click", () => { state.pgConv = {}; renderChat(); });
-  $("#pg-runs").addEventListener("change", renderChat);
-  $("#pg-show-prompt").addEventListener("click", () => { hideError($("#pg-error")); showPrompt(); });
+  wireChat();
+  wireCodePanel();
+  $("#pg-runs").addEventListener("change", () => { renderChat(); renderCodePanel(); });
+  $("#pg-show-prompt").addEventListener("click", () => {
+    hideError($("#pg-error"));
+    const problem = pgInputProblem();
+    if (problem) showError($("#pg-error"), problem); else showPrompt();
+  });
   $("#pg-go").addEventListener("click", async () => {
     hideError($("#pg-error"));
     const runs = $$(".pg-run").filter((c) => c.checked).map((c) => c.value);
+    const problem = !runs.length ? "Tick at least one run." : pgInputProblem() || pgSettingsProblem();
+    if (problem) { showError($("#pg-error"), problem); return; }
     const methodOf = Object.fromEntries(state.pgExp.runs.map((r) => [r.name, r.method]));
     $("#pg-go").disabled = true;
     $("#pg-results").innerHTML = runs.map((n) => `<div class="card pg-card"><h3>${swatch(methodOf[n])}${esc(n)}</h3><div class="out small">${spinner("generating…")}</div></div>`).join("");
@@ -140,7 +125,7 @@ function wirePlayground() {
       const r = await api("POST", "/api/playground", { experiment: $("#pg-exp").value, runs, ...pgInputs(), ...samplingSettings() });
       $("#pg-results").innerHTML = r.outputs.map((o) => `<div class="card pg-card" data-run="${esc(o.run)}"><h3><span>${swatch(o.method)}${esc(o.run)}</span><span class="small">${esc(o.method)} · ${o.seconds}s</span></h3>
         <div class="out">${esc(o.output) || '<span class="small">(empty output)</span>'}</div>
-        <div class="small">${o.stopped === false ? "hit max new tokens" : o.stopped ? "stopped at end-of-sequence" : ""}${o.confidence !== undefined ? `confidence ${o.confidence}` : ""}${o.method === "zero-shot" && o.confidence !== undefined ? " · an untrained head: chance level" : ""}</div></div>`).join("");
+        <div class="small">${o.stopped === false ? `cut off: it reached the limit of ${Number($("#pg-max-tokens").value) || "max new"} new tokens` : o.stopped ? "ended by itself (end of sequence)" : ""}${o.confidence !== undefined ? `confidence ${o.confidence}` : ""}${o.method === "zero-shot" && o.confidence !== undefined ? " · an untrained head: chance level" : ""}</div></div>`).join("");
       decodingNote(r);
     } catch (e) { showError($("#pg-error"), e); $("#pg-results").innerHTML = ""; } finally { $("#pg-go").disabled = false; }
   });
