@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from test_answer import EXP, build_store
-from test_serve_browser import DRIVER, SHOTS, pytestmark  # noqa: F401 - marks
+from test_serve_browser import CHROMIUM, DRIVER, SHOTS, pytestmark  # noqa: F401 - marks
 from test_serve_browser_home import BUSY, _wait, add_busy
 from test_serve_worker import free_port, start_server, stop
 
@@ -36,8 +36,6 @@ def phone(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
-
-    from test_serve_browser import CHROMIUM
 
     tmp = tmp_path_factory.mktemp("phone")
     store = build_store(tmp / "store")

@@ -106,7 +106,7 @@ async function renderJobs() {
 // A tuning driver: running, or the error it ended with, whole (it may have failed before making any run).
 function driverLine(d, named) {
   const who = named ? `tuning driver of <b>${esc(d.experiment)}</b>` : "tuning driver";
-  if (d.running) return `${who} <b>running</b> (pid ${d.pid})${d.log_tail && d.log_tail.length ? `: <span class="small mono">${esc(d.log_tail[d.log_tail.length - 1])}</span>` : ""}`;
+  if (d.running) return `<span title="process ${esc(d.pid)}">${who} <b>running</b></span>${d.log_tail && d.log_tail.length ? `: <span class="small mono">${esc(d.log_tail[d.log_tail.length - 1])}</span>` : ""}`;
   if (d.error) return `<span class="bad">${who} failed${d.exit_code !== undefined && d.exit_code !== null ? ` (exit code ${d.exit_code})` : ""}:</span><pre class="small mono driver-error">${esc(d.error)}</pre>`;
   return `${who} finished`;
 }
@@ -207,7 +207,7 @@ async function showLogs(id, quiet) {
   if (!quiet || atEnd) v.scrollTop = v.scrollHeight;
   const w = explainWorkerOutput(l.worker_output);
   $("#worker-notes").innerHTML = w.notes.size || w.bars
-    ? `<ul>${[...w.notes].map(([why, n]) => `<li>${esc(why)}${n > 1 ? ` <span class="small">(${n} lines)</span>` : ""}</li>`).join("")}${w.bars ? `<li>${w.bars} progress-bar lines (tqdm) hidden: the progress column shows the same.</li>` : ""}</ul>`
+    ? `<ul>${[...w.notes].map(([why, n]) => `<li>${esc(why)}${n > 1 ? ` <span class="small">(${n} lines)</span>` : ""}</li>`).join("")}${w.bars ? `<li>${w.bars} progress-bar lines hidden: the progress column shows the same.</li>` : ""}</ul>`
     : '<p class="small">Nothing from the libraries needs explaining.</p>';
   $("#worker-toggle").textContent = `${$("#worker-raw").classList.contains("hidden") ? "Show" : "Hide"} the worker's raw output (${l.worker_output.length} lines)`;
   const raw = l.worker_output.slice(-120).join("\n") || "(no output)";
