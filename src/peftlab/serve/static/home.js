@@ -49,7 +49,7 @@ function homeRow(e) {
     <td data-label="data" class="wrap">${esc(short(e.data))}</td><td data-label="status">${badge(st)}</td>
     <td data-label="best" class="best">${bestCell(e.best)}</td>
     <td data-label="runs done" class="num runs-done">${c.done} of ${c.total}</td>
-    <td data-label="time" class="small">${span !== null ? `${fmtSecs(span)}, ` : ""}${fmtAgo(e.updated_at)}</td>
+    <td data-label="time" class="small" title="how long its runs took, first start to last finish; when it or a run of it last changed">${span !== null ? `ran ${fmtSecs(span)} · ` : ""}changed ${fmtAgo(Math.max(e.updated_at || 0, ...ended, ...started))}</td>
     <td class="actions-cell"><a class="button small secondary" href="${href}">Open</a>
       ${busy ? `<button type="button" class="small danger home-stop">Stop</button>` : ""}
       <button type="button" class="small danger home-delete">Delete</button></td></tr>`;
