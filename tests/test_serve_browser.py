@@ -269,7 +269,7 @@ def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> 
         d.get(f"{base}/#/results/e2e")
         wait(EC.element_to_be_clickable((By.ID, "results-delete"))).click()
         wait(EC.visibility_of_element_located((By.ID, "modal")))
-        assert "2 run(s)" in d.find_element(By.ID, "modal-body").text
+        assert "Its 2 runs go with it" in d.find_element(By.ID, "modal-body").text
         d.find_element(By.ID, "modal-ok").click()
         with httpx.Client(base_url=base) as c:
             # once the request has answered (its "Deleted e2e" toast may already be replaced by the

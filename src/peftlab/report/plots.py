@@ -125,11 +125,14 @@ def spans_decades(values: Sequence[float], ratio: float = 30.0) -> bool:
 
 
 def line_chart_svg(title: str, series: list[Series], xlabel: str = "step", ylabel: str = "",
-                   yfmt: Callable[[float], str] | None = None, log_y: bool = False) -> str:
-    """All runs overlaid on one chart; each run's line and markers in its toggle group."""
+                   yfmt: Callable[[float], str] | None = None, log_y: bool = False, whole_x: bool = False) -> str:
+    """All runs overlaid on one chart; each run's line and markers in its toggle group. `whole_x`:
+    x counts whole things (trials), so only whole numbers get a tick."""
     xs = [x for s in series for x, _ in s.points]
     ys = [y for s in series for _, y in s.points if math.isfinite(y)]
     xa, ya = Axis(xs, zero=True), Axis(ys, log=log_y)
+    if whole_x:
+        xa.ticks = [t for t in xa.ticks if float(t).is_integer()]
     pw, ph = W - ML - MR, H - MT - MB
     body = _frame(title, xlabel, ylabel, xa, ya, lambda v: f"{v:g}", yfmt or (lambda v: f"{v:.4g}"))
     for s in series:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from peftlab.report import plots
 from peftlab.report.collect import PALETTE, ReportData
-from peftlab.report.sections.common import esc, note, section, table
+from peftlab.report.sections.common import RunTag, esc, legend, note, section, table
 from peftlab.store import Run
 
 ID, TITLE = "tuning", "Tuning"
@@ -71,7 +71,9 @@ def _params(p: dict | None) -> str:
 
 def render(t: TuningView) -> str:
     svg = plots.line_chart_svg(f"Expected best validation {t.main_metric} after n trials", curve_series(t),
-                               "trials", t.main_metric)
+                               "trials", t.main_metric, whole_x=True)
+    # the methods' toggles, as the other charts have them (a method's series has its run's index)
+    tags = legend(RunTag(s.variant, s.color, s.index) for s in t.studies if s.curve)
     head = "<th>method</th><th class='num'>trials</th><th class='num'>finished</th>" \
            f"<th class='num'>best validation {esc(t.main_metric)}</th><th>best configuration</th>"
     rows = "".join(
@@ -83,5 +85,5 @@ def render(t: TuningView) -> str:
                    "split). The best configuration of each trained the leaderboard's runs. The curve is the expected "
                    "best validation score after n trials (Dodge et al., 2019): still rising at the end means more "
                    "trials would likely have found better settings.")
-    return section(ID, TITLE, explain + f'<div class="chartbox" data-chart="budget">{svg}</div>'
+    return section(ID, TITLE, explain + tags + f'<div class="chartbox" data-chart="budget">{svg}</div>'
                    + table(head, rows, id="tuning-table"))

@@ -136,7 +136,71 @@ def curves(store: Store, experiment: str) -> dict[str, Any]:
     return {"experiment": experiment, "curves": out}
 
 
+_BEST: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+def best_of(store: Store, experiment: str) -> dict[str, Any]:
+    """The experiment's answer for its home row, from `recommend` (the Results page's, from the
+    leaderboard's rows): the recommended row, or while runs are going the row leading so far;
+    its main metric's value and interval. Cached until a run changes."""
+    from peftlab.report.collect import collect
+    from peftlab.report.recommend import recommend
+
+    fp = fingerprint(store, experiment)
+    key = f"{store.root.resolve()}::{experiment}"
+    hit = _BEST.get(key)
+    if hit and hit[0] == fp:
+        return hit[1]
+    try:
+        rec = recommend(collect(store, [experiment]))
+    except Exception:  # noqa: BLE001 - no runs yet, or nothing to rank: no answer
+        out: dict[str, Any] = {"run": None, "final": False, "headline": None}
+    else:
+        row = rec.recommended or rec.best
+        m = rec.main_metric
+        value = row.get(m) if row else None
+        out = {"run": row["run"] if row else None, "method": row.get("method") if row else None,
+               "recommended": rec.recommended is not None, "final": rec.final, "metric": m,
+               "value": value if isinstance(value, (int, float)) and math.isfinite(value) else None,
+               "ci_low": row.get(f"{m}_ci_low") if row else None, "ci_high": row.get(f"{m}_ci_high") if row else None,
+               "headline": rec.as_dict()["headline"]}
+    if len(_BEST) > 256:
+        _BEST.clear()
+    _BEST[key] = (fp, out)
+    return out
+
+
+def overview(store: Store) -> list[dict[str, Any]]:
+    """Every experiment as the home page lists it: task, model, data, its runs (name, status,
+    times: the page counts "n of N done" against the plan as Jobs does), its plan, its tuning
+    driver's state and its answer (`best_of`)."""
+    from peftlab.serve.launch import driver_state
+    from peftlab.tune.plan import load_plan
+
+    out = []
+    for e in store.experiments():
+        name = e["name"]
+        full = store.experiment(name) or {}
+        data = ((full.get("config") or {}).get("data") or {})
+        train = data.get("train") or data.get("dataset") or ""
+        runs = [{"id": r.id, "experiment": name, "name": r.name, "method": r.method, "status": r.status,
+                 "started_at": r.started_at,
+                 "finished_at": r.finished_at} for r in store.runs(name)]
+        d = driver_state(store, name)
+        out.append({"name": name, "task": e["task"], "model": e["model"], "data": str(train),
+                    "created_at": e["created_at"], "updated_at": e["updated_at"], "runs": runs,
+                    "plan": load_plan(store.root, name), "driving": bool(d and d.get("running")),
+                    "best": best_of(store, name)})
+    return out
+
+
 # -- routes ---------------------------------------------------------------------
+@router.get("/api/overview")
+def overview_route(store: StoreDep) -> list[dict[str, Any]]:
+    """The experiments home: each experiment with its runs, plan and answer (see `overview`)."""
+    return overview(store)
+
+
 def _q() -> Any:
     return Query(None, gt=0)  # a Query per parameter (one shared FieldInfo would be one parameter)
 

@@ -5,12 +5,13 @@ operation is a `JobError` (409)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 
 from peftlab.queue import jobs
-from peftlab.serve.deps import SchedulerDep, StoreDep, find_run
+from peftlab.serve.deps import SchedulerDep, StoreDep, find_experiment, find_run
 
 router = APIRouter(tags=["jobs"])
 
@@ -50,9 +51,26 @@ def run_logs(run_id: int, store: StoreDep, tail: int = Query(200, ge=1, le=5000)
     if worker_log.is_file():
         with open(worker_log, "rb") as f:
             f.seek(max(0, worker_log.stat().st_size - 64 * 1024))
-            text = f.read().decode("utf-8", "replace").replace("\r", "\n")
-        lines = [ln for ln in text.split("\n") if ln.strip()][-tail:]
+            text = f.read().decode("utf-8", "replace")
+        lines = [ln for ln in terminal_lines(text) if ln.strip()][-tail:]
     return {"run_id": run_id, "logs": store.logs(run_id)[-tail:], "worker_output": lines}
+
+
+# escape sequences: CSI (colours, cursor moves, line erases), OSC (titles, links), and the two-byte ones
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def terminal_lines(text: str) -> list[str]:
+    """The lines of a program's output as a terminal shows them: escape sequences (colours, cursor
+    moves) dropped, and a carriage return going back to the start of the line, the text after it
+    writing over what was there (a progress bar redrawn in place is its last state)."""
+    out = []
+    for raw in _ESCAPES.sub("", text).split("\n"):
+        line = ""
+        for part in raw.split("\r"):
+            line = part + line[len(part):]
+        out.append(line.rstrip())
+    return out
 
 
 @router.get("/api/runs/{run_id}/curves")
@@ -65,6 +83,52 @@ def run_curves(run_id: int, store: StoreDep) -> dict[str, Any]:
 def cancel(run_id: int, store: StoreDep) -> dict[str, Any]:
     find_run(store, run_id)
     return jobs.run_summary(jobs.cancel(store, run_id))
+
+
+def cancel_experiment_runs(store: Any, name: str) -> list[str]:
+    """Stop the experiment's tuning driver (it would queue more trials), then cancel every run of
+    it that is queued or running (`jobs.cancel`: SIGTERM, checkpoints kept); the names cancelled.
+    A run that cannot be cancelled here (JobError: it runs on another machine) stops it, with
+    nothing deleted."""
+    import contextlib
+    import os
+    import signal
+    import time
+
+    from peftlab.serve.launch import driver_state
+
+    d = driver_state(store, name)
+    if d and d.get("running") and d.get("pid"):
+        with contextlib.suppress(OSError):
+            os.kill(int(d["pid"]), signal.SIGTERM)
+        deadline = time.time() + 15
+        while time.time() < deadline and (driver_state(store, name) or {}).get("running"):
+            time.sleep(0.2)
+    done = []
+    for r in store.runs(name):
+        if r.status in ("queued", "running"):
+            jobs.cancel(store, r.id)
+            done.append(r.name)
+    return done
+
+
+@router.post("/api/experiments/{name}/cancel")
+def cancel_experiment(name: str, store: StoreDep) -> dict[str, Any]:
+    """Cancel every queued or running run of the experiment (and stop its tuning driver)."""
+    find_experiment(store, name)
+    return {"experiment": name, "cancelled": cancel_experiment_runs(store, name)}
+
+
+@router.post("/api/experiments/{name}/cancel-and-delete")
+def cancel_and_delete(name: str, store: StoreDep) -> dict[str, Any]:
+    """Cancel the experiment's queued and running runs, then delete it as DELETE
+    /api/experiments/{name} does (one store transaction: every row or none). A run that cannot
+    be cancelled refuses the whole (409) before anything is deleted."""
+    from peftlab.serve.routers.experiments import delete_experiment
+
+    find_experiment(store, name)
+    cancelled = cancel_experiment_runs(store, name)
+    return {**delete_experiment(name, store), "cancelled": cancelled}
 
 
 @router.post("/api/runs/{run_id}/retry")

@@ -17,6 +17,8 @@ async function start() {
   wireNewForm();
   wireJobs();
   wireResults();
+  wireHome();
+  wireJobsChart();
   wirePlayground();
   $("#ex-exp").addEventListener("change", () => { rememberExp($("#ex-exp").value); renderExport(); });
   document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && !$("#modal").classList.contains("hidden")) $("#modal-cancel").click(); });

@@ -134,6 +134,14 @@ function fmtSecs(s) {
   if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
 }
+// A share in percent as a person reads it: 100%, 0.52%, 0.0013% (never 1.0e+2%).
+function fmtPct(v) {
+  if (typeof v !== "number" || !isFinite(v)) return "–";
+  if (v === 0) return "0%";
+  if (v >= 10) return `${Math.round(v)}%`;
+  const digits = Math.max(0, 1 - Math.floor(Math.log10(Math.abs(v)))); // two significant digits
+  return `${Number(v.toPrecision(2)).toFixed(digits).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "")}%`;
+}
 const badge = (s) => `<span class="badge ${esc(s)}">${esc(s)}</span>`;
 const trunc = (s, n) => (s && s.length > n ? s.slice(0, n) + "…" : s ?? "");
 const short = (p) => (p ? p.split("/").slice(-2).join("/") : "");
@@ -144,7 +152,7 @@ const swatch = (method) => `<i class="swatch" style="background:${colorOf(method
 
 // -- routing --------------------------------------------------------------------
 function route() {
-  const [, page = "datasets", ...rest] = (location.hash || "#/datasets").split("/");
+  const [, page = "home", ...rest] = (location.hash || "#/home").split("/");
   state.timers.forEach(clearInterval);
   state.timers = [];
   state.page = page;

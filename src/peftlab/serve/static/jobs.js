@@ -1,6 +1,6 @@
 // Jobs: every run in the store, updated in place (rows and their buttons are kept between
-// refreshes, so a click is never lost), the experiment's progress and ETA, a live loss chart
-// per run overlaid, the run's log (peftlab's messages; the worker's raw output behind a toggle,
+// refreshes, so a click is never lost), the experiment's progress and ETA, the live chart (loss or
+// the validation metric, per run, with toggles: jobs-chart.js), the run's log (peftlab's messages; the worker's raw output behind a toggle,
 // with the expected library messages explained), Cancel, Retry and Delete.
 "use strict";
 
@@ -64,7 +64,7 @@ async function renderJobs() {
   const [runs, w, detail] = await Promise.all([
     api("GET", "/api/runs" + (exp ? `?experiment=${encodeURIComponent(exp)}` : "")), api("GET", "/api/worker"),
     exp ? api("GET", `/api/experiments/${encodeURIComponent(exp)}`).catch(() => null) : null]);
-  $("#jobs-worker").textContent = w.running ? `Worker: ${w.active.length} of ${w.concurrency} slot(s) busy.` : "No worker in this service: queued runs wait for `python -m peftlab.queue STORE`.";
+  $("#jobs-worker").textContent = w.running ? `Worker: ${w.active.length} of ${w.concurrency} slot(s) busy.` : "This service was started without a worker: queued runs wait until a worker runs this store's queue.";
   renderSummary(runs, w, detail);
   const body = $("#jobs-table tbody");
   const ordered = runs.slice().reverse();
@@ -98,6 +98,7 @@ async function renderJobs() {
     : "No runs yet: launch one from New experiment.";
   if (!ordered.length && (!empty || empty.textContent !== why)) body.innerHTML = `<tr class="empty"><td colspan="9" class="small">${esc(why)}</td></tr>`;
   else if (ordered.length && empty) empty.remove();
+  state.lastRuns = runs;
   await renderLossChart(exp, runs);
   if (state.logsFor) await showLogs(state.logsFor, true);
 }
@@ -105,7 +106,7 @@ async function renderJobs() {
 // A tuning driver: running, or the error it ended with, whole (it may have failed before making any run).
 function driverLine(d, named) {
   const who = named ? `tuning driver of <b>${esc(d.experiment)}</b>` : "tuning driver";
-  if (d.running) return `${who} <b>running</b> (pid ${d.pid})${d.log_tail && d.log_tail.length ? `: <span class="small mono">${esc(d.log_tail[d.log_tail.length - 1])}</span>` : ""}`;
+  if (d.running) return `<span title="process ${esc(d.pid)}">${who} <b>running</b></span>${d.log_tail && d.log_tail.length ? `: <span class="small mono">${esc(d.log_tail[d.log_tail.length - 1])}</span>` : ""}`;
   if (d.error) return `<span class="bad">${who} failed${d.exit_code !== undefined && d.exit_code !== null ? ` (exit code ${d.exit_code})` : ""}:</span><pre class="small mono driver-error">${esc(d.error)}</pre>`;
   return `${who} finished`;
 }
@@ -166,27 +167,6 @@ function planCounts(runs, plans, driving) {
   return { total, done, pending };
 }
 
-async function renderLossChart(exp, runs) {
-  const box = $("#jobs-chart");
-  if (!exp) { box.innerHTML = '<div class="small">Choose an experiment to follow its loss curves.</div>'; return; }
-  const shown = runs.filter((r) => r.status !== "queued");
-  const now = Date.now();
-  await Promise.all(shown.map(async (r) => {
-    const c = state.curves[r.id];
-    const stale = !c || (r.status === "running" && now - c.at > 2500) || (c.status !== r.status);
-    if (!stale) return;
-    try { state.curves[r.id] = { at: now, status: r.status, data: await api("GET", `/api/runs/${r.id}/curves`) }; } catch (e) { /* gone */ }
-  }));
-  const series = [];
-  for (const r of shown) {
-    const d = (state.curves[r.id] || {}).data || {};
-    if (d.train_loss && d.train_loss.length) series.push({ label: `${r.name} train`, color: colorOf(r.method), points: d.train_loss });
-    if (d.eval_loss && d.eval_loss.length) series.push({ label: `${r.name} validation`, color: colorOf(r.method), points: d.eval_loss, dashed: true });
-  }
-  const html = `<h3>Loss while training <span class="small">(train solid, validation dashed; each method its colour)</span></h3>${lineChart(series, { yLabel: "loss", width: 720, height: 240 })}${legend(series.filter((s) => !s.dashed))}`;
-  if (box._html !== html) { box.innerHTML = html; box._html = html; }
-}
-
 // -- logs -------------------------------------------------------------------------
 // Messages the libraries print that look alarming and are expected, explained.
 const EXPECTED = [
@@ -227,7 +207,7 @@ async function showLogs(id, quiet) {
   if (!quiet || atEnd) v.scrollTop = v.scrollHeight;
   const w = explainWorkerOutput(l.worker_output);
   $("#worker-notes").innerHTML = w.notes.size || w.bars
-    ? `<ul>${[...w.notes].map(([why, n]) => `<li>${esc(why)}${n > 1 ? ` <span class="small">(${n} lines)</span>` : ""}</li>`).join("")}${w.bars ? `<li>${w.bars} progress-bar lines (tqdm) hidden: the progress column shows the same.</li>` : ""}</ul>`
+    ? `<ul>${[...w.notes].map(([why, n]) => `<li>${esc(why)}${n > 1 ? ` <span class="small">(${n} lines)</span>` : ""}</li>`).join("")}${w.bars ? `<li>${w.bars} progress-bar lines hidden: the progress column shows the same.</li>` : ""}</ul>`
     : '<p class="small">Nothing from the libraries needs explaining.</p>';
   $("#worker-toggle").textContent = `${$("#worker-raw").classList.contains("hidden") ? "Show" : "Hide"} the worker's raw output (${l.worker_output.length} lines)`;
   const raw = l.worker_output.slice(-120).join("\n") || "(no output)";
@@ -235,7 +215,13 @@ async function showLogs(id, quiet) {
 }
 
 function wireJobs() {
-  $("#jobs-exp").addEventListener("change", () => { state.logsFor = null; rememberExp($("#jobs-exp").value); renderJobs(); });
+  $("#jobs-exp").addEventListener("change", () => {
+    const exp = $("#jobs-exp").value;
+    state.logsFor = null;
+    rememberExp(exp);
+    history.pushState(null, "", `#/jobs${exp ? "/" + encodeURIComponent(exp) : ""}`); // a reload shows this one
+    renderJobs();
+  });
   $("#worker-toggle").addEventListener("click", () => { $("#worker-raw").classList.toggle("hidden"); if (state.logsFor) showLogs(state.logsFor, true); });
   $("#jobs-table").addEventListener("click", async (ev) => {
     const b = ev.target.closest("button");

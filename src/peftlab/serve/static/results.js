@@ -44,7 +44,7 @@ function seedRow(r, sd, m) {
   return `<tr class="seed-row" data-seed="${esc(sd.run)}"><td class="sticky"></td><td class="sticky2 nowrap"><i class="swatch" style="background:${r.color}"></i><span class="small">↳ ${esc(sd.run)}</span></td>
     <td></td><td class="num">${typeof v === "number" ? v.toFixed(2) : "–"}</td><td></td><td></td><td></td>
     <td class="num">${typeof sd.eval_loss === "number" ? sd.eval_loss.toFixed(3) : "–"}</td>
-    <td class="num">${typeof sd.trainable_percent === "number" ? sd.trainable_percent.toPrecision(2) + "%" : "–"}</td>
+    <td class="num">${fmtPct(sd.trainable_percent)}</td>
     <td class="num">${typeof sd.train_seconds === "number" ? fmtSecs(sd.train_seconds) : "–"}</td><td>${badge(sd.status)}</td></tr>`;
 }
 
@@ -61,7 +61,7 @@ function resultsTable(lb) {
       <td>${esc(r.method)}</td><td class="num">${typeof v === "number" ? v.toFixed(2) : "–"}${ci}</td>
       <td class="num" title="1: not significantly different from the best">${r.rank_group ?? "–"}</td><td class="num">${fmtP(r.p_vs_best, r.p_vs_best_bound)}</td>
       <td class="num">${r.n_seeds ?? (r.baseline ? "–" : 1)}</td><td class="num">${typeof r.eval_loss === "number" ? r.eval_loss.toFixed(3) : "–"}</td>
-      <td class="num">${typeof r.trainable_percent === "number" ? r.trainable_percent.toPrecision(2) + "%" : "–"}</td>
+      <td class="num">${fmtPct(r.trainable_percent)}</td>
       <td class="num">${typeof r.train_seconds === "number" ? fmtSecs(r.train_seconds) : "–"}</td><td>${r.baseline ? "" : badge(r.status)} ${RESULT_FLAGS(r)}</td></tr>${seeds}`;
   }).join("");
   return `<div class="scroll sticky-table"><table class="grid" id="results-table"><thead><tr><th class="sticky">#</th><th class="sticky2">run</th><th>method</th>
@@ -143,17 +143,9 @@ async function renameExperiment() {
 
 async function deleteExperiment() {
   const name = $("#results-exp").value;
-  if (!name) return;
-  const e = state.experiments.find((x) => x.name === name) || {};
-  const ok = await confirmDialog(`Delete the experiment ${name}?`, `<p>Its ${e.runs || 0} run(s) go with it: results, curves, logs, adapters and exports, and its tuning studies. This cannot be undone.</p>`);
-  if (!ok) return;
-  try {
-    await api("DELETE", `/api/experiments/${encodeURIComponent(name)}`);
-    toast(`Deleted ${name}`);
-    localStorage.removeItem("peftlab-exp");
-    location.hash = "#/results";
-    PAGES.results("");
-  } catch (err) { toast(err.message, 8000); }
+  if (!name || !(await deleteExperimentAsked(name))) return;
+  location.hash = "#/results";
+  PAGES.results("");
 }
 
 // -- Compare -------------------------------------------------------------------------
@@ -172,7 +164,13 @@ async function renderCompare() {
 }
 
 function wireResults() {
-  $("#results-exp").addEventListener("change", () => { rememberExp($("#results-exp").value); state.reportKey = null; renderResults(); });
+  $("#results-exp").addEventListener("change", () => {
+    const name = $("#results-exp").value;
+    rememberExp(name);
+    history.pushState(null, "", `#/results/${encodeURIComponent(name)}`); // a reload shows this one
+    state.reportKey = null;
+    renderResults();
+  });
   $("#bg-apply").addEventListener("click", () => { state.reportKey = null; renderResults(); });
   ["#bg-mem", "#bg-secs", "#bg-pct"].forEach((id) => $(id).addEventListener("keydown", (ev) => { if (ev.key === "Enter") { state.reportKey = null; renderResults(); } }));
   $("#report-open").addEventListener("click", async () => {
