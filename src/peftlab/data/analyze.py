@@ -69,7 +69,8 @@ def check_mapping(columns: list[str] | set[str], mapping: dict[str, Any]) -> dic
         if missing:
             raise DataError(f"prompt: placeholder(s) {missing} are not columns; columns: {', '.join(sorted(cols))}")
     return {"input": inputs, "prompt": mapping.get("prompt") or None, "target": mapping.get("target") or None,
-            "label": mapping.get("label") or None, "image": mapping.get("image") or None}
+            "label": mapping.get("label") or None, "image": mapping.get("image") or None,
+            "system_prompt": mapping.get("system_prompt") or None}
 
 
 _CACHE: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
@@ -145,9 +146,7 @@ def analyse(files: dict[str, str | None], mapping: dict[str, Any] | None,
         keys = ["\n".join(_text(r.get(c)) for c in inputs) for r in train_rows]
         dup_in = len(keys) - len(set(keys))
         if dup_in > full_dups:
-            problems.append({"kind": "duplicate_inputs", "count": dup_in - full_dups,
-                             "message": f"{dup_in - full_dups} rows repeat the input of another row with a different "
-                                        "target or label"})
+            problems.append(_repeated_inputs(dup_in - full_dups, len(set(keys)), m))
         limit = max_source_tokens * CHARS_PER_TOKEN
         long_rows = [r.get("__line__") for r, k in zip(train_rows, keys, strict=True) if len(k) > limit]
         if long_rows:
@@ -181,9 +180,11 @@ def analyse(files: dict[str, str | None], mapping: dict[str, Any] | None,
             counts["test"] = n_test
         split_note = (f"no {'validation/test' if n_test and n_val else ('test' if n_test else 'validation')} "
                       "file: the engine holds out 10% of the training rows for each (seed 42)")
-    problems += _size_problems(counts, m, columns, train_rows)
-    preview = [{k: v for k, v in r.items() if k != "__line__"} for r in train_rows[:PREVIEW_ROWS]]
     chat = _chat_view(files.get("train") or "", train_rows, columns, m, problems)
+    # a chat format carries its own replies: no target column to choose (unless columns are named)
+    conversational = chat["format"] != "columns" and not any((mapping or {}).get(k) for k in MAPPED)
+    problems += _size_problems(counts, m, columns, train_rows, conversational)
+    preview = [{k: v for k, v in r.items() if k != "__line__"} for r in train_rows[:PREVIEW_ROWS]]
     return {"counts": counts, "columns": columns, "column_info": col_info, "preview": preview,
             "problems": problems, "suggested_mapping": suggested, "split_note": split_note, **chat}
 
@@ -238,9 +239,29 @@ def render_conversation(conv: dict[str, Any], tok: Any, max_tokens: int | None =
 SMALL_TRAIN = 50  # training examples below which scores are mostly noise
 
 
+MAPPED = ("input", "prompt", "target", "label", "image")
+SMALL_EVAL = 20  # test (or validation) examples below which a score says little
+
+
+def _repeated_inputs(n: int, distinct: int, m: dict[str, Any]) -> dict[str, Any]:
+    """Rows whose input another row has too, with another target or label. For a label that is a
+    contradiction; for a generation target it is how multi-reference data (E2E: one meaning
+    representation, several descriptions) is laid out, so it is a note, not a warning."""
+    task = m.get("task")
+    if task in SPECS and SPECS[task].target_key == "label":
+        return {"kind": "duplicate_inputs", "count": n,
+                "message": f"{n} rows repeat the input of another row with a different label: the model is taught "
+                           "both answers for the same input. Fix the labels, or drop the repeated rows"}
+    return {"kind": "multi_reference", "count": n, "level": "note",
+            "message": f"{n} rows repeat the input of another row with another target ({distinct} distinct inputs): "
+                       "several references of one input, as in E2E, are fine; each row trains as its own example"}
+
+
 def _size_problems(counts: dict[str, int], m: dict[str, Any], columns: list[str],
-                   train_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """An empty or tiny training set (after the split the engine makes), and a missing target."""
+                   train_rows: list[dict[str, Any]], conversational: bool = False) -> list[dict[str, Any]]:
+    """An empty or tiny training set (after the split the engine makes), a test or validation
+    split too small to score on, and a missing target (none for conversations: they hold their
+    replies)."""
     out: list[dict[str, Any]] = []
     n = counts.get("train", 0)
     after = counts.get("train_after_split", n)
@@ -256,9 +277,17 @@ def _size_problems(counts: dict[str, int], m: dict[str, Any], columns: list[str]
                     "message": f"only {after} training example{'s' if after != 1 else ''}"
                                f"{' after the split' if 'train_after_split' in counts else ''}: a comparison on so "
                                f"few is mostly noise (aim for a few hundred)"})
+    k = counts.get("test")
+    if n and k is not None and 0 < k < SMALL_EVAL:
+        out.append({"kind": "small_test", "count": k,
+                    "message": f"only {k} test example{'s' if k != 1 else ''}: one example moves the score by "
+                               f"{100 / k:.0f} points, so methods cannot be told apart. Give a larger test file "
+                               f"(aim for {SMALL_EVAL * 5} or more)"})
     task = m.get("task")
     key = SPECS[task].target_key if task in SPECS else "target"
     col = m.get(key)
+    if conversational:
+        return out
     if not col:
         out.append({"kind": f"no_{key}", "count": 0,
                     "message": f"no {key} column: choose the column the model should learn to "

@@ -86,6 +86,8 @@ def build_config(req: ExperimentRequest, store: Store, datasets: Datasets | None
         s = spec(req.task)
         if m.get(s.target_key):
             data[s.target_key] = m[s.target_key]
+        if m.get("system_prompt"):
+            data["system_prompt"] = m["system_prompt"]
         if s.image_input:
             data.pop("input", None)
             data.pop("prompt", None)
