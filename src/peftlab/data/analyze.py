@@ -23,7 +23,7 @@ from typing import Any
 from peftlab.data.formats import BadRow, Conversation, Turn, convert_rows, detect_format
 from peftlab.data.sources import read_rows
 from peftlab.errors import DataError
-from peftlab.tasks.spec import SPECS
+from peftlab.tasks.spec import CAUSAL_LM, SPECS
 
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
                "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
@@ -134,6 +134,10 @@ def analyse(files: dict[str, str | None], mapping: dict[str, Any] | None,
                        "distinct": distinct, "mean_chars": round(sum(lens) / max(len(lens), 1), 1),
                        "max_chars": max(lens, default=0)}
     suggested = _suggest(columns, col_info, len(train_rows))
+    if detect_format(set(columns), train_rows[:20])[0] != "columns":
+        # conversations (alpaca's output, prompt-completion's completion): guessing columns would
+        # turn them into column data; a run reads them as conversations when none are named
+        suggested = {"input": [], "prompt": None, "target": None, "label": None, "image": None, "task": CAUSAL_LM}
     m = {**suggested, **{k: v for k, v in (mapping or {}).items() if v}}
     problems: list[dict[str, Any]] = []
     full_dups = len(train_rows) - len({json.dumps({k: _text(v) for k, v in r.items() if k != "__line__"},

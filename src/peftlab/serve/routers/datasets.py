@@ -23,7 +23,24 @@ router = APIRouter(tags=["datasets"])
 
 @router.get("/api/datasets")
 def list_datasets(datasets: DatasetsDep) -> list[dict[str, Any]]:
-    return datasets.list()
+    """The data sets, each with `format`: what a run reads (`columns` when the mapping names columns,
+    else what `data.format: auto` detects) and `format_reason`."""
+    return [{**d, **data_format(d)} for d in datasets.list()]
+
+
+def data_format(d: dict[str, Any]) -> dict[str, str]:
+    from peftlab.data.analyze import _read
+    from peftlab.data.formats import detect_format
+    from peftlab.errors import PeftlabError
+
+    if any(d["mapping"].get(k) for k in ("input", "prompt", "target", "label", "image")):
+        return {"format": "columns", "format_reason": "columns are mapped"}
+    try:
+        rows = _read(d["files"]["train"])
+    except (OSError, ValueError, PeftlabError) as e:
+        return {"format": "columns", "format_reason": f"the file cannot be read: {e}"}
+    fmt, why = detect_format({k for r in rows[:1000] for k in r if k != "__line__"}, rows[:20])
+    return {"format": fmt, "format_reason": why}
 
 
 @router.post("/api/datasets", status_code=201)

@@ -128,7 +128,7 @@ def method_catalogue(task: str | None) -> list[dict[str, Any]]:
                     "applicable": task is None or task in m.tasks,
                     "learning_rate": m.learning_rate(task or TASK_NAMES[0]) if m.trains else None,
                     "learning_rates": m.learning_rates, "options": opts, "color": method_color(m.name),
-                    "mergeable": m.mergeable})
+                    "mergeable": m.mergeable, "family": m.family})
     return out
 
 
