@@ -61,8 +61,10 @@ def upload(d: Any, base: str, path: Path, name: str = "") -> None:
     d.find_element(By.ID, "upload-file").send_keys(str(path))
     if name:
         d.find_element(By.ID, "upload-name").send_keys(name)
+    before = len(httpx.get(f"{base}/api/datasets").json())
     d.find_element(By.ID, "upload-btn").click()
-    wait(EC.text_to_be_present_in_element((By.ID, "toast"), "Uploaded"))
+    wait(lambda drv: len(httpx.get(f"{base}/api/datasets").json()) == before + 1)
+    wait(EC.text_to_be_present_in_element((By.ID, "toast"), f"Uploaded {name or path.name}"))
     wait(lambda drv: "#/datasets/" in drv.current_url and drv.find_elements(By.CSS_SELECTOR, "#dataset-detail h2"))
 
 
@@ -148,3 +150,144 @@ def test_every_chat_format_shows_as_such(browser: Any, server: str, tmp_path: Pa
     d.find_element(By.ID, "exp-chat-show").click()
     wait(lambda drv: drv.find_elements(By.CSS_SELECTOR, "#exp-chat .chat-conv .pv-target"))
     assert d.find_element(By.CSS_SELECTOR, "#exp-chat .chat-trunc").get_attribute("data-truncated") == "0"
+
+
+def column_rows(n: int = 40, test_rows: int = 0, distinct_inputs: int | None = None) -> list[dict[str, Any]]:
+    """Column data (text -> summary); `test_rows` of them in a `split` column's test split."""
+    rows = []
+    for i in range(n):
+        r: dict[str, Any] = {"text": f"input {i % (distinct_inputs or n)}", "summary": f"target {i}"}
+        if test_rows:
+            r["split"] = "test" if i < test_rows else "train"
+        rows.append(r)
+    return rows
+
+
+def test_upload_name_is_cleared_and_data_sets_can_be_renamed(browser: Any, server: str,  # noqa: F811
+                                                             tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    d, wait = browser, waiter(browser)
+    upload(d, server, write_jsonl(tmp_path / "a.jsonl", column_rows()), name="samsum-chat")
+    assert d.find_element(By.ID, "upload-name").get_attribute("value") == ""
+    upload(d, server, write_jsonl(tmp_path / "b.jsonl", column_rows(30)))
+    names = sorted(x["name"] for x in httpx.get(f"{server}/api/datasets").json())
+    assert names == ["b.jsonl", "samsum-chat"]  # the second file is not named after the first
+    # rename: a clash is refused with the reason, another name is taken
+    b = next(x for x in httpx.get(f"{server}/api/datasets").json() if x["name"] == "b.jsonl")
+
+    def rename(to: str) -> None:
+        wait(lambda drv: text(drv, f".ds-rename[data-id='{b['id']}']") == "Rename")
+        d.find_element(By.CSS_SELECTOR, f".ds-rename[data-id='{b['id']}']").click()
+        box = d.find_element(By.ID, "ds-rename-input")
+        box.clear()
+        box.send_keys(to)
+        d.find_element(By.ID, "modal-ok").click()
+
+    rename("samsum-chat")
+    wait(lambda drv: "already called 'samsum-chat'" in text(drv, "#dataset-error"))
+    assert "choose another name" in text(d, "#dataset-error")
+    rename("samsum-b")
+    wait(lambda drv: "samsum-b" in text(drv, "#datasets-table"))
+    assert sorted(x["name"] for x in httpx.get(f"{server}/api/datasets").json()) == ["samsum-b", "samsum-chat"]
+    r = httpx.post(f"{server}/api/datasets/{b['id']}/rename", json={"name": "samsum-chat"})
+    assert r.status_code == 409 and "already called" in r.json()["detail"]
+
+
+def test_new_experiment_starts_fresh_on_each_visit(browser: Any, server: str, tmp_path: Path) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    d, wait = browser, waiter(browser)
+    upload(d, server, write_jsonl(tmp_path / "a.jsonl", column_rows()))
+    d.get(f"{server}/#/new")
+    wait(lambda drv: drv.find_elements(By.CSS_SELECTOR, ".method-check[data-method='lora']"))
+    d.find_element(By.CSS_SELECTOR, "#more-settings summary").click()
+    for field, value in (("exp-name", "alpha"), ("tune", "3"), ("seeds", "2")):
+        el = d.find_element(By.ID, field)
+        el.clear()
+        el.send_keys(value)
+    d.find_element(By.CSS_SELECTOR, "a[data-page='jobs']").click()
+    wait(lambda drv: "#/jobs" in drv.current_url)
+    d.find_element(By.CSS_SELECTOR, "a[data-page='new']").click()
+    wait(lambda drv: drv.find_element(By.ID, "exp-name").get_attribute("value").startswith("exp-"))
+    assert d.find_element(By.ID, "tune").get_attribute("value") == ""
+    assert d.find_element(By.ID, "seeds").get_attribute("value") == ""
+
+
+def test_method_picker_search_families_count_and_launch_in_view(browser: Any, server: str,  # noqa: F811
+                                                                 tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    d, wait = browser, waiter(browser)
+    upload(d, server, write_jsonl(tmp_path / "a.jsonl", column_rows()))
+    d.get(f"{server}/#/new")
+    wait(lambda drv: drv.find_elements(By.CSS_SELECTOR, ".method-check[data-method='lora']"))
+    wait(lambda drv: text(drv, "#method-count") == "3 selected")
+
+    def visible() -> list[str]:
+        return [r.get_attribute("data-method") for r in d.find_elements(By.CSS_SELECTOR, "#methods-table tbody tr")
+                if r.is_displayed()]
+
+    # the page is short enough to see, and Launch is in view without scrolling
+    d.execute_script("window.scrollTo(0, 0)")
+    assert d.execute_script("return document.documentElement.scrollHeight") < 3000
+    launch = d.find_element(By.ID, "launch-btn")
+    assert d.execute_script("const r = arguments[0].getBoundingClientRect(); return r.bottom <= window.innerHeight && r.top >= 0", launch)
+    d.find_element(By.ID, "method-search").send_keys("lora")
+    wait(lambda drv: 0 < len(visible()) < 20 and all(
+        "lora" in r.text.lower() for r in drv.find_elements(By.CSS_SELECTOR, "#methods-table tbody tr") if r.is_displayed()))
+    assert {"lora", "dora", "qlora", "adalora"} <= set(visible())
+    d.find_element(By.ID, "method-search").clear()
+    d.execute_script("document.getElementById('method-search').dispatchEvent(new Event('input'))")
+    d.find_element(By.CSS_SELECTOR, "button.family[data-family='orthogonal']").click()
+    wait(lambda drv: set(visible()) and all(r.get_attribute("data-family") == "orthogonal"
+                                              for r in drv.find_elements(By.CSS_SELECTOR, "#methods-table tbody tr")
+                                              if r.is_displayed()))
+    oft = d.find_element(By.CSS_SELECTOR, ".method-check[data-method='oft']")
+    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", oft)
+    oft.click()
+    wait(lambda drv: text(drv, "#method-count") == "4 selected")
+    # options show for the selected methods only
+    assert d.find_element(By.CSS_SELECTOR, "tr[data-method='oft'] .method-opts").is_displayed()
+    assert not d.find_element(By.CSS_SELECTOR, "tr[data-method='boft'] .method-opts").is_displayed()
+    d.find_element(By.CSS_SELECTOR, "button.family[data-family='']").click()
+    d.find_element(By.ID, "method-picked-only").click()
+    wait(lambda drv: visible() == ["zero-shot", "lora", "ia3", "oft"])
+    no_overflow(d)
+
+
+def test_datasets_warnings_small_test_split_and_multi_reference(browser: Any, server: str,  # noqa: F811
+                                                                tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    d, wait = browser, waiter(browser)
+    upload(d, server, write_jsonl(tmp_path / "refs.jsonl", column_rows(60, test_rows=3, distinct_inputs=20)))
+    wait(lambda drv: "Problems" in text(drv, "#dataset-detail"))
+    small = d.find_element(By.CSS_SELECTOR, ".problem[data-kind='small_test']")
+    assert "only 3 test examples" in small.text
+    refs = d.find_element(By.CSS_SELECTOR, ".problem[data-kind='multi_reference']")
+    assert "several references" in refs.text and "⚠" not in refs.text
+    assert not d.find_elements(By.CSS_SELECTOR, ".problem[data-kind='duplicate_inputs']")
+
+
+def test_new_experiment_words_and_classification_fields(browser: Any, server: str, tmp_path: Path) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d, wait = browser, waiter(browser)
+    upload(d, server, write_jsonl(tmp_path / "a.jsonl", column_rows()))
+    ds = httpx.get(f"{server}/api/datasets").json()[0]
+    httpx.put(f"{server}/api/datasets/{ds['id']}/mapping", json={"input": ["text"]})  # no target
+    d.get(f"{server}/#/new/{ds['id']}")
+    wait(lambda drv: drv.find_elements(By.CSS_SELECTOR, ".method-check[data-method='lora']"))
+    Select(d.find_element(By.ID, "exp-model")).select_by_value("stories260k")
+    d.find_element(By.ID, "yaml-btn").click()
+    wait(lambda drv: text(drv, "#new-error"))
+    err = text(d, "#new-error")
+    assert "Value error" not in err and "data.target" not in err and "`target:" not in err
+    assert err.startswith("Target column:") and "Column mapping on the Datasets page" in err
+    # Max target tokens is for generation only
+    d.find_element(By.CSS_SELECTOR, "#more-settings summary").click()
+    assert d.find_element(By.ID, "max-tgt").is_displayed()
+    Select(d.find_element(By.ID, "exp-task")).select_by_value("classification")
+    wait(lambda drv: not drv.find_element(By.ID, "max-tgt").is_displayed())

@@ -79,7 +79,7 @@ function filterMethods() {
 }
 
 function wireMethodPicker() {
-  $("#methods-table").insertAdjacentHTML("afterend", '<p id="methods-empty" class="small hidden">No method matches: clear the search or pick another family.</p>');
+  $(".methods-scroll").insertAdjacentHTML("afterend", '<p id="methods-empty" class="small hidden">No method matches: clear the search or pick another family.</p>');
   $("#method-search").addEventListener("input", filterMethods);
   $("#method-picked-only").addEventListener("change", filterMethods);
   $("#method-show-na").addEventListener("change", () => { methodFamilies(); filterMethods(); });

@@ -22,6 +22,7 @@ function plainMessage(msg) {
   s = s.replace(/ \(--max-upload-mb\)/g, "");
   s = s.replace(/;? ?(?:pass|set|use) --[a-z][a-z-]+(?: [A-Z_]+)?/g, "");
   for (const [key, label] of FIELD_LABELS) s = s.split(key + ":").join(label + ":").split(key + " ").join(label + " ");
+  s = s.replace(/\s*\(e\.g\. `(target|label|input): [^`]*`\)/g, (_, k) => ` (choose the ${k} column under Column mapping on the Datasets page)`);
   s = s.replace(/^methods\.(\d+)\.?/gm, (_, i) => `Method ${Number(i) + 1}: `);
   s = s.replace(/^name: /gm, "Experiment name: ");
   return s;
