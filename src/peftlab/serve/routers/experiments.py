@@ -229,6 +229,15 @@ def experiment_yaml(req: ExperimentRequest, store: StoreDep, datasets: DatasetsD
     return {"name": p.cfg.name, "yaml": p.yaml_text, "cli": cmd, "filename": f"{p.cfg.name}.yaml"}
 
 
+@router.post("/api/experiments/resolved")
+def experiment_resolved(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep) -> dict[str, Any]:
+    """What each run will actually use, as the engine resolves it (`peftlab.serve.resolved`): learning
+    rate, trainable parameters, and the adapter's settings (rank, alpha, target modules, ...)."""
+    from peftlab.serve.resolved import resolved_settings
+
+    return {"name": req.name, "runs": resolved_settings(_plan(req, store, datasets).cfg)}
+
+
 @router.post("/api/experiments", status_code=201)
 def create_experiment(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep,
                       scheduler: SchedulerDep) -> dict[str, Any]:

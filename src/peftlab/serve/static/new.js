@@ -220,6 +220,7 @@ function wireNewForm() {
       $("#yaml-view").textContent = y.yaml;
       $("#cli-view").textContent = y.cli;
       state.yaml = y;
+      showResolved();
     } catch (err) { showPlainError($("#new-error"), err); }
   });
   $("#yaml-download").addEventListener("click", () => state.yaml && saveText(state.yaml.filename, state.yaml.yaml));
