@@ -265,9 +265,8 @@ def test_datasets_warnings_small_test_split_and_multi_reference(browser: Any, se
     wait(lambda drv: "Problems" in text(drv, "#dataset-detail"))
     small = d.find_element(By.CSS_SELECTOR, ".problem[data-kind='small_test']")
     assert "only 3 test examples" in small.text
-    refs = d.find_element(By.CSS_SELECTOR, ".problem[data-kind='multi_reference']")
-    assert "several references" in refs.text and "⚠" not in refs.text
-    assert not d.find_elements(By.CSS_SELECTOR, ".problem[data-kind='duplicate_inputs']")
+    refs = d.find_element(By.CSS_SELECTOR, ".problem[data-kind='duplicate_inputs']")
+    assert "several references" in refs.text and "⚠" not in refs.text and "note" in refs.get_attribute("class")
 
 
 def test_new_experiment_words_and_classification_fields(browser: Any, server: str, tmp_path: Path) -> None:  # noqa: F811
@@ -291,3 +290,28 @@ def test_new_experiment_words_and_classification_fields(browser: Any, server: st
     assert d.find_element(By.ID, "max-tgt").is_displayed()
     Select(d.find_element(By.ID, "exp-task")).select_by_value("classification")
     wait(lambda drv: not drv.find_element(By.ID, "max-tgt").is_displayed())
+
+
+def test_yaml_preview_shows_the_resolved_settings(browser: Any, server: str, tmp_path: Path) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d, wait = browser, waiter(browser, 180)
+    upload(d, server, write_jsonl(tmp_path / "a.jsonl", column_rows()))
+    ds = httpx.get(f"{server}/api/datasets").json()[0]
+    d.get(f"{server}/#/new/{ds['id']}")
+    wait(lambda drv: drv.find_elements(By.CSS_SELECTOR, "tr[data-method='lora'] input[data-opt='r']"))
+    Select(d.find_element(By.ID, "exp-model")).select_by_value("stories260k")
+    r = d.find_element(By.CSS_SELECTOR, "tr[data-method='lora'] input[data-opt='r']")
+    r.clear()
+    r.send_keys("4")
+    d.find_element(By.ID, "yaml-btn").click()
+    wait(lambda drv: drv.find_elements(By.CSS_SELECTOR, "#resolved-table tr[data-run='lora'] .setting"))
+    lora = d.find_element(By.CSS_SELECTOR, "#resolved-table tr[data-run='lora']")
+    settings = {s.get_attribute("data-key"): s.text for s in lora.find_elements(By.CSS_SELECTOR, ".setting")}
+    assert settings["r"] == "r 4" and settings["lora_alpha"] == "lora_alpha 32"
+    assert "q_proj" in settings["target_modules"] and "v_proj" in settings["target_modules"]  # the defaults, resolved
+    assert lora.find_elements(By.CSS_SELECTOR, "td")[1].text == "0.0002"
+    ia3 = d.find_element(By.CSS_SELECTOR, "#resolved-table tr[data-run='ia3']")
+    assert "feedforward_modules" in ia3.text
+    assert "trains nothing" in d.find_element(By.CSS_SELECTOR, "#resolved-table tr[data-run='zero-shot']").text

@@ -256,9 +256,10 @@ def _repeated_inputs(n: int, distinct: int, m: dict[str, Any]) -> dict[str, Any]
         return {"kind": "duplicate_inputs", "count": n,
                 "message": f"{n} rows repeat the input of another row with a different label: the model is taught "
                            "both answers for the same input. Fix the labels, or drop the repeated rows"}
-    return {"kind": "multi_reference", "count": n, "level": "note",
-            "message": f"{n} rows repeat the input of another row with another target ({distinct} distinct inputs): "
-                       "several references of one input, as in E2E, are fine; each row trains as its own example"}
+    return {"kind": "duplicate_inputs", "count": n, "level": "note",
+            "message": f"{n} rows repeat the input of another row with another target ({distinct} distinct inputs). "
+                       "Fine when they are several references of one input (as in E2E: each row trains as its own "
+                       "example); check them if only one answer is right"}
 
 
 def _size_problems(counts: dict[str, int], m: dict[str, Any], columns: list[str],
