@@ -87,3 +87,14 @@ def test_small_test_split_and_multi_reference_rows(client: Any, tmp_path: Path) 
     kinds = {p["kind"]: p for p in client.get(f"/api/datasets/{d['id']}").json()["analysis"]["problems"]}
     assert "only 3 test examples" in kinds["small_test"]["message"]
     assert kinds["duplicate_inputs"]["level"] == "note" and "several references" in kinds["duplicate_inputs"]["message"]
+
+
+def test_a_preview_on_a_gguf_model_does_not_dequantize_it(client: Any, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PEFTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    d = upload(client, tmp_path, "cols.jsonl", [{"text": f"t{i}", "summary": f"s{i}"} for i in range(30)])
+    p = client.post(f"/api/datasets/{d['id']}/preview", json={"model": "smollm2-135m-instruct-gguf",
+                                                              "mapping": {"input": ["text"], "target": "summary"}})
+    assert p.status_code == 200, p.text
+    assert p.json()["chat_template"] and "<|im_start|>" in p.json()["rows"][0]["prompt"]
+    assert not (tmp_path / "cache" / "gguf").exists()  # the tokenizer alone: no float32 copy made
