@@ -98,3 +98,21 @@ def test_a_preview_on_a_gguf_model_does_not_dequantize_it(client: Any, tmp_path:
     assert p.status_code == 200, p.text
     assert p.json()["chat_template"] and "<|im_start|>" in p.json()["rows"][0]["prompt"]
     assert not (tmp_path / "cache" / "gguf").exists()  # the tokenizer alone: no float32 copy made
+
+
+def test_a_relaunch_with_other_max_steps_keeps_zero_shot(client: Any, tmp_path: Path) -> None:
+    d = upload(client, tmp_path, "cols.jsonl", [{"text": f"t{i}", "summary": f"s{i}"} for i in range(40)])
+    body = {"name": "again", "model": "stories260k", "dataset": d["id"], "max_steps": 3, "max_eval_examples": 2,
+            "methods": [{"name": "zero-shot"}, {"name": "lora"}]}
+    assert client.post("/api/experiments", json=body).status_code == 201
+    store = client.app.state.store
+    for r in store.runs("again"):
+        store.finish(r.id, "done")
+    r = client.post("/api/experiments", json={**body, "max_steps": 5})
+    assert r.status_code == 409
+    assert "lora" in r.json()["detail"] and "zero-shot" not in r.json()["detail"]  # zero-shot trains nothing
+    r = client.post("/api/experiments", json={**body, "max_steps": 5, "replace": True})
+    assert r.status_code == 201 and r.json()["replaced"] == ["lora"] and r.json()["reused"] == ["zero-shot"]
+    # a change that does reach zero-shot (how long a prompt may be) still replaces it
+    r = client.post("/api/experiments", json={**body, "training": {"max_source_length": 64}})
+    assert r.status_code == 409 and "zero-shot" in r.json()["detail"]
