@@ -315,3 +315,35 @@ def test_yaml_preview_shows_the_resolved_settings(browser: Any, server: str, tmp
     ia3 = d.find_element(By.CSS_SELECTOR, "#resolved-table tr[data-run='ia3']")
     assert "feedforward_modules" in ia3.text
     assert "trains nothing" in d.find_element(By.CSS_SELECTOR, "#resolved-table tr[data-run='zero-shot']").text
+
+
+def test_relaunch_with_other_max_steps_asks_to_replace_lora_only(browser: Any, server: str,  # noqa: F811
+                                                                  tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from peftlab.store import Store
+
+    d, wait = browser, waiter(browser, 120)
+    upload(d, server, write_jsonl(tmp_path / "a.jsonl", column_rows()))
+    ds = httpx.get(f"{server}/api/datasets").json()[0]
+    body = {"name": "again", "model": "stories260k", "dataset": ds["id"], "max_steps": 3, "max_eval_examples": 2,
+            "methods": [{"name": "zero-shot"}, {"name": "lora"}]}
+    assert httpx.post(f"{server}/api/experiments", json=body, timeout=120).status_code == 201
+    store = Store(tmp_path / "store")
+    for r in store.runs("again"):
+        store.finish(r.id, "done")
+    d.get(f"{server}/#/new/from/again")
+    wait(lambda drv: drv.find_element(By.ID, "exp-name").get_attribute("value") == "again-2")
+    name = d.find_element(By.ID, "exp-name")
+    name.clear()
+    name.send_keys("again")
+    Select(d.find_element(By.ID, "exp-model")).select_by_value("stories260k")
+    steps = d.find_element(By.ID, "max-steps")
+    steps.clear()
+    steps.send_keys("5")
+    d.find_element(By.ID, "launch-btn").click()
+    wait(lambda drv: drv.find_element(By.ID, "modal").is_displayed())
+    dialog = d.find_element(By.ID, "modal-body").text
+    assert "lora" in dialog and "zero-shot" not in dialog and "replace: true" not in dialog
+    d.find_element(By.ID, "modal-cancel").click()
