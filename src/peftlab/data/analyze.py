@@ -168,8 +168,8 @@ def analyse(files: dict[str, str | None], mapping: dict[str, Any] | None,
             empty = [r.get("__line__") for r in train_rows if _text(r.get(col)).strip() == ""]
             if empty:
                 problems.append({"kind": f"empty_{key}s", "count": len(empty), "lines": empty[:20],
-                                 "message": f"{len(empty)} rows have an empty {key} ({col!r}); set on_bad_rows: skip "
-                                            "to drop them, or fix the file"})
+                                 "message": f"{len(empty)} rows have an empty {key} ({col!r}): a run stops on them. "
+                                            "Fill them in, or remove those rows from the file"})
     n = counts.get("train", 0)
     if "validation" in counts and "test" in counts:
         split_note = "validation and test files given"
@@ -208,8 +208,8 @@ def _chat_view(source: str, rows: list[dict[str, Any]], columns: list[str], m: d
             lines = [b.split(": ", 1)[0].rsplit(":", 1)[-1] for b in bad[:20]]
             problems.append({"kind": "bad_conversations", "count": len(bad),
                              "lines": [int(x) if x.isdigit() else x for x in lines],
-                             "examples": bad[:5], "message": f"{len(bad)} rows are not valid {fmt} conversations "
-                             "(a run refuses them, or skips them with on_bad_rows: skip)"})
+                             "examples": bad[:5], "message": f"{len(bad)} rows are not valid {fmt} conversations: "
+                             "a run stops on them. Fix or remove those rows in the file"})
     elif rows and m.get("target") and _input_columns(m):
         from peftlab.config.schema import DataConfig
         from peftlab.data.conversations import input_template
