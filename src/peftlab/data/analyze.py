@@ -23,7 +23,7 @@ from typing import Any
 from peftlab.data.formats import BadRow, Conversation, Turn, convert_rows, detect_format
 from peftlab.data.sources import read_rows
 from peftlab.errors import DataError
-from peftlab.tasks.spec import SPECS
+from peftlab.tasks.spec import CAUSAL_LM, SPECS
 
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
                "val": "validation", "dev": "validation", "test": "test", "testing": "test"}
@@ -69,7 +69,8 @@ def check_mapping(columns: list[str] | set[str], mapping: dict[str, Any]) -> dic
         if missing:
             raise DataError(f"prompt: placeholder(s) {missing} are not columns; columns: {', '.join(sorted(cols))}")
     return {"input": inputs, "prompt": mapping.get("prompt") or None, "target": mapping.get("target") or None,
-            "label": mapping.get("label") or None, "image": mapping.get("image") or None}
+            "label": mapping.get("label") or None, "image": mapping.get("image") or None,
+            "system_prompt": mapping.get("system_prompt") or None}
 
 
 _CACHE: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
@@ -133,6 +134,10 @@ def analyse(files: dict[str, str | None], mapping: dict[str, Any] | None,
                        "distinct": distinct, "mean_chars": round(sum(lens) / max(len(lens), 1), 1),
                        "max_chars": max(lens, default=0)}
     suggested = _suggest(columns, col_info, len(train_rows))
+    if detect_format(set(columns), train_rows[:20])[0] != "columns":
+        # conversations (alpaca's output, prompt-completion's completion): guessing columns would
+        # turn them into column data; a run reads them as conversations when none are named
+        suggested = {"input": [], "prompt": None, "target": None, "label": None, "image": None, "task": CAUSAL_LM}
     m = {**suggested, **{k: v for k, v in (mapping or {}).items() if v}}
     problems: list[dict[str, Any]] = []
     full_dups = len(train_rows) - len({json.dumps({k: _text(v) for k, v in r.items() if k != "__line__"},
@@ -145,9 +150,7 @@ def analyse(files: dict[str, str | None], mapping: dict[str, Any] | None,
         keys = ["\n".join(_text(r.get(c)) for c in inputs) for r in train_rows]
         dup_in = len(keys) - len(set(keys))
         if dup_in > full_dups:
-            problems.append({"kind": "duplicate_inputs", "count": dup_in - full_dups,
-                             "message": f"{dup_in - full_dups} rows repeat the input of another row with a different "
-                                        "target or label"})
+            problems.append(_repeated_inputs(dup_in - full_dups, len(set(keys)), m))
         limit = max_source_tokens * CHARS_PER_TOKEN
         long_rows = [r.get("__line__") for r, k in zip(train_rows, keys, strict=True) if len(k) > limit]
         if long_rows:
@@ -165,8 +168,8 @@ def analyse(files: dict[str, str | None], mapping: dict[str, Any] | None,
             empty = [r.get("__line__") for r in train_rows if _text(r.get(col)).strip() == ""]
             if empty:
                 problems.append({"kind": f"empty_{key}s", "count": len(empty), "lines": empty[:20],
-                                 "message": f"{len(empty)} rows have an empty {key} ({col!r}); set on_bad_rows: skip "
-                                            "to drop them, or fix the file"})
+                                 "message": f"{len(empty)} rows have an empty {key} ({col!r}): a run stops on them. "
+                                            "Fill them in, or remove those rows from the file"})
     n = counts.get("train", 0)
     if "validation" in counts and "test" in counts:
         split_note = "validation and test files given"
@@ -181,9 +184,11 @@ def analyse(files: dict[str, str | None], mapping: dict[str, Any] | None,
             counts["test"] = n_test
         split_note = (f"no {'validation/test' if n_test and n_val else ('test' if n_test else 'validation')} "
                       "file: the engine holds out 10% of the training rows for each (seed 42)")
-    problems += _size_problems(counts, m, columns, train_rows)
-    preview = [{k: v for k, v in r.items() if k != "__line__"} for r in train_rows[:PREVIEW_ROWS]]
     chat = _chat_view(files.get("train") or "", train_rows, columns, m, problems)
+    # a chat format carries its own replies: no target column to choose (unless columns are named)
+    conversational = chat["format"] != "columns" and not any((mapping or {}).get(k) for k in MAPPED)
+    problems += _size_problems(counts, m, columns, train_rows, conversational)
+    preview = [{k: v for k, v in r.items() if k != "__line__"} for r in train_rows[:PREVIEW_ROWS]]
     return {"counts": counts, "columns": columns, "column_info": col_info, "preview": preview,
             "problems": problems, "suggested_mapping": suggested, "split_note": split_note, **chat}
 
@@ -203,8 +208,8 @@ def _chat_view(source: str, rows: list[dict[str, Any]], columns: list[str], m: d
             lines = [b.split(": ", 1)[0].rsplit(":", 1)[-1] for b in bad[:20]]
             problems.append({"kind": "bad_conversations", "count": len(bad),
                              "lines": [int(x) if x.isdigit() else x for x in lines],
-                             "examples": bad[:5], "message": f"{len(bad)} rows are not valid {fmt} conversations "
-                             "(a run refuses them, or skips them with on_bad_rows: skip)"})
+                             "examples": bad[:5], "message": f"{len(bad)} rows are not valid {fmt} conversations: "
+                             "a run stops on them. Fix or remove those rows in the file"})
     elif rows and m.get("target") and _input_columns(m):
         from peftlab.config.schema import DataConfig
         from peftlab.data.conversations import input_template
@@ -238,9 +243,30 @@ def render_conversation(conv: dict[str, Any], tok: Any, max_tokens: int | None =
 SMALL_TRAIN = 50  # training examples below which scores are mostly noise
 
 
+MAPPED = ("input", "prompt", "target", "label", "image")
+SMALL_EVAL = 20  # test (or validation) examples below which a score says little
+
+
+def _repeated_inputs(n: int, distinct: int, m: dict[str, Any]) -> dict[str, Any]:
+    """Rows whose input another row has too, with another target or label. For a label that is a
+    contradiction; for a generation target it is how multi-reference data (E2E: one meaning
+    representation, several descriptions) is laid out, so it is a note, not a warning."""
+    task = m.get("task")
+    if task in SPECS and SPECS[task].target_key == "label":
+        return {"kind": "duplicate_inputs", "count": n,
+                "message": f"{n} rows repeat the input of another row with a different label: the model is taught "
+                           "both answers for the same input. Fix the labels, or drop the repeated rows"}
+    return {"kind": "duplicate_inputs", "count": n, "level": "note",
+            "message": f"{n} rows repeat the input of another row with another target ({distinct} distinct inputs). "
+                       "Fine when they are several references of one input (as in E2E: each row trains as its own "
+                       "example); check them if only one answer is right"}
+
+
 def _size_problems(counts: dict[str, int], m: dict[str, Any], columns: list[str],
-                   train_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """An empty or tiny training set (after the split the engine makes), and a missing target."""
+                   train_rows: list[dict[str, Any]], conversational: bool = False) -> list[dict[str, Any]]:
+    """An empty or tiny training set (after the split the engine makes), a test or validation
+    split too small to score on, and a missing target (none for conversations: they hold their
+    replies)."""
     out: list[dict[str, Any]] = []
     n = counts.get("train", 0)
     after = counts.get("train_after_split", n)
@@ -256,9 +282,17 @@ def _size_problems(counts: dict[str, int], m: dict[str, Any], columns: list[str]
                     "message": f"only {after} training example{'s' if after != 1 else ''}"
                                f"{' after the split' if 'train_after_split' in counts else ''}: a comparison on so "
                                f"few is mostly noise (aim for a few hundred)"})
+    k = counts.get("test")
+    if n and k is not None and 0 < k < SMALL_EVAL:
+        out.append({"kind": "small_test", "count": k,
+                    "message": f"only {k} test example{'s' if k != 1 else ''}: one example moves the score by "
+                               f"{100 / k:.0f} points, so methods cannot be told apart. Give a larger test file "
+                               f"(aim for {SMALL_EVAL * 5} or more)"})
     task = m.get("task")
     key = SPECS[task].target_key if task in SPECS else "target"
     col = m.get(key)
+    if conversational:
+        return out
     if not col:
         out.append({"kind": f"no_{key}", "count": 0,
                     "message": f"no {key} column: choose the column the model should learn to "

@@ -37,12 +37,29 @@ def task_for(cfg: ExperimentConfig, base_dir: Path | None = None) -> Any:
         if key in _TASKS:
             _TASKS.move_to_end(key)
             return _TASKS[key]
-        rm = resolve_model(cfg.model, base_dir)
+        rm = _tokenizer_folder(cfg, base_dir) or resolve_model(cfg.model, base_dir)
         task = _task(cfg, rm, SimpleNamespace(labels=None))
         _TASKS[key] = task
         while len(_TASKS) > 8:
             _TASKS.popitem(last=False)
         return task
+
+
+def _tokenizer_folder(cfg: ExperimentConfig, base_dir: Path | None) -> Any:
+    """A GGUF model's own folder when it holds its config and tokenizer: formatting needs the
+    tokenizer only, which `resolve_model` would take from the folder too, after de-quantizing the
+    whole model (seconds, and a float32 copy on disk) just to show a preview. None otherwise."""
+    from peftlab.models.loading import ResolvedModel
+    from peftlab.paths import resolve
+
+    try:
+        folder = resolve(cfg.model.path, "models", base_dir)
+    except (OSError, ValueError):
+        return None
+    if (folder is None or not folder.is_dir() or not any(folder.glob("*.gguf"))
+            or not (folder / "config.json").is_file() or not (folder / "tokenizer.json").is_file()):
+        return None
+    return ResolvedModel(str(folder), True)
 
 
 def template_notes(template: str | None) -> list[str]:

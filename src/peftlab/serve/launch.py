@@ -37,6 +37,36 @@ def _launch_dir(store: Store) -> Path:
     return d
 
 
+# training settings that change nothing for a method that does not train (zero-shot): how long and
+# how it would train, how often it would validate or checkpoint
+UNTRAINED_IGNORES = ("epochs", "max_steps", "gradient_accumulation_steps", "learning_rate", "weight_decay",
+                     "warmup_ratio", "lr_scheduler", "eval_every", "logging_steps", "checkpoint_every",
+                     "group_by_length")
+
+
+def keep_untrained(store: Store, finals: list[tuple[Any, Any, dict[str, Any]]]) -> list[tuple[Any, Any, dict[str, Any]]]:
+    """`finals` with the finished run of a method that trains nothing kept as it is when only its
+    training budget changed (a relaunch with other max steps does not redo or replace zero-shot):
+    that run's config takes the old values of UNTRAINED_IGNORES, so its hash is the old run's."""
+    from peftlab.methods import REGISTRY
+
+    out = []
+    for entry, cfg, extra in finals:
+        m = REGISTRY.get(entry.name)
+        old = store.find_run(cfg.name, entry.run_name)
+        if m is not None and not m.trains and old is not None and old.status == "done":
+            try:
+                was = old.config["experiment"]["training"]
+                same = cfg.model_copy(update={"training": cfg.training.model_copy(
+                    update={k: was[k] for k in UNTRAINED_IGNORES if k in was})})
+                if config_hash(same, entry) == old.config_hash:
+                    cfg = same
+            except (KeyError, TypeError, ValueError):
+                pass
+        out.append((entry, cfg, extra))
+    return out
+
+
 def replaced_runs(p: Plan, store: Store, finals: list[tuple[Any, Any, dict[str, Any]]]) -> list[str]:
     """Finished runs of the same name whose settings differ: launching would reset them."""
     taken = []
@@ -52,6 +82,8 @@ def queue(p: Plan, store: Store, force: bool = False, replace: bool = False) -> 
 
     cfg = p.cfg
     finals = final_runs(p, list(cfg.methods))
+    if not force:
+        finals = keep_untrained(store, finals)
     taken = [] if (force or replace) else replaced_runs(p, store, finals)
     if taken:
         raise HTTPException(409, f"experiment {cfg.name!r} already has finished runs with other settings: "

@@ -58,6 +58,8 @@ class Mapping(BaseModel):
     target: str | None = Field(None, description="Target column (generation tasks).")
     label: str | None = Field(None, description="Label column (classification).")
     image: str | None = Field(None, description="Image column: base64, data URL or file path (image tasks).")
+    system_prompt: str | None = Field(None, description="System message for chat-template models (with a chat "
+                                      "format: for conversations that have none of their own).")
 
 
 class ExperimentRequest(BaseModel):
@@ -99,6 +101,10 @@ class PreviewRequest(BaseModel):
 class FormatRequest(BaseModel):
     text: str | None = Field(None, description="The input (the value of the input column).")
     inputs: dict[str, Any] | None = Field(None, description="A value per input column, for several.")
+
+
+class DatasetRename(BaseModel):
+    name: str = Field(min_length=1, max_length=200, description="The data set's new name (unique).")
 
 
 class RenameRequest(BaseModel):

@@ -53,6 +53,16 @@ class DatasetsTable(Database):
             return c.execute("UPDATE serve_datasets SET mapping_json=? WHERE id=?",
                              (json.dumps(mapping), ds_id)).rowcount > 0
 
+    def rename_dataset(self, ds_id: str, name: str) -> str | None:
+        """Give the data set `name`; returns the id of another data set that has that name
+        already (nothing is changed then), else None."""
+        with self.tx() as c:
+            clash = c.execute("SELECT id FROM serve_datasets WHERE name=? AND id<>?", (name, ds_id)).fetchone()
+            if clash:
+                return str(clash[0])
+            c.execute("UPDATE serve_datasets SET name=? WHERE id=?", (name, ds_id))
+            return None
+
     def delete_dataset(self, ds_id: str) -> bool:
         with self.tx() as c:
             return c.execute("DELETE FROM serve_datasets WHERE id=?", (ds_id,)).rowcount > 0

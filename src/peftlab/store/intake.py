@@ -37,6 +37,10 @@ def _safe_stem(name: str) -> str:
     return (stem or "data")[:60]
 
 
+class NameTaken(DataError):
+    """A data set of that name exists already."""
+
+
 class Datasets:
     """The data sets of one store; server-side files only from `allowed_dirs()`."""
 
@@ -176,6 +180,17 @@ class Datasets:
         d = self.get(ds_id)
         clean = check_mapping(analyse(d["files"], None)["columns"], mapping)
         self.store.set_dataset_mapping(ds_id, clean)
+        return self.get(ds_id)
+
+    def rename(self, ds_id: str, name: str) -> dict[str, Any]:
+        """Rename a data set; a name another data set has is refused (DataError, with the fix)."""
+        self.get(ds_id)
+        clean = name.strip()
+        if not clean:
+            raise DataError("Name: type a name for the data set")
+        if self.store.rename_dataset(ds_id, clean[:200]) is not None:
+            raise NameTaken(f"Name: another data set is already called {clean!r}; choose another name "
+                            "(or rename or delete that one first)")
         return self.get(ds_id)
 
     def delete(self, ds_id: str) -> None:

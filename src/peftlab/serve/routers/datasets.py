@@ -15,7 +15,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from peftlab.serve.deps import DatasetsDep, SettingsDep, StoreDep
-from peftlab.serve.schemas import ExperimentRequest, Mapping, PathDataset, PreviewRequest
+from peftlab.serve.schemas import DatasetRename, ExperimentRequest, Mapping, PathDataset, PreviewRequest
 from peftlab.tasks.spec import CAUSAL_LM, spec
 
 router = APIRouter(tags=["datasets"])
@@ -23,7 +23,24 @@ router = APIRouter(tags=["datasets"])
 
 @router.get("/api/datasets")
 def list_datasets(datasets: DatasetsDep) -> list[dict[str, Any]]:
-    return datasets.list()
+    """The data sets, each with `format`: what a run reads (`columns` when the mapping names columns,
+    else what `data.format: auto` detects) and `format_reason`."""
+    return [{**d, **data_format(d)} for d in datasets.list()]
+
+
+def data_format(d: dict[str, Any]) -> dict[str, str]:
+    from peftlab.data.analyze import _read
+    from peftlab.data.formats import detect_format
+    from peftlab.errors import PeftlabError
+
+    if any(d["mapping"].get(k) for k in ("input", "prompt", "target", "label", "image")):
+        return {"format": "columns", "format_reason": "columns are mapped"}
+    try:
+        rows = _read(d["files"]["train"])
+    except (OSError, ValueError, PeftlabError) as e:
+        return {"format": "columns", "format_reason": f"the file cannot be read: {e}"}
+    fmt, why = detect_format({k for r in rows[:1000] for k in r if k != "__line__"}, rows[:20])
+    return {"format": fmt, "format_reason": why}
 
 
 @router.post("/api/datasets", status_code=201)
@@ -128,6 +145,7 @@ def preview(ds_id: str, req: PreviewRequest, datasets: DatasetsDep, store: Store
     """The first rows as the model will see them: the mapping's template (or input columns)
     applied by the engine, through the model's tokenizer and chat template, with token counts."""
     from peftlab.data.analyze import _read
+    from peftlab.data.formats import detect_format
     from peftlab.errors import DataError
     from peftlab.serve.formatting import preview_rows
     from peftlab.serve.routers.experiments import build_config
@@ -136,6 +154,17 @@ def preview(ds_id: str, req: PreviewRequest, datasets: DatasetsDep, store: Store
     d = datasets.get(ds_id)
     mapping = req.mapping.model_dump() if req.mapping else dict(d["mapping"])
     task = req.task or d["mapping"].get("task") or CAUSAL_LM
+    system_prompt = req.system_prompt if req.system_prompt is not None else mapping.get("system_prompt")
+    if not any(mapping.get(k) for k in ("input", "prompt", "target", "label", "image")):
+        rows = _read(d["files"]["train"])
+        fmt, why = detect_format({k for r in rows[:1000] for k in r if k != "__line__"}, rows[:20])
+        if fmt != "columns":  # conversations: what `data.format: auto` trains on
+            if task != CAUSAL_LM:
+                raise DataError(f"Task: this file holds {fmt} conversations ({why}), which train a causal-lm "
+                                f"(chat) model; choose the task causal-lm, or map columns for {task}")
+            out = chat_preview(rows, d["files"]["train"], fmt, _tokenizer(req.model, datasets),
+                               req.max_source_length + req.max_target_length, system_prompt or None, req.rows)
+            return {**out, "format": fmt, "format_reason": why, "task": task, "model": req.model}
     # "" and [] (not None): the request's choice replaces the stored one, template or columns
     if mapping.get("prompt"):
         mapping["input"] = []
@@ -150,8 +179,8 @@ def preview(ds_id: str, req: PreviewRequest, datasets: DatasetsDep, store: Store
                                        "max_target_length": req.max_target_length},
                              max_eval_examples=None)
     cfg_dict = build_config(body, store, datasets)
-    if req.system_prompt:
-        cfg_dict["data"]["system_prompt"] = req.system_prompt
+    if system_prompt:
+        cfg_dict["data"]["system_prompt"] = system_prompt
     from peftlab.queue.jobs import make_plan
 
     p: Plan = make_plan(cfg_dict)
@@ -163,3 +192,45 @@ def preview(ds_id: str, req: PreviewRequest, datasets: DatasetsDep, store: Store
 @router.delete("/api/datasets/{ds_id}", status_code=204)
 def delete_dataset(ds_id: str, datasets: DatasetsDep) -> None:
     datasets.delete(ds_id)
+
+
+CHAT_COUNT = 2000  # conversations counted for truncation (the first ones of the file)
+
+
+def chat_preview(rows: list[dict[str, Any]], source: str, fmt: str, tok: Any, max_len: int,
+                 system_prompt: str | None, shown: int) -> dict[str, Any]:
+    """Conversations as training encodes them (`encode_conversation`, max_source_length +
+    max_target_length tokens): the first `shown` rendered in segments (trained: the replies that
+    carry the loss), and for the first CHAT_COUNT the token count and whether it is cut."""
+    from peftlab.data.chat_encoding import _Encoder, render_segments
+    from peftlab.data.formats import Conversation, convert_rows
+
+    convs, bad = convert_rows(rows[:CHAT_COUNT], fmt, Path(source).name, on_bad_rows="skip")
+    enc = _Encoder(tok, None)
+    out, lengths = [], []
+    for i, conv in enumerate(convs):
+        own = conv.system is not None
+        if not own and system_prompt:
+            conv = Conversation(system_prompt, conv.turns, conv.where)
+        n = enc.length(conv, False)
+        lengths.append({"where": conv.where, "tokens": n, "truncated": n > max_len})
+        if i < shown:
+            segs = render_segments(tok, conv, max_len)
+            out.append({"where": conv.where, "tokens": n, "truncated": n > max_len, "turns": len(conv.turns),
+                        "system": "the row's own" if own else "the setting" if system_prompt else None,
+                        "segments": segs, "kept_tokens": min(n, max_len)})
+    cut = [x for x in lengths if x["truncated"]]
+    return {"chat": True, "conversations": out, "lengths": lengths, "truncated": len(cut), "counted": len(lengths),
+            "rows": len(rows), "max_length": max_len, "bad": bad[:5], "bad_count": len(bad),
+            "system_prompt": system_prompt, "chat_template": bool(getattr(tok, "chat_template", None))}
+
+
+@router.post("/api/datasets/{ds_id}/rename")
+def rename_dataset(ds_id: str, req: DatasetRename, datasets: DatasetsDep) -> dict[str, Any]:
+    """Rename a data set (409 when another one has that name)."""
+    from peftlab.store.intake import NameTaken
+
+    try:
+        return datasets.rename(ds_id, req.name)
+    except NameTaken as e:
+        raise HTTPException(409, str(e)) from None

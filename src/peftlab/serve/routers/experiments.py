@@ -86,6 +86,8 @@ def build_config(req: ExperimentRequest, store: Store, datasets: Datasets | None
         s = spec(req.task)
         if m.get(s.target_key):
             data[s.target_key] = m[s.target_key]
+        if m.get("system_prompt"):
+            data["system_prompt"] = m["system_prompt"]
         if s.image_input:
             data.pop("input", None)
             data.pop("prompt", None)
@@ -126,7 +128,7 @@ def method_catalogue(task: str | None) -> list[dict[str, Any]]:
                     "applicable": task is None or task in m.tasks,
                     "learning_rate": m.learning_rate(task or TASK_NAMES[0]) if m.trains else None,
                     "learning_rates": m.learning_rates, "options": opts, "color": method_color(m.name),
-                    "mergeable": m.mergeable})
+                    "mergeable": m.mergeable, "family": m.family})
     return out
 
 
@@ -225,6 +227,15 @@ def experiment_yaml(req: ExperimentRequest, store: StoreDep, datasets: DatasetsD
     p = _plan(req, store, datasets)
     cmd = f"peftlab --store {store.root.resolve()} run {p.cfg.name}.yaml"
     return {"name": p.cfg.name, "yaml": p.yaml_text, "cli": cmd, "filename": f"{p.cfg.name}.yaml"}
+
+
+@router.post("/api/experiments/resolved")
+def experiment_resolved(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep) -> dict[str, Any]:
+    """What each run will actually use, as the engine resolves it (`peftlab.serve.resolved`): learning
+    rate, trainable parameters, and the adapter's settings (rank, alpha, target modules, ...)."""
+    from peftlab.serve.resolved import resolved_settings
+
+    return {"name": req.name, "runs": resolved_settings(_plan(req, store, datasets).cfg)}
 
 
 @router.post("/api/experiments", status_code=201)

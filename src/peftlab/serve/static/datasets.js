@@ -16,16 +16,17 @@ async function renderDatasets(selected) {
   state.datasets = await api("GET", "/api/datasets");
   const body = $("#datasets-table tbody");
   body.innerHTML = state.datasets.map((d) => {
-    const m = d.mapping || {};
-    const mp = [m.prompt ? "template" : (m.input || []).join(", ") || "?", "→", m.target || m.label || "?"].join(" ");
+    const mp = mappingSummary(d);
     return `<tr data-id="${d.id}" class="${d.id === selected ? "selected" : ""}"><td>${esc(d.name)}</td><td>${esc(d.origin)}</td>
       <td>${esc(short(d.files.train))}</td><td>${esc(short(d.files.validation) || "auto")}</td><td>${esc(short(d.files.test) || "auto")}</td>
-      <td>${esc(mp)}</td><td class="nowrap"><button class="small secondary ds-open" data-id="${d.id}">Check</button>
+      <td class="ds-mapping">${esc(mp)}</td><td class="nowrap"><button class="small secondary ds-open" data-id="${d.id}">Check</button>
       <a class="small" href="#/new/${d.id}">use →</a>
+      <button class="small secondary ds-rename" data-id="${d.id}" title="Rename this data set">Rename</button>
       <button class="small danger ds-delete" data-id="${d.id}" title="Delete this data set">Delete</button></td></tr>`;
   }).join("") || '<tr><td colspan="7" class="small">No data sets yet: upload one above.</td></tr>';
   $$(".ds-open").forEach((b) => b.addEventListener("click", () => showDataset(b.dataset.id)));
   $$(".ds-delete").forEach((b) => b.addEventListener("click", () => deleteDataset(b.dataset.id)));
+  $$(".ds-rename").forEach((b) => b.addEventListener("click", () => renameDataset(b.dataset.id)));
   if (selected) await showDataset(selected);
 }
 
@@ -60,19 +61,20 @@ async function showDataset(id) {
   const task = m.task || a.suggested_mapping.task || "causal-lm";
   const opt = (sel) => a.columns.map((c) => `<option ${c === sel ? "selected" : ""}>${esc(c)}</option>`).join("");
   const counts = Object.entries(a.counts).map(([k, v]) => `<b>${fmtNum(v)}</b> ${esc(k.replace(/_/g, " "))}`).join(" · ");
-  const problems = a.problems.length ? a.problems.map((p) => `<div class="problem" data-kind="${esc(p.kind)}"><b>⚠</b> ${esc(p.message)}${p.lines ? ` <span class="small">(lines ${p.lines.slice(0, 8).join(", ")}${p.lines.length > 8 ? ", …" : ""})</span>` : ""}</div>`).join("")
+  const problems = a.problems.length ? a.problems.map((p) => `<div class="problem${p.level === "note" ? " note" : ""}" data-kind="${esc(p.kind)}"><b>${p.level === "note" ? "ℹ" : "⚠"}</b> ${esc(p.message)}${p.lines ? ` <span class="small">(lines ${p.lines.slice(0, 8).join(", ")}${p.lines.length > 8 ? ", …" : ""})</span>` : ""}</div>`).join("")
     : '<div class="ok">No problems found.</div>';
   const skipped = d.info.skipped_count ? `<div class="problem"><b>⚠</b> ${d.info.skipped_count} unreadable rows: ${esc(d.info.skipped.slice(0, 3).join("; "))}</div>` : "";
   const cols = a.columns.map((c) => { const i = a.column_info[c]; return `<tr><td>${esc(c)}</td><td>${esc(i.kind)}</td><td class="num">${fmtNum(i.empty)}</td><td class="num">${fmtNum(i.distinct)}</td><td class="num">${fmtNum(i.mean_chars, 0)}</td><td class="num">${fmtNum(i.max_chars)}</td></tr>`; }).join("");
   const prev = a.preview.map((r) => `<tr>${a.columns.map((c) => `<td>${esc(trunc(typeof r[c] === "string" ? r[c] : JSON.stringify(r[c]), 160))}</td>`).join("")}</tr>`).join("");
   const useTemplate = !!m.prompt;
+  const chat = isChat(a.format) && !["input", "prompt", "target", "label", "image"].some((k) => m[k] && m[k].length);
   const el = $("#dataset-detail");
   el.classList.remove("hidden");
   el.innerHTML = `<h2>${esc(d.name)}</h2>
     <p>${counts}<br><span class="small">${esc(a.split_note)}</span></p>
     <div class="cards two">
       <div class="card"><h3>Problems</h3>${problems}${skipped}</div>
-      <form class="card" id="map-form"><h3>Column mapping</h3>
+      ${chat ? chatFormatCard(d) : `<form class="card" id="map-form"><h3>Column mapping</h3>
         <fieldset class="source-choice"><legend>What the model reads</legend>
           <label class="radio"><input type="radio" name="map-source" value="input" ${useTemplate ? "" : "checked"}> the input column(s) as they are</label>
           <select id="map-input" multiple size="${Math.min(4, a.columns.length)}">${a.columns.map((c) => `<option ${(m.input || []).includes(c) ? "selected" : ""}>${esc(c)}</option>`).join("")}</select>
@@ -87,7 +89,7 @@ async function showDataset(id) {
         <label>Image column (image classification) <select id="map-image"><option value="">–</option>${opt(m.image)}</select></label>
         <div class="actions"><button id="map-save" type="submit">Save mapping</button><a href="#/new/${d.id}">New experiment with this data →</a></div>
         <div id="map-error" class="error hidden"></div>
-      </form>
+      </form>`}
     </div>
     <div class="card" id="preview-card"><h3>What the model will see</h3>
       <div class="inline-fields">
@@ -102,7 +104,7 @@ async function showDataset(id) {
     <table class="grid"><thead><tr><th>column</th><th>kind</th><th>empty</th><th>distinct</th><th>mean chars</th><th>max chars</th></tr></thead><tbody>${cols}</tbody></table>
     <h3 style="margin-top:16px">First rows</h3>
     <div class="scroll"><table class="grid" id="preview-table"><thead><tr>${a.columns.map((c) => `<th>${esc(c)}</th>`).join("")}</tr></thead><tbody>${prev}</tbody></table></div>`;
-  wireMapping(d);
+  if (chat) wireChatFormat(d); else wireMapping(d);
 }
 
 function currentMapping() {
@@ -140,7 +142,7 @@ function wireMapping(d) {
     ev.preventDefault();
     hideError($("#map-error"));
     try { await api("PUT", `/api/datasets/${id}/mapping`, currentMapping()); toast("Mapping saved"); await renderDatasets(id); }
-    catch (e) { showError($("#map-error"), e); }
+    catch (e) { showPlainError($("#map-error"), e); }
   });
   sync();
 }
@@ -158,14 +160,17 @@ async function renderPreview(id) {
   const seq = (renderPreview._seq = (renderPreview._seq || 0) + 1);
   out.innerHTML = spinner("formatting with the model's tokenizer…");
   let p;
+  const chat = !!$("#map-system");
   try {
-    p = await api("POST", `/api/datasets/${id}/preview`, { mapping: currentMapping(), task: $("#pv-task").value, model, rows: 3,
-      max_source_length: Number($("#pv-src").value) || 256, max_target_length: Number($("#pv-tgt").value) || 64 });
+    p = await api("POST", `/api/datasets/${id}/preview`, { mapping: chat ? null : currentMapping(), task: $("#pv-task").value, model, rows: 3,
+      max_source_length: Number($("#pv-src").value) || 256, max_target_length: Number($("#pv-tgt").value) || 64,
+      system_prompt: chat ? $("#map-system").value.trim() : null });
   } catch (e) {
-    if (seq === renderPreview._seq) out.innerHTML = `<div class="error">${esc(e.message)}</div>`;
+    if (seq === renderPreview._seq) out.innerHTML = `<div class="error">${esc(plainMessage(e.message))}</div>`;
     return;
   }
   if (seq !== renderPreview._seq) return; // a newer preview is on its way
+  if (p.chat) { out.innerHTML = chatPreviewHtml(p); return; }
   const notes = p.notes.map((n) => `<div class="problem"><b>⚠</b> ${esc(n)}</div>`).join("");
   const rows = p.rows.map((r, i) => {
     const cutP = r.prompt_tokens >= p.max_source_length, cutT = r.target_tokens !== undefined && r.target_tokens >= p.max_target_length;
@@ -199,9 +204,11 @@ function wireDatasetForms() {
     $("#upload-btn").disabled = true;
     try {
       const d = await api("POST", "/api/datasets", fd, true);
+      $("#upload-name").value = ""; // the next file is named after itself, not after this one
+      $("#upload-file").value = "";
       toast(`Uploaded ${d.name}`);
       location.hash = `#/datasets/${d.id}`;
-    } catch (e) { showError($("#dataset-error"), e); } finally { $("#upload-btn").disabled = false; }
+    } catch (e) { showPlainError($("#dataset-error"), e); } finally { $("#upload-btn").disabled = false; }
   });
   $("#path-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -212,6 +219,6 @@ function wireDatasetForms() {
       const d = await api("POST", "/api/datasets/from-path", { path });
       toast(`Added ${d.name}`);
       location.hash = `#/datasets/${d.id}`;
-    } catch (e) { showError($("#dataset-error"), e); }
+    } catch (e) { showPlainError($("#dataset-error"), e); }
   });
 }

@@ -8,10 +8,12 @@ const DEFAULT_METHODS = ["zero-shot", "lora", "ia3"];
 
 PAGES.new = async function pageNew(arg) {
   hideError($("#new-error"));
+  resetNewForm();
   $("#methods-table tbody").innerHTML = `<tr class="placeholder"><td colspan="4">${spinner("loading the methods and their defaults…")}</td></tr>`;
-  const [datasets, models] = await Promise.all([api("GET", "/api/datasets"), api("GET", "/api/models"), loadColors()]);
+  const [datasets, models, exps] = await Promise.all([api("GET", "/api/datasets"), api("GET", "/api/models"), api("GET", "/api/experiments"), loadColors()]);
   state.datasets = datasets;
   state.models = models.models;
+  state.experiments = exps;
   $("#exp-dataset").innerHTML = datasets.map((d) => `<option value="${d.id}">${esc(d.name)}</option>`).join("") || '<option value="">upload a data set first</option>';
   $("#exp-task").innerHTML = state.config.tasks.map((t) => `<option value="${t}">${t}</option>`).join("");
   let from = null;
@@ -19,13 +21,26 @@ PAGES.new = async function pageNew(arg) {
   else if (arg) $("#exp-dataset").value = arg;
   if (from) fillFromExperiment(from);
   else onDatasetChange();
-  if (!$("#exp-name").value || from) $("#exp-name").value = from ? nextName(from.name) : "exp-" + new Date().toISOString().slice(5, 16).replace(/[-T:]/g, "");
+  $("#exp-name").value = nextName(from ? from.name : "exp-" + new Date().toISOString().slice(5, 16).replace(/[-T:]/g, ""), !from);
   await renderMethods(from ? from.config.methods : null);
   updateTaskFields();
 };
 
-function nextName(name) {
+// Every visit starts from the page's defaults: the last experiment's name, tuning and seeds
+// must not carry over into the next one (its runs would go under the other experiment's name).
+function resetNewForm() {
+  $("#exp-form").reset();
+  state.fromData = null;
+  state.yaml = null;
+  state.methodFamily = "";
+  $("#exp-from").classList.add("hidden");
+  ["#yaml-panel", "#estimate"].forEach((s) => $(s).classList.add("hidden"));
+  $("#exp-chat").innerHTML = "";
+}
+
+function nextName(name, keep) {
   const taken = new Set(state.experiments.map((e) => e.name));
+  if (keep && !taken.has(name)) return name;
   for (let i = 2; i < 100; i++) { const n = `${name.replace(/-\d+$/, "")}-${i}`; if (!taken.has(n)) return n; }
   return name + "-copy";
 }
@@ -45,6 +60,15 @@ function onDatasetChange() {
   const d = state.datasets.find((x) => x.id === $("#exp-dataset").value);
   if (!d) { $("#exp-mapping").textContent = ""; fillModels(); return; }
   const m = d.mapping || {};
+  $("#exp-system").value = m.system_prompt || "";
+  $("#exp-chat").innerHTML = "";
+  $("#exp-chat-box").classList.toggle("hidden", !isChat(d.format));
+  if (isChat(d.format)) {
+    $("#exp-task").value = "causal-lm";
+    $("#exp-mapping").innerHTML = `<b>${esc(d.format)} conversations</b>: ${esc(d.format_reason)}; training learns the assistant replies. <a href="#/datasets/${d.id}">check</a>`;
+    fillModels();
+    return;
+  }
   if (m.task) $("#exp-task").value = m.task;
   $("#exp-mapping").innerHTML = `${m.prompt ? "template" : "input"}: <b class="pre-line">${esc(m.prompt || (m.input || []).join(", ") || "?")}</b> · target: <b>${esc(m.target || "–")}</b> · label: <b>${esc(m.label || "–")}</b>${m.image ? ` · image: <b>${esc(m.image)}</b>` : ""} <a href="#/datasets/${d.id}">change</a>`;
   fillModels();
@@ -69,53 +93,11 @@ function fillFromExperiment(e) {
   set("#max-train", d.max_train_examples); set("#max-eval", d.max_test_examples); set("#max-val", d.max_validation_examples);
   set("#eval-every", t.eval_every); set("#seed", t.seed); set("#max-src", t.max_source_length); set("#max-tgt", t.max_target_length);
   set("#max-new", ev.max_new_tokens);
+  set("#exp-system", d.system_prompt);
   set("#tune", c.tuning ? c.tuning.trials : ""); set("#seeds", c.seeds ? c.seeds.length : "");
   state.fromData = ds ? null : d;
   $("#exp-from").innerHTML = `Settings of <b>${esc(e.name)}</b>${ds ? "" : " (its data section as it was: not a data set of this service)"}; change what you want to try.`;
   $("#exp-from").classList.remove("hidden");
-}
-
-async function renderMethods(preset) {
-  const task = $("#exp-task").value;
-  const tbody = $("#methods-table tbody");
-  if (!tbody.querySelector("tr.placeholder")) tbody.insertAdjacentHTML("afterbegin", `<tr class="placeholder"><td colspan="4">${spinner("loading…")}</td></tr>`);
-  state.methods = await api("GET", `/api/methods?task=${encodeURIComponent(task)}`);
-  const wanted = preset ? preset.map((m) => m.name) : DEFAULT_METHODS;
-  tbody.innerHTML = state.methods.map((m) => methodRow(m, wanted.includes(m.name) && m.applicable, preset && preset.find((p) => p.name === m.name), 0)).join("");
-  if (preset) { // extra entries of the same method: variants
-    const seen = {};
-    for (const p of preset) {
-      seen[p.name] = (seen[p.name] || 0) + 1;
-      if (seen[p.name] > 1) addVariant(p.name, p);
-    }
-  }
-}
-
-function methodRow(m, checked, preset, variant) {
-  const po = (preset && preset.options) || {};
-  const opts = Object.entries(m.options).map(([k, o]) => {
-    const t = o.type, d = k in po ? po[k] : o.default;
-    const title = esc(o.description || t);
-    if (t === "bool") return `<label class="opt" title="${title}">${k}<input type="checkbox" data-opt="${k}" data-kind="bool" ${d ? "checked" : ""}></label>`;
-    const kind = t === "int" ? "int" : t === "float" ? "float" : t.includes("list") ? "list" : "str";
-    const val = d === null || d === undefined ? "" : Array.isArray(d) ? d.join(",") : d;
-    return `<label class="opt" title="${title}">${k}<input type="${kind === "int" || kind === "float" ? "number" : "text"}" step="any" data-opt="${k}" data-kind="${kind}" value="${esc(val)}" placeholder="${o.default === null ? "default" : ""}"></label>`;
-  }).join("");
-  const lr = (preset && preset.learning_rate) || m.learning_rate;
-  const label = variant ? `<label class="opt variant-label">label <input class="variant-name" type="text" value="${esc((preset && preset.label) || `${m.name}-v${variant + 1}`)}" pattern="[A-Za-z0-9][A-Za-z0-9._\\-]*"></label>` : "";
-  return `<tr class="${m.applicable ? "" : "na"}${variant ? " variant" : ""}" data-method="${m.name}" data-variant="${variant}"><td><input type="checkbox" class="method-check" data-method="${m.name}" ${checked ? "checked" : ""} ${m.applicable ? "" : "disabled"}></td>
-    <td>${swatch(m.name)}<b>${m.name}</b>${variant ? ' <span class="small">variant</span>' : ""}<div class="small">${variant ? "" : esc(m.summary)}${m.applicable ? "" : " — not for this task"}</div>
-      ${m.applicable && m.trains && !variant ? `<button type="button" class="small secondary add-variant" data-method="${m.name}" title="Compare another setting of ${m.name} (e.g. another rank)">+ variant</button>` : ""}
-      ${variant ? '<button type="button" class="small danger del-variant">remove</button>' : ""}</td>
-    <td>${m.trains ? `<input class="lr" type="number" step="any" value="${lr}" style="width:100px">` : '<span class="small">no training</span>'}</td>
-    <td>${label}${opts || '<span class="small">no options</span>'}</td></tr>`;
-}
-
-function addVariant(name, preset) {
-  const m = state.methods.find((x) => x.name === name);
-  const rows = $$(`#methods-table tr[data-method="${name}"]`);
-  const n = rows.length;
-  rows[rows.length - 1].insertAdjacentHTML("afterend", methodRow(m, true, preset || null, n));
 }
 
 function collectExperiment() {
@@ -156,8 +138,12 @@ function collectExperiment() {
     max_train_examples: num("#max-train"), max_eval_examples: num("#max-eval"), max_validation_examples: num("#max-val"),
     batch_size: num("#batch-size"), seed: num("#seed"), tune: num("#tune"), seeds: num("#seeds"), training, evaluation,
   };
-  if (state.fromData) body.data = state.fromData;
-  else body.dataset = $("#exp-dataset").value || null;
+  const system = $("#exp-system").value.trim();
+  if (state.fromData) body.data = { ...state.fromData, system_prompt: system || undefined };
+  else {
+    body.dataset = $("#exp-dataset").value || null;
+    body.mapping = { system_prompt: system };
+  }
   return body;
 }
 
@@ -184,7 +170,7 @@ async function launch(replace) {
   try { r = await api("POST", "/api/experiments", body); }
   catch (err) {
     if (err.status === 409 && !replace && /replace/.test(err.message)) {
-      if (await confirmDialog("Replace finished results?", `<p>${esc(err.message)}</p>`, "Replace them")) return launch(true);
+      if (await confirmDialog("Replace finished results?", `<p>${esc(plainMessage(err.message))}</p>`, "Replace them")) return launch(true);
       return;
     }
     throw err;
@@ -208,13 +194,15 @@ function launchSummary(r) {
 }
 
 function wireNewForm() {
+  wireMethodPicker();
+  $("#exp-chat-show").addEventListener("click", showNewChat);
   $("#exp-dataset").addEventListener("change", () => { state.fromData = null; onDatasetChange(); renderMethods(); updateTaskFields(); });
   $("#exp-task").addEventListener("change", () => { fillModels(); renderMethods(); updateTaskFields(); });
   $("#methods-table").addEventListener("click", (ev) => {
     const add = ev.target.closest(".add-variant");
     if (add) addVariant(add.dataset.method);
     const del = ev.target.closest(".del-variant");
-    if (del) del.closest("tr").remove();
+    if (del) { del.closest("tr").remove(); filterMethods(); }
   });
   $("#estimate-btn").addEventListener("click", async () => {
     hideError($("#new-error"));
@@ -222,7 +210,7 @@ function wireNewForm() {
     const was = $("#estimate-btn").textContent;
     $("#estimate-btn").innerHTML = spinner("estimating…");
     try { renderEstimate(await api("POST", "/api/estimate", collectExperiment())); }
-    catch (err) { showError($("#new-error"), err); } finally { $("#estimate-btn").disabled = false; $("#estimate-btn").textContent = was; }
+    catch (err) { showPlainError($("#new-error"), err); } finally { $("#estimate-btn").disabled = false; $("#estimate-btn").textContent = was; }
   });
   $("#yaml-btn").addEventListener("click", async () => {
     hideError($("#new-error"));
@@ -232,7 +220,8 @@ function wireNewForm() {
       $("#yaml-view").textContent = y.yaml;
       $("#cli-view").textContent = y.cli;
       state.yaml = y;
-    } catch (err) { showError($("#new-error"), err); }
+      showResolved();
+    } catch (err) { showPlainError($("#new-error"), err); }
   });
   $("#yaml-download").addEventListener("click", () => state.yaml && saveText(state.yaml.filename, state.yaml.yaml));
   $("#cli-copy").addEventListener("click", async () => {
@@ -243,6 +232,6 @@ function wireNewForm() {
     ev.preventDefault();
     hideError($("#new-error"));
     $("#launch-btn").disabled = true;
-    try { await launch(false); } catch (err) { showError($("#new-error"), err); } finally { $("#launch-btn").disabled = false; }
+    try { await launch(false); } catch (err) { showPlainError($("#new-error"), err); } finally { $("#launch-btn").disabled = false; }
   });
 }
