@@ -18,15 +18,14 @@ from test_serve_browser_home import BUSY, _wait, add_busy
 from test_serve_worker import free_port, start_server, stop
 
 WIDTH, HEIGHT = 390, 844
-OTHERS = pytest.mark.xfail(strict=False, reason="other page, being fixed")
 PAGES = [
     ("home", "#/home", "#home-table tbody tr"),
-    pytest.param("datasets", "#/datasets", "#datasets-table", marks=OTHERS),
-    pytest.param("new", "#/new", "#methods-table tbody tr", marks=OTHERS),
+    ("datasets", "#/datasets", "#datasets-table"),
+    ("new", "#/new", "#methods-table tbody tr"),
     ("jobs", f"#/jobs/{BUSY}", "#jobs-table tbody tr"),
     ("results", f"#/results/{EXP}", "#results-table tbody tr"),
     ("playground", f"#/playground/{EXP}", "#pg-runs"),
-    pytest.param("export", f"#/export/{EXP}", "#export-table tbody tr", marks=OTHERS),
+    ("export", f"#/export/{EXP}", "#export-table tbody tr"),
 ]
 
 
