@@ -110,6 +110,18 @@ def test_tiny_load_playground(tmp_path: Path) -> None:
     assert positive(r["throughput_rps"]) and positive(r["overall"]["median_ms"])
 
 
+def test_tiny_page_load(tmp_path: Path) -> None:
+    import shutil
+
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")) or not shutil.which("chromedriver"):
+        pytest.skip("chromium is not installed (scripts/setup.sh installs it)")
+    r = run_tiny("page_load.py", tmp=tmp_path)
+    assert r["mode"] == "tiny" and r["experiment"] == "pages" and r["runs"] == 2 and r["repeat"] == 2
+    for page in ("results", "export"):
+        p = r["pages"][page]
+        assert len(p["seconds"]) == 2 and positive(p["first_seconds"]) and positive(p["median_seconds"]), page
+
+
 @pytest.mark.slow
 def test_quick_benchmark_under_three_minutes_and_faster_than_the_usual_recipe() -> None:
     t0 = time.perf_counter()
