@@ -25,6 +25,21 @@ SMOLLM = MODELS / "smollm2-135m-instruct-gguf"
 needs_shared = pytest.mark.skipif(not STORIES.is_dir(), reason="../shared/models not present")
 
 
+# Tests that start a local Ray instance: under pytest-xdist they share one worker (see below).
+RAY_TESTS = {"test_ray_cluster.py", "test_ray_executor.py", "test_benchmark.py::test_tiny_executors"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """README's command runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`): a
+    test file stays on one worker, so its module fixtures (trained stores, servers) are built once,
+    and every test that starts a Ray cluster goes to the same worker, so two Ray instances never
+    compete for the two cores. Without `-n` the marks change nothing."""
+    for item in items:
+        name = item.path.name
+        ray = name in RAY_TESTS or f"{name}::{item.originalname}" in RAY_TESTS
+        item.add_marker(pytest.mark.xdist_group("ray" if ray else name))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # One GGUF cache per test session, never the user's.

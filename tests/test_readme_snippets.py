@@ -164,3 +164,11 @@ def test_the_figure_check_reads_readme_and_flags_a_figure_outside_its_noise(tmp_
     assert main([str(ROOT / "README.md"), str(tmp_path)]) == 1
     lines, outside = compare({"speed.quick.fp32.train_speedup": 2.0}, {"speed.quick.fp32.train_speedup": 2.5})
     assert outside == 0 and "yes" in lines[-1]
+
+
+def test_ci_runs_readme_s_test_command() -> None:
+    """CI (.ci/run) runs the test command README gives, with its options (CI adds -x and timings)."""
+    readme = re.search(r"HF_HUB_OFFLINE=1 (python -m pytest [^\n`]*)", README)
+    ci = re.search(r"^python -m pytest .*$", (ROOT / ".ci" / "run").read_text(encoding="utf-8"), re.M)
+    assert readme and ci
+    assert set(shlex.split(readme.group(1))) <= set(shlex.split(ci.group(0))), (readme.group(1), ci.group(0))
