@@ -25,7 +25,7 @@ def test_estimate_is_calibrated_by_runs_of_the_same_model(tmp_path: Path) -> Non
     p = plan(write_experiment(tmp_path, tiny_causal(["zero-shot", "lora", "ia3"], max_steps=6)))
     store = Store(tmp_path / "store")
     before = _estimate(p, store)
-    assert {r["basis"] for r in before["methods"]} == {"assumed CPU throughput"}
+    assert {r["basis"] for r in before["methods"]} == {"this machine's measured matmul rate"}
     runs = {r.name: r for r in run_experiment(p, store, isolation="inprocess", echo=lambda *_: None)}
     after = _estimate(p, store)
     assert after["total"]["runs"] == 3 and after["total"]["seconds_low"] <= after["total"]["seconds"] <= after["total"]["seconds_high"]

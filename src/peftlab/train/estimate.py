@@ -29,8 +29,9 @@ from config.json when the weights are in another format):
   Every run also scores the validation split every `eval_every` steps (steps // eval_every
   passes, each at the evaluation rate), and a tuning trial is scored on the validation split,
   not the test split (`eval_examples`). Tuning trials count as measured runs too.
-  3. else an assumed 20 GFLOP/s on CPU, 20 TFLOP/s on a GPU, with a range of a third to three
-     times; plus 15 s per run to start its process and load.
+  3. else this machine's own rate (`train.throughput`): a matrix multiply of the model's width
+     at the run's precision, timed here, times the share of it whole runs were measured to
+     reach, with a range of half to twice that; plus 30 s per run to start its process and load.
   The total assumes the runs go one after another (the CLI; the service runs --concurrency at once).
 
 Expect the right order of magnitude; the range says how sure the estimate is.
@@ -51,9 +52,7 @@ from peftlab.data.prepare import PreparedData
 from peftlab.models.loading import ResolvedModel
 from peftlab.store import Store
 
-CPU_FLOPS = 20e9
-GPU_FLOPS = 20e12
-STARTUP_SECONDS = 15.0
+STARTUP_SECONDS = 30.0  # measured: MiniLM runs spent 27-42 s outside training and evaluation (2-core EPYC)
 FRAMEWORK_BYTES = {False: 600e6, True: 400e6}  # by cuda
 BLOCK_RE = re.compile(r"(^|\.)(layers|layer|h|block|blocks)\.\d+\.")
 
@@ -244,7 +243,6 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
     shape = model_shape(rm.path if rm.local else None)
     seen = measured(store, cfg)
     observed = _observed_flops(store)
-    flops = observed or (GPU_FLOPS if cuda else CPU_FLOPS)
     steps = cfg.training.total_steps(len(data.train))
     batch_size = cfg.training.batch_size * cfg.training.gradient_accumulation_steps
     source_tokens, target_tokens, longest = _token_counts(task, data)
@@ -256,6 +254,15 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
     hidden, layers = shape["hidden"] or 512, shape["layers"] or 12
     heads = shape.get("heads") or max(1, hidden // 64)
     generative = task.spec.generative
+    if observed:
+        train_rate = eval_rate = observed
+    else:
+        from peftlab.device import resolve_precision
+        from peftlab.train.throughput import machine_rates
+
+        rows_per_batch = int(cfg.training.batch_size * max(1.0, seq))
+        train_rate, eval_rate = machine_rates(rows_per_batch, hidden, resolve_precision(cfg.training.precision), cuda,
+                                              cfg.training.threads)
     P = shape["params"]
     rows = []
     for entry in cfg.methods:
@@ -289,10 +296,9 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
             sec, low, high = (up + t[0] + ev[0], up + t[1] + ev[1], up + t[2] + ev[2])
             basis = f"measured on {seen.runs} finished runs of this model"
         else:
-            sec = STARTUP_SECONDS + (train_flops + gen_flops) / flops
-            f = 2.0 if observed else 3.0
-            low, high = STARTUP_SECONDS + (sec - STARTUP_SECONDS) / f, STARTUP_SECONDS + (sec - STARTUP_SECONDS) * f
-            basis = "throughput of other models' runs" if observed else f"assumed {'GPU' if cuda else 'CPU'} throughput"
+            sec = STARTUP_SECONDS + train_flops / train_rate + gen_flops / eval_rate
+            low, high = STARTUP_SECONDS + (sec - STARTUP_SECONDS) / 2, STARTUP_SECONDS + (sec - STARTUP_SECONDS) * 2
+            basis = "throughput of other models' runs" if observed else "this machine's measured matmul rate"
         row.update(memory_mb=round(mem / 2**20), seconds=round(sec, 1), seconds_low=round(low, 1),
                    seconds_high=round(high, 1), basis=basis, steps=steps if method.trains else 0)
         rows.append(row)
@@ -301,6 +307,6 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
     return {"base_params": P, "shape_source": shape["source"], "steps": steps, "sequence_tokens": round(seq, 1),
             "total": {**total, "runs": len(rows), "note": "one after another (peftlab run; the service runs "
                       "--concurrency at once)"},
-            "flops_per_second": flops, "throughput_source": "measured on this store's finished runs" if observed
-            else ("assumed GPU" if cuda else "assumed CPU"), "methods": rows,
+            "flops_per_second": train_rate, "throughput_source": "measured on this store's finished runs" if observed
+            else f"this machine's matmul rate, timed now ({'GPU' if cuda else 'CPU'})", "methods": rows,
             "how": (__doc__ or "").split("How it is computed", 1)[-1].strip()}
