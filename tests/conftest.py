@@ -29,6 +29,7 @@ needs_shared = pytest.mark.skipif(not STORIES.is_dir(), reason="../shared/models
 RAY_TESTS = {"test_ray_cluster.py", "test_ray_executor.py", "test_benchmark.py::test_tiny_executors"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the marks into the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """README's command runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`): a
     test file stays on one worker, so its module fixtures (trained stores, servers) are built once,
