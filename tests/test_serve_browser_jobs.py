@@ -11,12 +11,11 @@ model; test_answer's and test_serve_browser_home's `busy`):
 
 from __future__ import annotations
 
-import pytest
-
 import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from test_answer import EXP, build_store
 from test_serve_browser import browser, pytestmark  # noqa: F401 - fixtures and marks
 from test_serve_browser_home import BUSY, _wait, add_busy
