@@ -36,6 +36,18 @@ pytestmark = [
 SHOTS = Path(os.environ["PEFTLAB_SCREENSHOTS"]) if os.environ.get("PEFTLAB_SCREENSHOTS") else None
 
 
+def until(d: Any, cond: Any, timeout: float = 60, poll: float = 0.3) -> Any:
+    """Wait for `cond`; an element the page re-rendered meanwhile is simply looked up again.
+
+    Without ignoring StaleElementReferenceException a condition that reads an element's text
+    fails whenever a render lands between the lookup and the read (seen in CI)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(d, timeout, poll_frequency=poll,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(cond)
+
+
 def not_blank(png: Path) -> float:
     """Pixel standard deviation of the screenshot (a blank page is ~0)."""
     from PIL import Image, ImageStat
@@ -78,7 +90,7 @@ def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     d = browser
     shots = SHOTS or tmp_path / "shots"
@@ -91,7 +103,7 @@ def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> 
     base = f"http://127.0.0.1:{port}"
 
     def wait(cond: Any, timeout: float = 30) -> Any:
-        return WebDriverWait(d, timeout, poll_frequency=0.3).until(cond)
+        return until(d, cond, timeout, 0.3)
 
     def shot(name: str) -> None:
         time.sleep(0.3)

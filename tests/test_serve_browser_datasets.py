@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_serve_browser import CHROMIUM, browser, pytestmark  # noqa: F401 - fixtures and marks
+from test_serve_browser import CHROMIUM, browser, pytestmark, until  # noqa: F401 - fixtures and marks
 from test_serve_worker import free_port, start_server, stop
 
 SMOLLM = "smollm2-135m-instruct-gguf"
@@ -44,10 +44,8 @@ def server(tmp_path: Path) -> Any:
 
 
 def waiter(d: Any, timeout: float = 60) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    w = WebDriverWait(d, timeout, poll_frequency=0.3)
-    return w.until
+    return lambda cond: until(d, cond, timeout)
 
 
 def upload(d: Any, base: str, path: Path, name: str = "") -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_serve_browser import CHROMIUM, browser  # noqa: F401 - the fixture
+from test_serve_browser import CHROMIUM, browser, until  # noqa: F401 - the fixture
 from test_serve_worker import free_port, start_server, stop
 
 pytestmark = pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed")
@@ -22,7 +22,6 @@ def _foreign(d: Any, base: str) -> list[str]:
 
 def test_the_api_docs_load_from_this_server(browser: Any, tmp_path: Path) -> None:  # noqa: F811 - the fixture
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     d = browser
     port = free_port()
@@ -30,7 +29,7 @@ def test_the_api_docs_load_from_this_server(browser: Any, tmp_path: Path) -> Non
     base = f"http://127.0.0.1:{port}"
 
     def wait(cond: Any, timeout: float = 30) -> Any:
-        return WebDriverWait(d, timeout, poll_frequency=0.3).until(cond)
+        return until(d, cond, timeout, 0.3)
 
     try:
         page = httpx.get(f"{base}/docs").text

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import needs_shared, tiny_causal, write_experiment
-from test_serve_browser import CHROMIUM, browser  # noqa: F401 - the fixture
+from test_serve_browser import CHROMIUM, browser, until  # noqa: F401 - the fixture
 from test_serve_worker import free_port, start_server, stop
 
 from peftlab.store import Store
@@ -73,7 +73,6 @@ def shown_bytes(text: str) -> float:
 
 def test_export_page(browser: Any, tuned: Path) -> None:  # noqa: F811 - the fixture
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     d = browser
     store = tuned
@@ -82,7 +81,7 @@ def test_export_page(browser: Any, tuned: Path) -> None:  # noqa: F811 - the fix
     base = f"http://127.0.0.1:{port}"
 
     def wait(cond: Any, timeout: float = 60) -> Any:
-        return WebDriverWait(d, timeout, poll_frequency=0.2).until(cond)
+        return until(d, cond, timeout, 0.2)
 
     try:
         with httpx.Client(base_url=base, timeout=120) as c:

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 from test_answer import EXP, _accurate, _config, _preds, build_store
-from test_serve_browser import SHOTS, browser, not_blank, pytestmark  # noqa: F401 - fixtures and marks
+from test_serve_browser import SHOTS, browser, not_blank, pytestmark, until  # noqa: F401 - fixtures and marks
 from test_serve_worker import free_port, start_server, stop, wait_for
 
 from peftlab.store import Store
@@ -79,9 +79,8 @@ def add_busy(store: Store) -> dict[str, int]:
 
 
 def _wait(d: Any, cond: Any, timeout: float = 60) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(d, timeout).until(cond)
+    return until(d, cond, timeout)
 
 
 def test_home_lists_experiments_with_their_answer_and_plan(browser: Any, tmp_path: Path) -> None:  # noqa: F811

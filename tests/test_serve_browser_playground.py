@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import DATA, MINILM, write_experiment
-from test_serve_browser import CHROMIUM, SHOTS, browser, not_blank  # noqa: F401 - the fixture
+from test_serve_browser import CHROMIUM, SHOTS, browser, not_blank, until  # noqa: F401 - the fixture
 from test_serve_worker import free_port, start_server, stop
 
 from peftlab.store import Store
@@ -40,7 +40,6 @@ def _classification_store(tmp: Path) -> Path:
 def test_classification_playground(browser: Any, tmp_path: Path) -> None:  # noqa: F811 - the fixture
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
 
     d = browser
     shots = SHOTS or tmp_path / "shots"
@@ -51,7 +50,7 @@ def test_classification_playground(browser: Any, tmp_path: Path) -> None:  # noq
     base = f"http://127.0.0.1:{port}"
 
     def wait(cond: Any, timeout: float = 60) -> Any:
-        return WebDriverWait(d, timeout, poll_frequency=0.3).until(cond)
+        return until(d, cond, timeout, 0.3)
 
     try:
         d.get(f"{base}/#/playground/fpb")
@@ -92,7 +91,6 @@ def test_chat_playground_holds_a_conversation_with_each_run(browser: Any, tmp_pa
     it), and each reply is what the API answers for that run's conversation so far."""
     import httpx
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
     from test_chat_runs import _chat_experiment
 
     from peftlab.train.runner import plan, run_experiment
@@ -109,7 +107,7 @@ def test_chat_playground_holds_a_conversation_with_each_run(browser: Any, tmp_pa
     base = f"http://127.0.0.1:{port}"
 
     def wait(cond: Any, timeout: float = 60) -> Any:
-        return WebDriverWait(d, timeout, poll_frequency=0.3).until(cond)
+        return until(d, cond, timeout, 0.3)
 
     def turns() -> dict[str, list[list[str]]]:  # read in one script: the cards are re-rendered as replies come
         return d.execute_script(
@@ -170,7 +168,6 @@ def test_playground_inputs_settings_reference_and_code_snippet(browser: Any, tmp
     import httpx
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
 
     d = browser
     store = _tiny_store(tmp_path)
@@ -179,7 +176,7 @@ def test_playground_inputs_settings_reference_and_code_snippet(browser: Any, tmp
     base = f"http://127.0.0.1:{port}"
 
     def wait(cond: Any, timeout: float = 60) -> Any:
-        return WebDriverWait(d, timeout, poll_frequency=0.3).until(cond)
+        return until(d, cond, timeout, 0.3)
 
     def error() -> str:
         el = d.find_element(By.ID, "pg-error")
@@ -246,7 +243,6 @@ def test_chat_with_a_system_prompt_stop_strings_streaming_and_the_token_limit(br
     marked (finish_reason "length"); each reply is /v1's own answer to the same request."""
     import httpx
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
     from test_chat_runs import _chat_experiment
 
     from peftlab.train.runner import plan, run_experiment
@@ -262,7 +258,7 @@ def test_chat_with_a_system_prompt_stop_strings_streaming_and_the_token_limit(br
     base = f"http://127.0.0.1:{port}"
 
     def wait(cond: Any, timeout: float = 120) -> Any:
-        return WebDriverWait(d, timeout, poll_frequency=0.2).until(cond)
+        return until(d, cond, timeout, 0.2)
 
     def replies() -> list[Any]:
         return d.find_elements(By.CSS_SELECTOR, ".pg-conv .turn[data-role='assistant']")

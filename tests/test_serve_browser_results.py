@@ -8,24 +8,21 @@ from pathlib import Path
 from typing import Any
 
 from test_answer import EXP, build_store
-from test_serve_browser import CHROMIUM, SHOTS, browser, not_blank, pytestmark  # noqa: F401 - fixtures and marks
+from test_serve_browser import CHROMIUM, SHOTS, browser, not_blank, pytestmark, until  # noqa: F401 - fixtures and marks
 from test_serve_worker import free_port, start_server, stop
 
 
 def test_results_shows_one_leaderboard_and_the_budgeted_headline(browser: Any, tmp_path: Path) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
 
     store = build_store(tmp_path / "store")
     port = free_port()
     proc = start_server(store.root, port, "--no-worker")
     try:
         d = browser
-        waiter = WebDriverWait(d, 60)
-
         def wait(cond: Any) -> Any:
-            return waiter.until(cond)
+            return until(d, cond)
 
         d.get(f"http://127.0.0.1:{port}/#/results/{EXP}")
         wait(EC.text_to_be_present_in_element((By.ID, "recommendation"), "Recommendation: ia3"))
