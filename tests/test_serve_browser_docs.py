@@ -43,3 +43,19 @@ def test_the_api_docs_load_from_this_server(browser: Any, tmp_path: Path) -> Non
         assert _foreign(d, base) == []
     finally:
         stop(server)
+
+
+def test_no_script_hides_a_browser_global(browser: Any) -> None:  # noqa: F811 - the fixture
+    """The pages' scripts share one global scope: a top-level `function history()` once hid
+    `window.history`, and choosing another experiment on Results threw (pushState is not a function)."""
+    import re
+
+    names: set[str] = set()
+    for js in (Path(__file__).parents[1] / "src" / "peftlab" / "serve" / "static").glob("*.js"):
+        src = js.read_text(encoding="utf-8")
+        names |= set(re.findall(r"^(?:async\s+)?function\s+([A-Za-z_$][\w$]*)", src, re.M))
+        names |= set(re.findall(r"^(?:const|let|var|class)\s+([A-Za-z_$][\w$]*)", src, re.M))
+    assert len(names) > 50  # the scripts were found and read
+    browser.get("about:blank")
+    hidden = browser.execute_script("return arguments[0].filter((n) => n in window)", sorted(names))
+    assert hidden == [], f"rename these top-level names, the browser already defines them: {hidden}"

@@ -15,7 +15,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
 from test_answer import EXP, build_store
 from test_serve_browser import browser, pytestmark  # noqa: F401 - fixtures and marks
 from test_serve_browser_home import BUSY, _wait, add_busy
@@ -142,8 +141,6 @@ def test_results_trainable_share_and_the_tuning_chart(browser: Any, tmp_path: Pa
         stop(proc)
 
 
-@pytest.mark.xfail(strict=False, reason="after the three #27 branches merged, the busy experiment's seed rows "
-                   "never show once the select changes (found at the stop; not yet diagnosed)")
 def test_results_select_changes_the_address(browser: Any, tmp_path: Path) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select

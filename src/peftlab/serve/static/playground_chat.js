@@ -63,7 +63,7 @@ async function streamReply(body, onText, signal) {
 }
 
 // The turns sent: a reply that failed or was stopped is shown, but left out with its message.
-function history(conv) {
+function chatHistory(conv) {
   return conv.filter((m, i) => !m.error && !(conv[i + 1] && conv[i + 1].error)).map(({ role, content }) => ({ role, content }));
 }
 
@@ -94,7 +94,7 @@ async function sendChat() {
   state.pgAbort = ctrl;
   await Promise.all(runs.map(async (n) => {
     const conv = state.pgConv[n], reply = conv[conv.length - 1];
-    const messages = [...(system ? [{ role: "system", content: system }] : []), ...history(conv.slice(0, -1))];
+    const messages = [...(system ? [{ role: "system", content: system }] : []), ...chatHistory(conv.slice(0, -1))];
     let chunks = 0;
     try {
       const r = await streamReply(v1Body(n, messages, stops), (t) => {
