@@ -146,3 +146,17 @@ def test_jobs_counts_the_plan_and_waits_for_the_runs_not_made_yet(tmp_path: Path
     assert out[0] == {"total": 18, "done": 5, "pending": 12}
     assert out[1] == {"total": 17, "done": 4, "pending": 0}  # nothing going: nothing to wait for
     assert out[2] == {"total": 17, "done": 4, "pending": 13}  # its driver runs: 13 to come
+
+
+def test_the_driver_line_on_jobs_reads_as_a_terminal(tmp_path: Path) -> None:
+    """The tuning driver's last line on Jobs: colours dropped, a bar redrawn in place at its last state."""
+    from peftlab.serve.launch import driver_state
+    from peftlab.store import Store
+
+    store = Store(tmp_path / "store")
+    (store.root / "launch").mkdir(parents=True)
+    log = store.root / "launch" / "x.log"
+    log.write_bytes(b"\x1b[1mtuning\x1b[0m starts\n\rtrial 1/4 [##  ]\rtrial 2/4 [####]\x1b[K\n")
+    (store.root / "launch" / "x.driver.json").write_text(json.dumps({"pid": None, "log": str(log), "exit_code": 0}))
+    state = driver_state(store, "x")
+    assert state is not None and state["log_tail"] == ["tuning starts", "trial 2/4 [####]"]

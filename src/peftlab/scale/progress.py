@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import time
@@ -60,3 +61,20 @@ class StatusLine:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
             self.shown = False
+
+
+# escape sequences: CSI (colours, cursor moves, line erases), OSC (titles, links), and the two-byte ones
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def terminal_lines(text: str) -> list[str]:
+    """The lines of a program's output as a terminal shows them: escape sequences (colours, cursor
+    moves) dropped, and a carriage return going back to the start of the line, the text after it
+    writing over what was there (a progress bar redrawn in place is its last state)."""
+    out = []
+    for raw in _ESCAPES.sub("", text).split("\n"):
+        line = ""
+        for part in raw.split("\r"):
+            line = part + line[len(part):]
+        out.append(line.rstrip())
+    return out

@@ -26,6 +26,7 @@ from typing import Any
 from fastapi import HTTPException
 
 from peftlab.queue import jobs
+from peftlab.scale.progress import terminal_lines
 from peftlab.store import Store, pid_alive
 from peftlab.train.runner import Plan, config_hash, queue_run
 from peftlab.tune.plan import save_plan
@@ -180,7 +181,7 @@ def driver_state(store: Store, experiment: str, tail: int = 20) -> dict[str, Any
     if log.is_file():
         with open(log, "rb") as fh:
             fh.seek(max(0, log.stat().st_size - 16 * 1024))
-            lines = [ln for ln in fh.read().decode("utf-8", "replace").replace("\r", "\n").split("\n") if ln.strip()]
+            lines = [ln for ln in terminal_lines(fh.read().decode("utf-8", "replace")) if ln.strip()]
     running = pid_alive(info.get("pid"))
     if running:  # a pid the system gave to another process since is not our driver
         try:

@@ -5,12 +5,12 @@ operation is a `JobError` (409)."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 
 from peftlab.queue import jobs
+from peftlab.scale.progress import terminal_lines
 from peftlab.serve.deps import SchedulerDep, StoreDep, find_experiment, find_run
 
 router = APIRouter(tags=["jobs"])
@@ -54,23 +54,6 @@ def run_logs(run_id: int, store: StoreDep, tail: int = Query(200, ge=1, le=5000)
             text = f.read().decode("utf-8", "replace")
         lines = [ln for ln in terminal_lines(text) if ln.strip()][-tail:]
     return {"run_id": run_id, "logs": store.logs(run_id)[-tail:], "worker_output": lines}
-
-
-# escape sequences: CSI (colours, cursor moves, line erases), OSC (titles, links), and the two-byte ones
-_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
-
-
-def terminal_lines(text: str) -> list[str]:
-    """The lines of a program's output as a terminal shows them: escape sequences (colours, cursor
-    moves) dropped, and a carriage return going back to the start of the line, the text after it
-    writing over what was there (a progress bar redrawn in place is its last state)."""
-    out = []
-    for raw in _ESCAPES.sub("", text).split("\n"):
-        line = ""
-        for part in raw.split("\r"):
-            line = part + line[len(part):]
-        out.append(line.rstrip())
-    return out
 
 
 @router.get("/api/runs/{run_id}/curves")
