@@ -72,3 +72,38 @@ def test_memory_estimate_is_within_1_5x_of_the_measured_peak(tmp_path: Path, met
     [row] = cost["rows"]
     low, high = measured_mb
     assert high / 1.5 <= row["memory_mb"] <= low * 1.5, row["memory_mb"]
+
+
+def test_the_plan_leaves_out_the_runs_the_store_has_done(tmp_path: Path) -> None:
+    """A second `peftlab run` skips what the store has done with the same configuration; the dry
+    run's total leaves those out too (#25: it counted 16 runs, 18.9 min, for 2 new runs taking
+    147 s), and counts them again under --force or when the budget changes."""
+    from peftlab.train.runner import run_experiment
+    from peftlab.tune.estimate import describe_plan
+
+    store = Store(tmp_path / "store")
+
+    def body(steps: int) -> dict:
+        b = tiny_causal(["zero-shot", "lora"], max_steps=steps)
+        b["data"]["max_validation_examples"] = 10
+        b["tuning"] = {"trials": 2}
+        return b
+
+    p = plan(write_experiment(tmp_path, body(2)), seeds=2)
+    before = plan_cost(p, store)
+    assert (before["planned"], before["runs"], before["done"]) == (5, 5, 0)  # 2 trials, 2 seeds, zero-shot
+    results = run_experiment(p, store, force=False, replace=False, isolation="inprocess", echo=lambda s: None)
+    assert all(r.status == "done" for r in results)
+    after = plan_cost(p, store)
+    assert (after["runs"], after["done"], after["seconds"]) == (0, 5, 0)
+    assert "0 runs to make" in describe_plan(p, store) and "5 of the 5 planned runs are done" in describe_plan(p, store)
+    assert plan_cost(p, store, force=True)["runs"] == 5
+    # one more seed: only its final run is new
+    more = plan_cost(plan(write_experiment(tmp_path, body(2)), seeds=3), store)
+    lora = next(r for r in more["rows"] if r["run"] == "lora")
+    assert (more["runs"], lora["trials_done"], lora["final_runs_done"]) == (1, 2, 2)
+    assert more["seconds"] == pytest.approx(lora["seconds_per_final_run"])
+    # another training budget: a new study and new final runs (and `peftlab run` redoes zero-shot too:
+    # its configuration hash holds the training section)
+    other = plan_cost(plan(write_experiment(tmp_path, body(3)), seeds=2), store)
+    assert (other["runs"], other["done"]) == (5, 0)

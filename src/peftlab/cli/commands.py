@@ -54,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         from peftlab.tune.estimate import describe_plan
 
-        print(describe_plan(p, store))
+        print(describe_plan(p, store, force=args.force))
         return 0
     results = run_experiment(p, store, force=args.force, replace=args.replace, isolation=_isolation(args))
     print()

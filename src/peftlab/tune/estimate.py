@@ -10,8 +10,10 @@ from typing import Any
 from peftlab.store import Store
 
 
-def plan_cost(p: Any, store: Store) -> dict[str, Any]:
-    """Per method: trials, final runs and their expected seconds; totals."""
+def plan_cost(p: Any, store: Store, force: bool = False) -> dict[str, Any]:
+    """Per method: trials, final runs and their expected seconds; totals. A run the store already
+    has done with this configuration is left out of the time (`peftlab run` skips it), unless
+    `force` (it redoes every run)."""
     import torch
 
     from peftlab.methods import get_method
@@ -47,25 +49,85 @@ def plan_cost(p: Any, store: Store) -> dict[str, Any]:
     for e in cfg.methods:
         trains = get_method(e.name).trains
         n_trials = cfg.tuning.trials if cfg.tuning is not None and trains else 0
-        n_final = sum(1 for fe, _, x in finals if x.get("variant", fe.run_name) == e.run_name)
+        mine = [fe for fe, _, x in finals if x.get("variant", fe.run_name) == e.run_name]
+        t_done, f_done = (0, 0) if force else done_runs(p, store, e, n_trials)
         per_trial = (trial.get(e.run_name) or {}).get("seconds") or 0.0
         per_final = (final.get(e.run_name) or {}).get("seconds") or 0.0
-        rows.append({"run": e.run_name, "trials": n_trials, "final_runs": n_final, "seconds_per_trial": per_trial,
-                     "seconds_per_final_run": per_final, "seconds": n_trials * per_trial + n_final * per_final,
+        t_left, f_left = n_trials - t_done, len(mine) - f_done
+        rows.append({"run": e.run_name, "trials": n_trials, "final_runs": len(mine), "trials_done": t_done,
+                     "final_runs_done": f_done, "seconds_per_trial": per_trial, "seconds_per_final_run": per_final,
+                     "seconds": t_left * per_trial + f_left * per_final,
                      "trainable_params": (final.get(e.run_name) or {}).get("trainable_params"),
                      "memory_mb": (final.get(e.run_name) or {}).get("memory_mb")})
-    return {"rows": rows, "runs": sum(r["trials"] + r["final_runs"] for r in rows),
+    planned = sum(r["trials"] + r["final_runs"] for r in rows)
+    done = sum(r["trials_done"] + r["final_runs_done"] for r in rows)
+    return {"rows": rows, "runs": planned - done, "done": done, "planned": planned,
             "seconds": sum(r["seconds"] for r in rows)}
 
 
-def describe_plan(p: Any, store: Store) -> str:
+def done_runs(p: Any, store: Store, entry: Any, n_trials: int) -> tuple[int, int]:
+    """(trials, final runs) of one method the store already has finished with this configuration:
+    the ones `peftlab run` skips. A trial counts once its study (named by the space, sampler and
+    budget) has it finished; a tuned final run counts once the study is complete and the run is
+    done with the configuration of the study's best trial (another best means a new final run)."""
+    from peftlab.train.runner import config_hash
+    from peftlab.tune.plan import final_runs
+
+    cfg = p.cfg
+    best = entry
+    t_done = 0
+    if n_trials:
+        from peftlab.tune.driver import budget
+        from peftlab.tune.space import apply_params, space_for
+        from peftlab.tune.study import study_name
+
+        name = study_name(cfg.name, entry.run_name, space_for(entry, cfg.task), cfg.tuning, budget(cfg))
+        trials = [r for r in store.runs(cfg.name)
+                  if ((r.config or {}).get("trial") or {}).get("study") == name and r.status in ("done", "failed", "diverged")]
+        t_done = min(n_trials, len(trials))
+        if t_done < n_trials:
+            return t_done, 0
+        params = _best_params(store, name, cfg)
+        if params is None:
+            return t_done, 0
+        best = apply_params(entry, params, entry.run_name)
+    f_done = 0
+    for fe, fc, _ in final_runs(p, [best]):  # as `peftlab run` makes them from the tuned entry
+        run = store.find_run(cfg.name, fe.run_name)
+        if run is not None and run.status in ("done", "diverged") and run.config_hash == config_hash(fc, fe):
+            f_done += 1
+    return t_done, f_done
+
+
+def _best_params(store: Store, study: str, cfg: Any) -> dict[str, Any] | None:
+    """The best trial's parameters of a finished study, read from the store's journal (None: no study)."""
+    import optuna
+
+    from peftlab.tune.study import JOURNAL, storage
+
+    if not (store.root / JOURNAL).is_file():
+        return None
+    try:
+        return dict(optuna.load_study(study_name=study, storage=storage(store.root)).best_trial.params)
+    except (KeyError, ValueError):  # no such study, or no trial of it completed
+        return None
+
+
+def describe_plan(p: Any, store: Store, force: bool = False) -> str:
     from tabulate import tabulate
 
-    cost = plan_cost(p, store)
-    table = [[r["run"], r["trials"], r["final_runs"], f"{r['seconds_per_trial']:,.0f}" if r["trials"] else "-",
+    cost = plan_cost(p, store, force)
+    table = [[r["run"], _count(r["trials"], r["trials_done"]), _count(r["final_runs"], r["final_runs_done"]),
+              f"{r['seconds_per_trial']:,.0f}" if r["trials"] else "-",
               f"{r['seconds_per_final_run']:,.0f}", f"{r['seconds'] / 60:,.1f}",
               "-" if r["trainable_params"] is None else f"{r['trainable_params']:,}",
               "-" if r["memory_mb"] is None else f"{r['memory_mb']:,}"] for r in cost["rows"]]
     head = ["run", "trials", "final runs", "s/trial", "s/final run", "total min", "trainable", "memory MB"]
     return (tabulate(table, headers=head, tablefmt="simple", disable_numparse=True)
-            + f"\n{cost['runs']} runs, about {cost['seconds'] / 60:,.1f} min one after another (estimate; nothing ran)")
+            + f"\n{cost['runs']} runs to make, about {cost['seconds'] / 60:,.1f} min one after another (estimate; nothing ran)"
+            + (f"\n{cost['done']} of the {cost['planned']} planned runs are done in this store already and are skipped"
+               " (--force redoes them)" if cost["done"] else ""))
+
+
+def _count(planned: int, done: int) -> str:
+    return f"{planned} ({done} done)" if done else str(planned)
