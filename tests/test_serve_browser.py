@@ -287,6 +287,11 @@ def test_compare_try_and_download_in_a_browser(browser: Any, tmp_path: Path) -> 
             # once the request has answered (its "Deleted e2e" toast may already be replaced by the
             # reloaded page's own by the time a poll looks)
             wait(lambda drv: c.get("/api/experiments/e2e").status_code == 404)
-        assert not (tmp_path / "store" / "runs" / "e2e").exists()
+        # the rows go first, in one transaction, then the folders: the API can answer 404 meanwhile
+        gone = tmp_path / "store" / "runs" / "e2e"
+        try:
+            wait(lambda drv: not gone.exists(), 15)
+        except Exception:  # noqa: BLE001 - say what is left
+            raise AssertionError(f"still in the store: {sorted(str(x) for x in gone.rglob('*'))}") from None
     finally:
         stop(server)

@@ -76,7 +76,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> Any:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            # "local": always a new instance, even when another Ray cluster runs on this machine (without
+            # it ray.init attaches to that one, and refuses num_cpus: "When connecting to an existing cluster")
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     except Exception as e:  # noqa: BLE001 - one line, with what to do
         where = f"--ray-address {address}" if address else "a local Ray instance"
         hint = " (start one with `ray start --head`, or leave out --ray-address for a local instance)" \
