@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,20 +27,22 @@ SMOLLM = MODELS / "smollm2-135m-instruct-gguf"
 needs_shared = pytest.mark.skipif(not STORIES.is_dir(), reason="../shared/models not present")
 
 
-# Tests that start a local Ray instance: under pytest-xdist they share one worker (see below).
-RAY_TESTS = {"test_ray_cluster.py", "test_ray_executor.py", "test_benchmark.py::test_tiny_executors"}
+@contextlib.contextmanager
+def one_ray_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Held by every test (and module fixture) that starts Ray. README's command runs the suite on
+    two pytest-xdist workers (`-n 2 --dist loadfile`: a test file stays on one worker, so its
+    module fixtures are built once); this lock keeps two Ray instances from running at once on
+    the two cores (a cluster test's health checks would then see a node as lost). The lock file is
+    beside the workers' temporary folders, so every worker of the session sees the same one."""
+    import fcntl
 
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the marks into the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """README's command runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`): a
-    test file stays on one worker, so its module fixtures (trained stores, servers) are built once,
-    and every test that starts a Ray cluster goes to the same worker, so two Ray instances never
-    compete for the two cores. Without `-n` the marks change nothing."""
-    for item in items:
-        name = item.path.name
-        ray = name in RAY_TESTS or f"{name}::{item.originalname}" in RAY_TESTS
-        item.add_marker(pytest.mark.xdist_group("ray" if ray else name))
+    path = tmp_path_factory.getbasetemp().parent / "peftlab-ray.lock"
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True)

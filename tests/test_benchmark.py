@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA, MODELS, needs_shared
+from conftest import DATA, MODELS, needs_shared, one_ray_at_a_time
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -80,8 +80,9 @@ def test_tiny_eval_levers(tmp_path: Path) -> None:
     assert set(r["eval_over_train"]) == set(variants)
 
 
-def test_tiny_executors(tmp_path: Path) -> None:
-    r = run_tiny("executors.py", "--local-threads", "1", tmp=tmp_path, timeout=400)
+def test_tiny_executors(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    with one_ray_at_a_time(tmp_path_factory):
+        r = run_tiny("executors.py", "--local-threads", "1", tmp=tmp_path, timeout=400)
     assert r["runs"] == 2 and r["statuses"] == ["done"]
     assert positive(r["local_seconds"]) and positive(r["ray_seconds"]) and positive(r["speedup"])
     assert r["max_metric_diff"] is not None and r["max_metric_diff"] < 1e-3  # the same runs, the same metrics

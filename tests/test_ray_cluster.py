@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from conftest import needs_shared, tiny_causal, write_experiment
+from conftest import needs_shared, one_ray_at_a_time, tiny_causal, write_experiment
 
 from peftlab.store import Store
 from peftlab.train.runner import plan, run_experiment
@@ -31,7 +31,12 @@ FAST_HEALTH_CHECK = {"health_check_initial_delay_ms": 0, "health_check_period_ms
 
 
 @pytest.fixture(scope="module")
-def two_nodes():  # noqa: ANN201 - (cluster, the worker node, a RayExecutor connected to the cluster)
+def two_nodes(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (cluster, its worker node, a RayExecutor on it)
+    with one_ray_at_a_time(tmp_path_factory):
+        yield from _two_nodes()
+
+
+def _two_nodes():  # noqa: ANN202
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:

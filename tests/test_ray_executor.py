@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import needs_shared, tiny_causal, write_experiment
+from conftest import needs_shared, one_ray_at_a_time, tiny_causal, write_experiment
 
 from peftlab.errors import ConfigError, PeftlabError
 from peftlab.queue.jobs import run_summary
@@ -27,18 +27,19 @@ from peftlab.train.trainer import last_checkpoint
 pytestmark = needs_shared
 
 
-@pytest.fixture(scope="session")
-def ray_executor():  # noqa: ANN201 - a RayExecutor
+@pytest.fixture(scope="module")
+def ray_executor(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a RayExecutor
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:
         pytest.skip("ray is not installed (pip install 'peftlab[ray]')")
     from peftlab.scale.ray_executor import RayExecutor
 
-    ex = RayExecutor(num_cpus=2, echo=lambda *_: None)  # a local instance, on 127.0.0.1 only
-    assert all(n["NodeManagerAddress"] == "127.0.0.1" for n in ex.ray.nodes())
-    yield ex
-    ex.ray.shutdown()
+    with one_ray_at_a_time(tmp_path_factory):
+        ex = RayExecutor(num_cpus=2, echo=lambda *_: None)  # a local instance, on 127.0.0.1 only
+        assert all(n["NodeManagerAddress"] == "127.0.0.1" for n in ex.ray.nodes())
+        yield ex
+        ex.ray.shutdown()
 
 
 def _quiet(*_: object) -> None:
