@@ -11,12 +11,15 @@ from config.json when the weights are in another format):
   quantize: 4bit)) + training state for the trainable parameters (gradient + 2 Adam moments =
   12 B x T) + the activations kept for the backward pass of the longest batch (batches are
   padded to their longest row, so the peak comes with the longest sequence S of the data, not the
-  mean: batch x S x layers x (34 x hidden + 5 x heads x S) bytes at 16 bits, twice that in fp32 on
-  a CPU; prompt methods lengthen S by their virtual tokens) + an evaluation batch's working set
+  mean: batch x S x layers x 34 x hidden bytes at 16 bits, twice that in fp32 on a CPU; prompt
+  methods lengthen S by their virtual tokens; + 5 x heads x S inside the brackets for a model
+  configured with eager attention: SDPA, transformers' default, keeps no S x S attention matrix for
+  the backward pass (on a CPU torch runs it as flash attention: 4-8 MB saved for a 16 x 8 heads x
+  249 x 249 batch instead of 32 MB of scores) + an evaluation batch's working set
   (eval batch x S x (8 x hidden + heads x S) x 4 B, for two layers at once) + the framework (600 MB
   of process memory on CPU: torch, transformers and peft loaded; 400 MB of CUDA context on a GPU).
-  Measured on MiniLM / financial_phrasebank (CPU): the old model (mean length, 34 B, no
-  evaluation batch) gave half the measured peak.
+  Measured on a 2-core CPU: MiniLM / financial_phrasebank, within 1.3x under the measured peaks
+  (issue 25's 29 runs); stories260k / E2E, within 1.35x over (tests/test_estimate_tuned.py).
 - Time, from what this store has measured, best first:
   1. finished runs of the same model and task: training = the run's training tokens (steps x
      batch x sequence length, with any virtual tokens) at their measured training tokens per
@@ -86,7 +89,9 @@ def model_shape(path: str | None) -> dict[str, Any]:
     if layers and cfg.get("num_decoder_layers"):
         layers += cfg["num_decoder_layers"]
     heads = cfg.get("num_attention_heads") or cfg.get("n_head") or cfg.get("num_heads")
-    out.update(hidden=hidden, layers=layers, heads=heads)
+    # transformers' default where the model supports it: SDPA, which keeps no attention matrix
+    attention = cfg.get("attn_implementation") or cfg.get("_attn_implementation") or "sdpa"
+    out.update(hidden=hidden, layers=layers, heads=heads, attention=attention)
     shapes = _safetensors_shapes(folder) if folder.is_dir() else {}
     if shapes:
         out["params"] = sum(math.prod(s) for s in shapes.values())
@@ -278,7 +283,8 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
         virt = getattr(opts, "num_virtual_tokens", 0) if method.virtual_tokens else 0
         weight_b = 0.55 * P if method.quantized(opts) else 4.0 * P
         S = (longest or seq) + virt
-        act = cfg.training.batch_size * S * layers * (34 * hidden + 5 * heads * S) * act_bytes / 2
+        kept = 0 if shape.get("attention", "sdpa") != "eager" else 5 * heads * S  # (the S x S scores per head)
+        act = cfg.training.batch_size * S * layers * (34 * hidden + kept) * act_bytes / 2
         infer = 2 * cfg.evaluation.batch_size * S * (8 * hidden + heads * S) * 4
         state = 12.0 * (T or 0)
         mem = weight_b + (state + act if method.trains else 0.0) + infer + FRAMEWORK_BYTES[cuda]
