@@ -144,6 +144,11 @@ class EvaluationConfig(_Strict):
     no_repeat_ngram_size: int = Field(0, ge=0)
     batch_size: int = Field(16, gt=0)
     bertscore_model: str | None = Field(None, description="Encoder for BERTScore (report issue).")
+    precision: Literal["fp32", "auto", "bf16", "fp16"] = Field(
+        "fp32", description="What every answer of a run is computed in: its test evaluation, predict, the playground "
+        "and /v1. fp32 (default): the model as a user loads the download, whatever the training precision; the "
+        "answers do not depend on which requests share a batch. auto/bf16/fp16: faster where native, but the "
+        "exported model loaded in float32 may answer otherwise.")
 
 
 class SearchRange(_Strict):

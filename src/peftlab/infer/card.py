@@ -104,12 +104,23 @@ def card(store: Store, run: Run, kind: str, rank_row: dict[str, Any] | None, rec
     for k in ("max_new_tokens", "num_beams"):
         if evaluation.get(k) is not None:
             lines.append(f"| evaluation.{k} | {evaluation[k]} |")
+    answered = resolved.get("eval_precision") or resolved.get("precision")
+    if answered:
+        lines.append(f"| evaluation precision | {answered} |")
     cost = run.cost or {}
     for k, label in (("trainable_params", "trainable parameters"), ("train_seconds", "train seconds"),
                      ("peak_memory_mb", "peak memory (MB)")):
         if isinstance(cost.get(k), int | float):
             lines.append(f"| {label} | {_fmt(cost[k])} |")
-    lines += ["", "## Use", "", "```python"]
+    lines += ["", "## Use", ""]
+    if answered == "fp32":
+        lines += ["Loaded as below (float32, transformers' default), greedy decoding gives the run's test "
+                  "outputs, the answers its leaderboard scored.", ""]
+    elif answered:
+        lines += [f"The run's test outputs were computed under {answered} autocast "
+                  f"(`torch.autocast(..., dtype=torch.{'bfloat16' if answered == 'bf16' else 'float16'})`); "
+                  "loaded in float32 alone, some greedy answers may differ.", ""]
+    lines += ["```python"]
     task = SPECS.get(str(cfg.get("task")))
     auto = task.auto_class if task is not None else "AutoModel"
     labels = (run.info or {}).get("labels") or []
@@ -117,7 +128,8 @@ def card(store: Store, run: Run, kind: str, rank_row: dict[str, Any] | None, rec
     if labels and task is not None and task.target_key == "label":  # the head's size and names, as trained
         id2label = {i: name for i, name in enumerate(labels)}
         heads = (f", num_labels={len(labels)},\n    id2label={id2label!r},\n"
-                 f"    label2id={ {v: k for k, v in id2label.items()}!r}")
+                 f"    label2id={ {v: k for k, v in id2label.items()}!r},\n"
+                 "    ignore_mismatched_sizes=True")  # a base with its own head of another size, as training loaded it
     if kind == "adapter":
         lines += [f"from transformers import {auto}", "from peft import PeftModel", "",
                   f'base = {auto}.from_pretrained("{base}"{heads})  # the base model (a hub id or your copy of '

@@ -128,7 +128,7 @@ class Engine:
 
     def _describe(self, run: Run) -> Runnable:
         from peftlab.models import load_tokenizer, resolve_model
-        from peftlab.models.trained import run_config
+        from peftlab.models.trained import answer_precision, run_config
         from peftlab.tasks.build import build_task
 
         cfg, _, base = run_config(run)
@@ -137,7 +137,7 @@ class Engine:
         if tkey not in self._toks:
             self._toks[tkey] = load_tokenizer(rm, cfg.model, cfg.task)
         tok = self._toks[tkey]
-        task = build_task(cfg, tok, None, (run.info or {}).get("labels"))
+        task = build_task(cfg, tok, None, (run.info or {}).get("labels"), answer_precision(run))
         virtual = 0
         if get_method(run.method).virtual_tokens and spec(cfg.task).decoder_only:
             virtual = int(adapter_config(run).get("num_virtual_tokens") or 0)

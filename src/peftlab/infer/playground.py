@@ -92,7 +92,7 @@ class Playground:
         """Each run's answer through its task, as its test evaluation decodes (greedy, or beam
         search with `num_beams`)."""
         from peftlab.infer.loading import example, source_text
-        from peftlab.models.trained import run_config
+        from peftlab.models.trained import answer_precision, run_config
         from peftlab.tasks.build import build_task
 
         chosen, cfg = self._chosen(experiment, runs, text, inputs, max_new_tokens)
@@ -106,7 +106,7 @@ class Playground:
             t0 = time.perf_counter()
             run_cfg = _with_decoding(run_config(r)[0], max_new_tokens, beams)
             with self.pool.use(r) as slot, self.pool.model_for(slot, r) as model:
-                task = build_task(run_cfg, slot.tok, None, (r.info or {}).get("labels"))
+                task = build_task(run_cfg, slot.tok, None, (r.info or {}).get("labels"), answer_precision(r))
                 pred = task.predict(model, [ex], desc="playground")[0]
             results[r.name] = {"run": r.name, "run_id": r.id, "method": r.method, "output": pred.output,
                                "stopped": pred.stopped, "seconds": round(time.perf_counter() - t0, 3),

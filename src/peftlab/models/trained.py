@@ -39,13 +39,29 @@ def run_config(run: Run) -> tuple[ExperimentConfig, MethodEntry, Path | None]:
     return cfg, entry, base
 
 
-def run_task(cfg: ExperimentConfig, base: Path | None, labels: list[str] | None = None) -> tuple[Task, Any]:
+def answer_precision(run: Run) -> str:
+    """The precision every answer of `run` is computed in, on every path (its test evaluation,
+    predict, the playground, /v1): the one its evaluation used, recorded with it. Runs made before
+    `evaluation.precision` (issue 26) evaluated at their training precision, recorded as `precision`."""
+    from peftlab.device import resolve_precision
+
+    r = run.resolved or {}
+    if r.get("eval_precision"):
+        return str(r["eval_precision"])
+    if r.get("precision"):
+        return str(r["precision"])
+    return resolve_precision(run_config(run)[0].evaluation.precision)
+
+
+def run_task(cfg: ExperimentConfig, base: Path | None, labels: list[str] | None = None,
+             precision: str | None = None) -> tuple[Task, Any]:
     """The task object (tokenizer, formatter) for a run's experiment, and the resolved model.
-    Labels come from the run's record; older runs without them read the data once."""
+    Labels come from the run's record; older runs without them read the data once. `precision`:
+    what the task computes in (`answer_precision` of the run)."""
     rm = resolve_model(cfg.model, base)
     if labels is None and spec(cfg.task).target_key == "label":
         labels = prepare_data(cfg.data, cfg.task, cfg.training.seed, base).labels
-    return load_task(cfg, rm, labels), rm
+    return load_task(cfg, rm, labels, precision), rm
 
 
 def for_inference(model: Any) -> Any:
@@ -73,7 +89,7 @@ def load_trained(run: Run) -> Trained:
         raise PeftlabError(f"run {run.name!r} is {run.status}, not done; nothing to load")
     cfg, entry, base = run_config(run)
     labels = (run.info or {}).get("labels")
-    task, rm = run_task(cfg, base, labels)
+    task, rm = run_task(cfg, base, labels, answer_precision(run))
     method = get_method(entry.name)
     art = run.file("artifact")
     artifact = str(art) if art is not None else None
@@ -86,7 +102,8 @@ def load_trained(run: Run) -> Trained:
         extra: dict[str, Any] = {}
         if method.load_kwargs is not None:
             opts = method.parse_options(entry.options)
-            ctx = MethodContext(task=cfg.task, model_type="", total_steps=1, precision=task.precision)
+            trained_in = (run.resolved or {}).get("precision") or task.precision  # a 4-bit base computes as it trained
+            ctx = MethodContext(task=cfg.task, model_type="", total_steps=1, precision=trained_in)
             extra = method.load_kwargs(opts, ctx)
         with seeded(cfg.training.seed):
             model = load_model(rm, cfg.model, cfg.task, labels, **extra)

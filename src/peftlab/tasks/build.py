@@ -17,12 +17,12 @@ def task_class(task: str) -> type[Task]:
 
 def build_task(cfg: ExperimentConfig, tok: Any, processor: Any, labels: list[str] | None,
                precision: str | None = None) -> Task:
-    """The experiment's task object around a loaded tokenizer / image processor. `precision`:
-    the resolved one (default: resolved from the config here)."""
+    """The experiment's task object around a loaded tokenizer / image processor. `precision`: what
+    it evaluates and answers in, resolved (default: the config's `evaluation.precision`, resolved here)."""
     if precision is None:
         from peftlab.device import resolve_precision
 
-        precision = resolve_precision(cfg.training.precision)
+        precision = resolve_precision(cfg.evaluation.precision)
     task = task_class(cfg.task)(tok, processor, cfg.training, cfg.evaluation, labels, cfg.data.system_prompt)
     task.precision = precision
     task.conversational = cfg.data.chat

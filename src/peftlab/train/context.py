@@ -44,6 +44,7 @@ class RunContext:
     method: Method = field(init=False)
     opts: MethodOptions = field(init=False)
     precision: str = field(init=False)  # fp32 / bf16 / fp16, from training.precision and the device
+    eval_precision: str = field(init=False)  # what the run answers in: evaluation.precision (default fp32)
     data: PreparedData = field(init=False)  # step 1
     task: Task = field(init=False)  # step 2
     total_steps: int = field(init=False)  # step 3

@@ -267,7 +267,7 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
 
         rows_per_batch = int(cfg.training.batch_size * max(1.0, seq))
         train_rate, eval_rate = machine_rates(rows_per_batch, hidden, resolve_precision(cfg.training.precision), cuda,
-                                              cfg.training.threads)
+                                              cfg.training.threads, resolve_precision(cfg.evaluation.precision))
     P = shape["params"]
     rows = []
     for entry in cfg.methods:

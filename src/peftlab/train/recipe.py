@@ -97,6 +97,7 @@ def _run(ctx: RunContext) -> dict[str, Any] | None:
         torch.set_num_threads(tcfg.threads)
     torch.manual_seed(tcfg.seed)
     ctx.precision = resolve_precision(tcfg.precision)
+    ctx.eval_precision = resolve_precision(cfg.evaluation.precision)  # every answer of the run (issue 26)
     ctx.phase("loading data")
 
     # 1. Data: read, check, split, limit. Fails here, before any model loads. A tuning trial never
@@ -107,7 +108,7 @@ def _run(ctx: RunContext) -> dict[str, Any] | None:
 
     # 2. Tokenizer / processor and the task's encoding.
     rm = resolve_model(cfg.model, ctx.base_dir)
-    ctx.task = task = load_task(cfg, rm, data.labels, ctx.precision)
+    ctx.task = task = load_task(cfg, rm, data.labels, ctx.eval_precision)
 
     # 3. Steps, then the base model (some methods change how it loads: 4-bit for qlora).
     ctx.total_steps = tcfg.total_steps(len(data.train))
@@ -231,6 +232,7 @@ def _resolved(ctx: RunContext, model: Any) -> dict[str, Any]:
         "learning_rate": ctx.learning_rate if trains else None,
         "total_steps": ctx.total_steps if trains else 0,
         "precision": ctx.precision,
+        "eval_precision": ctx.eval_precision,
         "peft_config": _peft_config(model),
         "experiment": ctx.cfg.model_dump(mode="json"),
     }

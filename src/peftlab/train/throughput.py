@@ -70,8 +70,11 @@ def matmul_flops(rows: int, hidden: int, precision: str, cuda: bool) -> float:
 
 
 def machine_rates(rows: int, hidden: int, precision: str, cuda: bool,
-                  threads: int | None = None) -> tuple[float, float]:
+                  threads: int | None = None, eval_precision: str | None = None) -> tuple[float, float]:
     """(training, evaluation) FLOP/s a run of this width is expected to reach on this machine alone,
-    with `threads` CPU threads (default: this process's)."""
-    peak = matmul_flops(rows, hidden, precision, cuda) * (1 if cuda else (threads or _cpu_threads()))
-    return peak * TRAIN_EFFICIENCY, peak * EVAL_EFFICIENCY
+    with `threads` CPU threads (default: this process's); evaluation at `eval_precision` (default
+    the training's)."""
+    n = 1 if cuda else (threads or _cpu_threads())
+    peak = matmul_flops(rows, hidden, precision, cuda) * n
+    ev = peak if eval_precision in (None, precision) else matmul_flops(rows, hidden, eval_precision, cuda) * n
+    return peak * TRAIN_EFFICIENCY, ev * EVAL_EFFICIENCY
