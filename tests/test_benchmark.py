@@ -88,6 +88,20 @@ def test_tiny_executors(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
     assert r["max_metric_diff"] is not None and r["max_metric_diff"] < 1e-3  # the same runs, the same metrics
 
 
+def test_tiny_answer_precision(tmp_path: Path) -> None:
+    """bf16-trained runs answering in fp32 (the default) and in bf16: under fp32 every path gives
+    the run's test outputs (the promise of issue 26); both policies measured."""
+    r = run_tiny("answer_precision.py", tmp=tmp_path)
+    fp32, bf16 = r["policies"]["fp32"], r["policies"]["bf16"]
+    assert (fp32["answers_in"], bf16["answers_in"], fp32["trained_in"], bf16["trained_in"]) == ("fp32", "bf16",
+                                                                                              "bf16", "bf16")
+    for key in ("fp32_load_equal", "v1_alone_equal_test", "v1_concurrent_equal_alone"):
+        same, total = fp32[key].split("/")
+        assert same == total and int(total) > 0, (key, fp32[key])
+    for p in (fp32, bf16):
+        assert positive(p["eval_examples_per_s"]) and positive(p["predict_examples_per_s"]) and positive(p["serve"]["rps"])
+
+
 def test_tiny_openai_load(tmp_path: Path) -> None:
     r = run_tiny("openai_load.py", tmp=tmp_path)
     assert (r["clients"], r["requests_per_client"]) == (2, 1)

@@ -193,3 +193,27 @@ def _predicted(run: Any, store: Store, experiment: str, tmp: Path) -> list[str]:
     predict_file(run, run_cfg_test(store, experiment), out)
     with open(out, encoding="utf-8") as f:
         return [json.loads(line)["output"] for line in f][:N]
+
+
+def test_a_bf16_run_evaluates_without_the_trainers_autocast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Trainer (accelerate) wraps a bf16 run's forward in autocast and leaves it there: the
+    test evaluation then ran in bf16 whatever evaluation.precision said, and 3 of 64 test outputs
+    of benchmarks/answer_precision.py differed from the same run reloaded (fp32) and from /v1."""
+    from conftest import tiny_causal
+
+    from peftlab.train import recipe
+
+    seen: list[Any] = []
+    real = recipe._train
+
+    def spy(ctx: Any, model: Any) -> Any:
+        out = real(ctx, model)
+        seen.append(model.forward)
+        return out
+
+    monkeypatch.setattr(recipe, "_train", spy)
+    body = tiny_causal(["lora"], max_steps=2, precision="bf16")
+    [run] = run_experiment(plan(write_experiment(tmp_path, body)), Store(tmp_path / "store"), isolation="inprocess",
+                           echo=lambda *_: None)
+    assert run.status == "done" and len(seen) == 1
+    assert not hasattr(seen[0], "__wrapped__"), seen[0]

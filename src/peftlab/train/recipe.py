@@ -248,6 +248,12 @@ def _train(ctx: RunContext, model: Any) -> tuple[float, int, int]:
     from peftlab.train.trainer import train_model
 
     train_seconds, tokens = train_model(ctx, model, train_feats, val_feats)
+    # Under bf16/fp16 the Trainer (accelerate) leaves the model's forward wrapped in autocast: without
+    # this the test evaluation would run at the training precision whatever evaluation.precision says,
+    # and its outputs would not be the ones the saved model gives when loaded (issue 26).
+    from accelerate.utils import extract_model_from_parallel
+
+    extract_model_from_parallel(model, keep_fp32_wrapper=False)
     model.eval()
     return train_seconds, tokens, len(train_feats)
 
