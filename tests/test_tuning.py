@@ -168,5 +168,5 @@ def test_dry_run_shows_the_runs_and_their_cost(tmp_path: Path, capsys: pytest.Ca
     assert main(["--store", str(tmp_path / "store"), "run", str(exp), "--dry-run", "--seeds", "2"]) == 0
     out = capsys.readouterr().out
     # 2 trained methods x (3 trials + 2 seeds) + zero-shot once = 11 runs, and nothing ran
-    assert "11 runs, about" in out and "nothing ran" in out
+    assert "11 runs to make, about" in out and "nothing ran" in out and "done in this store" not in out
     assert Store(tmp_path / "store").runs() == []

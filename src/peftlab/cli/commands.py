@@ -183,7 +183,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     store = _store(args)
+    if not args.test and not args.lm_eval:
+        raise PeftlabError("give --test FILE (a labelled file the runs never saw) or --lm-eval TASKS (or both)")
     for run in _chosen_runs(store, args):
+        if args.lm_eval:
+            _lm_eval(store, run, args)
+        if not args.test:
+            continue
         rec = evaluate_file(store, run, args.test, args.name, args.batch_size, args.on_bad_rows)
         _say(rec["notes"], rec["skipped"])
         print(f"{run.name}: evaluation {rec['name']!r}, {rec['examples']} examples of {rec['source']} "
@@ -194,6 +200,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {m:<18} {v:.4f}{ci}" if isinstance(v, float) else f"  {m:<18} {v}")
         print(f"  recorded: {rec['predictions'].rsplit('/', 1)[0]}/ (peftlab show {run.experiment} {run.name})")
     return 0
+
+
+def _lm_eval(store: Any, run: Any, args: argparse.Namespace) -> None:
+    """Score the run on lm-eval's tasks, record them, print each beside the zero-shot row's score."""
+    from peftlab.evaluate import harness
+
+    tasks = [t.strip() for t in args.lm_eval.split(",") if t.strip()]
+    records = harness.run_tasks(run, tasks, args.lm_eval_include, args.limit, args.batch_size or 1)
+    harness.record(store, run, records)
+    for task, rec in records.items():
+        base = harness.beside_zero_shot(store, run, rec["name"])
+        print(f"{run.name}: lm-eval {task} ({rec['samples']} examples, {rec['seconds']:.1f} s)")
+        for m, v in rec["metrics"].items():
+            se = rec["stderr"].get(m)
+            line = f"  {m:<18} {v:.4f}" + (f" ± {se:.4f} (stderr)" if isinstance(se, float) else "")
+            z = ((base or {}).get("metrics") or {}).get(m)
+            print(line + (f"   zero-shot {z:.4f}, {v - z:+.4f}" if isinstance(z, int | float) else ""))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from peftlab.cli.commands import (
     cmd_compare,
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         pe.add_argument("run", nargs="?", help="one run (default: --runs, or every done final run; tuning "
                         "trials only when named)")
         pe.add_argument("--runs", help="comma-separated run names")
-        pe.add_argument(file_flag, required=True, dest="input" if name == "predict" else "test",
+        pe.add_argument(file_flag, required=name == "predict", dest="input" if name == "predict" else "test",
                         help="JSONL, CSV or Parquet file in the run's data format" +
                              (" (the target column may be missing)" if name == "predict" else " with targets"))
         pe.add_argument("--batch-size", type=int, help="generation batch size (default: the run's evaluation.batch_size)")
@@ -147,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="JSONL (or .csv) file to write; with several runs, OUT.<run>.jsonl each")
         else:
             pe.add_argument("--name", help="the evaluation's name (default: the file's stem)")
+            pe.add_argument("--lm-eval", metavar="TASKS", help="comma-separated lm-evaluation-harness tasks (as "
+                            "`lm_eval ls tasks` names them) to score each run on, beside the zero-shot row")
+            pe.add_argument("--lm-eval-include", type=Path, metavar="DIR",
+                            help="a folder of local lm-eval task files (YAML), for tasks offline")
+            pe.add_argument("--limit", type=int, help="lm-eval: score at most this many examples per task")
         pe.set_defaults(fn=fn)
 
     sv = sub.add_parser("serve", parents=[common], help="the web service: upload data, compare methods, try and export the winner")
