@@ -14,8 +14,10 @@ request is a checked plan.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -200,3 +202,23 @@ def driver_error(lines: list[str]) -> str | None:
             text = "\n".join(lines[i:])
             return text[len("error: "):] if text.startswith("error: ") else text
     return None
+
+
+def cancel_experiment_runs(store: Store, name: str) -> list[str]:
+    """Stop the experiment's tuning driver (it would queue more trials), then cancel every run of
+    it that is queued or running (`jobs.cancel`: SIGTERM, checkpoints kept); the names cancelled.
+    A run that cannot be cancelled here (JobError: it runs on another machine) stops it, with
+    nothing deleted."""
+    d = driver_state(store, name)
+    if d and d.get("running") and d.get("pid"):
+        with contextlib.suppress(OSError):
+            os.kill(int(d["pid"]), signal.SIGTERM)
+        deadline = time.time() + 15
+        while time.time() < deadline and (driver_state(store, name) or {}).get("running"):
+            time.sleep(0.2)
+    done = []
+    for r in store.runs(name):
+        if r.status in ("queued", "running"):
+            jobs.cancel(store, r.id)
+            done.append(r.name)
+    return done

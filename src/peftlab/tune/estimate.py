@@ -45,12 +45,13 @@ def plan_cost(p: Any, store: Store, force: bool = False) -> dict[str, Any]:
         trial = {r["name"]: r for r in estimate(tp, checked.model, tdata, task, cuda=cuda, store=store,
                                                 eval_examples=len(data.validation))["methods"]}
     finals = final_runs(p, list(cfg.methods))
+    made = {r.name: r for r in store.runs(cfg.name)}  # read once: what `peftlab run` would skip
     rows = []
     for e in cfg.methods:
         trains = get_method(e.name).trains
         n_trials = cfg.tuning.trials if cfg.tuning is not None and trains else 0
         mine = [fe for fe, _, x in finals if x.get("variant", fe.run_name) == e.run_name]
-        t_done, f_done = (0, 0) if force else done_runs(p, store, e, n_trials)
+        t_done, f_done = (0, 0) if force else done_runs(p, store, made, e, n_trials)
         per_trial = (trial.get(e.run_name) or {}).get("seconds") or 0.0
         per_final = (final.get(e.run_name) or {}).get("seconds") or 0.0
         t_left, f_left = n_trials - t_done, len(mine) - f_done
@@ -65,7 +66,7 @@ def plan_cost(p: Any, store: Store, force: bool = False) -> dict[str, Any]:
             "seconds": sum(r["seconds"] for r in rows)}
 
 
-def done_runs(p: Any, store: Store, entry: Any, n_trials: int) -> tuple[int, int]:
+def done_runs(p: Any, store: Store, made: dict[str, Any], entry: Any, n_trials: int) -> tuple[int, int]:
     """(trials, final runs) of one method the store already has finished with this configuration:
     the ones `peftlab run` skips. A trial counts once its study (named by the space, sampler and
     budget) has it finished; a tuned final run counts once the study is complete and the run is
@@ -82,24 +83,24 @@ def done_runs(p: Any, store: Store, entry: Any, n_trials: int) -> tuple[int, int
         from peftlab.tune.study import study_name
 
         name = study_name(cfg.name, entry.run_name, space_for(entry, cfg.task), cfg.tuning, budget(cfg))
-        trials = [r for r in store.runs(cfg.name)
+        trials = [r for r in made.values()
                   if ((r.config or {}).get("trial") or {}).get("study") == name and r.status in ("done", "failed", "diverged")]
         t_done = min(n_trials, len(trials))
         if t_done < n_trials:
             return t_done, 0
-        params = _best_params(store, name, cfg)
+        params = _best_params(store, name)
         if params is None:
             return t_done, 0
         best = apply_params(entry, params, entry.run_name)
     f_done = 0
     for fe, fc, _ in final_runs(p, [best]):  # as `peftlab run` makes them from the tuned entry
-        run = store.find_run(cfg.name, fe.run_name)
+        run = made.get(fe.run_name)
         if run is not None and run.status in ("done", "diverged") and run.config_hash == config_hash(fc, fe):
             f_done += 1
     return t_done, f_done
 
 
-def _best_params(store: Store, study: str, cfg: Any) -> dict[str, Any] | None:
+def _best_params(store: Store, study: str) -> dict[str, Any] | None:
     """The best trial's parameters of a finished study, read from the store's journal (None: no study)."""
     import optuna
 

@@ -110,7 +110,7 @@ def _refuse_unsupported(req: ChatRequest | CompletionRequest) -> None:
             raise ServeError("echo and logprobs come in whole answers: send stream: false", param="stream")
         if req.stream and len(_prompts(req)) > 1:
             raise ServeError("a stream answers one prompt: send one, or stream: false for several", param="prompt")
-    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    stops = _stops(req)
     if len(stops) > MAX_STOPS or any(not s for s in stops):
         raise ServeError(f"stop: up to {MAX_STOPS} non-empty strings", param="stop")
 

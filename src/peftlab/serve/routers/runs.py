@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from peftlab.queue import jobs
 from peftlab.scale.progress import terminal_lines
+from peftlab.serve import launch
 from peftlab.serve.deps import SchedulerDep, StoreDep, find_experiment, find_run
 
 router = APIRouter(tags=["jobs"])
@@ -68,38 +69,11 @@ def cancel(run_id: int, store: StoreDep) -> dict[str, Any]:
     return jobs.run_summary(jobs.cancel(store, run_id))
 
 
-def cancel_experiment_runs(store: Any, name: str) -> list[str]:
-    """Stop the experiment's tuning driver (it would queue more trials), then cancel every run of
-    it that is queued or running (`jobs.cancel`: SIGTERM, checkpoints kept); the names cancelled.
-    A run that cannot be cancelled here (JobError: it runs on another machine) stops it, with
-    nothing deleted."""
-    import contextlib
-    import os
-    import signal
-    import time
-
-    from peftlab.serve.launch import driver_state
-
-    d = driver_state(store, name)
-    if d and d.get("running") and d.get("pid"):
-        with contextlib.suppress(OSError):
-            os.kill(int(d["pid"]), signal.SIGTERM)
-        deadline = time.time() + 15
-        while time.time() < deadline and (driver_state(store, name) or {}).get("running"):
-            time.sleep(0.2)
-    done = []
-    for r in store.runs(name):
-        if r.status in ("queued", "running"):
-            jobs.cancel(store, r.id)
-            done.append(r.name)
-    return done
-
-
 @router.post("/api/experiments/{name}/cancel")
 def cancel_experiment(name: str, store: StoreDep) -> dict[str, Any]:
     """Cancel every queued or running run of the experiment (and stop its tuning driver)."""
     find_experiment(store, name)
-    return {"experiment": name, "cancelled": cancel_experiment_runs(store, name)}
+    return {"experiment": name, "cancelled": launch.cancel_experiment_runs(store, name)}
 
 
 @router.post("/api/experiments/{name}/cancel-and-delete")
@@ -110,7 +84,7 @@ def cancel_and_delete(name: str, store: StoreDep) -> dict[str, Any]:
     from peftlab.serve.routers.experiments import delete_experiment
 
     find_experiment(store, name)
-    cancelled = cancel_experiment_runs(store, name)
+    cancelled = launch.cancel_experiment_runs(store, name)
     return {**delete_experiment(name, store), "cancelled": cancelled}
 
 
