@@ -21,7 +21,7 @@ export PEFTLAB_TEST_CACHE="$tmp/cache"
 pip() { "$tmp/venv/bin/python" -m pip "$@"; }
 pip install -q --upgrade pip
 pip install -q "torch==2.13.0" || exit 1
-pip install -q ".[report,serve,dev,ray]" || exit 1
+pip install -q ".[report,serve,dev,ray,gguf]" || exit 1
 if [ "$UNBOUNDED" = 1 ]; then
   # The newest releases, past pyproject.toml's upper bounds (pip notes the conflict; that is the point).
   pip install -q --upgrade transformers peft 2>&1 | grep -v "^ERROR: pip's dependency resolver" || true

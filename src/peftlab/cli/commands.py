@@ -248,6 +248,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     export.check_output(out, store)
     from peftlab.infer.card import finish_folder
 
+    if args.gguf:
+        return _export_gguf(store, run, out, args)
     if args.as_lora is not None:
         from peftlab.infer.as_lora import CHECK_FILE, as_lora
 
@@ -267,6 +269,21 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"{run.name}: merged model written to {out}")
     print(f"check passed on {report['probes']} probe inputs: same greedy outputs, max |logit difference| "
           f"{report['max_abs_logit_diff']:.3g} <= {report['tolerance']:.3g} ({export.CHECK_FILE})")
+    return 0
+
+
+def _export_gguf(store: Any, run: Any, out: Any, args: argparse.Namespace) -> int:
+    from peftlab.infer import gguf, gguf_tools
+
+    quants = gguf_tools.quant_list(args.quant)
+    report = gguf.export_gguf(store, run, out, quants, n_probes=args.probes)
+    for r in report["types"]:
+        agree = (f"{r['same_outputs']}/{r['probes']} outputs equal, {r['same_stops']}/{r['probes']} stop alike, "
+                 f"mean log-prob gap {r['mean_logprob_gap']:.3g}")
+        print(f"{r['type']}: {'passed' if r['passed'] else 'FAILED (not kept): ' + r['why']}: {agree}"
+              + (f" -> {out / r['file']}" if r["passed"] else ""))
+    print(f"Ollama: cd {out} && ollama create {run.experiment}-{run.name} -f Modelfile; llama.cpp: llama-cli -m "
+          f"{out / next(r['file'] for r in report['types'] if r['passed'])} ({gguf.CHECK_FILE} has the check)")
     return 0
 
 

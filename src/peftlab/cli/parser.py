@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_args(sv)
     sv.set_defaults(fn=cmd_serve)
 
-    xp = sub.add_parser("export", parents=[common], help="copy a run's adapter, or merge it into the base model (--merge)")
+    xp = sub.add_parser("export", parents=[common], help="copy a run's adapter, merge it into the base model (--merge), or write GGUF (--gguf)")
     xp.add_argument("experiment")
     xp.add_argument("run")
     xp.add_argument("-o", "--output", required=True, help="output folder (new or empty)")
@@ -197,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--as-lora", type=int, metavar="RANK",
                     help="write the adapter as a plain LoRA of this rank (for LoRA-only servers such as vLLM), "
                          "checked against the original on probe inputs")
+    xp.add_argument("--gguf", action="store_true",
+                    help="write GGUF files for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile; each is "
+                         "checked in llama.cpp against the adapter on probe inputs (needs the gguf extra)")
+    xp.add_argument("--quant", default="f16", metavar="TYPES",
+                    help="with --gguf: llama.cpp types to write, comma-separated (f32, f16, bf16, q8_0, q6_k, q5_k_m, "
+                         "q4_k_m, q4_0, …; default f16)")
     xp.add_argument("--probes", type=int, default=4, help="number of probe inputs for the merge check (default 4)")
     xp.set_defaults(fn=cmd_export)
 

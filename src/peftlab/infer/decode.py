@@ -46,6 +46,7 @@ class Row:
     generated: int = 0  # tokens generated, a stop token included (usage)
     text: str = ""  # the final text so far (what was sent)
     finish_reason: str | None = None  # "stop" or "length"
+    stop_token: int | None = None  # the stop token that ended it, if one did
 
     def _emit(self, upto: str) -> None:
         if len(upto) > len(self.text) and upto.startswith(self.text):
@@ -86,6 +87,7 @@ class _Watch(StoppingCriteria):
                 continue
             row.generated += 1
             if t in self.stop_ids:
+                row.stop_token = t
                 row.update(self.tok, final=True)
                 row.finish_reason = "stop"
                 continue
