@@ -8,9 +8,13 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from conftest import DATA, STORIES, needs_shared, write_experiment
+from test_serve_browser import CHROMIUM, browser, until  # noqa: F401 - the fixture
+from test_serve_worker import free_port, start_server, stop
 
 from peftlab.cli import main
 from peftlab.errors import PeftlabError
@@ -99,3 +103,37 @@ def test_what_cannot_be_a_gguf_is_refused_with_the_reason(store: Store, tmp_path
     with pytest.raises(PeftlabError, match="does not support the architecture LlamaForCausalLM"):
         gguf.export_gguf(store, store.find_run("stop", "lora"), tmp_path / "b", ["f16"])
     assert not any(p.suffix == ".gguf" for p in (tmp_path / "b").rglob("*"))
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed")
+def test_export_page_makes_a_checked_gguf(store: Store, browser: Any) -> None:  # noqa: F811 - the fixture
+    """The Export page: the zero-shot row says why it has no GGUF; the LoRA row's "Export GGUF" runs
+    the same export and check as the command line, shows the check, and offers the files."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d = browser
+    port = free_port()
+    server = start_server(store.root, port, "--no-worker")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        d.get(f"{base}/#/export/stop")
+        until(d, lambda drv: drv.find_elements(By.CSS_SELECTOR, '#export-table tr[data-run="lora"] .gguf-btn'))
+        zero = d.find_element(By.CSS_SELECTOR, '#export-table tr[data-run="zero-shot"]')
+        assert not zero.find_elements(By.CSS_SELECTOR, ".gguf-btn:not([disabled])")
+        lora = d.find_element(By.CSS_SELECTOR, '#export-table tr[data-run="lora"]')
+        Select(lora.find_element(By.CSS_SELECTOR, ".gguf-type")).select_by_value("q8_0")
+        lora.find_element(By.CSS_SELECTOR, ".gguf-btn").click()
+        until(d, lambda drv: "GGUF check for lora" in drv.find_element(By.ID, "merge-report").text, 240)
+        report = d.find_element(By.ID, "merge-report").text
+        assert "passed" in report
+        assert re.search(r"q8_0\s+kept\s+\d/4\s+4/4", report), report
+        until(d, lambda drv: drv.find_elements(By.CSS_SELECTOR, '#export-table tr[data-run="lora"] .dl-gguf'))
+        files = [b.get_attribute("data-name") for b in d.find_elements(By.CSS_SELECTOR, '#export-table tr[data-run="lora"] .dl-gguf')]
+        assert files == ["Modelfile", "Modelfile.q8_0", "stop-lora-q8_0.gguf"]
+        with httpx.Client(base_url=base, timeout=60) as c:
+            mf = c.get(f"/api/runs/{store.find_run('stop', 'lora').id}/gguf/Modelfile")
+            assert mf.status_code == 200 and "FROM ./stop-lora-q8_0.gguf" in mf.text
+            assert c.get(f"/api/runs/{store.find_run('stop', 'lora').id}/gguf/..%2Fpeftlab.db").status_code == 404
+    finally:
+        stop(server)

@@ -30,7 +30,7 @@ from typing import Any
 from peftlab.errors import PeftlabError
 from peftlab.infer import gguf_tools
 from peftlab.infer.decode import Row, decode
-from peftlab.infer.export import _probes, artifact, merge
+from peftlab.infer.export import _probes, artifact, export_root, merge
 from peftlab.infer.loading import load_base
 from peftlab.infer.modelfile import PromptFormat, context_of, modelfile, ollama_prompt, prompt_format
 from peftlab.infer.prompts import source_prompt
@@ -43,6 +43,20 @@ from peftlab.tasks.causal_lm import stop_ids
 from peftlab.tasks.spec import CAUSAL_LM
 
 CHECK_FILE = "peftlab-gguf-check.json"
+
+
+def gguf_dir(store: Store, run: Run) -> Path:
+    return export_root(store, run) / "gguf"
+
+
+def gguf_state(store: Store, run: Run) -> dict[str, Any]:
+    """The web page's view of the run's GGUF export: none, passed (some type kept) or failed."""
+    check = gguf_dir(store, run) / CHECK_FILE
+    if not check.is_file():
+        return {"state": "none"}
+    report = json.loads(check.read_text(encoding="utf-8"))
+    return {"state": "passed" if report.get("passed") else "failed", "check": report,
+            "files": sorted(p.name for p in gguf_dir(store, run).iterdir() if p.is_file() and p.name != CHECK_FILE)}
 
 
 def exportable(run: Run) -> None:

@@ -140,5 +140,10 @@ class MergeRequest(BaseModel):
     n_probes: int = Field(4, ge=1, le=32)
 
 
+class GgufRequest(BaseModel):
+    quant: list[str] = Field(["f16"], description="llama.cpp types to write: f32, f16, bf16, q8_0, q4_k_m, …")
+    n_probes: int = Field(4, ge=1, le=32)
+
+
 class TicketRequest(BaseModel):
     path: str = Field(description="The download path, e.g. /api/runs/3/adapter.zip")

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 
 from peftlab.errors import PeftlabError
 from peftlab.serve.deps import PlaygroundDep, StoreDep, find_experiment, find_run
-from peftlab.serve.schemas import MergeRequest
+from peftlab.serve.schemas import GgufRequest, MergeRequest
 
 router = APIRouter(tags=["export"])
 
@@ -91,8 +91,23 @@ def _state(store: Any, r: Any) -> dict[str, Any]:
                       filename=z.name)
     return {"run_id": run_id, "run": r.name, "method": r.method, "status": r.status, "trial": trial,
             "final_run": final if trial else r.name, "adapter": adapter, "merged": merged,
-            "mergeable": mergeable, "merge_why": why, "metrics": r.metrics,
+            "mergeable": mergeable, "merge_why": why, "metrics": r.metrics, **_gguf(store, r, adapter["available"]),
             "cli": f"peftlab export {r.experiment} {r.name}{' --merge' if mergeable else ''} -o DIR"}
+
+
+def _gguf(store: Any, r: Any, available: bool) -> dict[str, Any]:
+    """Whether the run can become a GGUF (and why not), and its GGUF export so far."""
+    from peftlab.infer import gguf, gguf_tools
+
+    if not available:
+        return {"gguf_ok": False, "gguf_why": None, "gguf": {"state": "none"}}
+    try:
+        gguf.exportable(r)
+        if not gguf_tools.installed():
+            raise PeftlabError("GGUF export needs llama.cpp's Python bindings: pip install 'peftlab[gguf]'")
+    except PeftlabError as e:
+        return {"gguf_ok": False, "gguf_why": str(e), "gguf": {"state": "none"}}
+    return {"gguf_ok": True, "gguf_why": None, "gguf": gguf.gguf_state(store, r)}
 
 
 def _card_zip(store: Any, r: Any, src: Any, kind: str) -> Any:
@@ -153,3 +168,42 @@ def merged_zip(run_id: int, store: StoreDep) -> FileResponse:
     z = ex.merged_zip(store, r)
     out = _card_zip(store, r, z, "merged")
     return FileResponse(out, media_type="application/zip", filename=z.name)
+
+
+@router.post("/api/runs/{run_id}/export/gguf")
+def export_gguf(run_id: int, store: StoreDep, playground: PlaygroundDep, req: GgufRequest | None = None) -> dict[str, Any]:
+    """Merge, convert to GGUF, quantize and check each type in llama.cpp (`infer.gguf`, as
+    `peftlab export --gguf`); the files that passed and the check are returned. Minutes for a
+    100M-parameter model on a CPU."""
+    from peftlab.infer import gguf, gguf_tools
+
+    r = find_run(store, run_id)
+    req = req or GgufRequest()
+    quants = gguf_tools.quant_list(",".join(req.quant))
+    d = gguf.gguf_dir(store, r)
+    with playground.lock:  # one model-sized job at a time in the service process
+        shutil.rmtree(d, ignore_errors=True)
+        try:
+            gguf.export_gguf(store, r, d, quants, n_probes=req.n_probes)
+        except PeftlabError as e:
+            st = gguf.gguf_state(store, r)
+            if st["state"] == "failed":
+                return {**st, "error": str(e)}
+            raise
+    return gguf.gguf_state(store, r)
+
+
+@router.get("/api/runs/{run_id}/gguf/{filename}", response_class=FileResponse)
+def gguf_file(run_id: int, filename: str, store: StoreDep) -> FileResponse:
+    """One file of the run's checked GGUF export: a .gguf, a Modelfile or the check."""
+    from peftlab.infer import gguf
+
+    r = find_run(store, run_id)
+    st = gguf.gguf_state(store, r)
+    if filename not in st.get("files", []) and filename != gguf.CHECK_FILE:
+        raise HTTPException(404, f"{filename}: not a file of this run's GGUF export (export it first on the Export page)")
+    path = gguf.gguf_dir(store, r) / filename
+    if not path.is_file():
+        raise HTTPException(404, f"{filename}: not a file of this run's GGUF export")
+    kind = "application/json" if filename.endswith(".json") else "application/octet-stream"
+    return FileResponse(path, media_type=kind, filename=filename)
