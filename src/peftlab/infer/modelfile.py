@@ -94,7 +94,7 @@ def prompt_format(task: Task, cfg: ExperimentConfig) -> PromptFormat:
     if len(parts) < 2:
         raise PeftlabError("this run's prompt format cannot be written as a template (its input did not survive "
                            "the tokenizer's round trip)")
-    stops = tuple(tok.convert_ids_to_tokens(i) for i in stop_ids(tok))
+    stops = tuple(dict.fromkeys(tok.convert_ids_to_tokens(i) for i in stop_ids(tok)))
     return PromptFormat(parts, stops, bool(getattr(task.fmt, "chat", False)), field, bos,
                         ("", "") if field is None else template)
 
