@@ -88,7 +88,10 @@ def prompt_format(task: Task, cfg: ExperimentConfig) -> PromptFormat:
     else:
         src = MARK  # no template, several fields, or one used twice: the input is the formatted text
     ids, _ = source_prompt(task, cfg, src)
-    bos = tok.bos_token_id is not None and ids[:1] == [tok.bos_token_id]
+    # BOS is left to llama.cpp where the tokenizer adds it itself (the GGUF's add_bos flag says so); a
+    # chat template's first token may be the BOS token (SmolLM2's <|im_start|>) and then stays text.
+    adds = tok.bos_token_id is not None and tok("a")["input_ids"][:1] == [tok.bos_token_id]
+    bos = adds and ids[:1] == [tok.bos_token_id]
     text = tok.decode(ids[1:] if bos else ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
     parts = tuple(text.split(MARK))
     if len(parts) < 2:
