@@ -72,8 +72,9 @@ def read_source(spec: str, base: Path | None = None) -> tuple[str, list[RefRow]]
         return hashlib.sha256(text.encode()).hexdigest(), rows[:MAX_ROWS]
     try:
         rs = read_rows(spec, base)
-    except DataError as e:
-        raise ConfigError(f"evaluation.forgetting: {e}") from None
+    except DataError as e:  # its advice on data.on_bad_rows is for the training data, not this file
+        msg = str(e).replace(" (fix the row, or set data.on_bad_rows: skip to drop such rows)", "")
+        raise ConfigError(f"evaluation.forgetting: {msg}; {_fix()}") from None
     out = []
     for i, r in enumerate(rs.rows[:MAX_ROWS], start=1):
         where = f"{rs.source}:{r.get('__line__', i)}"
