@@ -149,6 +149,20 @@ def test_a_named_reference_file_and_forgetting_off(tmp_path: Path) -> None:
     assert "forgetting" not in render(rows(store, "off"))
 
 
+@needs_shared
+def test_seq2seq_runs_measure_forgetting_too(tmp_path: Path, tiny_t5: Path) -> None:
+    """An encoder-decoder: the general prompts are its encoder inputs, the base's sampled decoder
+    outputs the reference."""
+    body = tiny_causal(["zero-shot", {"name": "lora", "learning_rate": 0.01}], threads=1, max_steps=3)
+    body.update(name="t5", model=str(tiny_t5), task="seq2seq")
+    store = Store(tmp_path / "store")
+    runs = run_experiment(plan(write_experiment(tmp_path, body)), store, isolation="inprocess", echo=lambda *_: None)
+    assert all(r.status == "done" for r in runs), [r.error for r in runs]
+    by = {r["run"]: r for r in rows(store, "t5")}
+    assert by["zero-shot"]["forgetting"] == 0.0 and by["lora"]["forgetting_n"] == 64
+    assert by["lora"]["forgetting"] > 0.0 and by["lora"]["forgetting_ci_low"] <= by["lora"]["forgetting_ci_high"]
+
+
 def _row(run: str, forgetting: float, params: int, rank: int) -> dict:
     return {"run": run, "method": run, "status": "done", "rank": rank, "rank_group": 1, "rougeL": 40.0 - rank,
             "beats_floor": True, "floor": "zero-shot", "p_vs_floor": 0.001, "trains": True, "seeds": [],

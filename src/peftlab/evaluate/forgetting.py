@@ -84,7 +84,9 @@ def reference_for(ctx: Any, rm: Any) -> dict[str, Any]:
         if torch.cuda.is_available():
             model.to("cuda")
         items = ref.build(model, ctx.task, rows)
-        del model
+        del model  # before the run's own model loads
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         return {"key": key, "source": name, "digest": digest, "model": rm.path, "items": items,
                 "seconds": round(time.perf_counter() - t0, 2), "made_at": time.time()}
 
