@@ -89,6 +89,18 @@ def test_zero_shot_forgetting_is_zero_and_the_base_losses_are_its_own(store: Sto
     assert "forgetting [95% CI]" in text and "0.000 [0.000, 0.000]" in text
 
 
+@needs_shared
+def test_the_cli_leaderboard_shows_forgetting_and_takes_the_cap(store: Store, capsys: pytest.CaptureFixture) -> None:
+    from peftlab.cli import main
+
+    assert main(["--store", str(store.root), "leaderboard", "few", "--format", "json"]) == 0
+    got = {r["run"]: r for r in json.loads(capsys.readouterr().out)}
+    assert got["zero-shot"]["forgetting"] == 0.0 and got["lora"]["forgetting_ci_high"] > 0.0
+    assert main(["--store", str(store.root), "leaderboard", "few", "--max-forgetting", "0.001"]) == 0
+    out = capsys.readouterr().out
+    assert "forgetting [95% CI]" in out and "within your budget (forgetting ≤ 0.001 nats/token)" in out
+
+
 def test_default_forgetting_keeps_existing_hashes(tmp_path: Path) -> None:
     """Runs of stores made before forgetting keep their hash: the key counts only off its default."""
     cfg = ExperimentConfig.model_validate(tiny_causal(["lora"]))
@@ -189,3 +201,23 @@ def test_classification_rows_say_forgetting_is_not_measured() -> None:
     assert r["forgetting"] is None and "head is new" in r["forgetting_na"]
     assert report_forgetting.text(r) == "n/a" and " n/a " in render([r])
     assert Budget(max_forgetting=0.1).over(r) == []  # the cap does not apply where nothing is measured
+
+
+def _seed_run(tmp: Path, name: str, diffs: list[float]) -> object:
+    from peftlab.store.runs import Run
+
+    (tmp / f"{name}.jsonl").write_text("".join(json.dumps({"diff": d}) + "\n" for d in diffs), encoding="utf-8")
+    mean = sum(diffs) / len(diffs)
+    info = {"forgetting": {"mean": mean, "ci_low": mean, "ci_high": mean, "n": len(diffs), "reference": "k"},
+            "forgetting_examples": f"{name}.jsonl"}
+    return Run(1, "e", name, "lora", "done", "h", {}, None, {"forgetting": mean}, None, info, None, None, None, None,
+               None, None, 0.0, None, None, root=tmp)
+
+
+def test_a_row_over_seeds_gets_the_two_level_interval(tmp_path: Path) -> None:
+    a = _seed_run(tmp_path, "lora.s1", [0.1, 0.3, 0.2, 0.4, 0.2, 0.3])
+    b = _seed_run(tmp_path, "lora.s2", [0.5, 0.7, 0.6, 0.4, 0.6, 0.5])
+    r: dict = {}
+    report_forgetting.annotate(r, [a, b], generative=True)
+    assert r["forgetting"] == pytest.approx(0.4) and r["forgetting_n"] == 6 and r["forgetting_reference"] == "k"
+    assert r["forgetting_ci_low"] < 0.4 < r["forgetting_ci_high"]

@@ -87,6 +87,7 @@ def reference_for(ctx: Any, rm: Any) -> dict[str, Any]:
         del model  # before the run's own model loads
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        ctx.mem.reset()  # the run's peak memory is its own, not the reference model's
         return {"key": key, "source": name, "digest": digest, "model": rm.path, "items": items,
                 "seconds": round(time.perf_counter() - t0, 2), "made_at": time.time()}
 

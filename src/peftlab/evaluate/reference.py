@@ -36,6 +36,7 @@ SEED = 29  # the sampling seed (issue 29): the same set on every call
 SAMPLE_BATCH = 16
 MAX_ROWS = 512  # rows of a user's set that are used (the first ones)
 MAX_COMPLETION = 256  # tokens of a given text or completion that are scored
+MAX_PROMPT = 256  # tokens of a prompt (the experiment's max_source_length does not apply: one set per base)
 VERSION = 1  # bump when the way a set is made changes: sets made before are made again
 
 
@@ -118,8 +119,8 @@ def encode_prompt(task: Any, prompt: str) -> list[int]:
 
         if not prompt:  # a text scored as it is: BOS only
             return _bos(task.tok)
-        return PromptFormatter(task.tok, None).prompt_ids(prompt, task.training.max_source_length)[0]
-    return task.tok(prompt)["input_ids"][: task.training.max_source_length]
+        return PromptFormatter(task.tok, None).prompt_ids(prompt, MAX_PROMPT)[0]
+    return task.tok(prompt)["input_ids"][:MAX_PROMPT]
 
 
 def _bos(tok: Any) -> list[int]:
