@@ -178,7 +178,7 @@ def _run(ctx: RunContext) -> dict[str, Any] | None:
         "train_peak_memory_mb": round(train_peak, 1),
         "adapter_bytes": artifact_bytes,
         "eval_examples_per_second": round(len(scored) / eval_seconds, 2) if eval_seconds else None,
-        "forgetting_seconds": forgot["seconds"] if forgot else None,
+        **({"forgetting_seconds": forgot["seconds"]} if forgot else {}),  # apart from eval_seconds
         **_measured_under(ctx, eval_cpu_seconds),
     }
     return {"metrics": metrics, "cost": cost, "info": info, "resolved": resolved}
