@@ -85,6 +85,9 @@ def test_zero_shot_forgetting_is_zero_and_the_base_losses_are_its_own(store: Sto
     again = example_nll(model, task, items)
     assert again == pytest.approx([it["base_nll"] for it in items], abs=1e-5)
     assert all(it["sampled"] and it["completion_ids"] for it in ref["items"])  # the base's own continuations
+    from peftlab.evaluate.reference import shared_path
+
+    assert json.loads(shared_path(ref["key"]).read_text(encoding="utf-8")) == ref  # the machine's copy, for other stores
     text = render(rows(store, "few"))
     assert "forgetting [95% CI]" in text and "0.000 [0.000, 0.000]" in text
 

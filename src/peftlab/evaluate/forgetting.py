@@ -91,7 +91,7 @@ def reference_for(ctx: Any, rm: Any) -> dict[str, Any]:
         return {"key": key, "source": name, "digest": digest, "model": rm.path, "items": items,
                 "seconds": round(time.perf_counter() - t0, 2), "made_at": time.time()}
 
-    return ref.load_or_make(ref.cache_path(ctx.store.root, key), make)
+    return ref.load_or_make(ref.cache_path(ctx.store.root, key), make, ref.shared_path(key))
 
 
 def measure(model: Any, task: Any, reference: dict[str, Any], out_file: Path, is_base: bool) -> dict[str, Any]:

@@ -12,9 +12,11 @@ line) or rows of JSONL/CSV/Parquet/hub data: `{"text"}` is scored as it is, `{"p
 "completion"}` scores the completion after the prompt, and `{"prompt"}` alone is continued by the
 base model as the default set is.
 
-The set is made once per base model, evaluation precision and source, by the first run that needs
-it, under a file lock, and written whole into the store (`cache/forgetting/<key>.json`), so every
-run of every experiment on that base scores the same tokens against the same base losses.
+The set is made once per base model (its files as they are now), evaluation precision and source,
+by the first run that needs it, under a file lock, and written whole into the store
+(`cache/forgetting/<key>.json`), so every run of every experiment on that base scores the same tokens
+against the same base losses. A copy goes to the machine's peftlab cache (`PEFTLAB_CACHE_DIR`), from
+which another store on the same machine takes the same set instead of making it again.
 """
 
 from __future__ import annotations
@@ -103,9 +105,20 @@ def source_rows(setting: bool | str, base: Path | None) -> tuple[str, str, list[
     return "peftlab general prompts, continued by the base model", hashlib.sha256(text.encode()).hexdigest(), rows
 
 
+def model_fingerprint(path: str) -> str:
+    """The base model's files as they are now (name, size, modification time): a model retrained
+    into the same folder is another base. A hub id is itself (its revision is in the key)."""
+    p = Path(path)
+    if not p.exists():
+        return path
+    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file())
+    stats = [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+    return hashlib.sha256(json.dumps([str(p.resolve()), stats]).encode()).hexdigest()[:16]
+
+
 def reference_key(cfg: Any, model_path: str, digest: str) -> str:
     """What makes two runs' reference sets the same set: the base, its task and precision, the source."""
-    body = {"model": model_path, "revision": cfg.model.revision, "gguf": cfg.model.gguf_file, "task": cfg.task,
+    body = {"model": model_path, "files": model_fingerprint(model_path), "revision": cfg.model.revision, "gguf": cfg.model.gguf_file, "task": cfg.task,
             "precision": cfg.evaluation.precision, "source": digest, "new_tokens": NEW_TOKENS, "seed": SEED,
             "version": VERSION}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
@@ -191,21 +204,45 @@ def cache_path(store_root: Path, key: str) -> Path:
     return store_root / "cache" / "forgetting" / f"{key}.json"
 
 
-def load_or_make(path: Path, make: Any) -> dict[str, Any]:
-    """The reference at `path`, made by `make()` under a file lock when absent (a second run asking
-    meanwhile waits, then reads it), written whole."""
+def shared_path(key: str) -> Path:
+    from peftlab.models.loading import cache_dir
+
+    return cache_dir() / "forgetting" / f"{key}.json"
+
+
+def _read(path: Path) -> dict[str, Any] | None:
     with contextlib.suppress(OSError, ValueError):
-        return json.loads(path.read_text(encoding="utf-8"))
+        ref = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(ref, dict) and ref.get("items"):
+            return ref
+    return None
+
+
+def _write(path: Path, ref: dict[str, Any]) -> None:
+    """Written whole: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(ref), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_or_make(path: Path, make: Any, shared: Path | None = None) -> dict[str, Any]:
+    """The reference at `path` (the store's); when absent, the machine cache's copy (`shared`), or
+    one made by `make()`, under a file lock (a second run asking meanwhile waits, then reads it)."""
+    ref = _read(path)
+    if ref is not None:
+        return ref
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            with contextlib.suppress(OSError, ValueError):
-                return json.loads(path.read_text(encoding="utf-8"))
-            ref = make()
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(ref), encoding="utf-8")
-            os.replace(tmp, path)
+            ref = _read(path) or (_read(shared) if shared is not None else None)
+            if ref is None:
+                ref = make()
+                if shared is not None:
+                    with contextlib.suppress(OSError):  # a read-only cache: the store's copy is enough
+                        _write(shared, ref)
+            _write(path, ref)
             return ref
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
