@@ -104,6 +104,22 @@ def test_the_cli_leaderboard_shows_forgetting_and_takes_the_cap(store: Store, ca
     assert "forgetting [95% CI]" in out and "within your budget (forgetting ≤ 0.001 nats/token)" in out
 
 
+@needs_shared
+def test_making_the_reference_set_leaves_the_run_as_it_would_be(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """The first run of a base makes the set (sampling, on its own random state); the next, in another
+    store, takes the machine's copy: both train and score the same, to the digit."""
+    monkeypatch.setenv("PEFTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    body = tiny_causal([{"name": "lora", "learning_rate": 0.01}], threads=1, max_steps=3)
+    got = []
+    for name in ("makes", "takes"):
+        s = Store(tmp_path / name)
+        [run] = run_experiment(plan(write_experiment(tmp_path, body)), s, isolation="inprocess", echo=lambda *_: None)
+        made = json.loads(next((s.root / "cache" / "forgetting").glob("*.json")).read_text(encoding="utf-8"))
+        got.append((run.metrics, made["made_at"]))
+    assert got[0] == got[1]
+
+
 def test_default_forgetting_keeps_existing_hashes(tmp_path: Path) -> None:
     """Runs of stores made before forgetting keep their hash: the key counts only off its default."""
     cfg = ExperimentConfig.model_validate(tiny_causal(["lora"]))

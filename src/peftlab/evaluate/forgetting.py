@@ -79,11 +79,13 @@ def reference_for(ctx: Any, rm: Any) -> dict[str, Any]:
 
         ctx.phase("making the forgetting reference set")
         t0 = time.perf_counter()
-        model = load_model(rm, cfg.model, cfg.task, ctx.data.labels)
-        ctx.task.prepare_model(model)
-        if torch.cuda.is_available():
-            model.to("cuda")
-        items = ref.build(model, ctx.task, rows)
+        # its own random state: the run trains from the same seed state whether or not it made the set
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            model = load_model(rm, cfg.model, cfg.task, ctx.data.labels)
+            ctx.task.prepare_model(model)
+            if torch.cuda.is_available():
+                model.to("cuda")
+            items = ref.build(model, ctx.task, rows)
         del model  # before the run's own model loads
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
