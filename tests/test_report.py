@@ -473,6 +473,9 @@ def test_classification_report_has_confusion_matrices_and_per_class_scores(image
     assert '<section id="health">' not in page  # generation health is for generation tasks
     assert res.data.main_metric == "macro_f1"
     assert "bertscore_f1" not in _section(page, "leaderboard")  # not a generation task
+    # forgetting is not measured for a classifier (issue 29): its column says n/a, with why
+    assert ">forgetting (nats/token) " in _section(page, "leaderboard")
+    assert '<span title="not measured for classification: the classification head is new' in page
     sec = _section(page, "classes")
     for run in store.runs("img"):
         card = re.search(rf'<div class="card" data-run="{run.name}">(.*?)</div>', sec, re.S)

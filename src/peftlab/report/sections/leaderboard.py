@@ -121,6 +121,8 @@ def _column(key: str, main: str, label: str | None = None) -> Column:
 def view(data: ReportData, recommended: str | None = None) -> LeaderboardView:
     metrics, detail = metric_columns(data)
     costs = list(COST_KEYS)
+    if "forgetting" not in metrics and any(r.get("forgetting_na") for r in data.rows):
+        metrics.append("forgetting")  # classification: the column says n/a, with why
     # forgetting is a cost of the model: its best is over the runs that train (the zero-shot row is 0)
     keys = [(k, k == "forgetting") for k in metrics] + [(k, True) for k in costs] + [(k, False) for k in detail]
     columns = [_column(k, data.main_metric, COST_LABELS.get(k, k) if cost else None) for k, cost in keys]
@@ -142,6 +144,8 @@ def view(data: ReportData, recommended: str | None = None) -> LeaderboardView:
             x = None if seed else r.get(k)
             text = "–" if x is None else (fmt_p(x, bool(r.get("p_vs_best_bound"))) if k == "p_vs_best" else str(x))
             return Cell(x, text, False)
+        if k == "forgetting" and r.get("forgetting_na"):
+            return Cell(None, f'<span title="{esc(r["forgetting_na"])}">n/a</span>', False)
         x = _n(r.get(k))
         win = (not seed and x is not None and r.get("rank") is not None and (r.get("trains", True) or not cost)
                and best.get(k) is not None and x == best[k])
