@@ -45,6 +45,16 @@ def one_ray_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The same cache for module fixtures, which are set up before `_isolated_cache` applies: the
+    GGUF copies and the forgetting reference sets they make never go to the user's cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PEFTLAB_CACHE_DIR", os.environ.get("PEFTLAB_TEST_CACHE") or str(tmp_path_factory.getbasetemp() / "cache"))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # One GGUF cache per test session, never the user's.

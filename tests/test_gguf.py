@@ -31,7 +31,8 @@ def test_gguf_full_fine_tuning(tmp_path: Path) -> None:
                  "target": "title", "max_train_examples": 2, "max_test_examples": 2, "max_validation_examples": 2},
         "methods": ["full"],
         "training": {"max_steps": 1, "batch_size": 2, "max_source_length": 24, "max_target_length": 8},
-        "evaluation": {"max_new_tokens": 4, "batch_size": 2},
+        # forgetting off: this test is about loading a GGUF; forgetting has its own (tests/test_forgetting.py)
+        "evaluation": {"max_new_tokens": 4, "batch_size": 2, "forgetting": False},
     }
     store = Store(tmp_path / "store")
     [run] = run_experiment(plan(write_experiment(tmp_path, body)), store, isolation="inprocess", echo=lambda *_: None)

@@ -210,8 +210,11 @@ def test_report_has_every_section_and_every_run(report_store: dict) -> None:
     assert "diverged" in lb and "at step" in lb
     # Every metric and cost column is there.
     for col in ("rougeL", "rouge1", "bleu", "bertscore_f1", "eval_loss", "rouge1_precision", "trainable parameters",
-                "peak memory (MB)", "train time (s)", "adapter size"):
+                "peak memory (MB)", "train time (s)", "adapter size", "forgetting (nats/token)"):
         assert f">{col} " in lb, col
+    # forgetting with its interval; the zero-shot row's is 0 (issue 29)
+    zs = next(row for row in rows if "</span>zero-shot" in row)
+    assert '0.000 <span class="ci" title="95% confidence interval">[0.000, 0.000]</span>' in zs
 
 
 @needs_shared
@@ -244,15 +247,15 @@ def test_curves_overlay_every_training_run(report_store: dict) -> None:
 @needs_shared
 def test_pareto_charts_mark_the_frontier(report_store: dict) -> None:
     sec = _section(report_store["html"], "pareto")
-    for key in ("trainable_params", "peak_memory_mb", "train_seconds", "adapter_bytes"):
+    for key in ("trainable_params", "peak_memory_mb", "train_seconds", "adapter_bytes", "forgetting"):
         assert f'data-chart="pareto-{key}"' in sec
-    assert sec.count('class="frontier"') == 4
+    assert sec.count('class="frontier"') == 5  # the four costs, and forgetting (issue 29)
     data = report_store["res"].data
     # Points are labelled; zero-shot trains nothing (0 parameters, 0 s, 0 bytes), so nothing is
     # cheaper on those axes: it starts their frontiers. Peak memory is measured, so any run may win it.
     notes = re.findall(r"Frontier \(cheapest first\): ([^<]+)<", sec)
-    assert len(notes) == 4
-    for key, note in zip(("trainable_params", "peak_memory_mb", "train_seconds", "adapter_bytes"), notes, strict=True):
+    assert len(notes) == 5
+    for key, note in zip(("trainable_params", "peak_memory_mb", "train_seconds", "adapter_bytes"), notes[:4], strict=True):
         if key != "peak_memory_mb":
             assert note.startswith("zero-shot"), (key, note)
     done = [v.label for v in data.runs if v.done]
@@ -470,6 +473,9 @@ def test_classification_report_has_confusion_matrices_and_per_class_scores(image
     assert '<section id="health">' not in page  # generation health is for generation tasks
     assert res.data.main_metric == "macro_f1"
     assert "bertscore_f1" not in _section(page, "leaderboard")  # not a generation task
+    # forgetting is not measured for a classifier (issue 29): its column says n/a, with why
+    assert ">forgetting (nats/token) " in _section(page, "leaderboard")
+    assert '<span title="not measured for classification: the classification head is new' in page
     sec = _section(page, "classes")
     for run in store.runs("img"):
         card = re.search(rf'<div class="card" data-run="{run.name}">(.*?)</div>', sec, re.S)

@@ -50,6 +50,15 @@ def test_results_shows_one_leaderboard_and_the_budgeted_headline(browser: Any, t
         assert headline.startswith("Recommendation within your budget (peak memory ≤ 1000 MB): vera")
         rows = d.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")
         assert [r.get_attribute("data-run") for r in rows if "★ recommended" in r.text] == ["vera"]
+        # forgetting is not measured for classification: the table says n/a, and a cap on it changes nothing
+        vera = d.find_element(By.CSS_SELECTOR, '#results-table tr[data-run="vera"]').text
+        assert " n/a " in f" {vera} ", vera
+        d.find_element(By.ID, "bg-forget").send_keys("0.1")
+        d.find_element(By.ID, "bg-apply").click()
+        wait(EC.text_to_be_present_in_element((By.ID, "recommendation"), "forgetting ≤ 0.1 nats/token"))
+        headline = d.find_element(By.CSS_SELECTOR, "#recommendation p.headline").text
+        assert headline.startswith("Recommendation within your budget (peak memory ≤ 1000 MB, forgetting ≤ 0.1 "
+                                   "nats/token): vera"), headline
         png = (SHOTS or tmp_path) / "results-budget.png"
         d.save_screenshot(str(png))
         not_blank(png)

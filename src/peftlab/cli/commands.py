@@ -94,7 +94,7 @@ def board(store: Any, experiment: str, fmt: str = "table", budget: Any = None) -
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from peftlab.report.recommend import Budget
 
-    budget = Budget(args.max_memory_mb, args.max_train_seconds, args.max_trainable_percent)
+    budget = Budget(args.max_memory_mb, args.max_train_seconds, args.max_trainable_percent, args.max_forgetting)
     print(board(_store(args), args.experiment, args.format, budget))
     return 0
 
@@ -293,7 +293,7 @@ def _report_options(args: argparse.Namespace) -> Any:
     from peftlab.report.html import ReportOptions
     from peftlab.report.recommend import Budget
 
-    budget = Budget(args.max_memory_mb, args.max_train_seconds, args.max_trainable_percent)
+    budget = Budget(args.max_memory_mb, args.max_train_seconds, args.max_trainable_percent, args.max_forgetting)
     costs = {"trainable": "trainable_params", "memory": "peak_memory_mb", "time": "train_seconds"}
     prefer = [c.strip() for c in (args.prefer or "trainable,memory,time").split(",") if c.strip()]
     bad = [c for c in prefer if c not in costs]

@@ -60,6 +60,8 @@ def _add_report_args(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--max-memory-mb", type=float, help="budget: peak memory for the recommendation")
     p.add_argument("--max-train-seconds", type=float, help="budget: training wall time")
     p.add_argument("--max-trainable-percent", type=float, help="budget: share of parameters trained")
+    p.add_argument("--max-forgetting", type=float, metavar="NATS", help="budget: forgetting, in nats/token (the "
+                   "leaderboard's forgetting column)")
     p.add_argument("--prefer", metavar="COSTS", help="among tied runs, recommend the cheapest by these costs, in order: "
                    "trainable, memory, time (default trainable,memory,time)")
     p.add_argument("--sample", type=int, default=20, help="test inputs shown side by side (default 20)")
@@ -115,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--max-train-seconds", type=float, help="budget: recommend within this train time")
     lb.add_argument("--max-trainable-percent", type=float, help="budget: recommend within this share of "
                     "trained parameters")
+    lb.add_argument("--max-forgetting", type=float, metavar="NATS", help="budget: recommend within this forgetting, "
+                    "in nats/token (the forgetting column)")
     lb.set_defaults(fn=cmd_leaderboard)
 
     ex = sub.add_parser("experiments", parents=[common], help="list experiments in the store")

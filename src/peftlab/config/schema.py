@@ -149,6 +149,18 @@ class EvaluationConfig(_Strict):
         "and /v1. fp32 (default): the model as a user loads the download, whatever the training precision; the "
         "answers do not depend on which requests share a batch. auto/bf16/fp16: faster where native, but the "
         "exported model loaded in float32 may answer otherwise.")
+    forgetting: bool | str = Field(
+        True, description="Forgetting, measured on every generative run: the change against the base model of "
+        "the loss on a general reference set (default: the base model's own answers to general prompts shipped "
+        "with peftlab). false: off; a .txt/.jsonl/.csv/.parquet file or hf://org/name[:split]: your own set (rows "
+        "of text, prompt + completion, or prompt alone, which the base continues).")
+
+    @field_validator("forgetting")
+    @classmethod
+    def _forgetting(cls, v: bool | str) -> bool | str:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("give a file or hf://org/name of reference texts, true (the default set) or false")
+        return v
 
 
 class SearchRange(_Strict):

@@ -14,6 +14,7 @@ COST_LABELS = {
     "eval_seconds": "eval time (s)",
     "train_tokens_per_second": "train tokens/s",
     "adapter_bytes": "adapter size",
+    "forgetting": "forgetting (nats/token)",
 }
 # Higher is better for these; lower for losses and costs.
 HIGHER_IS_BETTER_COSTS = {"train_tokens_per_second"}
@@ -61,6 +62,8 @@ def fmt_value(key: str, v: Any) -> str:
         return f"{v:.1f}"
     if key in ("peak_memory_mb", "train_tokens_per_second"):
         return f"{v:,.0f}"
+    if key == "forgetting":
+        return f"{v:.3f}"
     if isinstance(v, int):
         return f"{v:,}"
     if abs(v) >= 1000:

@@ -39,6 +39,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from peftlab.report import forgetting
 from peftlab.report.baselines import (  # noqa: F401 - re-exported: the rows' flags
     COLLAPSE_SHARE,
     MAJORITY,
@@ -95,7 +96,7 @@ def _aggregate(name: str, runs: list[Run]) -> dict[str, Any]:
     return base
 
 
-LEADERBOARD_VERSION = 4  # bump when the rows' definition changes: cached rows are recomputed
+LEADERBOARD_VERSION = 5  # bump when the rows' definition changes: cached rows are recomputed
 
 
 def _comparable(store: Store, names: list[str]) -> list[dict[str, Any]]:
@@ -226,6 +227,8 @@ def _compute(store: Store, exps: list[dict[str, Any]], significance: bool, basel
         r["pending"] = [x.name for x in rs_ if x.status in ("queued", "running")]
         r["representative"] = _representative(r, main, higher)
         _traits(r, task)
+        if spec is not None:
+            forgetting.annotate(r, rs_, spec.generative)
         done = [x for x in rs_ if x.status == "done"]
         busy = [_busy(x) for x in done]
         if any(busy):
@@ -331,7 +334,8 @@ def render(rs: list[dict[str, Any]], fmt: str = "table", headline: str | None = 
         return json.dumps(rs, indent=2)
     metric_cols = [m for m in METRIC_ORDER if any(m in r for r in rs)]
     stat_cols = [c for c in ("rank_group", "p_vs_best", "n_seeds") if any(r.get(c) is not None for r in rs)]
-    cols = ["rank", "run", "method", "status", *metric_cols, *stat_cols, *COST_KEYS]
+    forget_cols = ["forgetting"] if any("forgetting" in r for r in rs) else []
+    cols = ["rank", "run", "method", "status", *metric_cols, *forget_cols, *stat_cols, *COST_KEYS]
     if fmt == "csv":
         buf = io.StringIO()
         extra = sorted({k for r in rs for k in r} - set(cols))
@@ -347,7 +351,8 @@ def render(rs: list[dict[str, Any]], fmt: str = "table", headline: str | None = 
     main = rs[0]["main_metric"] if rs else None
     short = {"trainable_params": "trainable", "trainable_percent": "train%", "peak_memory_mb": "peak MB",
              "train_seconds": "train s", "train_cpu_seconds": "train CPU s", "eval_seconds": "eval s", "train_tokens_per_second": "tok/s",
-             "adapter_bytes": "adapter B", "rank_group": "group", "p_vs_best": "p vs best", "n_seeds": "seeds"}
+             "adapter_bytes": "adapter B", "rank_group": "group", "p_vs_best": "p vs best", "n_seeds": "seeds",
+             "forgetting": "forgetting [95% CI]"}
     if main:
         short[main] = f"{main} [95% CI]"
 
@@ -360,6 +365,8 @@ def render(rs: list[dict[str, Any]], fmt: str = "table", headline: str | None = 
                 out.append(f"  ↳ {r['run']}" if seed else r["run"] + (" ★" if r.get("recommended") else ""))
             elif c == main and not seed:
                 out.append(_with_ci(r, c))
+            elif c == "forgetting":
+                out.append(forgetting.text(r))
             elif c == "p_vs_best":
                 out.append(fmt_p(r.get(c), bool(r.get("p_vs_best_bound"))) if r.get(c) is not None else "-")
             elif c in ("rank", "rank_group", "n_seeds"):
@@ -379,5 +386,8 @@ def render(rs: list[dict[str, Any]], fmt: str = "table", headline: str | None = 
         text += f"\n(ranked by {main}; one row per method configuration, the mean over its seeds (↳); group 1: not " \
                 "significantly different from the best, paired test on the same test examples, over seeds too, " \
                 "Holm-corrected)"
+    if forget_cols:
+        text += forgetting.FOOTNOTE + (" NOTE: rows were measured on different reference sets; their forgetting "
+                                       "does not compare." if forgetting.mixed_references(rs) else "")
     text += ("\n" + "\n".join(errors) if errors else "")
     return text + (f"\n\n{headline}" if headline else "")

@@ -36,6 +36,7 @@ PARETO_COSTS = (
     ("peak_memory_mb", "peak memory (MB)", False, False),
     ("train_seconds", "train time (s)", False, True),
     ("adapter_bytes", "adapter size", True, False),
+    ("forgetting", "forgetting (nats/token)", False, True),
 )
 
 
@@ -57,10 +58,12 @@ class Budget:
     max_memory_mb: float | None = None
     max_train_seconds: float | None = None
     max_trainable_percent: float | None = None
+    max_forgetting: float | None = None  # nats/token (`evaluate.forgetting`); classification rows: not measured
 
     @property
     def active(self) -> bool:
-        return any(v is not None for v in (self.max_memory_mb, self.max_train_seconds, self.max_trainable_percent))
+        return any(v is not None for v in (self.max_memory_mb, self.max_train_seconds, self.max_trainable_percent,
+                                           self.max_forgetting))
 
     def limits(self) -> list[tuple[str, float, str]]:
         out = []
@@ -71,6 +74,8 @@ class Budget:
         if self.max_trainable_percent is not None:
             out.append(("trainable_percent", self.max_trainable_percent,
                         f"trainable parameters ≤ {self.max_trainable_percent:g}%"))
+        if self.max_forgetting is not None:
+            out.append(("forgetting", self.max_forgetting, f"forgetting ≤ {self.max_forgetting:g} nats/token"))
         return out
 
     def describe(self) -> str:
@@ -83,12 +88,14 @@ class Budget:
         """The limits a row exceeds, said with its value ('trainable parameters 26% > 1%')."""
         out = []
         for key, limit, desc in self.limits():
+            if key == "forgetting" and row.get("forgetting_na"):
+                continue  # not measured for this task: the cap does not apply
             c = _num(row.get(key))
             if c is None or c > limit:
                 name = desc.split(" ≤ ")[0]
                 out.append(f"{name} {'unknown' if c is None else fmt_value(key, c)} > {limit:g}"
                            + ("%" if key == "trainable_percent" else " MB" if key == "peak_memory_mb" else
-                              " s" if key == "train_seconds" else ""))
+                              " s" if key == "train_seconds" else " nats/token" if key == "forgetting" else ""))
         return out
 
 
@@ -182,7 +189,8 @@ def _costs(r: dict[str, Any]) -> str:
     if not r.get("trains", True):
         return "no training at all"
     what = (("trainable_percent", "{} of the parameters trained"), ("peak_memory_mb", "peak memory {} MB"),
-            ("train_seconds", "train time {} s"), ("adapter_bytes", "saved size {}"))
+            ("train_seconds", "train time {} s"), ("adapter_bytes", "saved size {}"),
+            ("forgetting", "forgetting {} nats/token"))
     return ", ".join(t.format(fmt_value(k, c)) for k, t in what if (c := _num(r.get(k))) is not None)
 
 

@@ -43,6 +43,13 @@ class PeakMemory:
         self._thread.join()
         self.peak_bytes = max(self.peak_bytes, self._proc.memory_info().rss)
 
+    def reset(self) -> None:
+        """Start the peak again from now: work done before (the forgetting reference set, made once
+        per base by whichever run comes first) does not count in this run's peak."""
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self.peak_bytes = self._proc.memory_info().rss
+
     @property
     def peak_mb(self) -> float:
         if torch.cuda.is_available():

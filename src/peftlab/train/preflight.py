@@ -47,12 +47,31 @@ def preflight(p: Plan, read_test: bool = True) -> Preflight:
     notes: list[str] = []
     if data.skipped:
         notes.append(f"{len(data.skipped)} bad rows skipped (data.on_bad_rows: skip), e.g. {data.skipped[0]}")
+    notes += _check_forgetting(p)
     if any(_wraps(m) for m in cfg.methods) or cfg.data.on_long_rows == "error":
         task = _task(cfg, rm, data)
         if cfg.data.on_long_rows == "error":
             _check_long_rows(cfg, task, data)
         notes += _check_methods(p, rm, data, task)
     return Preflight(data, rm, notes, list(data.format_notes))
+
+
+def _check_forgetting(p: Plan) -> list[str]:
+    """A named forgetting reference set is read now, so a bad file fails before any run starts."""
+    from peftlab.evaluate.forgetting import NOT_MEASURED
+    from peftlab.evaluate.reference import read_source
+    from peftlab.tasks.spec import spec
+
+    setting = p.cfg.evaluation.forgetting
+    if not isinstance(setting, str):
+        return []
+    if not spec(p.cfg.task).generative:
+        return [f"evaluation.forgetting: {NOT_MEASURED}; the reference set is not used"]
+    try:
+        read_source(setting, p.base_dir)
+    except ConfigError as e:
+        raise ConfigError(f"{p.where('evaluation.forgetting')}: {e}") from None
+    return []
 
 
 def _wraps(entry: MethodEntry) -> bool:

@@ -27,6 +27,7 @@ from peftlab.config.schema import ExperimentConfig, MethodEntry
 from peftlab.data.prepare import prepare_data
 from peftlab.device import describe, resolve_precision
 from peftlab.errors import DivergedError, PeftlabError
+from peftlab.evaluate import forgetting
 from peftlab.evaluate.health import generation_health
 from peftlab.evaluate.metrics import example_scores
 from peftlab.methods import MethodContext, get_method
@@ -110,6 +111,12 @@ def _run(ctx: RunContext) -> dict[str, Any] | None:
     rm = resolve_model(cfg.model, ctx.base_dir)
     ctx.task = task = load_task(cfg, rm, data.labels, ctx.eval_precision)
 
+    # 2b. The forgetting reference set (generative final runs): made from the base model by the first
+    #     run of this base that needs it, before this run's own model loads (`evaluate.forgetting`).
+    reference = None
+    if forgetting.measured(cfg) and not ctx.is_trial and rank() == 0:
+        reference = forgetting.reference_for(ctx, rm)
+
     # 3. Steps, then the base model (some methods change how it loads: 4-bit for qlora).
     ctx.total_steps = tcfg.total_steps(len(data.train))
     model, mctx = _load_model(ctx, rm)
@@ -143,10 +150,19 @@ def _run(ctx: RunContext) -> dict[str, Any] | None:
     metrics["eval_loss"] = test_loss
     pred_path = _write_predictions(ctx.out_dir / "predictions.jsonl", preds)
     scores_path = _write_rows(ctx.out_dir / "scores.jsonl", example_scores(preds))  # per example, for the statistics
+    forgot = None
+    if reference is not None:  # 7b. Forgetting: the run against the base on the reference set
+        ctx.phase("measuring forgetting")
+        is_base = ctx.method.is_baseline and not ctx.method.trains
+        forgot = forgetting.measure(model, task, reference, ctx.out_dir / "forgetting.jsonl", is_base)
+        metrics["forgetting"] = forgot["mean"]
 
     # 8. Record: what the run produced (predictions, health, artifact) and what it cost.
     info = _info(ctx, preds, pred_path, save_dir, per_class)
     info["scores"] = ctx.store.relative(scores_path)
+    if forgot is not None:
+        info["forgetting"] = forgot
+        info["forgetting_examples"] = ctx.store.relative(ctx.out_dir / "forgetting.jsonl")  # per example
     if task.truncated:
         ctx.log(f"{task.truncated} of {train_rows} training rows were longer than the max length and truncated",
                 "warning")
@@ -162,6 +178,7 @@ def _run(ctx: RunContext) -> dict[str, Any] | None:
         "train_peak_memory_mb": round(train_peak, 1),
         "adapter_bytes": artifact_bytes,
         "eval_examples_per_second": round(len(scored) / eval_seconds, 2) if eval_seconds else None,
+        **({"forgetting_seconds": forgot["seconds"]} if forgot else {}),  # apart from eval_seconds
         **_measured_under(ctx, eval_cpu_seconds),
     }
     return {"metrics": metrics, "cost": cost, "info": info, "resolved": resolved}

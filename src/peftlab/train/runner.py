@@ -69,11 +69,11 @@ def config_hash(cfg: ExperimentConfig, entry: MethodEntry) -> str:
     """What makes a run the same run: the experiment (less the other methods, and less tuning and
     seeds, which decide which runs exist, not what one run does) and its method entry (less its
     search space). A changed hash resets the run. Keys added since (data.format, data.as_chat,
-    evaluation.precision...) count only when set off their defaults: the runs of existing stores keep their hashes."""
+    evaluation.precision, evaluation.forgetting...) count only when set off their defaults: the runs of existing stores keep their hashes."""
     body = cfg.model_dump(mode="json", exclude={"methods", "tuning", "seeds", "resources"})  # resources: where, not what
     for section, key, default in (("data", "format", "auto"), ("data", "as_chat", False),
                                   ("training", "devices", 1), ("training", "strategy", "auto"),
-                                  ("evaluation", "precision", "fp32")):
+                                  ("evaluation", "precision", "fp32"), ("evaluation", "forgetting", True)):
         if body[section].get(key) == default:
             del body[section][key]
     blob = json.dumps({"experiment": body, "entry": entry.model_dump(mode="json", exclude={"search"})},

@@ -94,8 +94,9 @@ def metric_columns(data: ReportData) -> tuple[list[str], list[str]]:
                 present.append(k)
     first = [data.main_metric] if data.main_metric in present else []
     preferred = [k for k in METRIC_PREFERRED if k in present and k not in first]
-    rest = sorted(k for k in present if k not in first and k not in preferred and k != "eval_loss")
-    return first + preferred + (["eval_loss"] if "eval_loss" in present else []), rest
+    tail = [k for k in ("eval_loss", "forgetting") if k in present]
+    rest = sorted(k for k in present if k not in first and k not in preferred and k not in tail)
+    return first + preferred + tail, rest
 
 
 def _best(data: ReportData, key: str, cost: bool) -> float | None:
@@ -120,7 +121,10 @@ def _column(key: str, main: str, label: str | None = None) -> Column:
 def view(data: ReportData, recommended: str | None = None) -> LeaderboardView:
     metrics, detail = metric_columns(data)
     costs = list(COST_KEYS)
-    keys = [(k, False) for k in metrics] + [(k, True) for k in costs] + [(k, False) for k in detail]
+    if "forgetting" not in metrics and any(r.get("forgetting_na") for r in data.rows):
+        metrics.append("forgetting")  # classification: the column says n/a, with why
+    # forgetting is a cost of the model: its best is over the runs that train (the zero-shot row is 0)
+    keys = [(k, k == "forgetting") for k in metrics] + [(k, True) for k in costs] + [(k, False) for k in detail]
     columns = [_column(k, data.main_metric, COST_LABELS.get(k, k) if cost else None) for k, cost in keys]
     best = {k: _best(data, k, cost) for k, cost in keys}
 
@@ -140,6 +144,8 @@ def view(data: ReportData, recommended: str | None = None) -> LeaderboardView:
             x = None if seed else r.get(k)
             text = "–" if x is None else (fmt_p(x, bool(r.get("p_vs_best_bound"))) if k == "p_vs_best" else str(x))
             return Cell(x, text, False)
+        if k == "forgetting" and r.get("forgetting_na"):
+            return Cell(None, f'<span title="{esc(r["forgetting_na"])}">n/a</span>', False)
         x = _n(r.get(k))
         win = (not seed and x is not None and r.get("rank") is not None and (r.get("trains", True) or not cost)
                and best.get(k) is not None and x == best[k])
@@ -147,6 +153,8 @@ def view(data: ReportData, recommended: str | None = None) -> LeaderboardView:
         lo, hi = _n(r.get(f"{k}_ci_low")), _n(r.get(f"{k}_ci_high"))
         if not seed and k == main and x is not None and lo is not None and hi is not None:
             text += f' <span class="ci" title="95% confidence interval">[{lo:.1f}, {hi:.1f}]</span>'
+        elif not seed and k == "forgetting" and x is not None and lo is not None and hi is not None:
+            text += f' <span class="ci" title="95% confidence interval">[{lo:.3f}, {hi:.3f}]</span>'
         return Cell(x, text, win)
 
     rows = []
@@ -220,7 +228,9 @@ def render(lb: LeaderboardView) -> str:
         "metric columns follow the costs. Brackets: the main metric's 95% confidence interval (bootstrap over test "
         "examples; over seeds and examples with several seeds). <b>group</b> 1: cannot be told apart from the best "
         "run (paired test on the same test examples, Holm-corrected; <b>p vs best</b>); the next group starts where "
-        f"the difference becomes significant.{encoders}")
+        f"the difference becomes significant. <b>forgetting</b>: the run's loss minus the base model's on a general "
+        "reference set that is not the task's data (nats/token, with its 95% interval over the reference examples; "
+        f"0 for the zero-shot row, lower is better; see README, Forgetting).{encoders}")
     body = "".join(_row(r) for r in lb.rows)
     families = sorted({r.family for r in lb.rows if r.family})
     chips = ""

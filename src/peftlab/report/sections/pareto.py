@@ -76,5 +76,6 @@ def render(p: ParetoView) -> str:
                    "outlined) that no other run beats on both quality and that cost. Everything below or right of it "
                    "is dominated. Parameter counts and sizes are on a log scale with 0 (zero-shot) at the far left. "
                    "Vertical bars: the main metric's 95% confidence interval. One point per method configuration (the mean "
-                   "over its seeds).")
+                   "over its seeds). Forgetting (nats/token) is what the run costs the base model's general ability: its loss minus "
+                   "the base's on a reference set that is not the task's data; the zero-shot row sits at 0.")
     return section(ID, "Cost vs quality", f'{explain}{legend(p.legend)}<div class="charts">{"".join(boxes)}</div>')

@@ -47,10 +47,10 @@ _REPORT_LOCK = threading.Lock()
 
 
 def _budget(max_memory_mb: float | None, max_train_seconds: float | None,
-            max_trainable_percent: float | None) -> Any:
+            max_trainable_percent: float | None, max_forgetting: float | None = None) -> Any:
     from peftlab.report.recommend import Budget
 
-    return Budget(max_memory_mb, max_train_seconds, max_trainable_percent)
+    return Budget(max_memory_mb, max_train_seconds, max_trainable_percent, max_forgetting)
 
 
 def report_html(store: Store, experiments: str | list[str], budget: Any = None, bertscore: bool = True) -> str:
@@ -208,33 +208,33 @@ def _q() -> Any:
 @router.get("/api/experiments/{name}/leaderboard", name="leaderboard")
 def leaderboard_route(name: str, store: StoreDep, max_memory_mb: float | None = _q(),
                       max_train_seconds: float | None = _q(),
-                      max_trainable_percent: float | None = _q()) -> dict[str, Any]:
+                      max_trainable_percent: float | None = _q(), max_forgetting: float | None = _q()) -> dict[str, Any]:
     """Ranked rows (with intervals, rank groups and the majority-class baseline of classification),
     and the recommendation, within the budget when one is given."""
-    return leaderboard(store, name, _budget(max_memory_mb, max_train_seconds, max_trainable_percent))
+    return leaderboard(store, name, _budget(max_memory_mb, max_train_seconds, max_trainable_percent, max_forgetting))
 
 
 @router.get("/api/experiments/{name}/report.html", response_class=HTMLResponse)
 def report(name: str, store: StoreDep, max_memory_mb: float | None = _q(),
-           max_train_seconds: float | None = _q(), max_trainable_percent: float | None = _q(),
+           max_train_seconds: float | None = _q(), max_trainable_percent: float | None = _q(), max_forgetting: float | None = _q(),
            bertscore: bool = True) -> HTMLResponse:
     """The experiment's HTML report (the one `peftlab report` writes), re-rendered when a run changes."""
     find_experiment(store, name)
-    page = report_html(store, name, _budget(max_memory_mb, max_train_seconds, max_trainable_percent), bertscore)
+    page = report_html(store, name, _budget(max_memory_mb, max_train_seconds, max_trainable_percent, max_forgetting), bertscore)
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/api/compare/report.html", response_class=HTMLResponse)
 def compare(store: StoreDep, experiments: str = Query(description="Experiment names, comma-separated"),
             max_memory_mb: float | None = _q(), max_train_seconds: float | None = _q(),
-            max_trainable_percent: float | None = _q(), bertscore: bool = True) -> HTMLResponse:
+            max_trainable_percent: float | None = _q(), max_forgetting: float | None = _q(), bertscore: bool = True) -> HTMLResponse:
     """The runs of several experiments in one report (`peftlab compare`)."""
     names = [n.strip() for n in experiments.split(",") if n.strip()]
     if not names:
         raise HTTPException(400, "name at least one experiment")
     for n in names:
         find_experiment(store, n)
-    page = report_html(store, names, _budget(max_memory_mb, max_train_seconds, max_trainable_percent), bertscore)
+    page = report_html(store, names, _budget(max_memory_mb, max_train_seconds, max_trainable_percent, max_forgetting), bertscore)
     return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
 

@@ -15,7 +15,7 @@ PAGES.results = async function pageResults(exp) {
 
 function budgetQuery() {
   const q = new URLSearchParams();
-  for (const [id, key] of [["#bg-mem", "max_memory_mb"], ["#bg-secs", "max_train_seconds"], ["#bg-pct", "max_trainable_percent"]]) {
+  for (const [id, key] of [["#bg-mem", "max_memory_mb"], ["#bg-secs", "max_train_seconds"], ["#bg-pct", "max_trainable_percent"], ["#bg-forget", "max_forgetting"]]) {
     const v = $(id).value;
     if (v !== "" && Number(v) > 0) q.set(key, v);
   }
@@ -38,12 +38,22 @@ function fmtP(p, bound) {
   return (bound ? "≤ " : "") + p.toPrecision(2);
 }
 
+// Forgetting with its interval; "n/a" where it is not measured (classification).
+function fmtForgetting(r) {
+  if (r.forgetting_na) return "n/a";
+  if (typeof r.forgetting !== "number") return "–";
+  const ci = typeof r.forgetting_ci_low === "number" && typeof r.forgetting_ci_high === "number"
+    ? ` <span class="ci" title="95% confidence interval">[${r.forgetting_ci_low.toFixed(3)}, ${r.forgetting_ci_high.toFixed(3)}]</span>` : "";
+  return r.forgetting.toFixed(3) + ci;
+}
+
 // One seed of a row trained over several: its own values, in the row's colour, under it.
 function seedRow(r, sd, m) {
   const v = sd[m];
   return `<tr class="seed-row" data-seed="${esc(sd.run)}"><td class="sticky"></td><td class="sticky2 nowrap"><i class="swatch" style="background:${r.color}"></i><span class="small">↳ ${esc(sd.run)}</span></td>
     <td></td><td class="num">${typeof v === "number" ? v.toFixed(2) : "–"}</td><td></td><td></td><td></td>
     <td class="num">${typeof sd.eval_loss === "number" ? sd.eval_loss.toFixed(3) : "–"}</td>
+    <td class="num">${typeof sd.forgetting === "number" ? sd.forgetting.toFixed(3) : "–"}</td>
     <td class="num">${fmtPct(sd.trainable_percent)}</td>
     <td class="num">${typeof sd.train_seconds === "number" ? fmtSecs(sd.train_seconds) : "–"}</td><td>${badge(sd.status)}</td></tr>`;
 }
@@ -61,12 +71,13 @@ function resultsTable(lb) {
       <td>${esc(r.method)}</td><td class="num">${typeof v === "number" ? v.toFixed(2) : "–"}${ci}</td>
       <td class="num" title="1: not significantly different from the best">${r.rank_group ?? "–"}</td><td class="num">${fmtP(r.p_vs_best, r.p_vs_best_bound)}</td>
       <td class="num">${r.n_seeds ?? (r.baseline ? "–" : 1)}</td><td class="num">${typeof r.eval_loss === "number" ? r.eval_loss.toFixed(3) : "–"}</td>
+      <td class="num"${r.forgetting_na ? ` title="${esc(r.forgetting_na)}"` : ""}>${fmtForgetting(r)}</td>
       <td class="num">${fmtPct(r.trainable_percent)}</td>
       <td class="num">${typeof r.train_seconds === "number" ? fmtSecs(r.train_seconds) : "–"}</td><td>${r.baseline ? "" : badge(r.status)} ${RESULT_FLAGS(r)}</td></tr>${seeds}`;
   }).join("");
   return `<div class="scroll sticky-table"><table class="grid" id="results-table"><thead><tr><th class="sticky">#</th><th class="sticky2">run</th><th>method</th>
     <th title="main metric, with its 95% confidence interval">${esc(m)} [95% CI]</th><th title="rank group: 1 = cannot be told apart from the best">group</th><th>p vs best</th><th>seeds</th><th>test loss</th>
-    <th>trainable</th><th>train time</th><th>status and flags</th></tr></thead><tbody>${rows}</tbody></table></div>
+    <th title="the run's loss minus the base model's on a general reference set (nats/token, 95% CI; 0 for zero-shot, lower is better)">forgetting</th><th>trainable</th><th>train time</th><th>status and flags</th></tr></thead><tbody>${rows}</tbody></table></div>
     <p class="small">One row per method configuration: trained over several seeds, the row is the mean over its seeds and its seeds follow it (↳) with their own values. Group 1: the methods the test set cannot tell apart from the best (paired test on the same test examples, over seeds too, Holm-corrected). Intervals: bootstrap over test examples (and seeds).</p>`;
 }
 
@@ -172,7 +183,7 @@ function wireResults() {
     renderResults();
   });
   $("#bg-apply").addEventListener("click", () => { state.reportKey = null; renderResults(); });
-  ["#bg-mem", "#bg-secs", "#bg-pct"].forEach((id) => $(id).addEventListener("keydown", (ev) => { if (ev.key === "Enter") { state.reportKey = null; renderResults(); } }));
+  ["#bg-mem", "#bg-secs", "#bg-pct", "#bg-forget"].forEach((id) => $(id).addEventListener("keydown", (ev) => { if (ev.key === "Enter") { state.reportKey = null; renderResults(); } }));
   $("#report-open").addEventListener("click", async () => {
     const q = budgetQuery();
     const html = await apiText(`/api/experiments/${encodeURIComponent($("#results-exp").value)}/report.html${q ? "?" + q : ""}`);
