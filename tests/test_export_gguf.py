@@ -38,7 +38,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
                                       "trainable_tokens": ["eos"]}],
             "training": {"epochs": 1, "batch_size": 16, "max_source_length": 144, "max_target_length": 176,
                          "precision": "fp32", "threads": 1},
-            "evaluation": {"max_new_tokens": 80, "batch_size": 8}}
+            "evaluation": {"max_new_tokens": 80, "batch_size": 8, "forgetting": False}}
     s = Store(tmp / "store")
     runs = run_experiment(plan(write_experiment(tmp, body)), s, isolation="inprocess", echo=lambda *_: None)
     assert [r.status for r in runs] == ["done", "done"], [r.error for r in runs]
