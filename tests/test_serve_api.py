@@ -92,10 +92,10 @@ def test_openapi_covers_every_api_route(client: Any) -> None:
     every = [*client.app.routes, *(r for router in ROUTERS for r in router.routes)]
     routes = {(r.path, m) for r in every if getattr(r, "path", "").startswith("/api/")
               for m in getattr(r, "methods", ()) if m != "HEAD"}
-    assert len(routes) == 47  # 42; the home overview, cancel and cancel-and-delete; data set rename and the resolved settings (issue #27)
+    assert len(routes) == 49  # 42; the home overview, cancel and cancel-and-delete; data set rename and the resolved settings (issue #27); GGUF export and its files (#31)
     assert routes and routes <= documented
     for path in ("/api/datasets", "/api/experiments", "/api/runs/{run_id}/cancel", "/api/playground",
-                 "/api/runs/{run_id}/export/merged", "/api/estimate"):
+                 "/api/runs/{run_id}/export/merged", "/api/runs/{run_id}/export/gguf", "/api/estimate"):
         assert path in schema["paths"]
 
 
