@@ -93,8 +93,11 @@ def test_gguf_answers_and_stops_as_the_adapter(store: Store, tmp_path: Path, cap
         "Modelfile", "Modelfile.f16", "Modelfile.q8_0", gguf.CHECK_FILE, "stop-lora-f16.gguf", "stop-lora-q8_0.gguf"])
 
 
-def test_what_cannot_be_a_gguf_is_refused_with_the_reason(store: Store, tmp_path: Path,
+def test_what_cannot_be_a_gguf_is_refused_with_the_reason(store: Store, tmp_path: Path, capsys: pytest.CaptureFixture,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["export", "stop", "lora", "--gguf", "--merge", "-o", str(tmp_path / "m"),
+                 "--store", str(store.root)]) != 0
+    assert "--gguf merges the adapter itself" in capsys.readouterr().err
     with pytest.raises(PeftlabError, match="trains nothing"):
         gguf.export_gguf(store, store.find_run("stop", "zero-shot"), tmp_path / "a", ["f16"])
     with pytest.raises(PeftlabError, match="q3_x is not a type"):

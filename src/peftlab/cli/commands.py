@@ -249,6 +249,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from peftlab.infer.card import finish_folder
 
     if args.gguf:
+        if args.merge or args.as_lora is not None:
+            raise PeftlabError("--gguf merges the adapter itself (a GGUF holds the merged weights): leave out "
+                               f"{'--merge' if args.merge else '--as-lora'}, or export twice into two folders")
         return _export_gguf(store, run, out, args)
     if args.as_lora is not None:
         from peftlab.infer.as_lora import CHECK_FILE, as_lora
