@@ -82,7 +82,7 @@ def test_every_method_gets_the_same_budget_then_the_best_is_retrained(tmp_path: 
 
 
 def test_a_study_stopped_mid_trial_resumes_to_the_same_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from peftlab.train import runner
+    from peftlab.train import runs as runner
 
     body = _body(tmp_path, ["lora"], trials=3)
     exp = write_experiment(tmp_path, body)

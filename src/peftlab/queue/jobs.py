@@ -25,7 +25,8 @@ from pydantic import ValidationError
 
 from peftlab.errors import NotFound, PeftlabError
 from peftlab.store import Run, Store, pid_alive
-from peftlab.train.runner import Plan, queue_run
+from peftlab.train.plan import Plan
+from peftlab.train.runs import queue_run
 
 AUTO_RESUME_MARK = "auto-resume"
 MAX_AUTO_RESUMES = 3

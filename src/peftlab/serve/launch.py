@@ -30,7 +30,8 @@ from fastapi import HTTPException
 from peftlab.queue import jobs
 from peftlab.scale.progress import terminal_lines
 from peftlab.store import Store, pid_alive
-from peftlab.train.runner import Plan, config_hash, queue_run
+from peftlab.train.plan import Plan, config_hash
+from peftlab.train.runs import queue_run
 from peftlab.tune.plan import save_plan
 
 

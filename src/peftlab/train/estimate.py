@@ -121,7 +121,7 @@ def trainable_params(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedDat
     run counts them (classifier heads and poolers that train with every method included).
     None where that cannot be done without loading weights (the run will count them)."""
     from peftlab.methods.common import parameter_counts
-    from peftlab.train.runner import apply_to_empty_model
+    from peftlab.train.preflight import apply_to_empty_model
 
     try:
         method, model, base = apply_to_empty_model(cfg, rm, data, task, entry)

@@ -21,7 +21,7 @@ from peftlab.models import ResolvedModel, resolve_model
 from peftlab.models.loading import empty_model
 
 if TYPE_CHECKING:
-    from peftlab.train.runner import Plan
+    from peftlab.train.plan import Plan
 
 
 @dataclass

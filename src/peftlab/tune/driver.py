@@ -51,7 +51,7 @@ def tune(p: Any, store: Store, data: PreparedData, force: bool, isolation: str, 
     """Run (or resume) every method's study; the entries of the best configurations, by run name."""
     import optuna
 
-    from peftlab.train.runner import run_one
+    from peftlab.train.runs import run_one
 
     cfg: ExperimentConfig = p.cfg
     t = cfg.tuning

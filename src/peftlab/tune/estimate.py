@@ -19,7 +19,7 @@ def plan_cost(p: Any, store: Store, force: bool = False) -> dict[str, Any]:
     from peftlab.methods import get_method
     from peftlab.tasks.build import load_task
     from peftlab.train.estimate import estimate
-    from peftlab.train.runner import preflight
+    from peftlab.train.preflight import preflight
     from peftlab.tune.driver import trial_config
     from peftlab.tune.plan import check_tuned_data, check_tuning, final_runs
 
@@ -71,7 +71,7 @@ def done_runs(p: Any, store: Store, made: dict[str, Any], entry: Any, n_trials: 
     the ones `peftlab run` skips. A trial counts once its study (named by the space, sampler and
     budget) has it finished; a tuned final run counts once the study is complete and the run is
     done with the configuration of the study's best trial (another best means a new final run)."""
-    from peftlab.train.runner import config_hash
+    from peftlab.train.plan import config_hash
     from peftlab.tune.plan import final_runs
 
     cfg = p.cfg

@@ -149,7 +149,7 @@ def preview(ds_id: str, req: PreviewRequest, datasets: DatasetsDep, store: Store
     from peftlab.errors import DataError
     from peftlab.serve.formatting import preview_rows
     from peftlab.serve.routers.experiments import build_config
-    from peftlab.train.runner import Plan
+    from peftlab.train.plan import Plan
 
     d = datasets.get(ds_id)
     mapping = req.mapping.model_dump() if req.mapping else dict(d["mapping"])

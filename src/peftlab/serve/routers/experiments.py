@@ -18,7 +18,7 @@ from peftlab.serve.schemas import ExperimentRequest, FormatRequest, RenameReques
 from peftlab.store import Store
 from peftlab.store.intake import Datasets
 from peftlab.tasks.spec import CAUSAL_LM, TASK_NAMES, spec
-from peftlab.train.runner import Plan
+from peftlab.train.plan import Plan
 
 router = APIRouter(tags=["experiments"])
 
@@ -246,7 +246,7 @@ def create_experiment(req: ExperimentRequest, store: StoreDep, datasets: Dataset
     The answer says what happened to each run: queued, requeued, reused (done already with these
     settings) or running."""
     from peftlab.serve import launch
-    from peftlab.train.runner import preflight
+    from peftlab.train.preflight import preflight
     from peftlab.tune.plan import check_tuned_data, check_tuning
 
     p = _plan(req, store, datasets)
@@ -320,7 +320,7 @@ def rename_experiment(name: str, req: RenameRequest, store: StoreDep) -> dict[st
     from peftlab.config import ExperimentConfig
     from peftlab.config.schema import MethodEntry
     from peftlab.store import ManageError
-    from peftlab.train.runner import config_hash
+    from peftlab.train.plan import config_hash
 
     find_experiment(store, name)
 
