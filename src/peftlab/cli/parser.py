@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any key, e.g. training.seed=1")
     r.add_argument("--tune", type=int, metavar="N",
                    help="tune every method with N trials on the same budget (validation split) before the final runs")
+    r.add_argument("--budget", metavar="TIME",
+                   help="race the methods within TIME of this machine (45m, 1h30m), finals included: cheap rungs on "
+                        "the validation split first, the significantly worse dropped (tuning.budget)")
     r.add_argument("--seeds", type=int, metavar="K", help="train each final run with K seeds (training.seed, +1, ...)")
     r.add_argument("--dry-run", action="store_true", help="show the runs this would make and their expected cost")
     r.add_argument("--force", action="store_true", help="redo runs that are already done")

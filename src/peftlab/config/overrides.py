@@ -15,7 +15,8 @@ FLAG_KEYS: dict[str, str] = {
     "max_train_examples": "data.max_train_examples",
     "max_eval_examples": "data.max_test_examples",  # "eval" examples are the test split's
     "max_validation_examples": "data.max_validation_examples",
-    "tune": "tuning.trials",  # --tune N: tune each method with N trials (a tuning section is made if absent)
+    "tune": "tuning.trials",
+    "budget": "tuning.budget",  # --budget 45m: race the methods within 45 minutes (a tuning section is made if absent)  # --tune N: tune each method with N trials (a tuning section is made if absent)
 }
 
 

@@ -25,6 +25,25 @@ CHAT_FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion")
 DataFormat = Literal["auto", "messages", "sharegpt", "alpaca", "prompt-completion", "columns"]
 
 
+DURATION_RE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m(?:in)?)?\s*"
+                         r"(?:(\d+(?:\.\d+)?)\s*s)?\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a duration written as people write it: `45m`, `1h30m`, `90s`, `1.5h`, or a number
+    of seconds."""
+    t = text.strip()
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    m = DURATION_RE.match(t)
+    if not t or m is None or not any(m.groups()):
+        raise ValueError(f"{text!r} is not a duration: write it like 45m, 1h30m, 90s or 2h")
+    h, mi, sec = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mi * 60 + sec
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -218,7 +237,8 @@ class TuningConfig(_Strict):
     """Equal-budget tuning: every method gets the same number of trials, each with the same
     training budget and the same seeded sampler, scored on the validation split only."""
 
-    trials: int = Field(gt=0, description="Trials per method.")
+    trials: int = Field(3, gt=0, description="Trials per method (with a budget: the configurations each method "
+                        "may start the race with; fewer where the budget cannot train them all).")
     steps_per_trial: int | None = Field(None, gt=0, description="Optimizer steps of each trial (default: as the "
                                         "final runs train).")
     max_train_examples_per_trial: int | None = Field(None, gt=0, description="Training examples of each trial.")
@@ -227,6 +247,18 @@ class TuningConfig(_Strict):
     pruner: Literal["none", "median"] = Field(
         "none", description="median: Optuna's median pruner on the validation metric at each evaluation "
         "(training.eval_every; the same for every method).")
+    budget: float | None = Field(
+        None, gt=0, description="Wall-clock time for the whole comparison on this machine, finals included "
+        "(seconds, or text: 45m, 1h30m, 900s). Races the methods on the validation split instead of tuning each "
+        "exhaustively: cheap rungs first, the significantly worse dropped, the budget spent on the rest "
+        "(peftlab run --budget 45m).")
+    eta: int = Field(3, ge=2, description="With a budget: each rung trains eta times longer than the one before "
+                     "and keeps at most 1/eta of its candidates (successive halving).")
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) else v
 
 
 class ResourcesConfig(_Strict):

@@ -153,6 +153,7 @@ class ReportData:
     # runs the experiments' plans make that do not exist yet (a tuned launch makes its final runs
     # after its trials: `tune.plan.save_plan`)
     planned_missing: list[str] = field(default_factory=list)
+    races: list[Any] = field(default_factory=list)  # `report.race.RaceView` of each raced experiment
 
     @property
     def baselines(self) -> list[dict[str, Any]]:
@@ -300,8 +301,12 @@ def collect(store: Store, experiments: list[str] | None = None, run_ids: list[in
     made = {(r.experiment, r.name) for r in runs + trials}
     missing = [n for e in exp_names for n in ((load_plan(store.root, e) or {}).get("runs") or [])
                if (e, n) not in made]
+    from peftlab.report.race import view as race_view
+
+    higher = all(SPECS[t].higher_is_better for t in tasks if t in SPECS)
+    races = [v for e in exp_names if (v := race_view(store, e, higher)) is not None]
     return ReportData(title=title, experiments=exps, runs=views, main_metric=main, tasks=tasks, notes=notes,
-                      trials=trials, rows=board, planned_missing=missing)
+                      trials=trials, rows=board, planned_missing=missing, races=races)
 
 
 def add_significance(views: list[RunView], board: list[dict[str, Any]]) -> None:

@@ -36,6 +36,7 @@ from peftlab.report.sections import (
     metrics,
     outputs,
     pareto,
+    race,
     recommendation,
     tuning,
 )
@@ -43,7 +44,7 @@ from peftlab.report.sections.common import esc
 from peftlab.store import Store
 
 # The sections in page order; each renders the view `_views` prepares for it (None: not shown).
-BODY = (recommendation, leaderboard, evaluations, tuning, curves, pareto, health, classes, outputs, config, environment,
+BODY = (recommendation, leaderboard, evaluations, race, tuning, curves, pareto, health, classes, outputs, config, environment,
         metrics)
 
 
@@ -74,6 +75,7 @@ def _views(data: ReportData, opts: ReportOptions, rec: Recommendation, problems:
         recommendation.ID: recommendation.view(rec, data.notes),
         leaderboard.ID: leaderboard.view(data, rec.run),
         evaluations.ID: evaluations.view(data),
+        race.ID: race.view(data),
         tuning.ID: tuning.view(data),
         curves.ID: curves.view(data),
         pareto.ID: pareto.view(data),

@@ -39,7 +39,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from peftlab.report import forgetting
+from peftlab.report import forgetting, race
 from peftlab.report.baselines import (  # noqa: F401 - re-exported: the rows' flags
     COLLAPSE_SHARE,
     MAJORITY,
@@ -96,7 +96,7 @@ def _aggregate(name: str, runs: list[Run]) -> dict[str, Any]:
     return base
 
 
-LEADERBOARD_VERSION = 5  # bump when the rows' definition changes: cached rows are recomputed
+LEADERBOARD_VERSION = 6  # bump when the rows' definition changes: cached rows are recomputed
 
 
 def _comparable(store: Store, names: list[str]) -> list[dict[str, Any]]:
@@ -123,7 +123,7 @@ def _fingerprint(store: Store, exps: list[dict[str, Any]], flags: tuple) -> str:
 
     parts: list[Any] = [LEADERBOARD_VERSION, flags]
     for e in exps:
-        parts.append([e["name"], e.get("updated_at"), e.get("config")])
+        parts.append([e["name"], e.get("updated_at"), e.get("config"), race.fingerprint(store, e["name"])])
         for r in store.runs(e["name"]):
             p = r.file("predictions")
             parts.append([r.id, r.name, r.status, r.finished_at, r.config_hash, r.metrics, r.cost,
@@ -211,8 +211,9 @@ def _compute(store: Store, exps: list[dict[str, Any]], significance: bool, basel
     variants: dict[str, list[Run]] = {}
     exp_of: dict[str, str] = {}
     for e in exps:
+        gone = race.dropped_methods(store, e["name"])  # final runs of an earlier race: not this one's
         for r in store.runs(e["name"]):
-            if not is_trial(r):
+            if not is_trial(r) and variant_of(r) not in gone:
                 key = f"{e['name']}/{variant_of(r)}" if several else variant_of(r)
                 variants.setdefault(key, []).append(r)
                 exp_of[key] = e["name"]
@@ -269,6 +270,12 @@ def _compute(store: Store, exps: list[dict[str, Any]], significance: bool, basel
         at = next((i for i, r in enumerate(out) if r["status"] != "done" or not isinstance(r.get(main), int | float)
                    or (r[main] < maj[main] if higher else r[main] > maj[main])), len(out))
         out.insert(at, maj)
+    for e in exps:  # the methods a race dropped: a row each, after the ranked ones
+        method_of = {variant_of(r): r.method for r in store.runs(e["name"]) if is_trial(r)}
+        for d in race.dropped_rows(store, e["name"], method_of, higher):
+            d.update(run=f"{e['name']}/{d['run']}" if several else d["run"], main_metric=main)
+            _traits(d, task)
+            out.append(d)
     return out
 
 
@@ -390,4 +397,5 @@ def render(rs: list[dict[str, Any]], fmt: str = "table", headline: str | None = 
         text += forgetting.FOOTNOTE + (" NOTE: rows were measured on different reference sets; their forgetting "
                                        "does not compare." if forgetting.mixed_references(rs) else "")
     text += ("\n" + "\n".join(errors) if errors else "")
+    text += "".join(f"\n  {r['run']}: {r['dropped_text']}" for r in rs if r.get("dropped_text"))
     return text + (f"\n\n{headline}" if headline else "")

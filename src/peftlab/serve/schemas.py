@@ -79,6 +79,8 @@ class ExperimentRequest(BaseModel):
     seed: int | None = Field(None, description="training.seed (the first seed with `seeds`).")
     tune: int | None = Field(None, gt=0, le=200, description="Tune every method with this many trials on the same "
                              "budget (tuning.trials) before its final runs; a driver process asks for the trials.")
+    budget: str | None = Field(None, description="Race the methods within this time of the machine (45m, 1h30m; "
+                               "tuning.budget), the finals included, instead of tuning each exhaustively.")
     seeds: int | None = Field(None, gt=0, le=20, description="Train each final run with this many seeds (seed, "
                               "seed+1, ...); the leaderboard reports their mean and spread.")
     training: dict[str, Any] = Field(default_factory=dict, description="Other `training` keys.")

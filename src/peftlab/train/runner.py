@@ -17,11 +17,13 @@ the plan; nothing imports this module back.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from peftlab.config import ExperimentConfig
 from peftlab.config.schema import MethodEntry
 from peftlab.errors import ConfigError
+from peftlab.methods import get_method
 from peftlab.scale.devices import check_devices, local_devices
 from peftlab.store import Run, Store
 from peftlab.train.launch import sigterm_as_interrupt
@@ -67,6 +69,7 @@ def run_experiment(
     by side as its resources allow (tuning trials go through it one at a time, as the tuner asks)."""
     from peftlab.queue.handoff import service_pid
 
+    started = time.time()  # a race's budget counts from here: the checks take their share
     cfg = p.cfg
     if isolation == "subprocess" and service_pid() is not None:
         isolation = "queue"
@@ -92,19 +95,38 @@ def run_experiment(
         store.reap_stale()
         save_plan(store.root, p)  # what "n of N runs done" counts
         entries = list(cfg.methods)
-        if cfg.tuning is not None:
+        racing = cfg.tuning is not None and cfg.tuning.budget is not None
+        if racing:  # within a budget: the race's finalists, and the runs that train nothing
+            from peftlab.train.preflight import _task
+            from peftlab.tune.race import race
+
+            tuned = race(p, store, checked, _task(cfg, checked.model, checked.data), force, isolation, echo, started)
+            entries = [tuned.get(e.run_name, e) for e in entries
+                       if e.run_name in tuned or not get_method(e.name).trains]
+        elif cfg.tuning is not None:
             from peftlab.tune.driver import tune
 
             tuned = tune(p, store, checked.data, force, isolation, echo)
             entries = [tuned.get(e.run_name, e) for e in entries]
+        finals_started = time.time()
+        if cfg.tuning is not None:
             preflight(p)  # the final runs read the test split: check it now
-        finals = final_runs(p, entries)
-        heads = [f"[{i}/{len(finals)}] {cfg.name} / {e.run_name}" for i, (e, _, _) in enumerate(finals, start=1)]
-        jobs = list(zip(finals, heads, strict=True))
-        if isolation == "queue":  # the scheduler runs them as its slots allow
-            return through_queue(p, store, jobs, force, echo)
-        if isinstance(isolation, str):  # one after another
-            return [run_one(p, store, e, h, force, isolation, echo, c, x) for (e, c, x), h in jobs]
-        claimed = [(claim(p, store, e, h, force, echo, c, x), h) for (e, c, x), h in jobs]  # side by side
-        statuses = isolation.run_all(store, [r.id for (r, ok), _ in claimed if ok], echo)
-        return [ended(store, r.id, h, statuses[r.id], echo) if ok else r for (r, ok), h in claimed]
+        results = _final_runs(p, store, final_runs(p, entries), force, isolation, echo)
+        if racing:
+            from peftlab.tune.race import finish
+
+            finish(store.root, cfg.name, finals_started)
+        return results
+
+
+def _final_runs(p: Plan, store: Store, finals: list[tuple[MethodEntry, ExperimentConfig, dict[str, Any]]],
+                force: bool, isolation: str | Executor, echo: Any) -> list[Run]:
+    heads = [f"[{i}/{len(finals)}] {p.cfg.name} / {e.run_name}" for i, (e, _, _) in enumerate(finals, start=1)]
+    jobs = list(zip(finals, heads, strict=True))
+    if isolation == "queue":  # the scheduler runs them as its slots allow
+        return through_queue(p, store, jobs, force, echo)
+    if isinstance(isolation, str):  # one after another
+        return [run_one(p, store, e, h, force, isolation, echo, c, x) for (e, c, x), h in jobs]
+    claimed = [(claim(p, store, e, h, force, echo, c, x), h) for (e, c, x), h in jobs]  # side by side
+    statuses = isolation.run_all(store, [r.id for (r, ok), _ in claimed if ok], echo)
+    return [ended(store, r.id, h, statuses[r.id], echo) if ok else r for (r, ok), h in claimed]

@@ -117,6 +117,8 @@ def _best_params(store: Store, study: str) -> dict[str, Any] | None:
 def describe_plan(p: Any, store: Store, force: bool = False) -> str:
     from tabulate import tabulate
 
+    if p.cfg.tuning is not None and p.cfg.tuning.budget is not None:
+        return describe_race(p, store)
     cost = plan_cost(p, store, force)
     table = [[r["run"], _count(r["trials"], r["trials_done"]), _count(r["final_runs"], r["final_runs_done"]),
               f"{r['seconds_per_trial']:,.0f}" if r["trials"] else "-",
@@ -132,3 +134,39 @@ def describe_plan(p: Any, store: Store, force: bool = False) -> str:
 
 def _count(planned: int, done: int) -> str:
     return f"{planned} ({done} done)" if done else str(planned)
+
+
+def describe_race(p: Any, store: Store) -> str:
+    """The race `peftlab run --budget` would run: its rungs, the candidates each may carry, the
+    finals, and the expected seconds of each (the test split is not read)."""
+    from tabulate import tabulate
+
+    from peftlab.errors import ConfigError
+    from peftlab.train.preflight import _task, preflight
+    from peftlab.tune import race_plan
+    from peftlab.tune.plan import check_tuned_data, check_tuning
+    from peftlab.tune.race import too_small
+
+    check_tuning(p)
+    checked = preflight(p, read_test=False)
+    check_tuned_data(p, checked.data)
+    setup = race_plan.Setup.of(p, store, checked, _task(p.cfg, checked.model, checked.data))
+    costs = setup.costs()
+    plan = setup.plan(costs)
+    if plan is None:
+        raise ConfigError(too_small(setup, costs))
+    names = [e.run_name for e in setup.trained]
+    rows = [[f"rung {i + 1}", f"{n:,}", f"{c:,}", f"{sec / 60:,.1f}"]
+            for i, (n, c, sec) in enumerate(zip(plan.steps, plan.caps, plan.per_rung, strict=True))]
+    finals = race_plan.finals_seconds(costs, names, plan.finalists, plan.seeds)
+    rows.append(["finals", "as trained", f"{plan.finalists} x {plan.seeds} seed{'s' if plan.seeds > 1 else ''}"
+                 + (" + baselines" if costs.baselines else ""), f"{finals / 60:,.1f}"])
+    table = tabulate(rows, headers=["stage", "steps", "runs (at most)", "expected min"], tablefmt="simple",
+                     disable_numparse=True)
+    per = tabulate([[m, f"{costs.rung(m, plan.steps[0]):,.0f}", f"{costs.final[m]:,.0f}"] for m in names],
+                   headers=["method", "s per first-rung run", "s per final run"], tablefmt="simple",
+                   disable_numparse=True)
+    return (f"race: {len(names)} methods x {plan.candidates} configuration{'s' if plan.candidates > 1 else ''} "
+            f"within {plan.budget / 60:,.1f} min, on the validation split; after each rung the significantly worse "
+            f"drop out and at most 1/{plan.eta} go on\n{table}\nexpected about {plan.expected / 60:,.1f} min of "
+            f"the {plan.budget / 60:,.1f} (estimate; nothing ran; more go on where the budget allows)\n\n{per}")

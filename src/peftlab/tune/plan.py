@@ -93,6 +93,28 @@ def planned_runs(p: Any) -> list[str]:
     return names + [e.run_name for e, _, _ in final_runs(p, list(cfg.methods))]
 
 
+def raced_runs(store_root: Path, p: Any) -> list[str]:
+    """A race's runs as far as they are known (its plan depends on how it goes): the rung runs it
+    made or is making, and the final runs of its finalists and of the methods that train nothing.
+    `tune.race` saves the plan again after each decision."""
+    from peftlab.tune.race import load_state
+
+    cfg: ExperimentConfig = p.cfg
+    state = load_state(store_root, cfg.name) or {}
+    cands = {c["label"]: c for c in state.get("candidates", [])}
+    names: list[str] = []
+    alive = list(cands)
+    for r, rung in enumerate(state.get("rungs", [])):
+        names += [f"{cands[x]['method']}.r{r}.c{cands[x]['index']}" for x in alive]
+        alive = rung["survivors"]
+    fin = state.get("finalists")
+    if fin is None and len(state.get("rungs", [])) < len((state.get("plan") or {}).get("steps", [])):
+        r = len(state.get("rungs", []))
+        names += [f"{cands[x]['method']}.r{r}.c{cands[x]['index']}" for x in alive]
+    entries = [e for e in cfg.methods if not get_method(e.name).trains or e.run_name in (fin or {})]
+    return names + [e.run_name for e, _, _ in final_runs(p, entries)]
+
+
 def plan_file(store_root: Path, experiment: str) -> Path:
     return Path(store_root) / "launch" / f"{experiment}.plan.json"
 
@@ -102,7 +124,7 @@ def save_plan(store_root: Path, p: Any) -> None:
     launch, by `peftlab run` and by the service's launch."""
     f = plan_file(store_root, p.cfg.name)
     f.parent.mkdir(parents=True, exist_ok=True)
-    runs = planned_runs(p)
+    runs = raced_runs(store_root, p) if p.cfg.tuning is not None and p.cfg.tuning.budget else planned_runs(p)
     f.write_text(json.dumps({"runs": runs, "total": len(runs), "at": time.time()}), encoding="utf-8")
 
 

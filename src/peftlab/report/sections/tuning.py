@@ -36,10 +36,11 @@ def view(data: ReportData) -> TuningView | None:
     from peftlab.stats import expected_max_curve
     from peftlab.tasks.spec import SPECS
 
-    if not data.trials:
+    studied = [r for r in data.trials if not r.config.get("race")]  # a race's runs: the race section's
+    if not studied:
         return None
     by: dict[str, list[Run]] = {}
-    for r in data.trials:
+    for r in studied:
         by.setdefault(str(r.config.get("variant") or r.name), []).append(r)
     colors = {v.run.name: (v.color, v.index) for v in data.runs}
     higher = all(SPECS[t].higher_is_better for t in data.tasks if t in SPECS)

@@ -101,7 +101,7 @@ def build_config(req: ExperimentRequest, store: Store, datasets: Datasets | None
     body = {"name": req.name, "model": req.model, "task": req.task, "data": data, "methods": methods,
             "training": dict(req.training), "evaluation": dict(req.evaluation)}
     flags = {k: getattr(req, k) for k in ("max_steps", "epochs", "batch_size", "max_train_examples", "max_eval_examples",
-                                          "max_validation_examples", "seed", "tune")}
+                                          "max_validation_examples", "seed", "tune", "budget")}
     body = apply_overrides(body, overrides_from(flags))
     if req.seeds and req.seeds > 1:
         first = int(body["training"].get("seed", 42))
@@ -217,6 +217,10 @@ def estimate(req: ExperimentRequest, store: StoreDep, datasets: DatasetsDep) -> 
         from peftlab.tune.estimate import plan_cost
 
         out["plan"] = plan_cost(p, store)
+    if cfg.tuning is not None and cfg.tuning.budget is not None:
+        from peftlab.tune.estimate import describe_race
+
+        out["race"] = describe_race(p, store)  # the rungs and finals the budget buys
     return out
 
 

@@ -94,7 +94,7 @@ function fillFromExperiment(e) {
   set("#eval-every", t.eval_every); set("#seed", t.seed); set("#max-src", t.max_source_length); set("#max-tgt", t.max_target_length);
   set("#max-new", ev.max_new_tokens);
   set("#exp-system", d.system_prompt);
-  set("#tune", c.tuning ? c.tuning.trials : ""); set("#seeds", c.seeds ? c.seeds.length : "");
+  set("#tune", c.tuning ? c.tuning.trials : ""); set("#budget", c.tuning && c.tuning.budget ? `${Math.round(c.tuning.budget)}s` : ""); set("#seeds", c.seeds ? c.seeds.length : "");
   state.fromData = ds ? null : d;
   $("#exp-from").innerHTML = `Settings of <b>${esc(e.name)}</b>${ds ? "" : " (its data section as it was: not a data set of this service)"}; change what you want to try.`;
   $("#exp-from").classList.remove("hidden");
@@ -136,7 +136,8 @@ function collectExperiment() {
     model: $("#exp-model-custom").value.trim() || $("#exp-model").value, methods,
     max_steps: num("#max-steps"), epochs: num("#max-steps") === null ? num("#epochs") : null,
     max_train_examples: num("#max-train"), max_eval_examples: num("#max-eval"), max_validation_examples: num("#max-val"),
-    batch_size: num("#batch-size"), seed: num("#seed"), tune: num("#tune"), seeds: num("#seeds"), training, evaluation,
+    batch_size: num("#batch-size"), seed: num("#seed"), tune: num("#tune"), seeds: num("#seeds"),
+    budget: $("#budget").value.trim() || null, training, evaluation,
   };
   const system = $("#exp-system").value.trim();
   if (state.fromData) body.data = { ...state.fromData, system_prompt: system || undefined };
@@ -161,6 +162,7 @@ function renderEstimate(e) {
   const total = plan ? e.plan.seconds : e.methods.reduce((s, m) => s + (m.seconds || 0), 0);
   const runs = plan ? e.plan.runs : e.methods.length;
   $("#estimate-total").innerHTML = `<b>${runs} run${runs === 1 ? "" : "s"}</b>, about <b>${fmtSecs(total)}</b> one after another${state.config.concurrency > 1 ? ` (the service runs ${state.config.concurrency} at a time)` : ""}${plan && e.plan.rows.some((r) => r.trials) ? " — tuning trials included" : ""}${plan && e.plan.rows.some((r) => r.final_runs > 1) ? " — one run per seed" : ""}.`;
+  if (e.race) $("#estimate-total").innerHTML = `<b>A race within the budget</b>, instead of every trial:<pre class="small race-plan">${esc(e.race)}</pre>`;
   $("#estimate-how").textContent = `Base model: ${fmtNum(e.base_params)} parameters (${e.shape_source}); ${e.steps} steps; ~${e.sequence_tokens} tokens per example; throughput ${(e.flops_per_second / 1e9).toFixed(1)} GFLOP/s (${e.throughput_source}); data ${JSON.stringify(e.data)}.\n\n${e.how}`;
 }
 

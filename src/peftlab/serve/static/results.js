@@ -29,6 +29,7 @@ const RESULT_FLAGS = (r) => {
   if (r.collapsed) f.push(`<span class="badge flag" title="${esc(r.collapsed)}">⚠ one class</span>`);
   if ((r.health_problems || []).length) f.push(`<span class="badge flag" title="${esc(r.health_problems.join("; "))}">⚠ ${esc(r.health_problems[0])}</span>`);
   if (r.error) f.push(`<span class="small bad">${esc(trunc(r.error, 120))}</span>`);
+  if (r.dropped_text) f.push(`<span class="small muted race-dropped">${esc(r.dropped_text)}</span>`);
   return f.join(" ");
 };
 

@@ -1,0 +1,333 @@
+"""Racing every method on the validation split within a wall-clock budget (`tuning.budget`,
+`peftlab run --budget 45m`), instead of tuning each exhaustively.
+
+1. The plan (`race_plan.choose`): how many configurations each method starts with (up to
+   `tuning.trials`, asked of the method's Optuna study, as tuning asks them), and the rungs:
+   optimizer steps growing eta-fold up to a trial's full budget (`steps_per_trial`, or as the
+   final runs train).
+2. Each rung trains every candidate still in the race for its steps (a run in the store,
+   `<run>.r<rung>.c<candidate>`, `role: trial`: scored on the validation split, never the test
+   split) and then drops, with the reason recorded: runs that failed or diverged; collapsed runs
+   (a classifier predicting one class, generations that never stop or are empty) when the leader
+   is not; and candidates significantly worse than the leader on the same validation examples
+   (the leaderboard's paired tests, Holm-corrected over the candidates: rank group 1 stays).
+   Of the rest, as many go on, best first, as the rest of the budget carries through the rungs
+   left and the finals (`race_plan.affordable`); the others are cut for the budget.
+3. The finals: each surviving method's best configuration, as many methods as the budget left
+   trains over every seed; `train.runner` runs them, and only they read the test split.
+
+The race's state (its plan, candidates, each rung's scores and decisions, the seconds spent) is
+one object kept in `STORE/launch/<experiment>.race.json`, written after each decision: a killed
+race resumes where it was (decided rungs are not redone; a rung's finished runs are skipped, the
+interrupted one resumes from its checkpoint). The report and the leaderboard read it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from peftlab.config.schema import ExperimentConfig, MethodEntry
+from peftlab.errors import ConfigError, PeftlabError
+from peftlab.store import Run, Store
+from peftlab.tune import race_plan
+from peftlab.tune.plan import check_validation_size, save_plan
+from peftlab.tune.space import apply_params, space_for
+from peftlab.tune.study import open_study, study_name
+
+VERSION = 1
+COLLAPSED_PCT = 90.0  # generations: never stopped, or empty, this often
+
+
+def state_file(store_root: Path, experiment: str) -> Path:
+    return Path(store_root) / "launch" / f"{experiment}.race.json"
+
+
+def load_state(store_root: Path, experiment: str) -> dict[str, Any] | None:
+    try:
+        out = json.loads(state_file(store_root, experiment).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) and out.get("version") == VERSION else None
+
+
+def _save(store_root: Path, state: dict[str, Any]) -> None:
+    """Write the state whole or not at all: a kill mid-write leaves the last one."""
+    f = state_file(store_root, state["experiment"])
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
+    os.replace(tmp, f)
+
+
+def race_key(cfg: ExperimentConfig, trained: list[MethodEntry]) -> str:
+    """What makes a race the same race: the experiment as its runs train, the methods, the tuning
+    section (budget included) and the seeds. Another key starts a new race (finished runs of the
+    same configuration are still reused: the store skips them)."""
+    body = {"experiment": cfg.model_dump(mode="json", exclude={"methods", "resources"}),
+            "methods": [e.model_dump(mode="json") for e in trained]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Clock:
+    """Seconds of the budget spent: those of earlier attempts (the state's) and this one's."""
+
+    def __init__(self, before: float, started: float) -> None:
+        self.before, self.started = before, started
+
+    def spent(self) -> float:
+        return self.before + time.time() - self.started
+
+
+def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: Any, echo: Any,
+         started: float) -> dict[str, MethodEntry]:
+    """Run (or resume) the race; the finalists' entries (their best configuration), by run name.
+    `started`: when this command started (its checks count against the budget)."""
+    from peftlab.tasks.spec import spec
+
+    cfg: ExperimentConfig = p.cfg
+    t = cfg.tuning
+    assert t is not None and t.budget is not None
+    check_validation_size(len(checked.data.validation), p.where("data.validation"))
+    s = spec(cfg.task)
+    setup = race_plan.Setup.of(p, store, checked, task)
+    trained, seeds, costs = setup.trained, setup.seeds, setup.costs
+    by_name = {e.run_name: e for e in trained}
+
+    key = race_key(cfg, trained)
+    state = load_state(store.root, cfg.name)
+    if state is not None and (state.get("key") != key or force):
+        state = None
+    clock = Clock(float(state["spent"]) if state else 0.0, started)
+    if state is None:
+        state = _new(setup, key, echo)
+        save_plan(store.root, p)
+    plan = state["plan"]
+    echo(_describe(state, len(trained)))
+    alive = [c["label"] for c in state["candidates"]]
+    cands = {c["label"]: c for c in state["candidates"]}
+    for r, steps in enumerate(plan["steps"]):
+        if r < len(state["rungs"]):  # decided before a restart
+            alive = state["rungs"][r]["survivors"]
+            if state["rungs"][r].get("stopped"):
+                break
+            continue
+        t0 = clock.spent()
+        runs: dict[str, Run] = {}
+        for i, label in enumerate(alive, start=1):
+            c = cands[label]
+            name = f"{c['method']}.r{r}.c{c['index']}"
+            extra = {"role": "trial", "variant": c["method"],
+                     "trial": {"study": c["study"], "number": c["number"], "params": c["params"], "pruner": "none"},
+                     "race": {"rung": r, "candidate": c["index"], "steps": steps}}
+            head = f"  rung {r + 1}/{len(plan['steps'])} [{i}/{len(alive)}] {name} ({steps} steps)"
+            from peftlab.train.runs import run_one
+
+            entry = apply_params(by_name[c["method"]], c["params"], name)
+            runs[label] = run = run_one(p, store, entry, head, force, isolation, echo, setup.rung_cfg(steps), extra)
+            if run.status not in ("done", "failed", "diverged"):
+                raise PeftlabError(f"race: {name} is {run.status}; run again to resume the race")
+        rung = decide(runs, cands, s.main_metric, s.higher_is_better, task_generative=s.generative)
+        rung.update(rung=r, steps=steps)
+        if r == 0:
+            _tell(store, state, rung["scores"])
+        left = plan["steps"][r + 1:]
+        ranked = rung["survivors"]
+        if left:
+            k = race_plan.affordable(costs(), [cands[x]["method"] for x in ranked], left,
+                                     t.budget - clock.spent(), t.eta, seeds, len(trained))
+            if k == 0:
+                rung["stopped"] = (f"the budget left ({_min(t.budget - clock.spent())}) does not carry a rung of "
+                                   f"{left[0]} steps and the finals: the race ends here")
+                k = len(ranked)
+            for x in ranked[k:]:
+                rung["dropped"][x] = (f"cut for the budget: ranked {ranked.index(x) + 1} of {len(ranked)} on "
+                                      "validation, not significantly worse than the leader")
+            rung["survivors"] = ranked[:k]
+        rung["seconds"] = clock.spent() - t0
+        state["rungs"].append(rung)
+        state["spent"] = clock.spent()
+        _save(store.root, state)
+        save_plan(store.root, p)  # what "n of N runs done" counts, as far as it is known now
+        echo(_said(rung, len(plan["steps"]), s.main_metric))
+        alive = rung["survivors"]
+        if rung.get("stopped"):
+            break
+    out = _finals(store, state, cands, by_name, alive, clock, costs, seeds, echo)
+    save_plan(store.root, p)
+    return out
+
+
+def _new(setup: race_plan.Setup, key: str, echo: Any) -> dict[str, Any]:
+    """Plan the race and ask each method's study for its configurations."""
+    store, cfg = setup.store, setup.p.cfg
+    t = cfg.tuning
+    assert t is not None and t.budget is not None
+    costs = setup.costs()
+    plan = setup.plan(costs)
+    if plan is None:
+        raise ConfigError(too_small(setup, costs))
+    from peftlab.tasks.spec import spec
+
+    candidates = []
+    for e in setup.trained:
+        space = space_for(e, cfg.task)
+        dists = {k: prm.distribution() for k, prm in space.items()}
+        name = study_name(cfg.name, e.run_name, space, t, {"race": plan.steps})
+        study = open_study(store.root, name, t, spec(cfg.task).higher_is_better, echo)
+        have = study.get_trials(deepcopy=False)
+        for i in range(plan.candidates):
+            number, params = (have[i].number, have[i].params) if i < len(have) else _ask(study, dists)
+            candidates.append({"label": f"{e.run_name}.c{i}", "method": e.run_name, "index": i, "study": name,
+                               "number": number, "params": params})
+    state = {"version": VERSION, "key": key, "experiment": cfg.name, "main_metric": spec(cfg.task).main_metric,
+             "plan": plan.as_dict(), "candidates": candidates, "rungs": [], "finalists": None, "spent": 0.0,
+             "finals_seconds": None, "at": time.time()}
+    _save(store.root, state)
+    return state
+
+
+def too_small(setup: race_plan.Setup, costs: race_plan.Costs) -> str:
+    """Why the budget cannot compare these methods, and what to do."""
+    t = setup.p.cfg.tuning
+    names = [e.run_name for e in setup.trained]
+    need = race_plan.cheapest(costs, names, setup.full, t.eta, setup.seeds)
+    s = "s" if setup.seeds > 1 else ""
+    return (f"{setup.p.where('tuning.budget')}: a budget of {_min(t.budget)} cannot compare these {len(names)} methods "
+            f"on this machine: the cheapest race (one configuration each on a short first rung, then one finalist "
+            f"over {setup.seeds} seed{s}) needs about {_min(need / race_plan.SAFETY)} (estimate). Raise --budget, or "
+            "name fewer methods with --methods")
+
+
+def _ask(study: Any, dists: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    trial = study.ask(dists)
+    return trial.number, dict(trial.params)
+
+
+def _tell(store: Store, state: dict[str, Any], scores: dict[str, float]) -> None:
+    """Give each study its candidates' first-rung scores (all at the same budget): its record of
+    what each configuration scored, as tuning leaves it."""
+    import optuna
+
+    from peftlab.tune.study import storage
+
+    st = storage(store.root)
+    for c in state["candidates"]:
+        study = optuna.load_study(study_name=c["study"], storage=st)
+        v = scores.get(c["label"])
+        if v is None:
+            study.tell(c["number"], state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        else:
+            study.tell(c["number"], v, skip_if_finished=True)
+
+
+def decide(runs: dict[str, Run], cands: dict[str, dict[str, Any]], main: str, higher: bool,
+           task_generative: bool) -> dict[str, Any]:
+    """One rung's scores and decisions: {scores, dropped: {label: why}, survivors: [labels, best
+    first], leader}. Cutting for the budget comes after (`race`)."""
+    from peftlab.report.significance import significance
+
+    scores: dict[str, float] = {}
+    dropped: dict[str, str] = {}
+    for label, run in runs.items():
+        v = (run.metrics or {}).get(main)
+        if run.status == "done" and isinstance(v, int | float) and math.isfinite(v):
+            scores[label] = float(v)
+        else:
+            dropped[label] = f"{run.status}" + (f": {run.error}" if run.error else f": no validation {main}")
+    order = sorted(scores, key=lambda x: (-scores[x] if higher else scores[x], x))
+    if not order:
+        return {"scores": scores, "dropped": dropped, "survivors": [], "leader": None}
+    flags = {x: _collapsed(runs[x], task_generative) for x in order}
+    healthy = [x for x in order if not flags[x]]
+    if healthy and healthy[0] == order[0]:  # a collapsed candidate drops only when the leader has not collapsed
+        for x in order:
+            if flags[x]:
+                dropped[x] = f"collapsed: {flags[x]}"
+    ranked = [x for x in order if x not in dropped]
+    leader = ranked[0] if ranked else order[0]
+    sig = significance({x: [runs[x]] for x in ranked}, main, higher, metrics=(main,)) if len(ranked) > 1 else {}
+    for x in ranked[1:]:
+        g = sig.get(x, {})
+        if g.get("rank_group") not in (None, 1):
+            p = g.get("p_vs_best")
+            dropped[x] = (f"significantly worse than {cands[leader]['method']} on validation: {main} {scores[x]:.2f} "
+                          f"vs {scores[leader]:.2f}" + (f" (Holm-adjusted p = {p:.2g})" if p is not None else ""))
+    return {"scores": scores, "dropped": dropped, "survivors": [x for x in ranked if x not in dropped],
+            "leader": leader}
+
+
+def _collapsed(run: Run, generative: bool) -> str | None:
+    if not generative:
+        from peftlab.report.baselines import _collapsed as one_class
+
+        why = one_class(run)  # (its words are the test split's; a race's runs are scored on validation)
+        return why.replace("test ", "validation ") if why else None
+    h = (run.info or {}).get("health") or {}
+    if (h.get("hit_max_pct") or 0) >= COLLAPSED_PCT:
+        return f"{h['hit_max_pct']:.0f}% of its outputs never stopped"
+    if (h.get("empty_pct") or 0) >= COLLAPSED_PCT:
+        return f"{h['empty_pct']:.0f}% of its outputs are empty"
+    return None
+
+
+def _finals(store: Store, state: dict[str, Any], cands: dict[str, dict[str, Any]], by_name: dict[str, MethodEntry],
+            alive: list[str], clock: Clock, costs: Any, seeds: int, echo: Any) -> dict[str, MethodEntry]:
+    """Each surviving method's best configuration (the first of `alive`, which is best first), as
+    many methods as the budget left trains over every seed."""
+    if state["finalists"] is None:
+        best: dict[str, str] = {}
+        for label in alive:
+            best.setdefault(cands[label]["method"], label)
+        last = state["rungs"][-1] if state["rungs"] else {"scores": {}, "dropped": {}}
+        methods = list(best)
+        k = race_plan.finalists_affordable(costs(), methods, state["plan"]["budget"] - clock.spent(), seeds)
+        for m in methods[k:]:
+            last["dropped"][best[m]] = (f"cut for the budget: its method ranked {methods.index(m) + 1} of "
+                                        f"{len(methods)}, and the budget left trains {k} over every seed")
+        state["finalists"] = {m: {"candidate": best[m], "params": cands[best[m]]["params"],
+                                  "validation": last["scores"].get(best[m]), "rung": len(state["rungs"]) - 1}
+                              for m in methods[:k]}
+        state["spent"] = clock.spent()
+        _save(store.root, state)
+    fin = state["finalists"]
+    echo(f"race: {len(fin)} finalist{'s' if len(fin) != 1 else ''} ({', '.join(fin) or 'none'}) after "
+         f"{_min(state['spent'])} of {_min(state['plan']['budget'])}")
+    if not fin:
+        raise PeftlabError("race: no method finished a rung with a validation score; see `peftlab show` of the "
+                           "first rung's runs for their errors")
+    return {m: apply_params(by_name[m], f["params"], m) for m, f in fin.items()}
+
+
+def finish(store_root: Path, experiment: str, finals_started: float) -> None:
+    """Record the finals' seconds, and so the whole race's, once they ended."""
+    state = load_state(store_root, experiment)
+    if state is None:
+        return
+    state["finals_seconds"] = time.time() - finals_started
+    state["total_seconds"] = float(state["spent"]) + state["finals_seconds"]
+    _save(store_root, state)
+
+
+def _describe(state: dict[str, Any], n_methods: int) -> str:
+    p = state["plan"]
+    return (f"race: {n_methods} methods x {p['candidates']} configuration{'s' if p['candidates'] > 1 else ''} "
+            f"within {_min(p['budget'])}; rungs of {', '.join(map(str, p['steps']))} steps on the validation split, "
+            f"up to {p['caps']} candidates, then up to {p['finalists']} finalists x {p['seeds']} "
+            f"seed{'s' if p['seeds'] > 1 else ''} (expected {_min(p['expected'])})")
+
+
+def _said(rung: dict[str, Any], n: int, main: str) -> str:
+    top = rung["survivors"][:1]
+    lead = f"; leader {top[0]} ({main} {rung['scores'][top[0]]:.2f})" if top else ""
+    return (f"race: rung {rung['rung'] + 1}/{n} done in {_min(rung['seconds'])}: {len(rung['survivors'])} go on, "
+            f"{len(rung['dropped'])} dropped{lead}" + (f"; {rung['stopped']}" if rung.get("stopped") else ""))
+
+
+def _min(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
