@@ -219,7 +219,7 @@ def test_a_messages_row_without_messages_of_no_known_format_says_so_as_before() 
     ("  - lora\n", "  - {name: lora, r: 0}\n", "methods[0] (lora): r = 0: must be a whole number above 0; use 1 or more"),
     ("  input: q\n", "  input: 5\n", "data.input = 5: must be text or a list"),  # one line, not one per union member
     ("  - lora\n", "  - lora\ntuning:\n  trials: 2\n  sampeler: tpe\n",
-     "unknown key 'tuning.sampeler'. Did you mean 'sampler'? Allowed here: max_train_examples_per_trial, pruner, "
+     "unknown key 'tuning.sampeler'. Did you mean 'sampler'? Allowed here: budget, eta, max_train_examples_per_trial, pruner, "
      "sampler, seed, steps_per_trial, trials"),
     ("  - lora\n", "  - name: lora\n    search:\n      r: {low: 4, high: 16, step: 4}\n",
      "unknown key 'methods[0].search.r.step'. Allowed here: high, log, low"),

@@ -237,8 +237,8 @@ class TuningConfig(_Strict):
     """Equal-budget tuning: every method gets the same number of trials, each with the same
     training budget and the same seeded sampler, scored on the validation split only."""
 
-    trials: int = Field(3, gt=0, description="Trials per method (with a budget: the configurations each method "
-                        "may start the race with; fewer where the budget cannot train them all).")
+    trials: int = Field(gt=0, description="Trials per method (with a budget: the configurations each method may "
+                        "start the race with, 3 when not given; fewer where the budget cannot train them all).")
     steps_per_trial: int | None = Field(None, gt=0, description="Optimizer steps of each trial (default: as the "
                                         "final runs train).")
     max_train_examples_per_trial: int | None = Field(None, gt=0, description="Training examples of each trial.")
@@ -254,6 +254,14 @@ class TuningConfig(_Strict):
         "(peftlab run --budget 45m).")
     eta: int = Field(3, ge=2, description="With a budget: each rung trains eta times longer than the one before "
                      "and keeps at most 1/eta of its candidates (successive halving).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _race_trials(cls, v: Any) -> Any:
+        """A race (`budget`) starts each method with 3 configurations unless told otherwise."""
+        if isinstance(v, dict) and v.get("budget") is not None and v.get("trials") is None:
+            return {**v, "trials": 3}
+        return v
 
     @field_validator("budget", mode="before")
     @classmethod
