@@ -158,3 +158,13 @@ def test_every_benchmark_script_answers_help() -> None:
     for p in scripts:
         r = subprocess.run([sys.executable, str(p), "--help"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and "usage:" in r.stdout, f"{p.name} --help: {r.stderr[-500:]}"
+
+
+def test_tiny_race(tmp_path: Path) -> None:
+    """The exhaustive side and a race side, both ranked; the race's finalists and group 1 known."""
+    r = run_tiny("race.py", tmp=tmp_path, timeout=600)
+    assert r["mode"] == "tiny" and positive(r["exhaustive"]["seconds"]) and r["exhaustive"]["ranked"]
+    [race] = r["races"]
+    assert race["budget_seconds"] == 600 and positive(race["seconds"]) and race["finalists"]
+    assert race["race_seconds"] <= 1.15 * 600 and set(race["finalists"]) <= {"lora", "ia3", "vera"}
+    assert set(race["exhaustive_group1_kept"]) | set(race["exhaustive_group1_lost"]) == set(r["exhaustive"]["group1"])

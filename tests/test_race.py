@@ -167,6 +167,7 @@ def test_a_race_killed_mid_rung_resumes_without_losing_a_rung_then_holds_a_tight
 def test_a_budget_too_small_is_refused_before_anything_runs(tmp_path: Path) -> None:
     exp = _tiny(tmp_path, "small", ["lora", "ia3", "vera"], budget=2)
     store = Store(tmp_path / "store")
-    with pytest.raises(ConfigError, match=r"small.yaml:\d+: a budget of 2 s cannot compare these 3 methods.*--budget"):
+    with pytest.raises(ConfigError, match=r"small.yaml:\d+: a budget \(tuning.budget, --budget\) of 2 s cannot "
+                       r"compare these 3 methods.*Raise --budget"):
         run_experiment(plan(exp), store, isolation="inprocess", echo=lambda *_: None)
     assert store.runs("small") == []

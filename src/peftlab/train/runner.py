@@ -96,6 +96,10 @@ def run_experiment(
         save_plan(store.root, p)  # what "n of N runs done" counts
         entries = list(cfg.methods)
         racing = cfg.tuning is not None and cfg.tuning.budget is not None
+        if racing and isolation == "subprocess" and cfg.training.devices == 1:
+            # a race's many short runs run in this process: a worker's start (about 10 s here,
+            # mostly importing torch and transformers) would take much of each first-rung run
+            isolation = "inprocess"
         if racing:  # within a budget: the race's finalists, and the runs that train nothing
             from peftlab.train.preflight import _task
             from peftlab.tune.race import race

@@ -150,7 +150,8 @@ def describe_race(p: Any, store: Store) -> str:
     check_tuning(p)
     checked = preflight(p, read_test=False)
     check_tuned_data(p, checked.data)
-    setup = race_plan.Setup.of(p, store, checked, _task(p.cfg, checked.model, checked.data))
+    setup = race_plan.Setup.of(p, store, checked, _task(p.cfg, checked.model, checked.data),
+                               in_process=p.cfg.training.devices == 1)
     costs = setup.costs()
     plan = setup.plan(costs)
     if plan is None:

@@ -95,7 +95,7 @@ def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: 
     assert t is not None and t.budget is not None
     check_validation_size(len(checked.data.validation), p.where("data.validation"))
     s = spec(cfg.task)
-    setup = race_plan.Setup.of(p, store, checked, task)
+    setup = race_plan.Setup.of(p, store, checked, task, in_process=isolation == "inprocess")
     trained, seeds, costs = setup.trained, setup.seeds, setup.costs
     by_name = {e.run_name: e for e in trained}
 
@@ -198,7 +198,7 @@ def too_small(setup: race_plan.Setup, costs: race_plan.Costs) -> str:
     names = [e.run_name for e in setup.trained]
     need = race_plan.cheapest(costs, names, setup.full, t.eta, setup.seeds)
     s = "s" if setup.seeds > 1 else ""
-    return (f"{setup.p.where('tuning.budget')}: a budget of {_min(t.budget)} cannot compare these {len(names)} methods "
+    return (f"{setup.p.where('tuning.budget')}: a budget (tuning.budget, --budget) of {_min(t.budget)} cannot compare these {len(names)} methods "
             f"on this machine: the cheapest race (one configuration each on a short first rung, then one finalist "
             f"over {setup.seeds} seed{s}) needs about {_min(need / race_plan.SAFETY)} (estimate). Raise --budget, or "
             "name fewer methods with --methods")

@@ -103,9 +103,12 @@ def choose(costs: Costs, methods: list[str], full_steps: int, budget: float, eta
         for r in range(top, 0, -1):
             steps = rung_steps(full_steps, eta, r)
             first = len(methods) * c
-            seconds, per_rung, finalists = projected(costs, methods, steps, first, eta, seeds, len(methods))
-            if seconds <= SAFETY * budget:
-                return RacePlan(budget, eta, c, steps, halving(first, r, eta), finalists, seeds, seconds, per_rung)
+            _, per_rung, most = projected(costs, methods, steps, first, eta, seeds, len(methods))
+            for finalists in range(most, 0, -1):  # fewer finalists before fewer rungs
+                seconds = sum(per_rung) + finals_seconds(costs, methods, finalists, seeds)
+                if seconds <= SAFETY * budget:
+                    return RacePlan(budget, eta, c, steps, halving(first, r, eta), finalists, seeds, seconds,
+                                    per_rung)
     return None
 
 
@@ -148,9 +151,10 @@ class Setup:
     seeds: int
     full: int
     trial_cfg: Any
+    in_process: bool = True
 
     @classmethod
-    def of(cls, p: Any, store: Any, checked: Any, task: Any) -> Setup:
+    def of(cls, p: Any, store: Any, checked: Any, task: Any, in_process: bool = True) -> Setup:
         from peftlab.methods import get_method
         from peftlab.tune.driver import trial_config
 
@@ -158,7 +162,7 @@ class Setup:
         tcfg = trial_config(cfg)
         n_train = min(len(checked.data.train), tcfg.data.max_train_examples or len(checked.data.train))
         return cls(p, store, checked, task, [e for e in cfg.methods if get_method(e.name).trains],
-                   len(cfg.seeds or [0]), tcfg.training.total_steps(n_train), tcfg)
+                   len(cfg.seeds or [0]), tcfg.training.total_steps(n_train), tcfg, in_process)
 
     def rung_cfg(self, steps: int) -> Any:
         """A rung: the trial's experiment for `steps` steps, scored once at its end."""
@@ -169,7 +173,7 @@ class Setup:
         t = self.p.cfg.tuning
         lo = rung_steps(self.full, t.eta, max_rungs(self.full, t.eta))[0]
         return estimate_costs(self.p, self.store, self.checked, self.task, self.trained, self.rung_cfg,
-                              (lo, self.full))
+                              (lo, self.full), self.in_process)
 
     def plan(self, costs: Costs) -> RacePlan | None:
         t = self.p.cfg.tuning
@@ -177,16 +181,18 @@ class Setup:
 
 
 def estimate_costs(p: Any, store: Any, checked: Any, task: Any, entries: list[Any], rung_cfg: Any,
-                   steps: tuple[int, int]) -> Costs:
+                   steps: tuple[int, int], in_process: bool = True) -> Costs:
     """Expected seconds of each method's rung runs (linear in steps, from the estimate at the two
-    step counts `steps`) and final runs. `rung_cfg(n)`: the experiment as a rung of n steps trains."""
+    step counts `steps`) and final runs. `rung_cfg(n)`: the experiment as a rung of n steps trains;
+    `in_process`: the runs run in this process (no worker's start where the store measured none)."""
     import torch
 
-    from peftlab.train.estimate import estimate
+    from peftlab.train.estimate import INPROCESS_STARTUP_SECONDS, STARTUP_SECONDS, estimate
 
     cfg = p.cfg
     cuda = torch.cuda.is_available()
     data = checked.data
+    startup = INPROCESS_STARTUP_SECONDS if in_process else STARTUP_SECONDS
     trained = [e for e in cfg.methods if e.run_name in {x.run_name for x in entries}]
     base = [e for e in cfg.methods if e.run_name not in {x.run_name for x in entries}]
     lo, hi = steps
@@ -195,7 +201,8 @@ def estimate_costs(p: Any, store: Any, checked: Any, task: Any, entries: list[An
         if not methods:
             return {}
         c = c.model_copy(update={"methods": methods})
-        rows = estimate(c, checked.model, data, task, cuda=cuda, store=store, eval_examples=scored)["methods"]
+        rows = estimate(c, checked.model, data, task, cuda=cuda, store=store, eval_examples=scored,
+                        startup=startup)["methods"]
         return {r["name"]: float(r.get("seconds") or 0.0) for r in rows}
 
     val = len(data.validation)
