@@ -87,7 +87,7 @@ def test_a_race_drops_the_clearly_worse_keeps_the_tied_and_tests_only_the_finali
     assert not [r for r in store.runs("fpb") if not (r.config or {}).get("race")]  # no final run yet
     assert set(state["finalists"]) == {"good", "twin"}  # the exact twin is tied: it stays
     why = {**state["rungs"][0]["dropped"], **state["rungs"][1]["dropped"]}["frozen.c0"]
-    assert why.startswith(("collapsed: ", "significantly worse than good")), why
+    assert why.startswith(("collapsed after a trial's full budget: ", "collapsed (", "significantly worse than good")), why
 
     test_file.write_bytes(kept)  # mended: the same command resumes, to the finals only
     finished = {r.name: r.finished_at for r in rung_runs}

@@ -160,3 +160,18 @@ def test_the_driver_line_on_jobs_reads_as_a_terminal(tmp_path: Path) -> None:
     (store.root / "launch" / "x.driver.json").write_text(json.dumps({"pid": None, "log": str(log), "exit_code": 0}))
     state = driver_state(store, "x")
     assert state is not None and state["log_tail"] == ["tuning starts", "trial 2/4 [####]"]
+
+
+def test_a_budget_from_the_web_form_is_a_race_and_its_estimate_shows_the_plan(client: Any) -> None:
+    body = _body("raced", tune=None, budget="20m",
+                 data={"train": "statista/train.jsonl", "prompt": "Table: {table}\nTitle:", "target": "title",
+                       "split_fractions": [0.0035, 0.1]})  # 19 validation rows
+    r = client.post("/api/experiments/yaml", json=body)
+    assert r.status_code == 200, r.text
+    assert "tuning:\n  budget: 20m\n" in r.json()["yaml"]
+    r = client.post("/api/estimate", json=body)
+    assert r.status_code == 200, r.text
+    race = r.json()["race"]
+    assert race.startswith("race: 1 method x ") and "within 20.0 min" in race and "rung 1" in race
+    r = client.post("/api/estimate", json={**body, "budget": "20 minutes"})
+    assert r.status_code == 422 and "'20 minutes' is not a duration" in r.json()["detail"]

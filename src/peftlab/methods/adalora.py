@@ -8,7 +8,7 @@ the orthogonality penalty to the training loss (`orthogonal_penalty`).
 import warnings
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from peftlab.errors import MethodNotApplicable
 from peftlab.methods import quantize
@@ -37,6 +37,15 @@ class AdaLoraOptions(quantize.QuantizeOptions):
     tfinal_fraction: float = Field(0.2, ge=0, lt=1, description="Share of steps at the end with ranks fixed.")
     delta_t: int = Field(1, gt=0, description="Steps between two budget allocations.")
     target_modules: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _prunes(self) -> "AdaLoraOptions":
+        # peft ranks the triplets to prune with kthvalue(k = init budget - budget): with init_r equal
+        # to target_r, k is 0 at the first pruning step and training stops with a RuntimeError
+        if self.init_r <= self.target_r:
+            raise ValueError(f"init_r ({self.init_r}) must be above target_r ({self.target_r}): AdaLoRA prunes "
+                             "each adapter from init_r down to target_r; raise init_r or lower target_r")
+        return self
 
 
 def orthogonal_penalty(model: Any, batch: dict[str, Any] | None = None) -> Any:

@@ -167,7 +167,7 @@ def describe_race(p: Any, store: Store) -> str:
     per = tabulate([[m, f"{costs.rung(m, plan.steps[0]):,.0f}", f"{costs.final[m]:,.0f}"] for m in names],
                    headers=["method", "s per first-rung run", "s per final run"], tablefmt="simple",
                    disable_numparse=True)
-    return (f"race: {len(names)} methods x {plan.candidates} configuration{'s' if plan.candidates > 1 else ''} "
+    return (f"race: {len(names)} method{'s' if len(names) != 1 else ''} x {plan.candidates} configuration{'s' if plan.candidates > 1 else ''} "
             f"within {plan.budget / 60:,.1f} min, on the validation split; after each rung the significantly worse "
             f"drop out and at most 1/{plan.eta} go on\n{table}\nexpected about {plan.expected / 60:,.1f} min of "
             f"the {plan.budget / 60:,.1f} (estimate; nothing ran; more go on where the budget allows)\n\n{per}")

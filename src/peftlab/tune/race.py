@@ -7,10 +7,11 @@
    final runs train).
 2. Each rung trains every candidate still in the race for its steps (a run in the store,
    `<run>.r<rung>.c<candidate>`, `role: trial`: scored on the validation split, never the test
-   split) and then drops, with the reason recorded: runs that failed or diverged; collapsed runs
-   (a classifier predicting one class, generations that never stop or are empty) when the leader
-   is not; and candidates significantly worse than the leader on the same validation examples
-   (the leaderboard's paired tests, Holm-corrected over the candidates: rank group 1 stays).
+   split) and then drops, with the reason recorded: runs that failed or diverged; candidates
+   significantly worse than the leader on the same validation examples (the leaderboard's paired
+   tests, Holm-corrected over the candidates: rank group 1 stays); and at the last rung, after a
+   trial's full budget, collapsed runs (a classifier predicting one class, generations that never
+   stop or are empty) when the leader is not (a short rung leaves most classifiers on one class).
    Of the rest, as many go on, best first, as the rest of the budget carries through the rungs
    left and the finals (`race_plan.affordable`); the others are cut for the budget.
 3. The finals: each surviving method's best configuration, as many methods as the budget left
@@ -118,21 +119,9 @@ def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: 
                 break
             continue
         t0 = clock.spent()
-        runs: dict[str, Run] = {}
-        for i, label in enumerate(alive, start=1):
-            c = cands[label]
-            name = f"{c['method']}.r{r}.c{c['index']}"
-            extra = {"role": "trial", "variant": c["method"],
-                     "trial": {"study": c["study"], "number": c["number"], "params": c["params"], "pruner": "none"},
-                     "race": {"rung": r, "candidate": c["index"], "steps": steps}}
-            head = f"  rung {r + 1}/{len(plan['steps'])} [{i}/{len(alive)}] {name} ({steps} steps)"
-            from peftlab.train.runs import run_one
-
-            entry = apply_params(by_name[c["method"]], c["params"], name)
-            runs[label] = run = run_one(p, store, entry, head, force, isolation, echo, setup.rung_cfg(steps), extra)
-            if run.status not in ("done", "failed", "diverged"):
-                raise PeftlabError(f"race: {name} is {run.status}; run again to resume the race")
-        rung = decide(runs, cands, s.main_metric, s.higher_is_better, task_generative=s.generative)
+        runs = _run_rung(setup, state, r, steps, alive, force, isolation, echo, clock)
+        rung = decide(runs, cands, s.main_metric, s.higher_is_better, task_generative=s.generative,
+                      last=r == len(plan["steps"]) - 1)
         rung.update(rung=r, steps=steps)
         if r == 0:
             _tell(store, state, rung["scores"])
@@ -161,6 +150,41 @@ def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: 
     out = _finals(store, state, cands, by_name, alive, clock, costs, seeds, echo)
     save_plan(store.root, p)
     return out
+
+
+def _run_rung(setup: race_plan.Setup, state: dict[str, Any], r: int, steps: int, alive: list[str], force: bool,
+              isolation: Any, echo: Any, clock: Clock) -> dict[str, Run]:
+    """Train rung `r` of every candidate in `alive`: one after another, or side by side on an
+    executor (`--executor ray`), as its resources allow. The runs, by candidate."""
+    from peftlab.train.runs import claim, ended, run_one
+
+    p, store = setup.p, setup.store
+    cands = {c["label"]: c for c in state["candidates"]}
+    by_name = {e.run_name: e for e in setup.trained}
+    n = len(state["plan"]["steps"])
+    jobs = []
+    for i, label in enumerate(alive, start=1):
+        c = cands[label]
+        name = f"{c['method']}.r{r}.c{c['index']}"
+        extra = {"role": "trial", "variant": c["method"],
+                 "trial": {"study": c["study"], "number": c["number"], "params": c["params"], "pruner": "none"},
+                 "race": {"rung": r, "candidate": c["index"], "steps": steps}}
+        head = f"  rung {r + 1}/{n} [{i}/{len(alive)}] {name} ({steps} steps)"
+        jobs.append((label, apply_params(by_name[c["method"]], c["params"], name), head, extra))
+    runs: dict[str, Run] = {}
+    if not isinstance(isolation, str):  # an executor: the rung's runs side by side
+        claimed = [(label, claim(p, store, e, h, force, echo, setup.rung_cfg(steps), x), h) for label, e, h, x in jobs]
+        statuses = isolation.run_all(store, [run.id for _, (run, ok), _ in claimed if ok], echo)
+        runs = {label: ended(store, run.id, h, statuses[run.id], echo) if ok else run
+                for label, (run, ok), h in claimed}
+    for label, entry, head, extra in jobs:
+        if label not in runs:
+            runs[label] = run_one(p, store, entry, head, force, isolation, echo, setup.rung_cfg(steps), extra)
+            state["spent"] = clock.spent()  # a kill mid-rung keeps the time this rung has taken
+            _save(store.root, state)
+        if runs[label].status not in ("done", "failed", "diverged"):
+            raise PeftlabError(f"race: {runs[label].name} is {runs[label].status}; run again to resume the race")
+    return runs
 
 
 def _new(setup: race_plan.Setup, key: str, echo: Any) -> dict[str, Any]:
@@ -227,7 +251,7 @@ def _tell(store: Store, state: dict[str, Any], scores: dict[str, float]) -> None
 
 
 def decide(runs: dict[str, Run], cands: dict[str, dict[str, Any]], main: str, higher: bool,
-           task_generative: bool) -> dict[str, Any]:
+           task_generative: bool, last: bool) -> dict[str, Any]:
     """One rung's scores and decisions: {scores, dropped: {label: why}, survivors: [labels, best
     first], leader}. Cutting for the budget comes after (`race`)."""
     from peftlab.report.significance import significance
@@ -244,21 +268,20 @@ def decide(runs: dict[str, Run], cands: dict[str, dict[str, Any]], main: str, hi
     if not order:
         return {"scores": scores, "dropped": dropped, "survivors": [], "leader": None}
     flags = {x: _collapsed(runs[x], task_generative) for x in order}
-    healthy = [x for x in order if not flags[x]]
-    if healthy and healthy[0] == order[0]:  # a collapsed candidate drops only when the leader has not collapsed
-        for x in order:
-            if flags[x]:
-                dropped[x] = f"collapsed: {flags[x]}"
-    ranked = [x for x in order if x not in dropped]
-    leader = ranked[0] if ranked else order[0]
-    sig = significance({x: [runs[x]] for x in ranked}, main, higher, metrics=(main,)) if len(ranked) > 1 else {}
-    for x in ranked[1:]:
+    leader = order[0]
+    sig = significance({x: [runs[x]] for x in order}, main, higher, metrics=(main,)) if len(order) > 1 else {}
+    for x in order[1:]:
         g = sig.get(x, {})
         if g.get("rank_group") not in (None, 1):
             p = g.get("p_vs_best")
-            dropped[x] = (f"significantly worse than {cands[leader]['method']} on validation: {main} {scores[x]:.2f} "
-                          f"vs {scores[leader]:.2f}" + (f" (Holm-adjusted p = {p:.2g})" if p is not None else ""))
-    return {"scores": scores, "dropped": dropped, "survivors": [x for x in ranked if x not in dropped],
+            dropped[x] = ((f"collapsed ({flags[x]}) and " if flags[x] else "")
+                          + f"significantly worse than {cands[leader]['method']} on validation: {main} "
+                          f"{scores[x]:.2f} vs {scores[leader]:.2f}" + (f" (Holm-adjusted p = {p:.2g})" if p is not None
+                                                                        else ""))
+        elif flags[x] and last and not flags[leader]:
+            # only after a trial's full budget: a short rung leaves most classifiers on one class
+            dropped[x] = f"collapsed after a trial's full budget: {flags[x]}"
+    return {"scores": scores, "dropped": dropped, "survivors": [x for x in order if x not in dropped],
             "leader": leader}
 
 
@@ -316,7 +339,7 @@ def finish(store_root: Path, experiment: str, finals_started: float) -> None:
 
 def _describe(state: dict[str, Any], n_methods: int) -> str:
     p = state["plan"]
-    return (f"race: {n_methods} methods x {p['candidates']} configuration{'s' if p['candidates'] > 1 else ''} "
+    return (f"race: {n_methods} method{'s' if n_methods != 1 else ''} x {p['candidates']} configuration{'s' if p['candidates'] > 1 else ''} "
             f"within {_min(p['budget'])}; rungs of {', '.join(map(str, p['steps']))} steps on the validation split, "
             f"up to {p['caps']} candidates, then up to {p['finalists']} finalists x {p['seeds']} "
             f"seed{'s' if p['seeds'] > 1 else ''} (expected {_min(p['expected'])})")

@@ -4,7 +4,7 @@ The default space of a method is built from what it is, not from its name:
 - the learning rate, log-uniform over a decade either side of the method's own default for the
   task (prompt methods sit around 1e-2, LoRA around 2e-4, full fine-tuning around 5e-5);
 - the knobs its options have, where they matter: the rank `r` of the LoRA family (4-32) and
-  its `alpha` (8-64), AdaLoRA's starting rank `init_r` (8-24), the number of virtual tokens of
+  its `alpha` (8-64), AdaLoRA's starting rank `init_r` (12-32), the number of virtual tokens of
   prompt methods (10-40), the width of p-tuning's prompt encoder (64-256).
 A method entry's `search:` replaces the default for each key it names (a list of choices, or
 `{low, high, log}`); a key that is neither `learning_rate` nor one of the method's options is an
@@ -27,7 +27,7 @@ LR_DECADES = 1.0  # the learning-rate range spans this many decades on each side
 KNOBS: dict[str, list[Any]] = {
     "r": [4, 8, 16, 32],
     "alpha": [8, 16, 32, 64],
-    "init_r": [8, 12, 16, 24],
+    "init_r": [12, 16, 24, 32],  # above AdaLoRA's target_r (8): it prunes down to it
     "num_virtual_tokens": [10, 20, 40],
     "encoder_hidden_size": [64, 128, 256],
 }
