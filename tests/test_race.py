@@ -47,6 +47,10 @@ def test_the_plan_keeps_the_most_configurations_then_rungs_that_fit() -> None:
     assert race_plan.affordable(costs, ms, [30, 90], remaining=300, eta=3, seeds=1, n_methods=9) == 2
     assert race_plan.affordable(costs, ms, [30, 90], remaining=30, eta=3, seeds=1, n_methods=9) == 0
     assert race_plan.finalists_affordable(costs, ms, remaining=250, seeds=1) == 2
+    # once every method's first configuration is measured: how many per method the rest carries
+    assert race_plan.configurations_affordable(costs, ms, [10, 30, 90], 4, remaining=10_000, eta=3, seeds=1) == 4
+    assert race_plan.configurations_affordable(costs, ms, [10, 30, 90], 4, remaining=800, eta=3, seeds=1) == 2
+    assert race_plan.configurations_affordable(costs, ms, [10, 30, 90], 4, remaining=10, eta=3, seeds=1) == 1
     assert race_plan.finalists_affordable(costs, ms, remaining=10, seeds=1) == 1  # one finalist, always
 
 
@@ -159,7 +163,8 @@ def test_a_race_killed_mid_rung_resumes_without_losing_a_rung_then_holds_a_tight
     state = load_state(store.root, "tight")
     assert took <= 1.15 * budget, (took, state["plan"])
     assert state["total_seconds"] <= 1.15 * budget
-    cut = [w for r in state["rungs"] for w in r["dropped"].values() if w.startswith("cut for the budget")]
+    cut = [w for r in state["rungs"] for w in r["dropped"].values() if w.startswith(("cut for the budget",
+                                                                                   "not trained"))]
     assert state["plan"]["candidates"] < 2 or len(state["plan"]["steps"]) < 3 or cut  # the budget shaped the race
 
 

@@ -119,9 +119,10 @@ def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: 
                 break
             continue
         t0 = clock.spent()
-        runs = _run_rung(setup, state, r, steps, alive, force, isolation, echo, clock)
+        runs, skipped = _run_rung(setup, state, r, steps, alive, force, isolation, echo, clock)
         rung = decide(runs, cands, s.main_metric, s.higher_is_better, task_generative=s.generative,
                       last=r == len(plan["steps"]) - 1)
+        rung["dropped"].update(skipped)
         rung.update(rung=r, steps=steps)
         if r == 0:
             _tell(store, state, rung["scores"])
@@ -153,15 +154,23 @@ def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: 
 
 
 def _run_rung(setup: race_plan.Setup, state: dict[str, Any], r: int, steps: int, alive: list[str], force: bool,
-              isolation: Any, echo: Any, clock: Clock) -> dict[str, Run]:
+              isolation: Any, echo: Any, clock: Clock) -> tuple[dict[str, Run], dict[str, str]]:
     """Train rung `r` of every candidate in `alive`: one after another, or side by side on an
-    executor (`--executor ray`), as its resources allow. The runs, by candidate."""
+    executor (`--executor ray`), as its resources allow. The runs, by candidate, and the
+    candidates not trained, with why.
+
+    The first rung trains every method's first configuration before any method's second: once
+    those are measured, the configurations the budget left carries per method are decided again
+    (`race_plan.configurations_affordable`, kept in the state), so an estimate that erred on the
+    cheap side costs configurations, not the budget."""
     from peftlab.train.runs import claim, ended, run_one
 
     p, store = setup.p, setup.store
     cands = {c["label"]: c for c in state["candidates"]}
     by_name = {e.run_name: e for e in setup.trained}
     n = len(state["plan"]["steps"])
+    if r == 0:
+        alive = sorted(alive, key=lambda x: cands[x]["index"])  # (stable: the methods keep their order)
     jobs = []
     for i, label in enumerate(alive, start=1):
         c = cands[label]
@@ -177,14 +186,31 @@ def _run_rung(setup: race_plan.Setup, state: dict[str, Any], r: int, steps: int,
         statuses = isolation.run_all(store, [run.id for _, (run, ok), _ in claimed if ok], echo)
         runs = {label: ended(store, run.id, h, statuses[run.id], echo) if ok else run
                 for label, (run, ok), h in claimed}
+    skipped: dict[str, str] = {}
     for label, entry, head, extra in jobs:
+        if r == 0 and label not in runs and cands[label]["index"] > 0:
+            if "configurations" not in state:
+                state["configurations"] = _configurations(setup, state, clock)
+                _save(store.root, state)
+            if cands[label]["index"] >= state["configurations"]:
+                skipped[label] = (f"not trained: once every method's first configuration was measured, the budget "
+                                  f"left carried {state['configurations']} per method")
+                continue
         if label not in runs:
             runs[label] = run_one(p, store, entry, head, force, isolation, echo, setup.rung_cfg(steps), extra)
             state["spent"] = clock.spent()  # a kill mid-rung keeps the time this rung has taken
             _save(store.root, state)
         if runs[label].status not in ("done", "failed", "diverged"):
             raise PeftlabError(f"race: {runs[label].name} is {runs[label].status}; run again to resume the race")
-    return runs
+    return runs, skipped
+
+
+def _configurations(setup: race_plan.Setup, state: dict[str, Any], clock: Clock) -> int:
+    t = setup.p.cfg.tuning
+    assert t is not None and t.budget is not None
+    plan = state["plan"]
+    return race_plan.configurations_affordable(setup.costs(), [e.run_name for e in setup.trained], plan["steps"],
+                                               plan["candidates"], t.budget - clock.spent(), t.eta, setup.seeds)
 
 
 def _new(setup: race_plan.Setup, key: str, echo: Any) -> dict[str, Any]:

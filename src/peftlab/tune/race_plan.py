@@ -130,6 +130,20 @@ def affordable(costs: Costs, ranked: list[str], steps_left: list[int], remaining
     return 0
 
 
+def configurations_affordable(costs: Costs, methods: list[str], steps: list[int], most: int, remaining: float,
+                              eta: int, seeds: int) -> int:
+    """How many configurations per method (1 to `most`) the `remaining` seconds carry, once every
+    method's first has trained on the first rung: the others' first rung, then the rungs left
+    and the finals, halving."""
+    for c in range(most, 1, -1):
+        others = (c - 1) * sum(costs.rung(m, steps[0]) for m in methods)
+        first_after = math.ceil(len(methods) * c / eta)
+        rest = projected(costs, methods, steps[1:], first_after, eta, seeds, len(methods))[0]
+        if others + rest <= remaining:
+            return c
+    return 1
+
+
 def finalists_affordable(costs: Costs, ranked: list[str], remaining: float, seeds: int) -> int:
     """How many methods (best first) the remaining seconds train over every seed: at least one."""
     for k in range(len(ranked), 1, -1):
