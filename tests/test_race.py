@@ -166,6 +166,12 @@ def test_a_race_killed_mid_rung_resumes_without_losing_a_rung_then_holds_a_tight
     cut = [w for r in state["rungs"] for w in r["dropped"].values() if w.startswith(("cut for the budget",
                                                                                    "not trained"))]
     assert state["plan"]["candidates"] < 2 or len(state["plan"]["steps"]) < 3 or cut  # the budget shaped the race
+    from peftlab.report.leaderboard import rows
+
+    board = rows(store, "tight")  # every method shows: a finalist's row, or a dropped row saying where and why
+    trained = {"lora", "ia3", "vera", "prompt-tuning", "loha"}
+    assert {r["run"] for r in board if r["status"] == "dropped"} == trained - set(state["finalists"])
+    assert all(r["dropped_text"].startswith("dropped at rung") for r in board if r["status"] == "dropped")
 
 
 @needs_shared

@@ -66,6 +66,10 @@ def view(store: Store, experiment: str, higher: bool = True) -> RaceView | None:
                 out_at = i
                 best = max(mine, key=lambda x: rung["scores"].get(x, float("-inf")) * (1 if higher else -1))
                 why = rung["dropped"].get(best)
+        if out_at is None and s.get("finalists") is not None and method not in fin and scores:
+            out_at = len(scores) - 1  # went through its last rung, then cut from the finals for the budget
+            last = s["rungs"][out_at]
+            why = next((last["dropped"][x] for x in labels if x in last["dropped"]), "not a finalist")
         out.append(MethodRace(method, scores, out_at, why, method in fin))
     sign = 1 if higher else -1
     out.sort(key=lambda m: (not m.finalist, -len(m.scores), -sign * (m.scores[-1] if m.scores and m.scores[-1]
