@@ -4,7 +4,7 @@ methods survive each race.
 
     python benchmarks/race.py examples/financial-phrasebank-minilm.yaml --methods all \\
         --budgets 30m,60m --tune 4 --seeds 3 --out bench-race [--only race|exhaustive|compare]
-    python benchmarks/race.py --tiny [--json out.json]   # three methods on stories260k: checks it runs
+    python benchmarks/race.py --tiny [--json out.json]   # two methods on stories260k: checks it runs
 
 Each side trains into its own store under OUT (`exhaustive/`, `race-30m/`, ...), the way
 `peftlab run` does (`--tune N --seeds K`; `--budget B --tune N --seeds K`). Both resume: run the
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path, default=Path("bench-race"))
     ap.add_argument("--only", choices=["race", "exhaustive", "compare"])
-    ap.add_argument("--tiny", action="store_true", help="zero-shot, lora, ia3 and vera on stories260k, in this "
+    ap.add_argument("--tiny", action="store_true", help="zero-shot, lora and ia3 on stories260k, in this "
                     "process (a minute): checks it runs, measures nothing")
     ap.add_argument("--json", type=Path, help="also write the JSON object here")
     args = ap.parse_args(argv)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         use_shared()
         args.out = Path(args.out if args.json is None else args.json.parent / "bench-race")
         args.out.mkdir(parents=True, exist_ok=True)
-        body = experiment("race", [{"name": n} for n in ("zero-shot", "lora", "ia3", "vera")], n_train=32,
+        body = experiment("race", [{"name": n} for n in ("zero-shot", "lora", "ia3")], n_train=32,
                           max_steps=12, precision="fp32")
         body["data"]["max_validation_examples"] = 12
         args.experiment = str(args.out / "race.yaml")
