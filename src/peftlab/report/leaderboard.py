@@ -15,7 +15,8 @@ test examples, over seeds too where a row has several, Holm-corrected across row
 A row is a variant: the runs of one method entry, one per seed when the experiment has several
 (`seeds:`); its metrics are the means over seeds, `seeds` lists each seed's own values and
 `representative` names the seed whose main metric is the median (the one to try or export).
-Tuning trials (`tuning:`) are never rows. Traits of the method travel with the row (`family`,
+Tuning trials and a race's rung runs are never rows; a method a race dropped is a row with
+`status: dropped` and no rank (`report.race`). Traits of the method travel with the row (`family`,
 `trains`, `is_baseline`, `is_full`, `untrained_head`, `mergeable`), and so do its flags
 (`collapsed`, `health_problems`) and its floor: `floor` (what it must beat: the majority-class
 row of classification, the zero-shot row of generation), `p_vs_floor`, `beats_floor`.
@@ -23,10 +24,9 @@ row of classification, the zero-shot row of generation), `p_vs_floor`, `beats_fl
 Classification experiments get one more row, `majority-class` (`baseline: true`, status
 `baseline`, no rank): always predicting the most frequent training label, scored on the same
 test examples with the same metrics (`baselines.majority_baseline`); it is not a run and trains
-nothing. A run whose test predictions collapse onto one class carries `collapsed`.
-
-The rows are computed once per set of finished runs and kept in the store
-(`cache/leaderboard-*.json`), so every surface prints the same digits.
+nothing. A run whose test predictions collapse onto one class carries `collapsed`. The rows are
+computed once per set of finished runs and kept in the store (`cache/leaderboard-*.json`), so
+every surface prints the same digits.
 """
 
 from __future__ import annotations
@@ -273,9 +273,8 @@ def _compute(store: Store, exps: list[dict[str, Any]], significance: bool, basel
     for e in exps:  # the methods a race dropped: a row each, after the ranked ones
         method_of = {variant_of(r): r.method for r in store.runs(e["name"]) if is_trial(r)}
         for d in race.dropped_rows(store, e["name"], method_of, higher):
-            d.update(run=f"{e['name']}/{d['run']}" if several else d["run"], main_metric=main)
-            _traits(d, task)
-            out.append(d)
+            out.append({**d, "run": f"{e['name']}/{d['run']}" if several else d["run"], "main_metric": main})
+            _traits(out[-1], task)
     return out
 
 
