@@ -71,10 +71,10 @@ def majority_baseline(store: Store, experiment: str) -> dict[str, Any] | None:
     return out
 
 
-def collapse(predictions: list[dict[str, Any]] | None, labels: list[str] | None) -> str | None:
-    """Why a classifier's test predictions collapse onto one class ("97% of test predictions are
-    'neutral', against 59% of the test labels"), or None: at least
-    COLLAPSE_SHARE of them, and 10 points more than that class's share of the test labels."""
+def collapse(predictions: list[dict[str, Any]] | None, labels: list[str] | None, split: str = "test") -> str | None:
+    """Why a classifier's predictions on `split` collapse onto one class ("97% of test predictions
+    are 'neutral', against 59% of the test labels"), or None: at least
+    COLLAPSE_SHARE of them, and 10 points more than that class's share of the labels."""
     preds = [p for p in predictions or [] if "pred_id" in p]
     if len(preds) < 5:
         return None
@@ -86,7 +86,7 @@ def collapse(predictions: list[dict[str, Any]] | None, labels: list[str] | None)
     if share < COLLAPSE_SHARE or share - gold < 0.1:
         return None
     name = labels[k] if labels and 0 <= k < len(labels) else str(k)
-    return f"{100 * share:.0f}% of test predictions are {name!r}, against {100 * gold:.0f}% of the test labels"
+    return f"{100 * share:.0f}% of {split} predictions are {name!r}, against {100 * gold:.0f}% of the {split} labels"
 
 
 _COLLAPSE_CACHE: dict[tuple[str, int], str | None] = {}
@@ -102,7 +102,8 @@ def _collapsed(run: Run) -> str | None:
             preds = [json.loads(line) for line in f if line.strip()]
         if len(_COLLAPSE_CACHE) > 512:
             _COLLAPSE_CACHE.clear()
-        _COLLAPSE_CACHE[key] = collapse(preds, (run.info or {}).get("labels"))
+        info = run.info or {}  # (a tuning trial's or a race's run is scored on the validation split)
+        _COLLAPSE_CACHE[key] = collapse(preds, info.get("labels"), info.get("scored_split") or "test")
     return _COLLAPSE_CACHE[key]
 
 

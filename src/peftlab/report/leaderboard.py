@@ -3,14 +3,13 @@ uncertainty, its floors and its flags. Every surface (terminal, JSON/CSV, the HT
 web pages, Export and the model card) reads these rows, and the recommendation
 (`report.recommend`) is made from them alone.
 
-Row keys are stable (the web service and JSON consumers rely on them): method, run, status,
-trainable_params, trainable_percent, peak_memory_mb, train_seconds, eval_seconds,
-train_tokens_per_second, adapter_bytes, then every metric by name; and from the per-example
-scores (`report.significance`): `<metric>_ci_low`, `<metric>_ci_high` (95% bootstrap
-interval) and `<metric>_std` (across seeds) for every metric that has them, `n_seeds`,
-`rank_group` (1: cannot be told apart from the best row), `p_vs_best` (paired test on the same
-test examples, over seeds too where a row has several, Holm-corrected across rows) and
-`p_vs_best_bound` (true when that p-value is at its test's resolution floor: an upper bound).
+Row keys are stable (the web service and JSON consumers rely on them): method, run, status, trainable_params,
+trainable_percent, peak_memory_mb, train_seconds, eval_seconds, train_tokens_per_second, adapter_bytes, then
+every metric by name; and from the per-example scores (`report.significance`): `<metric>_ci_low`,
+`<metric>_ci_high` (95% bootstrap interval) and `<metric>_std` (across seeds) for every metric that has them,
+`n_seeds`, `rank_group` (1: cannot be told apart from the best row), `p_vs_best` (paired test on the same test
+examples, over seeds too where a row has several, Holm-corrected across rows) and `p_vs_best_bound` (true when
+that p-value is at its test's resolution floor: an upper bound).
 
 A row is a variant: the runs of one method entry, one per seed when the experiment has several
 (`seeds:`); its metrics are the means over seeds, `seeds` lists each seed's own values and
@@ -210,10 +209,14 @@ def _compute(store: Store, exps: list[dict[str, Any]], significance: bool, basel
     higher = spec.higher_is_better if spec else True
     variants: dict[str, list[Run]] = {}
     exp_of: dict[str, str] = {}
+    races = {e["name"]: race.view(store, e["name"], higher) for e in exps}
+    tried: dict[str, dict[str, str]] = {e["name"]: {} for e in exps}  # a trial's variant -> method
     for e in exps:
-        gone = race.dropped_methods(store, e["name"])  # final runs of an earlier race: not this one's
+        gone = race.dropped_methods(races[e["name"]])  # final runs of an earlier race: not this one's
         for r in store.runs(e["name"]):
-            if not is_trial(r) and variant_of(r) not in gone:
+            if is_trial(r):
+                tried[e["name"]][variant_of(r)] = r.method
+            elif variant_of(r) not in gone:
                 key = f"{e['name']}/{variant_of(r)}" if several else variant_of(r)
                 variants.setdefault(key, []).append(r)
                 exp_of[key] = e["name"]
@@ -271,8 +274,7 @@ def _compute(store: Store, exps: list[dict[str, Any]], significance: bool, basel
                    or (r[main] < maj[main] if higher else r[main] > maj[main])), len(out))
         out.insert(at, maj)
     for e in exps:  # the methods a race dropped: a row each, after the ranked ones
-        method_of = {variant_of(r): r.method for r in store.runs(e["name"]) if is_trial(r)}
-        for d in race.dropped_rows(store, e["name"], method_of, higher):
+        for d in race.dropped_rows(races[e["name"]], tried[e["name"]]):
             out.append({**d, "run": f"{e['name']}/{d['run']}" if several else d["run"], "main_metric": main})
             _traits(out[-1], task)
     return out

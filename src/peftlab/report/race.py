@@ -79,10 +79,9 @@ def view(store: Store, experiment: str, higher: bool = True) -> RaceView | None:
                     s.get("finals_seconds"), s.get("total_seconds"), stopped)
 
 
-def dropped_rows(store: Store, experiment: str, method_of: dict[str, str], higher: bool) -> list[dict[str, Any]]:
-    """Leaderboard rows of the methods the race dropped (see the module). `method_of`: run name ->
-    method, for the rows' traits."""
-    v = view(store, experiment, higher)
+def dropped_rows(v: RaceView | None, method_of: dict[str, str]) -> list[dict[str, Any]]:
+    """Leaderboard rows of the methods the race (`v`, its view) dropped (see the module).
+    `method_of`: run name -> method, for the rows' traits."""
     if v is None:
         return []
     n = len(v.plan["steps"])
@@ -92,15 +91,14 @@ def dropped_rows(store: Store, experiment: str, method_of: dict[str, str], highe
             continue
         score = m.scores[m.out_at] if m.out_at < len(m.scores) else None
         rows.append({"run": m.method, "method": method_of.get(m.method, m.method), "status": DROPPED,
-                     "experiment": experiment, "rank": None, "seeds": [], "pending": [],
+                     "experiment": v.experiment, "rank": None, "seeds": [], "pending": [],
                      "dropped": {"rung": m.out_at + 1, "rungs": n, "validation": score, "why": m.why},
                      "dropped_text": text(m, n, v.main_metric)})
     return rows
 
 
-def dropped_methods(store: Store, experiment: str) -> set[str]:
-    """The methods the experiment's race dropped: their final runs, if any, are an earlier race's."""
-    v = view(store, experiment)
+def dropped_methods(v: RaceView | None) -> set[str]:
+    """The methods the race dropped: their final runs, if any, are an earlier race's."""
     return {m.method for m in v.methods if not m.finalist and m.out_at is not None} if v else set()
 
 

@@ -97,7 +97,7 @@ def raced_runs(store_root: Path, p: Any) -> list[str]:
     """A race's runs as far as they are known (its plan depends on how it goes): the rung runs it
     made or is making, and the final runs of its finalists and of the methods that train nothing.
     `tune.race` saves the plan again after each decision."""
-    from peftlab.tune.race import load_state
+    from peftlab.tune.race import load_state, rung_run_name
 
     cfg: ExperimentConfig = p.cfg
     state = load_state(store_root, cfg.name) or {}
@@ -105,12 +105,12 @@ def raced_runs(store_root: Path, p: Any) -> list[str]:
     names: list[str] = []
     alive = list(cands)
     for r, rung in enumerate(state.get("rungs", [])):
-        names += [f"{cands[x]['method']}.r{r}.c{cands[x]['index']}" for x in alive]
+        names += [rung_run_name(cands[x], r) for x in alive]
         alive = rung["survivors"]
     fin = state.get("finalists")
     if fin is None and len(state.get("rungs", [])) < len((state.get("plan") or {}).get("steps", [])):
         r = len(state.get("rungs", []))
-        names += [f"{cands[x]['method']}.r{r}.c{cands[x]['index']}" for x in alive]
+        names += [rung_run_name(cands[x], r) for x in alive]
     entries = [e for e in cfg.methods if not get_method(e.name).trains or e.run_name in (fin or {})]
     return names + [e.run_name for e, _, _ in final_runs(p, entries)]
 

@@ -119,7 +119,7 @@ def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: 
                 break
             continue
         t0 = clock.spent()
-        runs, skipped = _run_rung(setup, state, r, steps, alive, force, isolation, echo, clock)
+        runs, skipped = _run_rung(setup, state, cands, by_name, r, steps, alive, force, isolation, echo, clock)
         rung = decide(runs, cands, s.main_metric, s.higher_is_better, task_generative=s.generative,
                       last=r == len(plan["steps"]) - 1)
         rung["dropped"].update(skipped)
@@ -153,8 +153,14 @@ def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: 
     return out
 
 
-def _run_rung(setup: race_plan.Setup, state: dict[str, Any], r: int, steps: int, alive: list[str], force: bool,
-              isolation: Any, echo: Any, clock: Clock) -> tuple[dict[str, Run], dict[str, str]]:
+def rung_run_name(cand: dict[str, Any], rung: int) -> str:
+    """The store run of a candidate's rung: `<run>.r<rung>.c<n>`."""
+    return f"{cand['method']}.r{rung}.c{cand['index']}"
+
+
+def _run_rung(setup: race_plan.Setup, state: dict[str, Any], cands: dict[str, dict[str, Any]],
+              by_name: dict[str, MethodEntry], r: int, steps: int, alive: list[str], force: bool, isolation: Any,
+              echo: Any, clock: Clock) -> tuple[dict[str, Run], dict[str, str]]:
     """Train rung `r` of every candidate in `alive`: one after another, or side by side on an
     executor (`--executor ray`), as its resources allow. The runs, by candidate, and the
     candidates not trained, with why.
@@ -166,15 +172,13 @@ def _run_rung(setup: race_plan.Setup, state: dict[str, Any], r: int, steps: int,
     from peftlab.train.runs import claim, ended, run_one
 
     p, store = setup.p, setup.store
-    cands = {c["label"]: c for c in state["candidates"]}
-    by_name = {e.run_name: e for e in setup.trained}
     n = len(state["plan"]["steps"])
     if r == 0:
         alive = sorted(alive, key=lambda x: cands[x]["index"])  # (stable: the methods keep their order)
     jobs = []
     for i, label in enumerate(alive, start=1):
         c = cands[label]
-        name = f"{c['method']}.r{r}.c{c['index']}"
+        name = rung_run_name(c, r)
         extra = {"role": "trial", "variant": c["method"],
                  "trial": {"study": c["study"], "number": c["number"], "params": c["params"], "pruner": "none"},
                  "race": {"rung": r, "candidate": c["index"], "steps": steps}}
@@ -267,8 +271,11 @@ def _tell(store: Store, state: dict[str, Any], scores: dict[str, float]) -> None
     from peftlab.tune.study import storage
 
     st = storage(store.root)
+    studies: dict[str, Any] = {}
     for c in state["candidates"]:
-        study = optuna.load_study(study_name=c["study"], storage=st)
+        if c["study"] not in studies:
+            studies[c["study"]] = optuna.load_study(study_name=c["study"], storage=st)
+        study = studies[c["study"]]
         v = scores.get(c["label"])
         if v is None:
             study.tell(c["number"], state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
@@ -315,8 +322,7 @@ def _collapsed(run: Run, generative: bool) -> str | None:
     if not generative:
         from peftlab.report.baselines import _collapsed as one_class
 
-        why = one_class(run)  # (its words are the test split's; a race's runs are scored on validation)
-        return why.replace("test ", "validation ") if why else None
+        return one_class(run)
     h = (run.info or {}).get("health") or {}
     if (h.get("hit_max_pct") or 0) >= COLLAPSED_PCT:
         return f"{h['hit_max_pct']:.0f}% of its outputs never stopped"
