@@ -9,7 +9,8 @@ methods survive each race.
 Each side trains into its own store under OUT (`exhaustive/`, `race-30m/`, ...), the way
 `peftlab run` does (`--tune N --seeds K`; `--budget B --tune N --seeds K`). Both resume: run the
 command again to go on where a side stopped (an exhaustive run of hundreds of runs can take more
-than a sitting). `--only` runs one side, or only compares the stores. A side's time is the wall
+than a sitting). `--only` runs one side, or only compares the stores; `--exhaustive-store DIR`
+compares with a store trained elsewhere (the peft-bench's FPB store is this exhaustive side). A side's time is the wall
 time of its command when it ran in one go; resumed, the sum of its attempts (kept in OUT/times.json).
 
 Prints one JSON object: per side its seconds, its rank-group-1 rows, its finalists (a race's) and,
@@ -61,15 +62,29 @@ def _group1(store_dir: Path, experiment: str) -> dict[str, Any]:
             "dropped": {r["run"]: r.get("dropped_text") for r in rs if r.get("status") == "dropped"}}
 
 
-def compare(out: Path, experiment: str, budgets: list[str]) -> dict[str, Any]:
-    from peftlab.tune.race import load_state
+def _runs_seconds(store_dir: Path, experiment: str) -> float:
+    """The seconds of an experiment's runs, start to end, added up: a store trained elsewhere (the
+    peft-bench's, over several sittings) has no wall time of its own here."""
+    from peftlab.store import Store
+
+    return sum(r.finished_at - r.started_at for r in Store(store_dir).runs(experiment)
+               if r.started_at and r.finished_at)
+
+
+def compare(out: Path, experiment: str, budgets: list[str], exhaustive: Path | None = None) -> dict[str, Any]:
+    from peftlab.tune.race_state import load_state
 
     times = _times(out)
     result: dict[str, Any] = {"experiment": experiment}
     ex = None
-    if (out / "exhaustive").is_dir():
+    if exhaustive is not None:
+        ex = _group1(exhaustive, experiment)
+        result["exhaustive"] = {"store": str(exhaustive), "runs_seconds": round(_runs_seconds(exhaustive, experiment), 1),
+                                **ex}
+    elif (out / "exhaustive").is_dir():
         ex = _group1(out / "exhaustive", experiment)
-        result["exhaustive"] = {"seconds": round(times.get("exhaustive", 0.0), 1), **ex}
+        result["exhaustive"] = {"seconds": round(times.get("exhaustive", 0.0), 1),
+                                "runs_seconds": round(_runs_seconds(out / "exhaustive", experiment), 1), **ex}
     result["races"] = []
     for b in budgets:
         d = out / f"race-{b}"
@@ -99,6 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", type=Path, default=Path("bench-race"))
     ap.add_argument("--only", choices=["race", "exhaustive", "compare"])
+    ap.add_argument("--exhaustive-store", type=Path, help="compare with this store's exhaustive runs (the "
+                    "peft-bench's: benchmarks/peft-bench/stores/fpb) instead of training OUT/exhaustive")
     ap.add_argument("--tiny", action="store_true", help="zero-shot, lora and ia3 on stories260k, in this "
                     "process (a minute): checks it runs, measures nothing")
     ap.add_argument("--json", type=Path, help="also write the JSON object here")
@@ -123,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     methods = args.methods.split(",") if args.methods else None
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
-    if args.only in (None, "exhaustive"):
+    if args.only in (None, "exhaustive") and args.exhaustive_store is None:
         _side(args.experiment, args.out, "exhaustive", {**overrides, "tuning.trials": args.tune}, methods,
               args.seeds, isolation)
     if args.only in (None, "race"):
@@ -133,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     from peftlab.config import load_experiment
 
     name = load_experiment(args.experiment).cfg.name
-    result = {**compare(args.out, name, budgets), "mode": "tiny" if args.tiny else "full"}
+    result = {**compare(args.out, name, budgets, args.exhaustive_store), "mode": "tiny" if args.tiny else "full"}
     print(json.dumps(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))

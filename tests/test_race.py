@@ -1,7 +1,8 @@
 """Racing within a budget (`tuning.budget`, `peftlab run --budget`), on real tiny runs: a clearly
 worse method drops out and a tied one stays; the test split is never opened before the finals;
 a race killed mid-rung resumes without losing a rung; the budget is held; a budget too small is
-refused before anything runs. The planner's arithmetic is checked on made-up costs."""
+refused before anything runs, or, on a fresh store, once the first run has shown the estimate
+too cheap. The planner's arithmetic is checked on made-up costs."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from peftlab.errors import ConfigError, DataError
 from peftlab.store import Store
 from peftlab.train.runner import plan, run_experiment
 from peftlab.tune import race_plan
-from peftlab.tune.race import load_state
+from peftlab.tune.race_state import load_state
 
 
 def test_durations_read_as_people_write_them() -> None:
@@ -141,6 +142,8 @@ def test_a_race_killed_mid_rung_resumes_without_losing_a_rung_then_holds_a_tight
         run_experiment(plan(exp), store, isolation="inprocess", echo=lambda *_: None)
     before = load_state(store.root, "kill")
     assert before is not None and len(before["rungs"]) == 1  # the first rung decided and kept
+    cal = before["calibration"]  # a fresh store: the first run was timed before the plan was made again
+    assert cal["status"] == "done" and cal["run"] == "lora.r0.c0" and cal["seconds"] > 0, cal
     first = {r.name: r.finished_at for r in store.runs("kill") if (r.config or {}).get("race", {}).get("rung") == 0}
     assert len(first) == 4
     ran.clear()
@@ -161,6 +164,7 @@ def test_a_race_killed_mid_rung_resumes_without_losing_a_rung_then_holds_a_tight
     run_experiment(plan(tight), store, isolation="inprocess", echo=lambda *_: None)
     took = time.time() - t0
     state = load_state(store.root, "tight")
+    assert state["calibration"] is None  # the store had measured runs of this model
     assert took <= 1.15 * budget, (took, state["plan"])
     assert state["total_seconds"] <= 1.15 * budget
     cut = [w for r in state["rungs"] for w in r["dropped"].values() if w.startswith(("cut for the budget",
@@ -182,3 +186,25 @@ def test_a_budget_too_small_is_refused_before_anything_runs(tmp_path: Path) -> N
                        r"compare these 3 methods.*Raise --budget"):
         run_experiment(plan(exp), store, isolation="inprocess", echo=lambda *_: None)
     assert store.runs("small") == []
+
+
+@needs_shared
+def test_on_a_fresh_store_a_budget_the_first_run_shows_too_small_stops_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The estimate of a store with no measured runs is the machine's matmul rate: made absurdly
+    fast here, it plans a 2 s race; the first run measured says otherwise and the race stops,
+    saying what it measured and the budget it needs, with the run kept and no race state left."""
+    from peftlab.train import estimate, throughput
+    from peftlab.tune.race_state import state_file
+
+    monkeypatch.setattr(throughput, "machine_rates", lambda *a, **k: (1e18, 1e18))
+    monkeypatch.setattr(estimate, "INPROCESS_STARTUP_SECONDS", 0.0)
+    exp = _tiny(tmp_path, "small", ["lora", "ia3", "vera"], budget=2)
+    store = Store(tmp_path / "store")
+    with pytest.raises(ConfigError, match=r"small.yaml:\d+: lora.r0.c0 took \d+ s where the estimate said 0 s "
+                       r"\(this store had measured no run of the model\); by that measure a budget .* of 2 s cannot "
+                       r"compare these 3 methods: the cheapest race needs about .*Raise --budget \(the run just "
+                       r"measured is kept"):
+        run_experiment(plan(exp), store, isolation="inprocess", echo=lambda *_: None)
+    assert {r.name: r.status for r in store.runs("small")} == {"lora.r0.c0": "done"}
+    assert not state_file(store.root, "small").exists()

@@ -36,10 +36,11 @@ class RaceView:
     finals_seconds: float | None
     total_seconds: float | None
     stopped: str | None
+    calibration: dict[str, Any] | None = None  # the first run, timed before planning again (a fresh store)
 
 
 def state(store: Store, experiment: str) -> dict[str, Any] | None:
-    from peftlab.tune.race import load_state
+    from peftlab.tune.race_state import load_state
 
     return load_state(store.root, experiment)
 
@@ -76,7 +77,7 @@ def view(store: Store, experiment: str, higher: bool = True) -> RaceView | None:
                                                                    is not None else -sign * 1e9), m.method))
     stopped = next((r["stopped"] for r in s["rungs"] if r.get("stopped")), None)
     return RaceView(experiment, s["main_metric"], s["plan"], out, float(s.get("spent") or 0.0),
-                    s.get("finals_seconds"), s.get("total_seconds"), stopped)
+                    s.get("finals_seconds"), s.get("total_seconds"), stopped, s.get("calibration"))
 
 
 def dropped_rows(v: RaceView | None, method_of: dict[str, str]) -> list[dict[str, Any]]:
@@ -110,7 +111,7 @@ def text(m: MethodRace, rungs: int, main: str) -> str:
 
 def fingerprint(store: Store, experiment: str) -> Any:
     """What the leaderboard's cache must notice: the race's state file changing."""
-    from peftlab.tune.race import state_file
+    from peftlab.tune.race_state import state_file
 
     f = state_file(store.root, experiment)
     return f.stat().st_mtime_ns if f.is_file() else None

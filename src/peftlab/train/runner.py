@@ -117,7 +117,7 @@ def run_experiment(
             preflight(p)  # the final runs read the test split: check it now
         results = _final_runs(p, store, final_runs(p, entries), force, isolation, echo)
         if racing:
-            from peftlab.tune.race import finish
+            from peftlab.tune.race_state import finish
 
             finish(store.root, cfg.name, finals_started)
         return results

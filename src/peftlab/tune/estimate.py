@@ -167,7 +167,11 @@ def describe_race(p: Any, store: Store) -> str:
     per = tabulate([[m, f"{costs.rung(m, plan.steps[0]):,.0f}", f"{costs.final[m]:,.0f}"] for m in names],
                    headers=["method", "s per first-rung run", "s per final run"], tablefmt="simple",
                    disable_numparse=True)
+    from peftlab.train.estimate import measured
+
+    fresh = ("\nThis store has measured no run of this model: the race times its first run, then plans again "
+             "from that measure (or stops there, saying the budget it needs).") if not measured(store, p.cfg).runs else ""
     return (f"race: {len(names)} method{'s' if len(names) != 1 else ''} x {plan.candidates} configuration{'s' if plan.candidates > 1 else ''} "
             f"within {plan.budget / 60:,.1f} min, on the validation split; after each rung the significantly worse "
             f"drop out and at most 1/{plan.eta} go on\n{table}\nexpected about {plan.expected / 60:,.1f} min of "
-            f"the {plan.budget / 60:,.1f} (estimate; nothing ran; more go on where the budget allows)\n\n{per}")
+            f"the {plan.budget / 60:,.1f} (estimate; nothing ran; more go on where the budget allows){fresh}\n\n{per}")

@@ -97,7 +97,7 @@ def raced_runs(store_root: Path, p: Any) -> list[str]:
     """A race's runs as far as they are known (its plan depends on how it goes): the rung runs it
     made or is making, and the final runs of its finalists and of the methods that train nothing.
     `tune.race` saves the plan again after each decision."""
-    from peftlab.tune.race import load_state, rung_run_name
+    from peftlab.tune.race_state import load_state, rung_run_name
 
     cfg: ExperimentConfig = p.cfg
     state = load_state(store_root, cfg.name) or {}

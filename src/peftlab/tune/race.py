@@ -21,16 +21,18 @@ The race's state (its plan, candidates, each rung's scores and decisions, the se
 one object kept in `STORE/launch/<experiment>.race.json`, written after each decision: a killed
 race resumes where it was (decided rungs are not redone; a rung's finished runs are skipped, the
 interrupted one resumes from its checkpoint). The report and the leaderboard read it.
+
+On a store with no measured runs of the model the plan rests on the machine's matmul rate alone,
+which misjudges small models whose runs are mostly fixed costs (7x too cheap for stories260k on
+E2E): the race then trains the first candidate's first rung before anything else and, where it took
+over 1.5x its estimate or under 1/1.5, plans again from the estimate that run measured
+(`_calibrate`), or stops there saying the budget it needs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 from peftlab.config.schema import ExperimentConfig, MethodEntry
@@ -38,51 +40,23 @@ from peftlab.errors import ConfigError, PeftlabError
 from peftlab.store import Run, Store
 from peftlab.tune import race_plan
 from peftlab.tune.plan import check_validation_size, save_plan
+from peftlab.tune.race_state import (
+    VERSION,
+    Clock,
+    describe,
+    load_state,
+    minutes,
+    race_key,
+    rung_run_name,
+    said,
+    save,
+    state_file,
+)
 from peftlab.tune.space import apply_params, space_for
 from peftlab.tune.study import open_study, study_name
 
-VERSION = 1
 COLLAPSED_PCT = 90.0  # generations: never stopped, or empty, this often
-
-
-def state_file(store_root: Path, experiment: str) -> Path:
-    return Path(store_root) / "launch" / f"{experiment}.race.json"
-
-
-def load_state(store_root: Path, experiment: str) -> dict[str, Any] | None:
-    try:
-        out = json.loads(state_file(store_root, experiment).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return out if isinstance(out, dict) and out.get("version") == VERSION else None
-
-
-def _save(store_root: Path, state: dict[str, Any]) -> None:
-    """Write the state whole or not at all: a kill mid-write leaves the last one."""
-    f = state_file(store_root, state["experiment"])
-    f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-    os.replace(tmp, f)
-
-
-def race_key(cfg: ExperimentConfig, trained: list[MethodEntry]) -> str:
-    """What makes a race the same race: the experiment as its runs train, the methods, the tuning
-    section (budget included) and the seeds. Another key starts a new race (finished runs of the
-    same configuration are still reused: the store skips them)."""
-    body = {"experiment": cfg.model_dump(mode="json", exclude={"methods", "resources"}),
-            "methods": [e.model_dump(mode="json") for e in trained]}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class Clock:
-    """Seconds of the budget spent: those of earlier attempts (the state's) and this one's."""
-
-    def __init__(self, before: float, started: float) -> None:
-        self.before, self.started = before, started
-
-    def spent(self) -> float:
-        return self.before + time.time() - self.started
+CALIBRATE_WITHIN = 1.5  # a fresh store's plan stands when its first run took 1/1.5 to 1.5x its estimate
 
 
 def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: Any, echo: Any,
@@ -108,8 +82,10 @@ def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: 
     if state is None:
         state = _new(setup, key, echo)
         save_plan(store.root, p)
+    if (state.get("calibration") or {}).get("pending"):
+        _calibrate(setup, state, by_name, force, isolation, echo, clock)
     plan = state["plan"]
-    echo(_describe(state, len(trained)))
+    echo(describe(state, len(trained)))
     alive = [c["label"] for c in state["candidates"]]
     cands = {c["label"]: c for c in state["candidates"]}
     for r, steps in enumerate(plan["steps"]):
@@ -132,7 +108,7 @@ def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: 
             k = race_plan.affordable(costs(), [cands[x]["method"] for x in ranked], left,
                                      t.budget - clock.spent(), t.eta, seeds, len(trained))
             if k == 0:
-                rung["stopped"] = (f"the budget left ({_min(t.budget - clock.spent())}) does not carry a rung of "
+                rung["stopped"] = (f"the budget left ({minutes(t.budget - clock.spent())}) does not carry a rung of "
                                    f"{left[0]} steps and the finals: the race ends here")
                 k = len(ranked)
             for x in ranked[k:]:
@@ -142,20 +118,15 @@ def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: 
         rung["seconds"] = clock.spent() - t0
         state["rungs"].append(rung)
         state["spent"] = clock.spent()
-        _save(store.root, state)
+        save(store.root, state)
         save_plan(store.root, p)  # what "n of N runs done" counts, as far as it is known now
-        echo(_said(rung, len(plan["steps"]), s.main_metric))
+        echo(said(rung, len(plan["steps"]), s.main_metric))
         alive = rung["survivors"]
         if rung.get("stopped"):
             break
     out = _finals(store, state, cands, by_name, alive, clock, costs, seeds, echo)
     save_plan(store.root, p)
     return out
-
-
-def rung_run_name(cand: dict[str, Any], rung: int) -> str:
-    """The store run of a candidate's rung: `<run>.r<rung>.c<n>`."""
-    return f"{cand['method']}.r{rung}.c{cand['index']}"
 
 
 def _run_rung(setup: race_plan.Setup, state: dict[str, Any], cands: dict[str, dict[str, Any]],
@@ -195,7 +166,7 @@ def _run_rung(setup: race_plan.Setup, state: dict[str, Any], cands: dict[str, di
         if r == 0 and label not in runs and cands[label]["index"] > 0:
             if "configurations" not in state:
                 state["configurations"] = _configurations(setup, state, clock)
-                _save(store.root, state)
+                save(store.root, state)
             if cands[label]["index"] >= state["configurations"]:
                 skipped[label] = (f"not trained: once every method's first configuration was measured, the budget "
                                   f"left carried {state['configurations']} per method")
@@ -203,7 +174,7 @@ def _run_rung(setup: race_plan.Setup, state: dict[str, Any], cands: dict[str, di
         if label not in runs:
             runs[label] = run_one(p, store, entry, head, force, isolation, echo, setup.rung_cfg(steps), extra)
             state["spent"] = clock.spent()  # a kill mid-rung keeps the time this rung has taken
-            _save(store.root, state)
+            save(store.root, state)
         if runs[label].status not in ("done", "failed", "diverged"):
             raise PeftlabError(f"race: {runs[label].name} is {runs[label].status}; run again to resume the race")
     return runs, skipped
@@ -239,11 +210,61 @@ def _new(setup: race_plan.Setup, key: str, echo: Any) -> dict[str, Any]:
             number, params = (have[i].number, have[i].params) if i < len(have) else _ask(study, dists)
             candidates.append({"label": f"{e.run_name}.c{i}", "method": e.run_name, "index": i, "study": name,
                                "number": number, "params": params})
+    from peftlab.train.estimate import measured
+
     state = {"version": VERSION, "key": key, "experiment": cfg.name, "main_metric": spec(cfg.task).main_metric,
              "plan": plan.as_dict(), "candidates": candidates, "rungs": [], "finalists": None, "spent": 0.0,
-             "finals_seconds": None, "at": time.time()}
-    _save(store.root, state)
+             "finals_seconds": None, "at": time.time(),
+             "calibration": {"pending": True} if not measured(store, cfg).runs else None}
+    save(store.root, state)
     return state
+
+
+def _calibrate(setup: race_plan.Setup, state: dict[str, Any], by_name: dict[str, MethodEntry], force: bool,
+               isolation: Any, echo: Any, clock: Clock) -> None:
+    """Train the first candidate's first rung; where it took more than `CALIBRATE_WITHIN` times its
+    estimate, or less than its inverse, plan again from the estimate it calibrated, with no more
+    configurations per method than were asked. Where that plan's first rung has the same steps,
+    the run measured is that rung's (it counts in the plan, and is not redone).
+    A budget that the measured estimate says cannot compare the methods stops the race here, with
+    the budget it needs (the run is kept: the command with that budget reuses it)."""
+    t = setup.p.cfg.tuning
+    assert t is not None and t.budget is not None
+    plan, c = state["plan"], state["candidates"][0]
+    expected = setup.costs().rung(c["method"], plan["steps"][0])
+    before = clock.spent()
+    echo(f"race: no run of this model measured on this store yet: {c['method']}'s first rung first, to time it")
+    run = _run_rung(setup, state, {c["label"]: c}, by_name, 0, plan["steps"][0], [c["label"]], force, isolation,
+                    echo, clock)[0][c["label"]]
+    took = clock.spent() - before
+    state["calibration"] = {"run": run.name, "expected": expected, "seconds": took, "status": run.status,
+                            "before": {k: plan[k] for k in ("candidates", "steps", "finalists", "expected")}}
+    if run.status != "done" or 1 / CALIBRATE_WITHIN <= took / max(expected, 1e-9) <= CALIBRATE_WITHIN:
+        save(setup.store.root, state)  # nothing measured, or near enough: the plan stands
+        return
+    costs = setup.costs()
+    names = [e.run_name for e in setup.trained]
+    new = race_plan.choose(costs, names, setup.full, t.budget - before, t.eta, plan["candidates"], setup.seeds)
+    if new is not None and new.steps[0] != plan["steps"][0]:  # the run measured is not part of it
+        new = race_plan.choose(costs, names, setup.full, t.budget - clock.spent(), t.eta, plan["candidates"],
+                               setup.seeds)
+    if new is None:
+        state_file(setup.store.root, state["experiment"]).unlink(missing_ok=True)
+        need = before + race_plan.cheapest(costs, names, setup.full, t.eta, setup.seeds) / race_plan.SAFETY
+        raise ConfigError(f"{setup.p.where('tuning.budget')}: {run.name} took {took:.0f} s where the estimate "
+                          f"said {expected:.0f} s (this store had measured no run of the model); by that "
+                          f"measure a budget (tuning.budget, --budget) of {minutes(t.budget)} cannot compare "
+                          f"these {len(names)} methods: the cheapest race needs about {minutes(need)}. Raise "
+                          "--budget (the run just measured is kept and reused), or name fewer methods with "
+                          "--methods")
+    spent = t.budget - new.budget
+    state["plan"] = {**new.as_dict(), "budget": t.budget, "expected": spent + new.expected}
+    state["candidates"] = [x for x in state["candidates"] if x["index"] < new.candidates]
+    state["calibration"]["replanned"] = True
+    save(setup.store.root, state)
+    echo(f"race: {run.name} took {took:.0f} s (estimate {expected:.0f} s); planned again from it: "
+         f"{new.candidates} configuration{'s' if new.candidates > 1 else ''} per method, rungs of "
+         f"{', '.join(map(str, new.steps))} steps (expected {minutes(state['plan']['expected'])})")
 
 
 def too_small(setup: race_plan.Setup, costs: race_plan.Costs) -> str:
@@ -252,9 +273,9 @@ def too_small(setup: race_plan.Setup, costs: race_plan.Costs) -> str:
     names = [e.run_name for e in setup.trained]
     need = race_plan.cheapest(costs, names, setup.full, t.eta, setup.seeds)
     s = "s" if setup.seeds > 1 else ""
-    return (f"{setup.p.where('tuning.budget')}: a budget (tuning.budget, --budget) of {_min(t.budget)} cannot compare these {len(names)} methods "
+    return (f"{setup.p.where('tuning.budget')}: a budget (tuning.budget, --budget) of {minutes(t.budget)} cannot compare these {len(names)} methods "
             f"on this machine: the cheapest race (one configuration each on a short first rung, then one finalist "
-            f"over {setup.seeds} seed{s}) needs about {_min(need / race_plan.SAFETY)} (estimate). Raise --budget, or "
+            f"over {setup.seeds} seed{s}) needs about {minutes(need / race_plan.SAFETY)} (estimate). Raise --budget, or "
             "name fewer methods with --methods")
 
 
@@ -349,40 +370,13 @@ def _finals(store: Store, state: dict[str, Any], cands: dict[str, dict[str, Any]
                                   "validation": last["scores"].get(best[m]), "rung": len(state["rungs"]) - 1}
                               for m in methods[:k]}
         state["spent"] = clock.spent()
-        _save(store.root, state)
+        save(store.root, state)
     fin = state["finalists"]
     echo(f"race: {len(fin)} finalist{'s' if len(fin) != 1 else ''} ({', '.join(fin) or 'none'}) after "
-         f"{_min(state['spent'])} of {_min(state['plan']['budget'])}")
+         f"{minutes(state['spent'])} of {minutes(state['plan']['budget'])}")
     if not fin:
         raise PeftlabError("race: no method finished a rung with a validation score; see `peftlab show` of the "
                            "first rung's runs for their errors")
     return {m: apply_params(by_name[m], f["params"], m) for m, f in fin.items()}
 
 
-def finish(store_root: Path, experiment: str, finals_started: float) -> None:
-    """Record the finals' seconds, and so the whole race's, once they ended."""
-    state = load_state(store_root, experiment)
-    if state is None:
-        return
-    state["finals_seconds"] = time.time() - finals_started
-    state["total_seconds"] = float(state["spent"]) + state["finals_seconds"]
-    _save(store_root, state)
-
-
-def _describe(state: dict[str, Any], n_methods: int) -> str:
-    p = state["plan"]
-    return (f"race: {n_methods} method{'s' if n_methods != 1 else ''} x {p['candidates']} configuration{'s' if p['candidates'] > 1 else ''} "
-            f"within {_min(p['budget'])}; rungs of {', '.join(map(str, p['steps']))} steps on the validation split, "
-            f"up to {p['caps']} candidates, then up to {p['finalists']} finalists x {p['seeds']} "
-            f"seed{'s' if p['seeds'] > 1 else ''} (expected {_min(p['expected'])})")
-
-
-def _said(rung: dict[str, Any], n: int, main: str) -> str:
-    top = rung["survivors"][:1]
-    lead = f"; leader {top[0]} ({main} {rung['scores'][top[0]]:.2f})" if top else ""
-    return (f"race: rung {rung['rung'] + 1}/{n} done in {_min(rung['seconds'])}: {len(rung['survivors'])} go on, "
-            f"{len(rung['dropped'])} dropped{lead}" + (f"; {rung['stopped']}" if rung.get("stopped") else ""))
-
-
-def _min(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"

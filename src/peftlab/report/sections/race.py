@@ -29,6 +29,14 @@ def budget_line(v: RaceView) -> str:
                 f"{100 * v.total_seconds / b:.0f}% of the budget")
     else:
         out += "; the finals have not ended"
+    c = v.calibration
+    if c and not c.get("pending") and c.get("replanned"):
+        before = c["before"]
+        out += (f". This store had measured no run of the model: {c['run']} took {c['seconds']:.0f} s where the "
+                f"estimate said {c['expected']:.0f} s, and the race planned again from it ({before['candidates']} "
+                f"configuration{'s' if before['candidates'] > 1 else ''} per method and rungs of "
+                f"{', '.join(map(str, before['steps']))} steps before; {v.plan['candidates']} and "
+                f"{', '.join(map(str, v.plan['steps']))} after)")
     return out + "."
 
 
