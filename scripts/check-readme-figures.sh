@@ -18,9 +18,9 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 if [[ "${1:-}" == "--tiny" ]]; then
-    for s in speed eval_levers executors openai_load load_playground answer_precision; do
+    for s in speed eval_levers executors openai_load load_playground answer_precision race peft-bench/run; do
         echo "== benchmarks/$s.py --tiny" >&2
-        "$PY" "benchmarks/$s.py" --tiny --json "$out/$s.json" > "$out/$s.log" 2>&1 || { tail -20 "$out/$s.log"; exit 1; }
+        "$PY" "benchmarks/$s.py" --tiny --json "$out/${s//\//-}.json" > "$out/${s//\//-}.log" 2>&1 || { tail -20 "$out/${s//\//-}.log"; exit 1; }
     done
     echo "every benchmark's tiny mode ran (figures not compared: tiny measures nothing)"
     exit 0

@@ -26,7 +26,7 @@ pytestmark = needs_shared
 def run_tiny(script: str, *args: str, tmp: Path, timeout: float = 300) -> dict:
     """`python benchmarks/SCRIPT --tiny --json OUT ARGS`, from a folder outside the checkout; the
     object it wrote."""
-    out = tmp / f"{script}.json"
+    out = tmp / f"{script.replace('/', '-')}.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", PEFTLAB_MODEL_PATH=str(MODELS), PEFTLAB_DATA_PATH=str(DATA),
                TQDM_DISABLE="1", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
@@ -42,12 +42,13 @@ def positive(x: object) -> bool:
 
 def test_every_benchmark_script_has_a_tiny_mode_that_this_file_runs() -> None:
     """A script added to benchmarks/ without a tiny mode, or without a test here, fails this."""
-    scripts = {p.name for p in BENCH.glob("*.py")} - HELPERS
+    scripts = {p.name: p for p in BENCH.glob("*.py") if p.name not in HELPERS}
+    scripts |= {p.parent.name: p for p in BENCH.glob("*/run.py")}  # a benchmark with a folder of its own
     tested = {name.removeprefix("test_tiny_").replace("_", "") for name in globals() if name.startswith("test_tiny_")}
     assert scripts, "no benchmark scripts found"
-    for s in sorted(scripts):
-        assert "--tiny" in (BENCH / s).read_text(), f"benchmarks/{s} has no --tiny mode"
-        assert s.removesuffix(".py").replace("_", "") in tested, f"benchmarks/{s}: no test_tiny_ test here"
+    for s, path in sorted(scripts.items()):
+        assert "--tiny" in path.read_text(), f"benchmarks/{s} has no --tiny mode"
+        assert s.removesuffix(".py").replace("_", "").replace("-", "") in tested, f"benchmarks/{s}: no test_tiny_ test here"
 
 
 def test_tiny_speed(tmp_path: Path) -> None:
@@ -153,11 +154,28 @@ def test_quick_benchmark_under_three_minutes_and_faster_than_the_usual_recipe() 
 def test_every_benchmark_script_answers_help() -> None:
     """A script whose import broke (or that reads sys.argv by hand) fails here, not in a user's hands."""
     bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    scripts = sorted(p for p in bench.glob("*.py") if "__main__" in p.read_text(encoding="utf-8"))
+    scripts = sorted(p for p in [*bench.glob("*.py"), *bench.glob("*/run.py")]
+                     if "__main__" in p.read_text(encoding="utf-8"))
     assert scripts
     for p in scripts:
         r = subprocess.run([sys.executable, str(p), "--help"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and "usage:" in r.stdout, f"{p.name} --help: {r.stderr[-500:]}"
+
+
+def test_tiny_peft_bench(tmp_path: Path) -> None:
+    """Three methods tuned and seeded, their results file and README part written; run again,
+    nothing is trained (a method in the results is not redone)."""
+    r = run_tiny("peft-bench/run.py", tmp=tmp_path, timeout=600)
+    assert r["task"] == "tiny" and set(r["done"]) == {"zero-shot", "lora", "ia3"} and not r["complete"]
+    rows = {x["run"]: x for x in r["rows"]}
+    assert rows["lora"]["n_seeds"] == 2 and rows["lora"]["configuration"]["learning_rate"] > 0
+    assert all(x.get("rank") for x in rows.values()) and rows["zero-shot"]["trainable_params"] == 0
+    readme = Path(r["readme"]).read_text()
+    assert "<!-- results:tiny -->" in readme and "| lora" in readme and "tiny-ranking.png" in readme
+    assert (tmp_path / "peft-bench-tiny" / "results" / "tiny-ranking.png").stat().st_size > 1000
+    t0 = time.time()
+    again = run_tiny("peft-bench/run.py", tmp=tmp_path, timeout=300)
+    assert again["rows"] == r["rows"] and time.time() - t0 < 60
 
 
 def test_tiny_race(tmp_path: Path) -> None:

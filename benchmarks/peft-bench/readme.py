@@ -1,0 +1,104 @@
+"""Writes the benchmark's tables and charts into its README from `results/TASK.json`: each task's
+part sits between `<!-- results:TASK -->` and `<!-- /results:TASK -->`, and the prose around it
+is kept as written. Charts are the report's own (`peftlab.report.plots`), as PNG beside the results."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+TEMPLATE = "# peftlab benchmark\n\n{parts}\n"
+
+
+def _f(v: Any, fmt: str = "{:.2f}") -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def _size(b: Any) -> str:
+    if not b:
+        return "–"
+    return f"{b / 2**20:.1f} MB" if b >= 2**20 else f"{b / 2**10:.0f} KB"
+
+
+def _config(c: dict[str, Any] | None) -> str:
+    if not c:
+        return ""
+    lr = c.get("learning_rate")
+    rest = ", ".join(f"{k} {v}" for k, v in c.items() if k != "learning_rate" and v is not None)
+    return ", ".join(x for x in (f"lr {lr:.2g}" if lr else "", rest) if x)
+
+
+def table(res: dict[str, Any]) -> str:
+    main = res["main_metric"]
+    rows = res["rows"]
+    others = sorted({k.removesuffix("_ci_low") for r in rows for k in r if k.endswith("_ci_low")}
+                    - {main, "forgetting"})
+    forgetting = any(r.get("forgetting") is not None for r in rows)
+    head = ["rank", "group", "method", f"{main} [95% CI]", *others, "chosen on validation", "trainable",
+            "train s", "peak MB", "adapter"] + (["forgetting [95% CI]"] if forgetting else [])
+    out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        ci = f" [{_f(r.get(f'{main}_ci_low'))}, {_f(r.get(f'{main}_ci_high'))}]" if r.get(f"{main}_ci_low") is not None else ""
+        cells = [_f(r.get("rank"), "{}"), _f(r.get("rank_group"), "{}"), r["run"] + (" ★" if r.get("recommended") else ""),
+                 _f(r.get(main)) + ci, *[_f(r.get(m)) for m in others], _config(r.get("configuration")),
+                 _f(r.get("trainable_percent"), "{:.3g}%"), _f(r.get("train_seconds"), "{:,.1f}"),
+                 _f(r.get("peak_memory_mb"), "{:,.0f}"), _size(r.get("adapter_bytes"))]
+        if forgetting:
+            cells.append(_f(r.get("forgetting"), "{:.3f}") + (
+                f" [{_f(r.get('forgetting_ci_low'), '{:.3f}')}, {_f(r.get('forgetting_ci_high'), '{:.3f}')}]"
+                if r.get("forgetting_ci_low") is not None else ""))
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def chart(res: dict[str, Any], folder: Path) -> Path | None:
+    """The ranking chart: each method's main metric with its 95% interval, group 1 shaded."""
+    from peftlab.report import plots
+    from peftlab.report.collect import method_color
+
+    main = res["main_metric"]
+    ranked = [r for r in res["rows"] if r.get(main) is not None]
+    if not ranked:
+        return None
+    rows = [plots.Ranked(r["run"], i, method_color(r.get("method") or r["run"]), r[main], r.get(f"{main}_ci_low"),
+                         r.get(f"{main}_ci_high"), r.get("rank_group")) for i, r in enumerate(ranked)]
+    return plots.ranking_png(folder / f"{res['task']}-ranking.png",
+                             f"{res['task']}: {main} with 95% intervals (group 1 shaded)", rows, main)
+
+
+def part(res: dict[str, Any], folder: Path, readme: Path) -> str:
+    png = chart(res, folder)
+    state = ("complete" if res["complete"] else f"in progress: {len(res['done'])} of {len(res['methods'])} methods "
+             "done; rank groups are among those done")
+    m = res.get("machine") or {}
+    v = res.get("versions") or {}
+    lines = [f"**{res['about']}** ({state}; updated {res['updated']}).", "",
+             f"Command: `{res['command']}`. Machine: {m.get('cpu', '?')} ({m.get('cpu_capability', '?')}, "
+             f"{m.get('device', '?')}, {m.get('torch_threads', '?')} threads); peftlab {v.get('peftlab', '?')}, "
+             f"torch {v.get('torch', '?')}, transformers {v.get('transformers', '?')}, peft {v.get('peft', '?')}. "
+             f"Results: [`{(folder / (res['task'] + '.json')).relative_to(readme.parent)}`]"
+             f"({(folder / (res['task'] + '.json')).relative_to(readme.parent)}).", ""]
+    if png is not None:
+        rel = png.relative_to(readme.parent)
+        lines += [f"![{res['task']} ranking]({rel})", ""]
+    return "\n".join(lines + [table(res)])
+
+
+def write_readme(results: Path, readme: Path) -> str:
+    """Fill each task's part of README (made from a template when absent); returns its path."""
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else None
+    parts = []
+    for f in sorted(results.glob("*.json")):
+        res = json.loads(f.read_text())
+        body = f"<!-- results:{res['task']} -->\n{part(res, results, readme)}\n<!-- /results:{res['task']} -->"
+        if text is None:
+            parts.append(f"## {res['task']}\n\n{body}")
+        elif f"<!-- results:{res['task']} -->" in text:
+            text = re.sub(rf"<!-- results:{res['task']} -->.*?<!-- /results:{res['task']} -->",
+                          lambda _, b=body: b, text, flags=re.S)
+        else:
+            text += f"\n## {res['task']}\n\n{body}\n"
+    readme.write_text(text if text is not None else TEMPLATE.format(parts="\n\n".join(parts)), encoding="utf-8")
+    return str(readme)
