@@ -172,7 +172,10 @@ def _run_rung(setup: race_plan.Setup, state: dict[str, Any], cands: dict[str, di
                                   f"left carried {state['configurations']} per method")
                 continue
         if label not in runs:
-            runs[label] = run_one(p, store, entry, head, force, isolation, echo, setup.rung_cfg(steps), extra)
+            cal = state.get("calibration") or {}
+            timed = r == 0 and cal.get("run") == entry.run_name and cal.get("steps") == steps  # not twice on --force
+            runs[label] = run_one(p, store, entry, head, force and not timed, isolation, echo, setup.rung_cfg(steps),
+                                  extra)
             state["spent"] = clock.spent()  # a kill mid-rung keeps the time this rung has taken
             save(store.root, state)
         if runs[label].status not in ("done", "failed", "diverged"):
@@ -237,8 +240,8 @@ def _calibrate(setup: race_plan.Setup, state: dict[str, Any], by_name: dict[str,
     run = _run_rung(setup, state, {c["label"]: c}, by_name, 0, plan["steps"][0], [c["label"]], force, isolation,
                     echo, clock)[0][c["label"]]
     took = clock.spent() - before
-    state["calibration"] = {"run": run.name, "expected": expected, "seconds": took, "status": run.status,
-                            "before": {k: plan[k] for k in ("candidates", "steps", "finalists", "expected")}}
+    state["calibration"] = {"run": run.name, "steps": plan["steps"][0], "expected": expected, "seconds": took,
+                            "status": run.status, "before": {k: plan[k] for k in ("candidates", "steps", "finalists", "expected")}}
     if run.status != "done" or 1 / CALIBRATE_WITHIN <= took / max(expected, 1e-9) <= CALIBRATE_WITHIN:
         save(setup.store.root, state)  # nothing measured, or near enough: the plan stands
         return
