@@ -44,9 +44,9 @@ TASKS = {
     "fpb": Task("fpb", "examples/financial-phrasebank-minilm.yaml",
                 about="financial_phrasebank sentiment (3 classes), all-MiniLM-L6-v2 with a new head; 1,000 training "
                       "sentences, one epoch (63 steps of 16), 200 validation and 489 test sentences"),
-    "e2e": Task("e2e", "examples/quickstart.yaml",
-                about="E2E NLG (meaning representation to text) on stories260k, a 260K-parameter Llama; 4,000 "
-                      "training rows, one epoch, 100 validation and 100 test rows"),
+    "e2e": Task("e2e", "benchmarks/peft-bench/tasks/e2e.yaml",
+                about="E2E NLG (meaning representation to text) on stories260k, a 260K-parameter Llama; 1,000 "
+                      "training rows, one epoch (63 steps of 16), 100 validation and 100 test rows"),
 }
 KEYS = ("run", "method", "family", "rank", "rank_group", "p_vs_best", "recommended", "status", "main_metric",
         "n_seeds", "runs", "trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds",
