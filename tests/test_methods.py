@@ -159,3 +159,20 @@ def test_adalora_prunes_ranks_to_its_budget_during_training(tmp_path) -> None:  
     assert zeros >= 4 * len(pattern) - kept  # pruned singular values are masked to zero
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logged) == 2 and all(0 < h["extra_loss"] < h["loss"] for h in logged)  # the penalty, read apart
+
+
+def test_merge_refusal_is_the_one_reason_every_export_path_gives() -> None:
+    """The merged export (CLI `--merge`, the web page's Export) says why a run cannot be merged from
+    one trait: nothing to merge (zero-shot, full), or no weight delta (virtual tokens, input-
+    dependent modules); a mergeable method has no refusal."""
+    from peftlab.methods import REGISTRY
+    from peftlab.serve.routers.export import merge_trait
+
+    for name, m in REGISTRY.items():
+        why = m.merge_refusal
+        assert (why is None) == (m.mergeable and not m.is_full and not m.is_baseline), name
+        assert merge_trait(name) == (why is None, why)
+    assert "trains nothing" in REGISTRY["zero-shot"].merge_refusal
+    assert "already a whole model" in REGISTRY["full"].merge_refusal
+    assert "virtual tokens" in REGISTRY["prompt-tuning"].merge_refusal
+    assert merge_trait("no-such-method") == (False, "no-such-method: not a method of this peftlab version")

@@ -145,12 +145,9 @@ def merge(store: Store, run: Run, out: Path, probes: list[str] | None = None, n_
         raise PeftlabError(f"{out}: exists and is not empty; choose a new folder")
     labels = (run.info or {}).get("labels")
     t0 = time.perf_counter()
-    method = get_method(run.method)
-    if method.is_full:
-        raise PeftlabError("a fully fine-tuned run is already a whole model: download it as it is (nothing to merge)")
-    if not method.mergeable:
-        raise PeftlabError(f"{run.method} adds virtual tokens instead of weight deltas; it cannot be merged into the "
-                           "weights. Download the adapter and load it with PeftModel.from_pretrained")
+    refusal = get_method(run.method).merge_refusal
+    if refusal:
+        raise PeftlabError(refusal)
     from peft import PeftModel
 
     base, tok, base_path = load_base(cfg, base_dir, labels)

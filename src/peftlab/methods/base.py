@@ -118,6 +118,19 @@ class Method:
         """Every weight trains and the run saves the whole model (the full fine-tuning row)."""
         return self.artifact == "model"
 
+    @property
+    def merge_refusal(self) -> str | None:
+        """Why a run of this method cannot be merged into its base, in the user's words; None when
+        it can (the merged export, the web page's Export, the CLI's `--merge`)."""
+        if self.is_baseline:
+            return f"{self.name} trains nothing: the base model itself is the result"
+        if self.is_full:
+            return "a fully fine-tuned run is already a whole model: download it as it is (nothing to merge)"
+        if not self.mergeable:
+            return (f"{self.name} adds virtual tokens (or modules) instead of weight deltas, so it cannot be merged "
+                    "into the weights; download the adapter and load it with PeftModel.from_pretrained")
+        return None
+
     def learning_rate(self, task: str) -> float:
         return self.learning_rates.get(task, self.learning_rates["default"])
 

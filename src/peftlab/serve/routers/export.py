@@ -24,16 +24,8 @@ def merge_trait(method: str) -> tuple[bool, str | None]:
     from peftlab.methods import REGISTRY
 
     m = REGISTRY.get(method)
-    if m is None:
-        return False, f"{method}: not a method of this peftlab version"
-    if m.is_baseline:
-        return False, f"{method} trains nothing: the base model itself is the result"
-    if m.is_full:
-        return False, "a fully fine-tuned run is already a whole model: download it as it is"
-    if not m.mergeable:
-        return False, (f"{method} adds virtual tokens (or modules) instead of weight deltas, so it cannot be merged "
-                       "into the weights; download the adapter and load it with PeftModel.from_pretrained")
-    return True, None
+    why = f"{method}: not a method of this peftlab version" if m is None else m.merge_refusal
+    return why is None, why
 
 
 @router.get("/api/runs/{run_id}/export")
