@@ -32,6 +32,10 @@ from config.json when the weights are in another format):
   Every run also scores the validation split every `eval_every` steps (steps // eval_every
   passes, each at the evaluation rate), and a tuning trial is scored on the validation split,
   not the test split (`eval_examples`). Tuning trials count as measured runs too.
+  A final run of a generative task that trains also measures forgetting (`evaluate.forgetting`):
+  the median seconds the store's runs took for it, else a forward pass over the default
+  reference set (its prompts and the base's 80-token continuations) at the evaluation rate. The
+  set itself is made once per base model by the first run that needs it; that is not counted.
   3. else this machine's own rate (`train.throughput`): a matrix multiply of the model's width
      at the run's precision, timed here, times the share of it whole runs were measured to
      reach, with a range of half to twice that; plus 30 s per run to start its process and load.
@@ -183,6 +187,7 @@ class Measured:
     # optimizer) and runs that only evaluate (zero-shot), whose fixed cost is a fraction of it
     overhead: list[float] = field(default_factory=list)
     overhead_eval_only: list[float] = field(default_factory=list)
+    forgetting: list[float] = field(default_factory=list)  # seconds measuring it (runs that did)
 
     def fixed_seconds(self, trains: bool) -> float | None:
         xs = (self.overhead if trains else self.overhead_eval_only) or self.overhead or self.overhead_eval_only
@@ -210,11 +215,22 @@ def measured(store: Store | None, cfg: ExperimentConfig) -> Measured:
                 (out.full_tps if m.is_full else out.train_tps).append(float(c["train_tokens_per_second"]))
             if c.get("eval_examples_per_second"):
                 out.eval_eps.append(float(c["eval_examples_per_second"]))
+            if m.trains and c.get("forgetting_seconds"):
+                out.forgetting.append(float(c["forgetting_seconds"]))
             if r.started_at and r.finished_at:
                 fixed = (r.finished_at - r.started_at - (c.get("train_seconds") or 0) - (c.get("eval_seconds") or 0)
-                         - _validation_seconds(r))
+                         - (c.get("forgetting_seconds") or 0) - _validation_seconds(r))
                 (out.overhead if m.trains else out.overhead_eval_only).append(max(0.0, fixed))
     return out
+
+
+def _reference_tokens() -> float:
+    """Tokens of the default forgetting reference set a run scores: each prompt (about 4
+    characters a token, plus a chat template's few) and the base's continuation."""
+    from peftlab.evaluate.reference import NEW_TOKENS, PROMPTS
+
+    prompts = [ln for ln in PROMPTS.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return sum(len(x) / 4 + 8 + NEW_TOKENS for x in prompts)
 
 
 def _validation_passes(steps: int, eval_every: int | None) -> int:
@@ -243,11 +259,13 @@ def _time(amount: float, rates: list[float]) -> tuple[float, float, float]:
 
 def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task: Any, *, cuda: bool,
              store: Store | None = None, eval_examples: int | None = None,
-             startup: float = STARTUP_SECONDS) -> dict[str, Any]:
+             startup: float = STARTUP_SECONDS, final: bool = True) -> dict[str, Any]:
     """Trainable parameters, memory and time of each of the experiment's methods (see the module).
     `eval_examples`: the examples a run is scored on at its end (default the test split's; a
     tuning trial's: the validation split's). `startup`: a run's seconds outside training and
-    evaluation where the store has measured none (a worker process's; less in process)."""
+    evaluation where the store has measured none (a worker process's; less in process). `final`:
+    the runs are final runs (a tuning trial or a race's rung measures no forgetting)."""
+    from peftlab.evaluate import forgetting
     from peftlab.methods import get_method
 
     shape = model_shape(rm.path if rm.local else None)
@@ -298,16 +316,20 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
         new = cfg.evaluation.max_new_tokens if generative else 0
         passes = val_examples if method.trains else 0  # a run that trains nothing has no validation passes
         gen_flops = (scored + passes) * (source_tokens + virt + new) * 2 * P
+        forgets = final and method.trains and forgetting.measured(cfg)
+        ref_flops = _reference_tokens() * 2 * P if forgets else 0.0
         tps = (seen.full_tps or [x * 2 / 3 for x in seen.train_tps]) if method.is_full else seen.train_tps
         if seen.runs and (tps or not method.trains):
             t = _time(tokens, tps) if method.trains else (0.0, 0.0, 0.0)
             ev = _time(scored + passes, seen.eval_eps)
             up = seen.fixed_seconds(method.trains)
             up = startup if up is None else up
+            if forgets:
+                up += _median(seen.forgetting) if seen.forgetting else ref_flops / eval_rate
             sec, low, high = (up + t[0] + ev[0], up + t[1] + ev[1], up + t[2] + ev[2])
             basis = f"measured on {seen.runs} finished runs of this model"
         else:
-            sec = startup + train_flops / train_rate + gen_flops / eval_rate
+            sec = startup + train_flops / train_rate + (gen_flops + ref_flops) / eval_rate
             low, high = startup + (sec - startup) / 2, startup + (sec - startup) * 2
             basis = "throughput of other models' runs" if observed else "this machine's measured matmul rate"
         row.update(memory_mb=round(mem / 2**20), seconds=round(sec, 1), seconds_low=round(low, 1),

@@ -43,7 +43,7 @@ def plan_cost(p: Any, store: Store, force: bool = False) -> dict[str, Any]:
             tdata = replace(data, train=data.train[:cfg.tuning.max_train_examples_per_trial])
         # a trial is scored on the validation split, not the test split
         trial = {r["name"]: r for r in estimate(tp, checked.model, tdata, task, cuda=cuda, store=store,
-                                                eval_examples=len(data.validation))["methods"]}
+                                                eval_examples=len(data.validation), final=False)["methods"]}
     finals = final_runs(p, list(cfg.methods))
     made = {r.name: r for r in store.runs(cfg.name)}  # read once: what `peftlab run` would skip
     rows = []

@@ -211,16 +211,16 @@ def estimate_costs(p: Any, store: Any, checked: Any, task: Any, entries: list[An
     base = [e for e in cfg.methods if e.run_name not in {x.run_name for x in entries}]
     lo, hi = steps
 
-    def seconds(c: Any, methods: list[Any], scored: int) -> dict[str, float]:
+    def seconds(c: Any, methods: list[Any], scored: int, final: bool = True) -> dict[str, float]:
         if not methods:
             return {}
         c = c.model_copy(update={"methods": methods})
         rows = estimate(c, checked.model, data, task, cuda=cuda, store=store, eval_examples=scored,
-                        startup=startup)["methods"]
+                        startup=startup, final=final)["methods"]
         return {r["name"]: float(r.get("seconds") or 0.0) for r in rows}
 
     val = len(data.validation)
-    at_lo, at_hi = seconds(rung_cfg(lo), trained, val), seconds(rung_cfg(hi), trained, val)
+    at_lo, at_hi = seconds(rung_cfg(lo), trained, val, False), seconds(rung_cfg(hi), trained, val, False)
     per_step = {m: max(0.0, (at_hi[m] - at_lo[m]) / (hi - lo)) if hi > lo else 0.0 for m in at_lo}
     fixed = {m: max(0.0, at_lo[m] - per_step[m] * lo) for m in at_lo}
     test_n = cfg.data.max_test_examples or val
