@@ -34,12 +34,14 @@ def as_lora(run: Run, out: Path, rank: int, probes: list[str] | None = None, n_p
     cannot be converted, or when the converted adapter's greedy outputs differ (nothing kept)."""
     from peft import PeftModel, save_as_lora
 
+    from peftlab.methods.catalog import type_of
+
     method = get_method(run.method)
     if rank < 1:
         raise PeftlabError(f"--as-lora {rank}: the LoRA rank must be 1 or more")
     if method.is_baseline or method.is_full:
         raise PeftlabError(f"{run.name} has no adapter to convert ({run.method})")
-    if method.peft_type == "LORA" or (method.peft_type is None and run.method == "lora"):
+    if type_of(method) == "LORA":  # lora, dora, qlora: their adapter is a LoRA
         raise PeftlabError(f"{run.name} is a LoRA already: export its adapter as it is (no --as-lora)")
     if out.exists() and any(p.name != CHECK_FILE for p in out.iterdir()):
         raise PeftlabError(f"{out}: exists and is not empty; choose a new folder")
