@@ -54,7 +54,7 @@ def table(res: dict[str, Any]) -> str:
 
 
 def chart(res: dict[str, Any], folder: Path) -> Path | None:
-    """The ranking chart: each method's main metric with its 95% interval, group 1 shaded."""
+    """The ranking chart: each method's main metric with its 95% interval and rank group."""
     from peftlab.report import plots
     from peftlab.report.collect import method_color
 
@@ -64,8 +64,8 @@ def chart(res: dict[str, Any], folder: Path) -> Path | None:
         return None
     rows = [plots.Ranked(r["run"], i, method_color(r.get("method") or r["run"]), r[main], r.get(f"{main}_ci_low"),
                          r.get(f"{main}_ci_high"), r.get("rank_group")) for i, r in enumerate(ranked)]
-    return plots.ranking_png(folder / f"{res['task']}-ranking.png",
-                             f"{res['task']}: {main} with 95% intervals (group 1 shaded)", rows, main)
+    title = f"{res['task']}: {main}, mean over seeds with 95% intervals (rank group in brackets)"
+    return plots.ranking_png(folder / f"{res['task']}-ranking.png", title, rows, main)
 
 
 def part(res: dict[str, Any], folder: Path, readme: Path) -> str:
