@@ -16,8 +16,9 @@ from conftest import STORIES, needs_shared, tiny_causal, write_experiment
 from peftlab.config.schema import ExperimentConfig
 from peftlab.errors import ConfigError
 from peftlab.report import forgetting as report_forgetting
+from peftlab.report.board_text import render
 from peftlab.report.collect import ReportData
-from peftlab.report.leaderboard import render, rows
+from peftlab.report.leaderboard import rows
 from peftlab.report.recommend import Budget, recommend
 from peftlab.store import Store
 from peftlab.train.runner import config_hash, plan, run_experiment

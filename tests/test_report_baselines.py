@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import DATA, needs_shared
 
+from peftlab.report.board_text import render
 from peftlab.report.collect import PALETTE, collect, method_color
-from peftlab.report.leaderboard import MAJORITY, render, rows
+from peftlab.report.leaderboard import MAJORITY, rows
 from peftlab.report.recommend import recommend
 from peftlab.store import Store
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from peftlab.report.leaderboard import render, rows
+from peftlab.report.board_text import render
+from peftlab.report.leaderboard import rows
 from peftlab.store import Store
 
 REFS = [f"the title of table {i} is about {w}" for i, w in enumerate(["sales", "rain", "cars", "jobs"] * 15)]

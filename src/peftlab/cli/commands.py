@@ -81,8 +81,8 @@ def _isolation(args: argparse.Namespace) -> Any:
 def board(store: Any, experiment: str, fmt: str = "table", budget: Any = None) -> str:
     """The leaderboard with the answer: the recommended row marked (`recommended`), and in the
     terminal the recommendation's headline under the table (the report's, word for word)."""
+    from peftlab.report.board_text import render
     from peftlab.report.collect import collect
-    from peftlab.report.leaderboard import render
     from peftlab.report.recommend import recommend
 
     data = collect(store, [experiment])
