@@ -16,12 +16,6 @@ def _f(v: Any, fmt: str = "{:.2f}") -> str:
     return "–" if v is None else fmt.format(v)
 
 
-def _size(b: Any) -> str:
-    if not b:
-        return "–"
-    return f"{b / 2**20:.1f} MB" if b >= 2**20 else f"{b / 2**10:.0f} KB"
-
-
 def _config(c: dict[str, Any] | None) -> str:
     if not c:
         return ""
@@ -31,6 +25,8 @@ def _config(c: dict[str, Any] | None) -> str:
 
 
 def table(res: dict[str, Any]) -> str:
+    from peftlab.report.fmt import fmt_value
+
     main = res["main_metric"]
     rows = res["rows"]
     others = sorted({k.removesuffix("_ci_low") for r in rows for k in r if k.endswith("_ci_low")}
@@ -42,11 +38,12 @@ def table(res: dict[str, Any]) -> str:
     for r in rows:
         ci = f" [{_f(r.get(f'{main}_ci_low'))}, {_f(r.get(f'{main}_ci_high'))}]" if r.get(f"{main}_ci_low") is not None else ""
         cells = [_f(r.get("rank"), "{}"), _f(r.get("rank_group"), "{}"), r["run"] + (" ★" if r.get("recommended") else ""),
-                 _f(r.get(main)) + ci, *[_f(r.get(m)) for m in others], _config(r.get("configuration")),
-                 _f(r.get("trainable_percent"), "{:.3g}%"), _f(r.get("train_seconds"), "{:,.1f}"),
-                 _f(r.get("peak_memory_mb"), "{:,.0f}"), _size(r.get("adapter_bytes"))]
+                 fmt_value(main, r.get(main)) + ci, *[fmt_value(m, r.get(m)) for m in others],
+                 _config(r.get("configuration")),
+                 *[fmt_value(k, r.get(k)) for k in ("trainable_percent", "train_seconds", "peak_memory_mb",
+                                                    "adapter_bytes")]]
         if forgetting:
-            cells.append(_f(r.get("forgetting"), "{:.3f}") + (
+            cells.append(fmt_value("forgetting", r.get("forgetting")) + (
                 f" [{_f(r.get('forgetting_ci_low'), '{:.3f}')}, {_f(r.get('forgetting_ci_high'), '{:.3f}')}]"
                 if r.get("forgetting_ci_low") is not None else ""))
         out.append("| " + " | ".join(cells) + " |")
@@ -74,12 +71,12 @@ def part(res: dict[str, Any], folder: Path, readme: Path) -> str:
              "done; rank groups are among those done")
     m = res.get("machine") or {}
     v = res.get("versions") or {}
+    results = (folder / f"{res['task']}.json").relative_to(readme.parent)
     lines = [f"**{res['about']}** ({state}; updated {res['updated']}).", "",
              f"Command: `{res['command']}`. Machine: {m.get('cpu', '?')} ({m.get('cpu_capability', '?')}, "
              f"{m.get('device', '?')}, {m.get('torch_threads', '?')} threads); peftlab {v.get('peftlab', '?')}, "
              f"torch {v.get('torch', '?')}, transformers {v.get('transformers', '?')}, peft {v.get('peft', '?')}. "
-             f"Results: [`{(folder / (res['task'] + '.json')).relative_to(readme.parent)}`]"
-             f"({(folder / (res['task'] + '.json')).relative_to(readme.parent)}).", ""]
+             f"Results: [`{results}`]({results}).", ""]
     if png is not None:
         rel = png.relative_to(readme.parent)
         lines += [f"![{res['task']} ranking]({rel})", ""]

@@ -54,9 +54,9 @@ KEYS = ("run", "method", "family", "rank", "rank_group", "p_vs_best", "recommend
         "forgetting_ci_high", "forgetting_na", "health_problems", "dropped_text")
 
 
-def _row(r: dict[str, Any], metrics: list[str], store: Any) -> dict[str, Any]:
+def _row(r: dict[str, Any], metrics: list[str], runs: dict[str, Any]) -> dict[str, Any]:
     out = {k: r.get(k) for k in KEYS if r.get(k) is not None}
-    rep = next((x for x in store.runs(r.get("experiment")) if x.name == r.get("representative")), None)
+    rep = runs.get(r.get("representative"))
     if rep is not None:  # the configuration tuning chose on validation (a final run's entry)
         entry = (rep.config or {}).get("entry") or {}
         out["configuration"] = {"learning_rate": entry.get("learning_rate"), **(entry.get("options") or {})}
@@ -67,8 +67,8 @@ def _row(r: dict[str, Any], metrics: list[str], store: Any) -> dict[str, Any]:
     return out
 
 
-def _versions(store: Any, experiment: str) -> dict[str, Any]:
-    for run in store.runs(experiment):
+def _versions(runs: dict[str, Any]) -> dict[str, Any]:
+    for run in runs.values():
         info = run.info or {}
         if info.get("versions"):
             return {"versions": info["versions"], "machine": info.get("machine")}
@@ -83,16 +83,16 @@ def write_results(task: Task, store: Any, experiment: str, methods: list[str], p
     rs = rows(store, experiment)
     old = json.loads(path.read_text()) if path.is_file() else {}
     main = rs[0]["main_metric"] if rs else None
-    with_ci = {k.removesuffix("_ci_low") for r in rs for k in r if k.endswith("_ci_low")} - {"forgetting"}
-    metrics = [m for m in [main, *sorted(with_ci)] if m] if main else []
-    metrics = list(dict.fromkeys(metrics))
+    with_ci = {k.removesuffix("_ci_low") for r in rs for k in r if k.endswith("_ci_low")} - {"forgetting", main}
+    metrics = [main, *sorted(with_ci)] if main else []
+    runs = {x.name: x for x in store.runs(experiment)}  # read once: each row's chosen configuration
     done = sorted({r["run"] for r in rs if r.get("status") == "done"} | set(old.get("done", [])))
     out = {"task": task.name, "about": task.about, "experiment": task.experiment, "command": command,
            "protocol": {"tune": task.tune, "seeds": task.seeds, "overrides": task.overrides, "split_for_choices":
                         "validation", "test_split": "read once per final run"},
            "methods": methods, "done": done, "complete": set(methods) <= set(done), "main_metric": main,
-           "updated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **_versions(store, experiment),
-           "platform": platform.platform(), "rows": [_row(r, metrics, store) for r in rs]}
+           "updated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **_versions(runs),
+           "platform": platform.platform(), "rows": [_row(r, metrics, runs) for r in rs]}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=1))

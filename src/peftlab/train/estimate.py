@@ -292,6 +292,7 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
         train_rate, eval_rate = machine_rates(rows_per_batch, hidden, resolve_precision(cfg.training.precision), cuda,
                                               cfg.training.threads, resolve_precision(cfg.evaluation.precision))
     P = shape["params"]
+    ref_tokens = _reference_tokens() if final and forgetting.measured(cfg) else 0.0  # a final run's forgetting pass
     rows = []
     for entry in cfg.methods:
         method = get_method(entry.name)
@@ -316,8 +317,8 @@ def estimate(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData, task:
         new = cfg.evaluation.max_new_tokens if generative else 0
         passes = val_examples if method.trains else 0  # a run that trains nothing has no validation passes
         gen_flops = (scored + passes) * (source_tokens + virt + new) * 2 * P
-        forgets = final and method.trains and forgetting.measured(cfg)
-        ref_flops = _reference_tokens() * 2 * P if forgets else 0.0
+        forgets = method.trains and ref_tokens > 0
+        ref_flops = ref_tokens * 2 * P if forgets else 0.0
         tps = (seen.full_tps or [x * 2 / 3 for x in seen.train_tps]) if method.is_full else seen.train_tps
         if seen.runs and (tps or not method.trains):
             t = _time(tokens, tps) if method.trains else (0.0, 0.0, 0.0)

@@ -218,7 +218,8 @@ def _new(setup: race_plan.Setup, key: str, echo: Any) -> dict[str, Any]:
     state = {"version": VERSION, "key": key, "experiment": cfg.name, "main_metric": spec(cfg.task).main_metric,
              "plan": plan.as_dict(), "candidates": candidates, "rungs": [], "finalists": None, "spent": 0.0,
              "finals_seconds": None, "at": time.time(),
-             "calibration": {"pending": True} if not measured(store, cfg).runs else None}
+             "calibration": None if measured(store, cfg).runs else  # what the plan expects of the run it times
+             {"pending": True, "expected": costs.rung(candidates[0]["method"], plan.steps[0])}}
     save(store.root, state)
     return state
 
@@ -234,7 +235,7 @@ def _calibrate(setup: race_plan.Setup, state: dict[str, Any], by_name: dict[str,
     t = setup.p.cfg.tuning
     assert t is not None and t.budget is not None
     plan, c = state["plan"], state["candidates"][0]
-    expected = setup.costs().rung(c["method"], plan["steps"][0])
+    expected = state["calibration"]["expected"]
     before = clock.spent()
     echo(f"race: no run of this model measured on this store yet: {c['method']}'s first rung first, to time it")
     run = _run_rung(setup, state, {c["label"]: c}, by_name, 0, plan["steps"][0], [c["label"]], force, isolation,
