@@ -172,10 +172,36 @@ def test_tiny_peft_bench(tmp_path: Path) -> None:
     assert all(x.get("rank") for x in rows.values()) and rows["zero-shot"]["trainable_params"] == 0
     readme = Path(r["readme"]).read_text()
     assert "<!-- results:tiny -->" in readme and "| lora" in readme and "tiny-ranking.png" in readme
+    # the answer is the leaderboard's: at most one row marked, named in the headline the README repeats
+    marked = [x["run"] for x in r["rows"] if x.get("recommended")]
+    assert len(marked) <= 1 and r["recommendation"] and f"peftlab's answer (★): {r['recommendation']}" in readme
+    assert all(m in r["recommendation"] for m in marked)
+    assert "**Beside peft's own benchmark**" in readme
     assert (tmp_path / "peft-bench-tiny" / "results" / "tiny-ranking.png").stat().st_size > 1000
     t0 = time.time()
     again = run_tiny("peft-bench/run.py", tmp=tmp_path, timeout=300)
     assert again["rows"] == r["rows"] and time.time() - t0 < 60
+
+
+def test_peft_bench_beside_peft_ranks_the_methods_both_have() -> None:
+    """peft's experiment names map onto peftlab's methods; each method's best configuration there is
+    ranked against ours, with Spearman's correlation: +1 in the same order, -1 reversed."""
+    sys.path.insert(0, str(BENCH / "peft-bench"))
+    import vs_peft
+
+    assert [vs_peft.ours(n) for n in ("lora/x-rank32-dora", "lora/x-rank64-rslora", "lora/x-rank32-mica",
+                                      "prefixtuning/x", "full-finetuning/x", "adaptionprompt/x", "miss/x-bat")] == [
+        "dora", "lora", None, "prefix-tuning", "full", None, "miss"]
+    ref = {"source": "s", "about": "a", "experiments": [
+        {"experiment": "lora/a", "method": "lora", "accuracy": 50.0}, {"experiment": "lora/b", "method": "lora", "accuracy": 30.0},
+        {"experiment": "ia3/a", "method": "ia3", "accuracy": 40.0}, {"experiment": "vera/a", "method": "vera", "accuracy": 20.0},
+        {"experiment": "adaptionprompt/a", "method": None, "accuracy": 60.0}]}
+    rows = [{"run": m, "method": m, "rank": i + 1, "f1": v} for i, (m, v) in enumerate([("lora", 9), ("ia3", 8), ("vera", 7)])]
+    same = vs_peft.part({"main_metric": "f1", "rows": rows + [{"run": "majority-class", "f1": 5}]}, ref)
+    assert "the 3 methods both rank" in same and "correlation 1.00" in same and "| lora | 1 | 9.00 | 1 | 50.00 | 2 |" in same
+    rev = [{**r, "f1": 10 - r["f1"]} for r in rows][::-1]
+    assert "correlation -1.00" in vs_peft.part({"main_metric": "f1", "rows": rev}, ref)
+    assert "fewer than 3" in vs_peft.part({"main_metric": "f1", "rows": rows[:2]}, ref)
 
 
 def test_tiny_race(tmp_path: Path) -> None:

@@ -77,10 +77,16 @@ def part(res: dict[str, Any], folder: Path, readme: Path) -> str:
              f"{m.get('device', '?')}, {m.get('torch_threads', '?')} threads); peftlab {v.get('peftlab', '?')}, "
              f"torch {v.get('torch', '?')}, transformers {v.get('transformers', '?')}, peft {v.get('peft', '?')}. "
              f"Results: [`{results}`]({results}).", ""]
+    if res.get("recommendation"):
+        lines += [f"peftlab's answer (★): {res['recommendation']}", ""]
     if png is not None:
         rel = png.relative_to(readme.parent)
         lines += [f"![{res['task']} ranking]({rel})", ""]
-    return "\n".join(lines + [table(res)])
+    from vs_peft import REFERENCE
+    from vs_peft import part as beside_peft
+
+    tail = ["", beside_peft(res)] if REFERENCE.is_file() else []
+    return "\n".join(lines + [table(res)] + tail)
 
 
 def write_readme(results: Path, readme: Path) -> str:

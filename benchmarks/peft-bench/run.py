@@ -77,10 +77,14 @@ def _versions(runs: dict[str, Any]) -> dict[str, Any]:
 
 def write_results(task: Task, store: Any, experiment: str, methods: list[str], path: Path, command: str) -> dict:
     """The task's results file from the store's leaderboard: every row, ranked across the methods
-    trained so far (rank groups change as methods are added: `complete` says when they are final)."""
-    from peftlab.report.leaderboard import rows
+    trained so far (rank groups change as methods are added: `complete` says when they are final),
+    the recommended row marked and the recommendation's headline, word for word the leaderboard's."""
+    from peftlab.report.collect import collect
+    from peftlab.report.recommend import recommend
 
-    rs = rows(store, experiment)
+    data = collect(store, [experiment])  # the leaderboard's rows and its answer, as `peftlab leaderboard` gives them
+    rec = recommend(data)
+    rs = rec.mark(data.rows)
     old = json.loads(path.read_text()) if path.is_file() else {}
     main = rs[0]["main_metric"] if rs else None
     with_ci = {k.removesuffix("_ci_low") for r in rs for k in r if k.endswith("_ci_low")} - {"forgetting", main}
@@ -92,7 +96,8 @@ def write_results(task: Task, store: Any, experiment: str, methods: list[str], p
                         "validation", "test_split": "read once per final run"},
            "methods": methods, "done": done, "complete": set(methods) <= set(done), "main_metric": main,
            "updated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **_versions(runs),
-           "platform": platform.platform(), "rows": [_row(r, metrics, runs) for r in rs]}
+           "platform": platform.platform(), "recommendation": rec.headline.replace("**", ""),
+           "rows": [_row(r, metrics, runs) for r in rs]}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=1))

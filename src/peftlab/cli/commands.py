@@ -87,8 +87,7 @@ def board(store: Any, experiment: str, fmt: str = "table", budget: Any = None) -
 
     data = collect(store, [experiment])
     rec = recommend(data, budget)
-    rs = [{**r, "recommended": not r.get("baseline") and r["run"] == rec.run} for r in data.rows]
-    return render(rs, fmt, rec.headline.replace("**", "") if fmt == "table" else None)
+    return render(rec.mark(data.rows), fmt, rec.headline.replace("**", "") if fmt == "table" else None)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

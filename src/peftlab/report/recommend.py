@@ -138,6 +138,10 @@ class Recommendation:
         """The recommended row's median seed: the run to try, export or serve."""
         return self.recommended.get("representative") or self.recommended["run"] if self.recommended else None
 
+    def mark(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows with the recommended one marked (`recommended`), as every table shows them."""
+        return [{**r, "recommended": not r.get("baseline") and r["run"] == self.run} for r in rows]
+
     @property
     def text(self) -> str:
         return "\n\n".join(p.replace("**", "") for p in [self.headline, *self.paragraphs])
