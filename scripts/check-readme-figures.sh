@@ -4,6 +4,7 @@
 #
 #   scripts/check-readme-figures.sh                   # speed --quick (fp32 and bf16) + the OpenAI load test
 #   PRECISION=fp32 scripts/check-readme-figures.sh    # speed in fp32 only
+#   OUT=DIR scripts/check-readme-figures.sh           # keep the runs' JSON and logs in DIR
 #   scripts/check-readme-figures.sh --tiny            # the tiny modes only: checks the pipeline in seconds,
 #                                                     # compares nothing (tiny figures measure nothing)
 #
@@ -14,8 +15,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+if [[ -n "${OUT:-}" ]]; then  # OUT=DIR keeps the JSON and logs (to update README from them)
+    out=$OUT; mkdir -p "$out"
+else
+    out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
+fi
 
 if [[ "${1:-}" == "--tiny" ]]; then
     for s in speed eval_levers executors openai_load load_playground answer_precision race peft-bench/run; do
