@@ -166,6 +166,11 @@ def test_the_same_answer_on_every_surface(fpb: Store, tmp_path: Path, capsys: py
     assert main(["--store", root, "leaderboard", EXP]) == 0
     table = capsys.readouterr().out
     assert "ia3 ★" in table and "↳ full.s43" in table and "Recommendation: ia3" in table
+    assert main(["--store", root, "leaderboard", EXP, "--format", "markdown"]) == 0
+    md = capsys.readouterr().out
+    assert re.search(r"^\| 1 +\| ia3 ★ +\|", md, re.M) and "Recommendation: **ia3**" in md
+    ranked = [ln.split("|")[2].strip().removesuffix(" ★") for ln in md.splitlines() if re.match(r"^\| \d", ln)]
+    assert md.count("★") == 1 and ranked == [r["run"] for r in js if r.get("rank")]
     out = tmp_path / "r.html"
     assert main(["--store", root, "report", EXP, "-o", str(out), "--no-bertscore"]) == 0
     assert capsys.readouterr().out.startswith("Recommendation: ia3,")

@@ -87,7 +87,8 @@ def board(store: Any, experiment: str, fmt: str = "table", budget: Any = None) -
 
     data = collect(store, [experiment])
     rec = recommend(data, budget)
-    return render(rec.mark(data.rows), fmt, rec.headline.replace("**", "") if fmt == "table" else None)
+    headline = {"table": rec.headline.replace("**", ""), "markdown": rec.headline}.get(fmt)
+    return render(rec.mark(data.rows), fmt, headline)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

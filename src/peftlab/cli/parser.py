@@ -114,8 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", parents=[common], help="ranked table of an experiment's runs")
     lb.add_argument("experiment")
-    lb.add_argument("--format", choices=["table", "json", "csv"], default="table",
-                    help="table (with the recommendation under it), json or csv (the recommended row: recommended)")
+    lb.add_argument("--format", choices=["table", "markdown", "json", "csv"], default="table",
+                    help="table (with the recommendation under it), markdown (the same, as a pipe table), json or "
+                    "csv (the recommended row: recommended)")
     lb.add_argument("--max-memory-mb", type=float, help="budget: recommend within this peak memory")
     lb.add_argument("--max-train-seconds", type=float, help="budget: recommend within this train time")
     lb.add_argument("--max-trainable-percent", type=float, help="budget: recommend within this share of "

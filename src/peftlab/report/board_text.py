@@ -1,4 +1,5 @@
-"""The leaderboard's rows as text: a terminal table (each row's seeds under it), JSON or CSV.
+"""The leaderboard's rows as text: a terminal table (each row's seeds under it), the same table
+in Markdown (a README's or an issue's), JSON or CSV.
 The rows themselves, and what each key means, are `report.leaderboard`'s."""
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def _with_ci(r: dict[str, Any], metric: str) -> str:
 
 
 def render(rs: list[dict[str, Any]], fmt: str = "table", headline: str | None = None) -> str:
-    """The rows as a terminal table (each row's seeds under it, with their own values), JSON or
-    CSV (one line per row; `seeds` as JSON). `headline`: the answer, printed under the table."""
+    """The rows as a terminal table (each row's seeds under it, with their own values), the same
+    table in Markdown (`markdown`: a pipe table, its notes as paragraphs under it), JSON or CSV
+    (one line per row; `seeds` as JSON). `headline`: the answer, printed under the table."""
     if fmt == "json":
         return json.dumps(rs, indent=2)
     metric_cols = [m for m in METRIC_ORDER if any(m in r for r in rs)]
@@ -85,7 +87,11 @@ def render(rs: list[dict[str, Any]], fmt: str = "table", headline: str | None = 
         table.append(line(r, False))
         seeds = r.get("seeds") or []
         table += [line(sd, True) for sd in seeds] if len(seeds) > 1 else []
-    text = tabulate(table, headers=[short.get(c, c) for c in cols], tablefmt="simple", disable_numparse=True)
+    md = fmt == "markdown"
+    text = tabulate(table, headers=[short.get(c, c) for c in cols], tablefmt="github" if md else "simple",
+                    disable_numparse=True)
+    if md:
+        text += "\n"  # the notes below a pipe table are paragraphs of their own
     errors = [f"  {r['run']}: {r['status']}: {r['error']}" for r in rs if r.get("error")]
     if rs:
         text += f"\n(ranked by {main}; one row per method configuration, the mean over its seeds (↳); group 1: not " \
