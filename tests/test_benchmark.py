@@ -176,7 +176,7 @@ def test_tiny_peft_bench(tmp_path: Path) -> None:
     marked = [x["run"] for x in r["rows"] if x.get("recommended")]
     assert len(marked) <= 1 and r["recommendation"] and f"peftlab's answer (★): {r['recommendation']}" in readme
     assert all(m in r["recommendation"] for m in marked)
-    assert "**Beside peft's own benchmark**" in readme
+    assert "**Beside peft's own benchmark**" in readme and "results/tiny-pareto-trainable_params.png" in readme
     assert (tmp_path / "peft-bench-tiny" / "results" / "tiny-ranking.png").stat().st_size > 1000
     t0 = time.time()
     again = run_tiny("peft-bench/run.py", tmp=tmp_path, timeout=300)

@@ -65,8 +65,29 @@ def chart(res: dict[str, Any], folder: Path) -> Path | None:
     return plots.ranking_png(folder / f"{res['task']}-ranking.png", title, rows, main)
 
 
+def pareto(res: dict[str, Any], folder: Path, key: str = "trainable_params") -> Path | None:
+    """The main metric against one of the report's Pareto costs, its frontier dashed, as the
+    report draws it (one point per method: its mean over seeds and its interval)."""
+    from peftlab.report import plots
+    from peftlab.report.collect import method_color
+    from peftlab.report.recommend import PARETO_COSTS, pareto_front
+
+    main = res["main_metric"]
+    label, log = next((lb, lg) for k, lb, lg, _ in PARETO_COSTS if k == key)
+    rs = [r for r in res["rows"] if r.get("rank") is not None and r.get(main) is not None and r.get(key) is not None]
+    if len(rs) < 2:
+        return None
+    front = set(pareto_front([(float(r[key]), float(r[main])) for r in rs]))
+    pts = [plots.Point(r["run"], i, method_color(r.get("method") or r["run"]), float(r[key]), float(r[main]),
+                       i in front, r.get(f"{main}_ci_low"), r.get(f"{main}_ci_high")) for i, r in enumerate(rs)]
+    return plots.pareto_png(folder / f"{res['task']}-pareto-{key}.png",
+                            f"{res['task']}: {main} vs {label} (named: the frontier)", pts, key, label, main, log,
+                            label=lambda p: p.frontier)
+
+
 def part(res: dict[str, Any], folder: Path, readme: Path) -> str:
     png = chart(res, folder)
+    costs = [p for k in ("trainable_params", "forgetting") if (p := pareto(res, folder, k)) is not None]
     state = ("complete" if res["complete"] else f"in progress: {len(res['done'])} of {len(res['methods'])} methods "
              "done; rank groups are among those done")
     m = res.get("machine") or {}
@@ -82,6 +103,8 @@ def part(res: dict[str, Any], folder: Path, readme: Path) -> str:
     if png is not None:
         rel = png.relative_to(readme.parent)
         lines += [f"![{res['task']} ranking]({rel})", ""]
+    for p in costs:  # the frontier: no other method is both better and cheaper on that cost
+        lines += [f"![{p.stem}]({p.relative_to(readme.parent)})", ""]
     from vs_peft import REFERENCE
     from vs_peft import part as beside_peft
 

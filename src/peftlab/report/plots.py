@@ -309,7 +309,9 @@ def line_chart_png(path: Path, title: str, series: list[Series], xlabel: str = "
     return path
 
 
-def pareto_png(path: Path, title: str, points: list[Point], xkey: str, xlabel: str, ylabel: str, log_x: bool) -> Path:
+def pareto_png(path: Path, title: str, points: list[Point], xkey: str, xlabel: str, ylabel: str, log_x: bool,
+               label: Callable[[Point], bool] | None = None) -> Path:
+    """`label`: which points get their name (default every one; with dozens, say the frontier)."""
     fig, ax = _figure(title, xlabel, ylabel)
     if log_x and any(p.x > 0 for p in points):
         ax.set_xscale("symlog", linthresh=max(1e-9, min(p.x for p in points if p.x > 0)))
@@ -322,7 +324,8 @@ def pareto_png(path: Path, title: str, points: list[Point], xkey: str, xlabel: s
             ax.errorbar([p.x], [p.y], yerr=[[p.y - p.y_low], [p.y_high - p.y]], color=p.color, capsize=3, zorder=2)
         ax.scatter([p.x], [p.y], color=p.color, s=60 if p.frontier else 36,
                    edgecolors="#222" if p.frontier else "none", zorder=3)
-        ax.annotate(p.label, (p.x, p.y), textcoords="offset points", xytext=(6, 5), fontsize=8)
+        if label is None or label(p):
+            ax.annotate(p.label, (p.x, p.y), textcoords="offset points", xytext=(6, 5), fontsize=8)
     if front:
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
