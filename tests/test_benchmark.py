@@ -204,6 +204,44 @@ def test_peft_bench_beside_peft_ranks_the_methods_both_have() -> None:
     assert "fewer than 3" in vs_peft.part({"main_metric": "f1", "rows": rows[:2]}, ref)
 
 
+def test_peft_bench_records_a_method_that_fails_and_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A method refused or failed is recorded with its reason, the others go on, and a second
+    command tries neither again (a failing method must not cost every later sitting its trials)."""
+    import importlib.util
+
+    import yaml
+
+    import peftlab.train.runner as runner
+    from peftlab.errors import ConfigError
+
+    sys.path.insert(0, str(BENCH))
+    from tiny import experiment, use_shared
+
+    use_shared()
+    spec = importlib.util.spec_from_file_location("peft_bench_run", BENCH / "peft-bench" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "peft_bench_run", bench)  # its dataclasses look their module up
+    spec.loader.exec_module(bench)
+    body = experiment("fails", [{"name": "zero-shot"}, {"name": "ia3"}], n_train=16, max_steps=2, precision="fp32")
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(body))
+    real, calls = runner.run_experiment, []
+
+    def refuse_ia3(p, store, **kw):  # noqa: ANN001, ANN202
+        calls.append([e.name for e in p.cfg.methods])
+        if calls[-1] == ["ia3"]:
+            raise ConfigError("ia3 does not fit this model (test)")
+        return real(p, store, **kw)
+
+    monkeypatch.setattr(runner, "run_experiment", refuse_ia3)
+    task = bench.Task("fails", str(tmp_path / "e.yaml"), tune=2, seeds=1)
+    args = (task, tmp_path / "stores", tmp_path / "results", ["zero-shot", "ia3"], [], "inprocess")
+    out = bench.run_task(*args)
+    assert out["done"] == ["zero-shot"] and out["failed"] == {"ia3": "ia3 does not fit this model (test)"}
+    assert calls == [["zero-shot"], ["ia3"]] and not out["complete"]
+    again = bench.run_task(*args)
+    assert calls == [["zero-shot"], ["ia3"]] and again["failed"] == out["failed"]
+
+
 def test_tiny_race(tmp_path: Path) -> None:
     """The exhaustive side and a race side, both ranked; the race's finalists and group 1 known."""
     r = run_tiny("race.py", tmp=tmp_path, timeout=600)

@@ -88,8 +88,9 @@ def pareto(res: dict[str, Any], folder: Path, key: str = "trainable_params") -> 
 def part(res: dict[str, Any], folder: Path, readme: Path) -> str:
     png = chart(res, folder)
     costs = [p for k in ("trainable_params", "forgetting") if (p := pareto(res, folder, k)) is not None]
+    failed = res.get("failed") or {}
     state = ("complete" if res["complete"] else f"in progress: {len(res['done'])} of {len(res['methods'])} methods "
-             "done; rank groups are among those done")
+             "done; rank groups are among those done") + (f"; {len(failed)} failed" if failed else "")
     m = res.get("machine") or {}
     v = res.get("versions") or {}
     results = (folder / f"{res['task']}.json").relative_to(readme.parent)
@@ -108,7 +109,9 @@ def part(res: dict[str, Any], folder: Path, readme: Path) -> str:
     from vs_peft import REFERENCE
     from vs_peft import part as beside_peft
 
-    tail = ["", beside_peft(res)] if REFERENCE.is_file() else []
+    tail = ["", "Methods that ended without a score (each tried once, as every other: not retried by a later command):",
+            "", *[f"- {m}: {why}" for m, why in sorted(failed.items())]] if failed else []
+    tail += ["", beside_peft(res)] if REFERENCE.is_file() else []
     return "\n".join(lines + [table(res)] + tail)
 
 

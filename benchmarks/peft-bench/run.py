@@ -75,10 +75,12 @@ def _versions(runs: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def write_results(task: Task, store: Any, experiment: str, methods: list[str], path: Path, command: str) -> dict:
+def write_results(task: Task, store: Any, experiment: str, methods: list[str], path: Path, command: str,
+                  failed: dict[str, str] | None = None) -> dict:
     """The task's results file from the store's leaderboard: every row, ranked across the methods
     trained so far (rank groups change as methods are added: `complete` says when they are final),
-    the recommended row marked and the recommendation's headline, word for word the leaderboard's."""
+    the recommended row marked and the recommendation's headline, word for word the leaderboard's.
+    `failed`: methods that ended without a final score, and why (kept, and not tried again)."""
     from peftlab.report.collect import collect
     from peftlab.report.recommend import recommend
 
@@ -91,10 +93,12 @@ def write_results(task: Task, store: Any, experiment: str, methods: list[str], p
     metrics = [main, *sorted(with_ci)] if main else []
     runs = {x.name: x for x in store.runs(experiment)}  # read once: each row's chosen configuration
     done = sorted({r["run"] for r in rs if r.get("status") == "done"} | set(old.get("done", [])))
+    failed = {m: why for m, why in {**old.get("failed", {}), **(failed or {})}.items() if m not in done}
     out = {"task": task.name, "about": task.about, "experiment": task.experiment, "command": command,
            "protocol": {"tune": task.tune, "seeds": task.seeds, "overrides": task.overrides, "split_for_choices":
                         "validation", "test_split": "read once per final run"},
-           "methods": methods, "done": done, "complete": set(methods) <= set(done), "main_metric": main,
+           "methods": methods, "done": done, "failed": failed, "complete": set(methods) <= set(done) | set(failed),
+           "main_metric": main,
            "updated": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), **_versions(runs),
            "platform": platform.platform(), "recommendation": rec.headline.replace("**", ""),
            "rows": [_row(r, metrics, runs) for r in rs]}
@@ -108,6 +112,7 @@ def write_results(task: Task, store: Any, experiment: str, methods: list[str], p
 def run_task(task: Task, stores: Path, results: Path, only: list[str] | None, redo: list[str],
              isolation: str = "subprocess") -> dict:
     from peftlab.config import load_experiment
+    from peftlab.errors import PeftlabError
     from peftlab.store import Store
     from peftlab.train.plan import select_methods
     from peftlab.train.runner import plan, run_experiment
@@ -126,13 +131,21 @@ def run_task(task: Task, stores: Path, results: Path, only: list[str] | None, re
                "applies (one at a time; the same runs as --methods all)")
     out = write_results(task, store, cfg.name, methods, path, command) if store.experiment(cfg.name) else {}
     for i, m in enumerate(only or methods, start=1):
-        if m in out.get("done", []) and m not in redo:
+        if m in [*out.get("done", []), *out.get("failed", {})] and m not in redo:
             continue
         print(f"peft-bench {task.name}: [{i}/{len(only or methods)}] {m}", file=sys.stderr, flush=True)
         tuning = {"tuning.trials": task.tune} if trains.get(m, True) else {}  # zero-shot: nothing to tune
-        p = plan(exp, {**task.overrides, **tuning}, [m], seeds=task.seeds)
-        run_experiment(p, store, isolation=isolation, echo=lambda s: print(s, file=sys.stderr, flush=True))
+        why = None
+        try:
+            p = plan(exp, {**task.overrides, **tuning}, [m], seeds=task.seeds)
+            ran = run_experiment(p, store, isolation=isolation, echo=lambda s: print(s, file=sys.stderr, flush=True))
+            why = next((f"{r.name}: {r.error}" for r in ran if r.status == "failed"), None)
+        except PeftlabError as e:  # refused before it trained (preflight: the method does not fit): said, not fatal
+            why = str(e)
         out = write_results(task, store, cfg.name, methods, path, command)
+        if m not in out["done"]:  # recorded, so that the next command goes on to the other methods
+            out = write_results(task, store, cfg.name, methods, path, command,
+                                {m: why or "no final run: every tuning trial failed (see the store's runs)"})
     return out
 
 
