@@ -64,11 +64,24 @@ def _group1(store_dir: Path, experiment: str) -> dict[str, Any]:
 
 def _runs_seconds(store_dir: Path, experiment: str) -> float:
     """The seconds of an experiment's runs, start to end, added up: a store trained elsewhere (the
-    peft-bench's, over several sittings) has no wall time of its own here."""
+    peft-bench's, over several sittings) has no wall time of its own here. A run resumed after a
+    kill keeps its first start, so its start-to-end spans the outage: it counts as its measured
+    training and evaluation (which cover the whole run) plus the median of the others' overhead
+    (process start, loading, validation)."""
+    import statistics
+
     from peftlab.store import Store
 
-    return sum(r.finished_at - r.started_at for r in Store(store_dir).runs(experiment)
-               if r.started_at and r.finished_at)
+    runs = [r for r in Store(store_dir).runs(experiment) if r.started_at and r.finished_at]
+
+    def phases(r: Any) -> float:
+        c = r.cost or {}
+        return float(c.get("train_seconds") or 0) + float(c.get("eval_seconds") or 0)
+
+    whole = [r for r in runs if not (r.cost or {}).get("resumed")]
+    overhead = statistics.median([r.finished_at - r.started_at - phases(r) for r in whole]) if whole else 0.0
+    ids = {r.id for r in whole}
+    return sum(r.finished_at - r.started_at if r.id in ids else phases(r) + overhead for r in runs)
 
 
 def compare(out: Path, experiment: str, budgets: list[str], exhaustive: Path | None = None) -> dict[str, Any]:
