@@ -217,7 +217,7 @@ def measured(store: Store | None, cfg: ExperimentConfig) -> Measured:
                 out.eval_eps.append(float(c["eval_examples_per_second"]))
             if m.trains and c.get("forgetting_seconds"):
                 out.forgetting.append(float(c["forgetting_seconds"]))
-            if r.started_at and r.finished_at:
+            if r.started_at and r.finished_at and not c.get("resumed"):  # resumed: its start spans the outage
                 fixed = (r.finished_at - r.started_at - (c.get("train_seconds") or 0) - (c.get("eval_seconds") or 0)
                          - (c.get("forgetting_seconds") or 0) - _validation_seconds(r))
                 (out.overhead if m.trains else out.overhead_eval_only).append(max(0.0, fixed))
