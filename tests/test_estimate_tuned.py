@@ -19,23 +19,26 @@ pytestmark = needs_shared
 
 def _measured_store(root: Path) -> Store:
     """A store that has measured the model: a lora run (1,000 training tokens/s, 10 examples/s
-    scored, 3 s outside training and scoring) and a zero-shot run."""
+    scored, 3 s outside training and scoring, 1 s measuring forgetting) and a zero-shot run."""
     store = Store(root)
     store.save_experiment("calib", "causal-lm", str(STORIES), {}, None, None)
-    for name, cost, fixed in (("lora", {"train_tokens_per_second": 1000.0, "train_seconds": 5.0}, 3.0),
+    for name, cost, fixed in (("lora", {"train_tokens_per_second": 1000.0, "train_seconds": 5.0,
+                                        "forgetting_seconds": 1.0}, 3.0),
                               ("zero-shot", {}, 1.0)):
         run, _ = store.upsert_run("calib", name, name, "h", {"experiment": {"training": {}}})
         cost = {**cost, "eval_examples_per_second": 10.0, "eval_seconds": 2.0}
         store.finish(run.id, "done", cost=cost, started_at=time.time() - 10)
         got = store.run(run.id)
-        store.update(run.id, finished_at=got.started_at + cost.get("train_seconds", 0) + 2.0 + fixed)
+        store.update(run.id, finished_at=got.started_at + cost.get("train_seconds", 0) + cost.get("forgetting_seconds", 0)
+                     + 2.0 + fixed)
     return store
 
 
 def test_a_tuned_plan_counts_what_its_trials_and_final_runs_score(tmp_path: Path) -> None:
     """At the measured rates: a trial scores the validation split (12 rows), a final run the test
-    split (8 rows; the old estimate saw none in a tuned plan), and every run scores the
-    validation split at each of its eval_every passes (4 steps: 4 x 12 rows; never counted)."""
+    split (8 rows; the old estimate saw none in a tuned plan) and measures forgetting (1 s, as
+    measured: a trial does not), and every run scores the validation split at each of its
+    eval_every passes (4 steps: 4 x 12 rows; never counted)."""
     store = _measured_store(tmp_path / "store")
 
     def cost(eval_every: int | None) -> dict:
@@ -48,7 +51,7 @@ def test_a_tuned_plan_counts_what_its_trials_and_final_runs_score(tmp_path: Path
     plain, passes = cost(None), cost(1)
     lora = plain["lora"]
     assert lora["trials"] == 2 and lora["final_runs"] == 2 and plain["runs"] == 5
-    assert lora["seconds_per_final_run"] - lora["seconds_per_trial"] == pytest.approx((8 - 12) / 10, abs=0.11)
+    assert lora["seconds_per_final_run"] - lora["seconds_per_trial"] == pytest.approx((8 - 12) / 10 + 1.0, abs=0.11)
     for key in ("seconds_per_trial", "seconds_per_final_run"):
         assert passes["lora"][key] - lora[key] == pytest.approx(4 * 12 / 10, abs=0.11)
     assert passes["total"] == pytest.approx(sum(r["seconds"] for k, r in passes.items() if k in ("lora", "zero-shot")))

@@ -63,6 +63,19 @@ class ClassificationTask(Task):
         return [order[i : i + bs] for i in range(0, len(order), bs)]
 
     def predict(self, model: Any, examples: list[Example], desc: str = "predict") -> list[Prediction]:
+        return self._predict(model, examples, desc)
+
+    def evaluate(self, model: Any, examples: list[Example], desc: str = "test") -> tuple[float, list[Prediction]]:
+        """Mean loss and the predictions from one pass: the loss from the logits the predictions
+        come from (the task's loss: cross-entropy over the examples), not a second pass."""
+        total = [0.0]
+        preds = self._predict(model, examples, desc, total)
+        return (total[0] / len(examples) if examples else float("nan")), preds
+
+    def _predict(self, model: Any, examples: list[Example], desc: str, loss_sum: list[float] | None = None,
+                 ) -> list[Prediction]:
+        import torch.nn.functional as F
+
         assert self.labels is not None
         preds: list[Prediction | None] = [None] * len(examples)
         dev = next(model.parameters()).device
@@ -72,8 +85,10 @@ class ClassificationTask(Task):
             with torch.inference_mode(), autocast(self.precision):
                 for idx in tqdm(self._batches(examples), desc=desc, unit="batch", leave=False):
                     batch = self.collate([self.encode_eval(examples[i]) for i in idx])
-                    batch.pop("labels")
+                    labels = batch.pop("labels")
                     logits = model(**{k: v.to(dev) for k, v in batch.items()}).logits.float()
+                    if loss_sum is not None:
+                        loss_sum[0] += float(F.cross_entropy(logits, labels.to(logits.device), reduction="sum"))
                     probs = logits.softmax(-1)
                     for row, i in enumerate(idx):
                         k = int(probs[row].argmax())

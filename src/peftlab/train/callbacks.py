@@ -51,8 +51,10 @@ class StoreCallback(TrainerCallback):
 
 
 class ValidationMetricCallback(TrainerCallback):
-    """At each evaluation, also score the validation set with the task's main metric
-    (generating text for generation tasks), so the report can plot quality over steps."""
+    """At each evaluation, score the validation set with the task's main metric (generating text
+    for generation tasks), so the report can plot quality over steps, and its loss: one pass of
+    the task's `evaluate`, whose loss the trainer logs as eval_loss (`PeftlabTrainer.evaluate`
+    runs no loss loop of its own beside it)."""
 
     def __init__(self, store: Store, run_id: int, task: Any, examples: list[Any],
                  should_stop: Any = None) -> None:
@@ -63,10 +65,13 @@ class ValidationMetricCallback(TrainerCallback):
         # (step, value) -> bool: a tuning trial's pruner, told each validation score
         self.should_stop = should_stop
 
-    def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+    def on_evaluate(self, args: Any, state: Any, control: Any, model: Any = None, metrics: dict[str, float] | None = None,
+                    **kw: Any) -> None:
         if model is None or not self.examples:
             return
-        preds = self.task.predict(model, self.examples, desc="validation")
+        loss, preds = self.task.evaluate(model, self.examples, desc="validation")
+        if metrics is not None:
+            metrics.setdefault("eval_loss", loss)
         scores = self.task.score(self.examples, preds)
         main = self.task.main_metric
         if isinstance(scores.get(main), int | float):

@@ -109,7 +109,12 @@ class PeftlabTrainer(Trainer):
             collator.counting = False
         t0, c0 = time.perf_counter(), time.process_time()
         try:
-            return super().evaluate(*args, **kwargs)
+            if not any(isinstance(c, ValidationMetricCallback) for c in self.callback_handler.callbacks):
+                return super().evaluate(*args, **kwargs)
+            metrics: dict[str, float] = {}  # the callback's one pass fills in eval_loss
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            self.log(metrics)
+            return metrics
         finally:
             self.validation_seconds += time.perf_counter() - t0
             self.validation_cpu_seconds += time.process_time() - c0
