@@ -40,13 +40,20 @@ def table(res: dict[str, Any]) -> str:
         cells = [_f(r.get("rank"), "{}"), _f(r.get("rank_group"), "{}"), r["run"] + (" ★" if r.get("recommended") else ""),
                  fmt_value(main, r.get(main)) + ci, *[fmt_value(m, r.get(m)) for m in others],
                  _config(r.get("configuration")),
-                 *[fmt_value(k, r.get(k)) for k in ("trainable_percent", "train_seconds", "peak_memory_mb",
-                                                    "adapter_bytes")]]
+                 fmt_value("trainable_percent", r.get("trainable_percent")),
+                 fmt_value("train_seconds", r.get("train_seconds")) + (" †" if r.get("timed_under_load") else ""),
+                 *[fmt_value(k, r.get(k)) for k in ("peak_memory_mb", "adapter_bytes")]]
         if forgetting:
             cells.append(fmt_value("forgetting", r.get("forgetting")) + (
                 f" [{_f(r.get('forgetting_ci_low'), '{:.3f}')}, {_f(r.get('forgetting_ci_high'), '{:.3f}')}]"
                 if r.get("forgetting_ci_low") is not None else ""))
         out.append("| " + " | ".join(cells) + " |")
+    loaded = [r for r in rows if r.get("timed_under_load")]
+    if loaded:
+        out += ["", "† timed while other jobs shared the 2 cores (the highest load average around its runs: "
+                + ", ".join(f"{r['run']} {r['timed_under_load']:.1f}" for r in loaded)
+                + "): its seconds are not comparable with the others' (its train CPU seconds, in the results file, "
+                "are less affected)."]
     return "\n".join(out)
 
 
