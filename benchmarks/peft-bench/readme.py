@@ -104,7 +104,8 @@ def part(res: dict[str, Any], folder: Path, readme: Path) -> str:
     lines = [f"**{res['about']}** ({state}; updated {res['updated']}).", "",
              f"Command: `{res['command']}`. Machine: {m.get('cpu', '?')} ({m.get('cpu_capability', '?')}, "
              f"{m.get('device', '?')}, {m.get('torch_threads', '?')} threads); peftlab {v.get('peftlab', '?')}, "
-             f"torch {v.get('torch', '?')}, transformers {v.get('transformers', '?')}, peft {v.get('peft', '?')}. "
+             f"torch {v.get('torch', '?')}, transformers {v.get('transformers', '?')}, peft {v.get('peft', '?')}"
+             + (f"; {res['code']}" if res.get("code") else "") + ". "
              f"Results: [`{results}`]({results}).", ""]
     if res.get("recommendation"):
         lines += [f"peftlab's answer (★): {res['recommendation']}", ""]

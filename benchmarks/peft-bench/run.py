@@ -38,12 +38,15 @@ class Task:
     seeds: int = 3  # the best configuration retrained over these seeds for the test split
     overrides: dict[str, Any] = field(default_factory=dict)
     about: str = ""
+    code: str = ""  # the peftlab commit(s) its runs were trained with, where pinned (else this checkout's)
 
 
 TASKS = {
     "fpb": Task("fpb", "examples/financial-phrasebank-minilm.yaml",
                 about="financial_phrasebank sentiment (3 classes), all-MiniLM-L6-v2 with a new head; 1,000 training "
-                      "sentences, one epoch (63 steps of 16), 200 validation and 489 test sentences"),
+                      "sentences, one epoch (63 steps of 16), 200 validation and 489 test sentences",
+                code="peftlab at 9cddb6a (the first 15 methods) and 3401662 (the rest), which differ in nothing a run "
+                     "does; later commits validate in one pass, which moves the dropout stream after each validation"),
     "e2e": Task("e2e", "benchmarks/peft-bench/tasks/e2e.yaml",
                 about="E2E NLG (meaning representation to text) on stories260k, a 260K-parameter Llama; 1,000 "
                       "training rows, one epoch (63 steps of 16), 100 validation and 100 test rows"),
@@ -75,6 +78,13 @@ def _versions(runs: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _commit() -> str:
+    import subprocess
+
+    r = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return f"peftlab at {r.stdout.strip()}" if r.returncode == 0 else "peftlab (not a git checkout)"
+
+
 def write_results(task: Task, store: Any, experiment: str, methods: list[str], path: Path, command: str,
                   failed: dict[str, str] | None = None) -> dict:
     """The task's results file from the store's leaderboard: every row, ranked across the methods
@@ -95,6 +105,7 @@ def write_results(task: Task, store: Any, experiment: str, methods: list[str], p
     done = sorted({r["run"] for r in rs if r.get("status") == "done"} | set(old.get("done", [])))
     failed = {m: why for m, why in {**old.get("failed", {}), **(failed or {})}.items() if m not in done}
     out = {"task": task.name, "about": task.about, "experiment": task.experiment, "command": command,
+           "code": task.code or _commit(),
            "protocol": {"tune": task.tune, "seeds": task.seeds, "overrides": task.overrides, "split_for_choices":
                         "validation", "test_split": "read once per final run"},
            "methods": methods, "done": done, "failed": failed, "complete": set(methods) <= set(done) | set(failed),
