@@ -25,9 +25,12 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from peftlab.train.plan import Plan
 
 
 def rank() -> int:
@@ -47,11 +50,9 @@ def strategy(training: Any, method: Any, cuda: bool) -> str:
     return "fsdp" if cuda and method.is_full else "ddp"
 
 
-def check_devices(p: Any, gpus: int, cpus: int, machine: str = "this machine") -> None:
+def check_devices(p: Plan, gpus: int, cpus: int, machine: str = "this machine") -> None:
     """Refuse, before any run starts, a `training.devices`/`strategy` that cannot run on a machine
     with `gpus` GPUs and `cpus` cores (the largest node of a cluster), or that does not fit a method."""
-    from peftlab.methods import get_method
-
     cfg = p.cfg
     t = cfg.training
     if t.devices == 1:
@@ -79,7 +80,7 @@ def check_devices(p: Any, gpus: int, cpus: int, machine: str = "this machine") -
                           f"{t.devices}: pruning a trial that trains over several processes is not supported; use "
                           "pruner: none, or train on one device")
     for entry in cfg.methods:
-        method = get_method(entry.name)
+        method = p.method(entry)
         s = strategy(t, method, gpus > 0)
         at = p.method_where(entry.run_name)
         if s in ("fsdp", "deepspeed-zero3") and method.quantized(method.parse_options(entry.options)):

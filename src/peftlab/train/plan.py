@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,16 @@ from peftlab.config import ExperimentConfig, LoadedExperiment, load_experiment
 from peftlab.config.load import line_index
 from peftlab.config.schema import MethodEntry
 from peftlab.errors import ConfigError, MethodNotApplicable
+from peftlab.methods import REGISTRY, Method, get_method, validate_method
+from peftlab.tasks.spec import TaskSpec, spec
 
 
 @dataclass
 class Plan:
     """An experiment to run: its config (the selected methods), the folder its relative paths
-    start from, its YAML text (kept with the experiment in the store) and where its keys are."""
+    start from, its YAML text (kept with the experiment in the store) and where its keys are;
+    and, resolved once here, its task and each entry's method, which the tuner, the race, the
+    preflight and the executors take from the plan instead of looking the names up again."""
 
     cfg: ExperimentConfig
     base_dir: Path | None
@@ -33,11 +37,23 @@ class Plan:
     # `--methods all`: methods that do not fit this model are left out in preflight (with a note)
     # instead of failing the experiment
     every_method: bool = False
+    task: TaskSpec = field(init=False)
+    methods: dict[str, Method] = field(init=False)  # by method name
 
     def __post_init__(self) -> None:
         if self.loaded is None and self.yaml_text:  # built without the loader (the web API's experiments)
             source = str(self.path) if self.path else "experiment"
             self.loaded = LoadedExperiment(self.cfg, source, line_index(self.yaml_text), self.yaml_text)
+        self.task = spec(self.cfg.task)
+        self.methods = {e.name: get_method(e.name) for e in self.cfg.methods}
+
+    def method(self, entry: MethodEntry) -> Method:
+        """The entry's method (a tuned or raced copy of an entry keeps its method's name)."""
+        return self.methods[entry.name]
+
+    def trained(self, entries: list[MethodEntry] | None = None) -> list[MethodEntry]:
+        """The entries (default: the plan's) whose method trains: not the zero-shot row."""
+        return [e for e in (self.cfg.methods if entries is None else entries) if self.method(e).trains]
 
     def where(self, key: str) -> str:
         """`file:line` of a key of the experiment file, for a message about it."""
@@ -72,8 +88,6 @@ def select_methods(cfg: ExperimentConfig, names: list[str] | None) -> list[Metho
     if not names:
         return list(cfg.methods)
     if names == ["all"]:
-        from peftlab.methods import REGISTRY, validate_method
-
         out = list(cfg.methods)
         for name in REGISTRY:
             if any(m.name == name for m in out):
@@ -89,8 +103,6 @@ def select_methods(cfg: ExperimentConfig, names: list[str] | None) -> list[Metho
     for n in names:
         hits = [m for m in cfg.methods if m.run_name == n or m.name == n]
         if not hits:
-            from peftlab.methods import REGISTRY
-
             if n in REGISTRY:  # a method not listed in the file: run it with its defaults
                 hits = [MethodEntry(name=n)]
             else:
@@ -117,8 +129,6 @@ def plan(path: str | Path, overrides: dict[str, Any] | None = None, methods: lis
         update["seeds"] = [loaded.cfg.training.seed + i for i in range(seeds)]
     cfg = loaded.cfg.model_copy(update=update)
     every = methods == ["all"]
-    from peftlab.methods import validate_method
-
     for m in selected:
         validate_method(m.name, m.options, cfg.task, cfg.evaluation.num_beams)
     return Plan(cfg, path.parent.resolve(), loaded.text, path, loaded, every_method=every)

@@ -48,7 +48,7 @@ def preflight(p: Plan, read_test: bool = True) -> Preflight:
     if data.skipped:
         notes.append(f"{len(data.skipped)} bad rows skipped (data.on_bad_rows: skip), e.g. {data.skipped[0]}")
     notes += _check_forgetting(p)
-    if any(_wraps(m) for m in cfg.methods) or cfg.data.on_long_rows == "error":
+    if any(p.method(m).apply is not None for m in cfg.methods) or cfg.data.on_long_rows == "error":
         task = _task(cfg, rm, data)
         if cfg.data.on_long_rows == "error":
             _check_long_rows(cfg, task, data)
@@ -60,24 +60,17 @@ def _check_forgetting(p: Plan) -> list[str]:
     """A named forgetting reference set is read now, so a bad file fails before any run starts."""
     from peftlab.evaluate.forgetting import NOT_MEASURED
     from peftlab.evaluate.reference import read_source
-    from peftlab.tasks.spec import spec
 
     setting = p.cfg.evaluation.forgetting
     if not isinstance(setting, str):
         return []
-    if not spec(p.cfg.task).generative:
+    if not p.task.generative:
         return [f"evaluation.forgetting: {NOT_MEASURED}; the reference set is not used"]
     try:
         read_source(setting, p.base_dir)
     except ConfigError as e:
         raise ConfigError(f"{p.where('evaluation.forgetting')}: {e}") from None
     return []
-
-
-def _wraps(entry: MethodEntry) -> bool:
-    from peftlab.methods import get_method
-
-    return get_method(entry.name).apply is not None
 
 
 def _task(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedData) -> Any:
@@ -133,13 +126,11 @@ def _check_long_rows(cfg: ExperimentConfig, task: Any, data: PreparedData) -> No
 def _check_methods(p: Plan, rm: ResolvedModel, data: PreparedData, task: Any) -> list[str]:
     """Apply each method to an empty copy of the model: unknown target modules, a method that
     cannot apply to this architecture, too few steps for AdaLoRA... fail here, before training."""
-    from peftlab.methods import get_method
-
     cfg = p.cfg
     left_out: list[str] = []
     notes: list[str] = []
     for entry in cfg.methods:
-        method = get_method(entry.name)
+        method = p.method(entry)
         if method.apply is None or method.init_reads_weights:
             continue
         try:
@@ -173,7 +164,7 @@ def apply_to_empty_model(cfg: ExperimentConfig, rm: ResolvedModel, data: Prepare
     copy of the model, as the run will apply it. Preflight uses it to fail early; the estimate
     counts its trainable parameters. A PeftlabError is the user's to fix."""
     from peftlab.methods import MethodContext, get_method
-    from peftlab.methods.common import parameter_counts
+    from peftlab.methods.base import parameter_counts
 
     method = get_method(entry.name)
     opts = method.parse_options(entry.options)

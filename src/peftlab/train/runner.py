@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from peftlab.config import ExperimentConfig
 from peftlab.config.schema import MethodEntry
 from peftlab.errors import ConfigError
-from peftlab.methods import get_method
 from peftlab.scale.devices import check_devices, local_devices
 from peftlab.store import Run, Store
 from peftlab.train.launch import sigterm_as_interrupt
@@ -106,7 +105,7 @@ def run_experiment(
 
             tuned = race(p, store, checked, _task(cfg, checked.model, checked.data), force, isolation, echo, started)
             entries = [tuned.get(e.run_name, e) for e in entries
-                       if e.run_name in tuned or not get_method(e.name).trains]
+                       if e.run_name in tuned or not p.method(e).trains]
         elif cfg.tuning is not None:
             from peftlab.tune.driver import tune
 

@@ -13,17 +13,18 @@ with every seed, and only those read the test split.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftlab.config.schema import ExperimentConfig, MethodEntry
 from peftlab.data.prepare import PreparedData
 from peftlab.errors import PeftlabError
-from peftlab.methods import get_method
 from peftlab.store import Store
-from peftlab.tasks.spec import spec
 from peftlab.tune.plan import check_validation_size
 from peftlab.tune.space import apply_params, space_for
 from peftlab.tune.study import open_study, study_name
+
+if TYPE_CHECKING:
+    from peftlab.train.plan import Plan
 
 
 def trial_config(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -47,7 +48,7 @@ def budget(cfg: ExperimentConfig) -> dict[str, Any]:
             "max_train_examples": tcfg.data.max_train_examples, "eval_every": tcfg.training.eval_every}
 
 
-def tune(p: Any, store: Store, data: PreparedData, force: bool, isolation: str, echo: Any) -> dict[str, MethodEntry]:
+def tune(p: Plan, store: Store, data: PreparedData, force: bool, isolation: str, echo: Any) -> dict[str, MethodEntry]:
     """Run (or resume) every method's study; the entries of the best configurations, by run name."""
     import optuna
 
@@ -57,16 +58,15 @@ def tune(p: Any, store: Store, data: PreparedData, force: bool, isolation: str, 
     t = cfg.tuning
     assert t is not None
     check_validation_size(len(data.validation), p.where("data.validation"))
-    s = spec(cfg.task)
-    main = s.main_metric
+    main = p.task.main_metric
     tcfg = trial_config(cfg)
-    trained = [e for e in cfg.methods if get_method(e.name).trains]
+    trained = p.trained()
     best: dict[str, MethodEntry] = {}
     for mi, entry in enumerate(trained, start=1):
-        space = space_for(entry, cfg.task)
+        space = space_for(entry, p.method(entry), cfg.task)
         dists = {k: prm.distribution() for k, prm in space.items()}
         name = study_name(cfg.name, entry.run_name, space, t, budget(cfg))
-        study = open_study(store.root, name, t, s.higher_is_better, echo)
+        study = open_study(store.root, name, t, p.task.higher_is_better, echo)
         echo(f"tuning [{mi}/{len(trained)}] {cfg.name} / {entry.run_name}: {t.trials} trials over "
              + "; ".join(prm.describe() for prm in space.values()))
         while True:

@@ -5,18 +5,20 @@ store where it has finished runs)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftlab.store import Store
 
+if TYPE_CHECKING:
+    from peftlab.train.plan import Plan
 
-def plan_cost(p: Any, store: Store, force: bool = False) -> dict[str, Any]:
+
+def plan_cost(p: Plan, store: Store, force: bool = False) -> dict[str, Any]:
     """Per method: trials, final runs and their expected seconds; totals. A run the store already
     has done with this configuration is left out of the time (`peftlab run` skips it), unless
     `force` (it redoes every run)."""
     import torch
 
-    from peftlab.methods import get_method
     from peftlab.tasks.build import load_task
     from peftlab.train.estimate import estimate
     from peftlab.train.preflight import preflight
@@ -48,7 +50,7 @@ def plan_cost(p: Any, store: Store, force: bool = False) -> dict[str, Any]:
     made = {r.name: r for r in store.runs(cfg.name)}  # read once: what `peftlab run` would skip
     rows = []
     for e in cfg.methods:
-        trains = get_method(e.name).trains
+        trains = p.method(e).trains
         n_trials = cfg.tuning.trials if cfg.tuning is not None and trains else 0
         mine = [fe for fe, _, x in finals if x.get("variant", fe.run_name) == e.run_name]
         t_done, f_done = (0, 0) if force else done_runs(p, store, made, e, n_trials)
@@ -66,7 +68,7 @@ def plan_cost(p: Any, store: Store, force: bool = False) -> dict[str, Any]:
             "seconds": sum(r["seconds"] for r in rows)}
 
 
-def done_runs(p: Any, store: Store, made: dict[str, Any], entry: Any, n_trials: int) -> tuple[int, int]:
+def done_runs(p: Plan, store: Store, made: dict[str, Any], entry: Any, n_trials: int) -> tuple[int, int]:
     """(trials, final runs) of one method the store already has finished with this configuration:
     the ones `peftlab run` skips. A trial counts once its study (named by the space, sampler and
     budget) has it finished; a tuned final run counts once the study is complete and the run is
@@ -82,7 +84,7 @@ def done_runs(p: Any, store: Store, made: dict[str, Any], entry: Any, n_trials: 
         from peftlab.tune.space import apply_params, space_for
         from peftlab.tune.study import study_name
 
-        name = study_name(cfg.name, entry.run_name, space_for(entry, cfg.task), cfg.tuning, budget(cfg))
+        name = study_name(cfg.name, entry.run_name, space_for(entry, p.method(entry), cfg.task), cfg.tuning, budget(cfg))
         trials = [r for r in made.values()
                   if ((r.config or {}).get("trial") or {}).get("study") == name and r.status in ("done", "failed", "diverged")]
         t_done = min(n_trials, len(trials))
@@ -114,7 +116,7 @@ def _best_params(store: Store, study: str) -> dict[str, Any] | None:
         return None
 
 
-def describe_plan(p: Any, store: Store, force: bool = False) -> str:
+def describe_plan(p: Plan, store: Store, force: bool = False) -> str:
     from tabulate import tabulate
 
     if p.cfg.tuning is not None and p.cfg.tuning.budget is not None:
@@ -136,7 +138,7 @@ def _count(planned: int, done: int) -> str:
     return f"{planned} ({done} done)" if done else str(planned)
 
 
-def describe_race(p: Any, store: Store) -> str:
+def describe_race(p: Plan, store: Store) -> str:
     """The race `peftlab run --budget` would run: its rungs, the candidates each may carry, the
     finals, and the expected seconds of each (the test split is not read)."""
     from tabulate import tabulate

@@ -13,28 +13,29 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftlab.config.schema import ExperimentConfig, MethodEntry
 from peftlab.errors import ConfigError
-from peftlab.methods import get_method
 from peftlab.tune.space import space_for
+
+if TYPE_CHECKING:
+    from peftlab.train.plan import Plan
 
 MIN_VALIDATION = 10  # examples: below this, trials' validation scores cannot rank them
 
 
-def check_tuning(p: Any) -> None:
+def check_tuning(p: Plan) -> None:
     """Refuse a tuning or seeds setup that cannot work, naming the key and the fix, before any run."""
     cfg: ExperimentConfig = p.cfg
     if cfg.tuning is not None:
-        trained = [e for e in cfg.methods if get_method(e.name).trains]
-        if not trained:
+        if not p.trained():
             names = ", ".join(e.run_name for e in cfg.methods)
             raise ConfigError(f"{p.where('tuning')}: tuning: none of the methods ({names}) trains, so there is "
                               "nothing to tune; add a method that trains, or drop --tune / tuning")
         for e in cfg.methods:
             try:
-                space_for(e, cfg.task)
+                space_for(e, p.method(e), cfg.task)
             except ConfigError as err:
                 raise ConfigError(f"{p.method_where(e.run_name)}: {err}") from None
         v = cfg.data.max_validation_examples
@@ -48,7 +49,7 @@ def check_tuning(p: Any) -> None:
                           "`tuning:` section or pass --tune N)")
 
 
-def check_tuned_data(p: Any, data: Any) -> None:
+def check_tuned_data(p: Plan, data: Any) -> None:
     """The checks on the prepared data that the tuner makes (a validation split large enough to
     rank trials on), made where a launch is checked: `peftlab run` before anything is recorded,
     the service before it accepts a launch (422, instead of a driver that fails later)."""
@@ -63,14 +64,14 @@ def check_validation_size(n: int, where: str) -> None:
                           "or raise data.split_fractions' validation share")
 
 
-def final_runs(p: Any, entries: list[MethodEntry]) -> list[tuple[MethodEntry, ExperimentConfig, dict[str, Any]]]:
+def final_runs(p: Plan, entries: list[MethodEntry]) -> list[tuple[MethodEntry, ExperimentConfig, dict[str, Any]]]:
     """(entry, experiment as it trains, extra run config) of each final run."""
     cfg: ExperimentConfig = p.cfg
     tuned = cfg.tuning is not None
     out = []
     for e in entries:
         base: dict[str, Any] = {"variant": e.run_name} if (cfg.seeds or tuned) else {}
-        if not cfg.seeds or not get_method(e.name).trains:  # a baseline trains nothing: one run
+        if not cfg.seeds or not p.method(e).trains:  # a baseline trains nothing: one run
             out.append((e, cfg, base))
             continue
         for s in cfg.seeds:
@@ -80,20 +81,19 @@ def final_runs(p: Any, entries: list[MethodEntry]) -> list[tuple[MethodEntry, Ex
     return out
 
 
-def planned_runs(p: Any) -> list[str]:
+def planned_runs(p: Plan) -> list[str]:
     """The names of every run the experiment makes, in order: each trained method's trials
     (`<run>.t0` ... `<run>.t<trials-1>`, the numbers the tuner gives them) and the final runs
     (per seed). What "n of N runs done" counts: the plan, not the runs made so far."""
     cfg: ExperimentConfig = p.cfg
     names: list[str] = []
     if cfg.tuning is not None:
-        for e in cfg.methods:
-            if get_method(e.name).trains:
-                names += [f"{e.run_name}.t{i}" for i in range(cfg.tuning.trials)]
+        for e in p.trained():
+            names += [f"{e.run_name}.t{i}" for i in range(cfg.tuning.trials)]
     return names + [e.run_name for e, _, _ in final_runs(p, list(cfg.methods))]
 
 
-def raced_runs(store_root: Path, p: Any) -> list[str]:
+def raced_runs(store_root: Path, p: Plan) -> list[str]:
     """A race's runs as far as they are known (its plan depends on how it goes): the rung runs it
     made or is making, and the final runs of its finalists and of the methods that train nothing.
     `tune.race` saves the plan again after each decision."""
@@ -111,7 +111,7 @@ def raced_runs(store_root: Path, p: Any) -> list[str]:
     if fin is None and len(state.get("rungs", [])) < len((state.get("plan") or {}).get("steps", [])):
         r = len(state.get("rungs", []))
         names += [rung_run_name(cands[x], r) for x in alive]
-    entries = [e for e in cfg.methods if not get_method(e.name).trains or e.run_name in (fin or {})]
+    entries = [e for e in cfg.methods if not p.method(e).trains or e.run_name in (fin or {})]
     return names + [e.run_name for e, _, _ in final_runs(p, entries)]
 
 
@@ -119,7 +119,7 @@ def plan_file(store_root: Path, experiment: str) -> Path:
     return Path(store_root) / "launch" / f"{experiment}.plan.json"
 
 
-def save_plan(store_root: Path, p: Any) -> None:
+def save_plan(store_root: Path, p: Plan) -> None:
     """Keep the experiment's plan (`planned_runs`) where the service reads it: written once per
     launch, by `peftlab run` and by the service's launch."""
     f = plan_file(store_root, p.cfg.name)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peftlab.config.schema import ExperimentConfig, MethodEntry
 from peftlab.errors import ConfigError, PeftlabError
@@ -55,21 +55,22 @@ from peftlab.tune.race_state import (
 from peftlab.tune.space import apply_params, space_for
 from peftlab.tune.study import open_study, study_name
 
+if TYPE_CHECKING:
+    from peftlab.train.plan import Plan
+
 COLLAPSED_PCT = 90.0  # generations: never stopped, or empty, this often
 CALIBRATE_WITHIN = 1.5  # a fresh store's plan stands when its first run took 1/1.5 to 1.5x its estimate
 
 
-def race(p: Any, store: Store, checked: Any, task: Any, force: bool, isolation: Any, echo: Any,
+def race(p: Plan, store: Store, checked: Any, task: Any, force: bool, isolation: Any, echo: Any,
          started: float) -> dict[str, MethodEntry]:
     """Run (or resume) the race; the finalists' entries (their best configuration), by run name.
     `started`: when this command started (its checks count against the budget)."""
-    from peftlab.tasks.spec import spec
-
     cfg: ExperimentConfig = p.cfg
     t = cfg.tuning
     assert t is not None and t.budget is not None
     check_validation_size(len(checked.data.validation), p.where("data.validation"))
-    s = spec(cfg.task)
+    s = p.task
     setup = race_plan.Setup.of(p, store, checked, task, in_process=isolation == "inprocess")
     trained, seeds, costs = setup.trained, setup.seeds, setup.costs
     by_name = {e.run_name: e for e in trained}
@@ -200,14 +201,12 @@ def _new(setup: race_plan.Setup, key: str, echo: Any) -> dict[str, Any]:
     plan = setup.plan(costs)
     if plan is None:
         raise ConfigError(too_small(setup, costs))
-    from peftlab.tasks.spec import spec
-
     candidates = []
     for e in setup.trained:
-        space = space_for(e, cfg.task)
+        space = space_for(e, setup.p.method(e), cfg.task)
         dists = {k: prm.distribution() for k, prm in space.items()}
         name = study_name(cfg.name, e.run_name, space, t, {"race": plan.steps})
-        study = open_study(store.root, name, t, spec(cfg.task).higher_is_better, echo)
+        study = open_study(store.root, name, t, setup.p.task.higher_is_better, echo)
         have = study.get_trials(deepcopy=False)
         for i in range(plan.candidates):
             number, params = (have[i].number, have[i].params) if i < len(have) else _ask(study, dists)
@@ -215,7 +214,7 @@ def _new(setup: race_plan.Setup, key: str, echo: Any) -> dict[str, Any]:
                                "number": number, "params": params})
     from peftlab.train.estimate import measured
 
-    state = {"version": VERSION, "key": key, "experiment": cfg.name, "main_metric": spec(cfg.task).main_metric,
+    state = {"version": VERSION, "key": key, "experiment": cfg.name, "main_metric": setup.p.task.main_metric,
              "plan": plan.as_dict(), "candidates": candidates, "rungs": [], "finalists": None, "spent": 0.0,
              "finals_seconds": None, "at": time.time(),
              "calibration": None if measured(store, cfg).runs else  # what the plan expects of the run it times

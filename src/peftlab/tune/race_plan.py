@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from peftlab.train.plan import Plan
 
 SAFETY = 0.9  # the plan's expected cost stays under this share of the budget: estimates err
 MIN_RUNG_STEPS = 4  # a first rung shorter than this ranks nothing
@@ -157,7 +160,7 @@ class Setup:
     """What a race needs, resolved once: the methods that train, the seeds of the finals, a
     trial's full steps, and the experiment as a rung of n steps trains it."""
 
-    p: Any
+    p: Plan
     store: Any
     checked: Any  # train.preflight.Preflight: the model and the data (no test split)
     task: Any
@@ -168,14 +171,13 @@ class Setup:
     in_process: bool = True
 
     @classmethod
-    def of(cls, p: Any, store: Any, checked: Any, task: Any, in_process: bool = True) -> Setup:
-        from peftlab.methods import get_method
+    def of(cls, p: Plan, store: Any, checked: Any, task: Any, in_process: bool = True) -> Setup:
         from peftlab.tune.driver import trial_config
 
         cfg = p.cfg
         tcfg = trial_config(cfg)
         n_train = min(len(checked.data.train), tcfg.data.max_train_examples or len(checked.data.train))
-        return cls(p, store, checked, task, [e for e in cfg.methods if get_method(e.name).trains],
+        return cls(p, store, checked, task, p.trained(),
                    len(cfg.seeds or [0]), tcfg.training.total_steps(n_train), tcfg, in_process)
 
     def rung_cfg(self, steps: int) -> Any:
@@ -194,7 +196,7 @@ class Setup:
         return choose(costs, [e.run_name for e in self.trained], self.full, t.budget, t.eta, t.trials, self.seeds)
 
 
-def estimate_costs(p: Any, store: Any, checked: Any, task: Any, entries: list[Any], rung_cfg: Any,
+def estimate_costs(p: Plan, store: Any, checked: Any, task: Any, entries: list[Any], rung_cfg: Any,
                    steps: tuple[int, int], in_process: bool = True) -> Costs:
     """Expected seconds of each method's rung runs (linear in steps, from the estimate at the two
     step counts `steps`) and final runs. `rung_cfg(n)`: the experiment as a rung of n steps trains;

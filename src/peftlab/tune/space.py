@@ -19,7 +19,7 @@ from typing import Any
 
 from peftlab.config.schema import MethodEntry, SearchRange
 from peftlab.errors import ConfigError
-from peftlab.methods import Method, get_method
+from peftlab.methods import Method
 
 LR_DECADES = 1.0  # the learning-rate range spans this many decades on each side of the default
 
@@ -72,10 +72,9 @@ def default_space(method: Method, task: str) -> dict[str, Param]:
     return space
 
 
-def space_for(entry: MethodEntry, task: str) -> dict[str, Param]:
-    """The entry's search space: the method's default with the entry's `search` applied.
+def space_for(entry: MethodEntry, method: Method, task: str) -> dict[str, Param]:
+    """The entry's search space: its method's default with the entry's `search` applied.
     Raises ConfigError naming the key for an unknown key or a method that trains nothing."""
-    method = get_method(entry.name)
     space = default_space(method, task)
     if entry.search and not method.trains:
         raise ConfigError(f"methods: {entry.run_name}: `search` given, but {entry.name} trains nothing, so there is "
