@@ -72,7 +72,7 @@ def test_zero_shot_forgetting_is_zero_and_the_base_losses_are_its_own(store: Sto
     run = store.find_run("few", "zero-shot")
     assert run is not None and run.metrics["forgetting"] == 0.0
     # the base losses the set holds are what the zero-shot model (the base, as a run loads it) gives
-    from peftlab.evaluate.forgetting import example_nll
+    from peftlab.evaluate.reference import example_nll
     from peftlab.models import load_model, resolve_model
     from peftlab.tasks.build import load_task
 

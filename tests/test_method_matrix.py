@@ -26,7 +26,8 @@ from conftest import STORIES, needs_shared
 from peftlab.config.schema import MethodEntry, ModelConfig
 from peftlab.errors import ConfigError, MethodNotApplicable
 from peftlab.methods import REGISTRY, MethodContext, get_method, validate_entry
-from peftlab.methods.common import can_merge, merged_for_inference, parameter_counts, save_artifact
+from peftlab.methods.base import parameter_counts
+from peftlab.methods.common import can_merge, merged_for_inference, save_artifact
 from peftlab.tasks.spec import CAUSAL_LM, CLASSIFICATION, IMAGE_CLASSIFICATION, SEQ2SEQ, TASK_NAMES, spec
 
 pytestmark = needs_shared

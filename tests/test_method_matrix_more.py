@@ -20,7 +20,8 @@ from peftlab.config.schema import EvaluationConfig, MethodEntry, TrainingConfig
 from peftlab.data.prepare import Example
 from peftlab.errors import ConfigError, MethodNotApplicable
 from peftlab.methods import MethodContext, get_method, validate_entry
-from peftlab.methods.common import parameter_counts, try_merge
+from peftlab.methods.base import parameter_counts
+from peftlab.methods.common import try_merge
 from peftlab.tasks.build import task_class
 from peftlab.tasks.spec import CAUSAL_LM, CLASSIFICATION, IMAGE_CLASSIFICATION, SEQ2SEQ, TASK_NAMES, spec
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from peftlab.config.schema import CHAT_FORMATS, DataConfig
+from peftlab.data.example import Example
 from peftlab.data.formats import (
     BadRow,
     Conversation,
@@ -95,12 +96,10 @@ def converter(cfg: DataConfig, fmt: str, need_reply: bool = True) -> Callable[[d
 
 
 def chat_examples(rs: RowSet, cfg: DataConfig, fmt: str, skipped: list[str],
-                  need_reply: bool = True) -> list[tuple[dict[str, Any], Any]]:
+                  need_reply: bool = True) -> list[tuple[dict[str, Any], Example]]:
     """(row, Example) of every row that converts; bad rows raise, or with data.on_bad_rows: skip
     are added to `skipped` as "file:line: why". `need_reply=False`: rows may lack the reply
     (prediction); a conversation ending with an assistant turn still has it held out."""
-    from peftlab.data.prepare import Example
-
     convert = converter(cfg, fmt, need_reply)
     out = []
     for row in rs.rows:

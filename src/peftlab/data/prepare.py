@@ -17,22 +17,10 @@ from typing import Any
 
 from peftlab.config.schema import DataConfig
 from peftlab.data.conversations import chat_examples, resolve_format
+from peftlab.data.example import Example
 from peftlab.data.sources import RowSet, read_rows
 from peftlab.errors import ConfigError, DataError
 from peftlab.tasks.spec import spec
-
-
-@dataclass
-class Example:
-    source: str  # the formatted input text (the prompt template applied); "" for images
-    target: str | None = None  # training target (generation tasks)
-    references: list[str] = field(default_factory=list)  # all references (multi-reference eval)
-    label: int | None = None
-    image: Any = None  # PIL.Image for image tasks
-    where: str = ""  # "file:line", for messages
-    # Chat data: the whole conversation (a formats.Conversation), which the task encodes with the
-    # chat template; `source` is then the context before the last reply as text, `target` that reply.
-    conversation: Any = None
 
 
 @dataclass

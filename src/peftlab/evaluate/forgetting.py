@@ -33,36 +33,6 @@ def measured(cfg: Any) -> bool:
     return cfg.evaluation.forgetting is not False and spec(cfg.task).generative
 
 
-def features(task: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The items as the task's features: prompt then completion, loss on the completion only."""
-    if task.spec.decoder_only:
-        return [{"input_ids": it["prompt_ids"] + it["completion_ids"],
-                 "labels": [-100] * len(it["prompt_ids"]) + it["completion_ids"]} for it in items]
-    return [{"input_ids": it["prompt_ids"], "labels": it["completion_ids"]} for it in items]
-
-
-def example_nll(model: Any, task: Any, items: list[dict[str, Any]]) -> list[float]:
-    """Each item's mean loss per completion token under `model`, with the task's own loss (as the
-    test loss is computed: virtual tokens of prompt methods included), one item per batch, so no
-    padding touches the numbers."""
-    import torch
-
-    from peftlab.device import autocast
-
-    dev = next(model.parameters()).device
-    was = model.training
-    model.eval()
-    out = []
-    try:
-        with torch.inference_mode(), autocast(task.precision):
-            for f in features(task, items):
-                batch = {k: v.to(dev) for k, v in task.collate([f]).items()}
-                out.append(float(task.loss(model, batch)))
-    finally:
-        model.train(was)
-    return out
-
-
 def reference_for(ctx: Any, rm: Any) -> dict[str, Any]:
     """The run's reference set, made from a freshly loaded base model when the store has none for
     this base yet (`reference.load_or_make`)."""
@@ -100,12 +70,13 @@ def measure(model: Any, task: Any, reference: dict[str, Any], out_file: Path, is
     """The run's forgetting on `reference`: per-example values written to `out_file` (one JSON row
     each: the run's loss, the base's, their difference) and the summary the store records.
     `is_base`: the run is the untouched base model (zero-shot): its losses are the base's."""
+    from peftlab.evaluate import reference as ref
     from peftlab.stats.intervals import mean_ci
 
     t0 = time.perf_counter()
     items = reference["items"]
     base = [float(it["base_nll"]) for it in items]
-    nll = base if is_base else example_nll(model, task, items)
+    nll = base if is_base else ref.example_nll(model, task, items)
     diffs = [a - b for a, b in zip(nll, base, strict=True)]
     with open(out_file, "w", encoding="utf-8") as f:
         for it, a, b, d in zip(items, nll, base, diffs, strict=True):

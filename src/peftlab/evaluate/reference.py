@@ -144,8 +144,6 @@ def _bos(tok: Any) -> list[int]:
 def build(model: Any, task: Any, rows: list[RefRow]) -> list[dict[str, Any]]:
     """The reference items for `rows` on the base `model`: prompt and completion tokens (sampled
     where the row has none) and the base's loss on the completion (`base_nll`, nats/token)."""
-    from peftlab.evaluate.forgetting import example_nll
-
     items = []
     for r in rows:
         p = encode_prompt(task, r.prompt)
@@ -164,6 +162,36 @@ def build(model: Any, task: Any, rows: list[RefRow]) -> list[dict[str, Any]]:
         it["completion"] = task.tok.decode(it["completion_ids"], skip_special_tokens=True)
         it["base_nll"] = nll
     return items
+
+
+def features(task: Any, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The items as the task's features: prompt then completion, loss on the completion only."""
+    if task.spec.decoder_only:
+        return [{"input_ids": it["prompt_ids"] + it["completion_ids"],
+                 "labels": [-100] * len(it["prompt_ids"]) + it["completion_ids"]} for it in items]
+    return [{"input_ids": it["prompt_ids"], "labels": it["completion_ids"]} for it in items]
+
+
+def example_nll(model: Any, task: Any, items: list[dict[str, Any]]) -> list[float]:
+    """Each item's mean loss per completion token under `model`, with the task's own loss (as the
+    test loss is computed: virtual tokens of prompt methods included), one item per batch, so no
+    padding touches the numbers."""
+    import torch
+
+    from peftlab.device import autocast
+
+    dev = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.inference_mode(), autocast(task.precision):
+            for f in features(task, items):
+                batch = {k: v.to(dev) for k, v in task.collate([f]).items()}
+                out.append(float(task.loss(model, batch)))
+    finally:
+        model.train(was)
+    return out
 
 
 def sample(model: Any, task: Any, prompts: list[list[int]]) -> list[list[int]]:

@@ -32,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftlab.errors import PeftlabError
 from peftlab.infer.decode import Row, decode
+from peftlab.infer.errors import ServeError
 from peftlab.infer.pool import ModelPool, adapter_config, mixable
 from peftlab.methods import get_method
 from peftlab.store import Run, Store
@@ -42,17 +42,6 @@ from peftlab.tasks.spec import spec
 
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_QUEUED = 64  # waiting requests; one batch more runs (issue #30: no refusal at 64 clients)
-
-
-class ServeError(PeftlabError):
-    """A request the engine refuses: HTTP status, OpenAI error type, the parameter at fault (and
-    HTTP headers to send, such as Retry-After)."""
-
-    def __init__(self, message: str, status: int = 400, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error",  # noqa: A002 - OpenAI's field name
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.param, self.code, self.type, self.headers = status, param, code, type, headers
 
 
 def shutting_down() -> ServeError:

@@ -122,7 +122,7 @@ class Playground:
         each run's own turns so far, ending with the user's), through the serving engine
         (`infer.engine`: the decoder of the OpenAI-compatible endpoint, the run's prompt built as
         training built it)."""
-        from peftlab.infer.engine import ServeError
+        from peftlab.infer.errors import ServeError
         from peftlab.infer.loading import source_text
 
         chosen, cfg = self._chosen(experiment, runs, text, inputs, max_new_tokens,

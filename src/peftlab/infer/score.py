@@ -69,7 +69,7 @@ def answer(model: Any, tok: Any, jobs: list[Any], precision: str) -> None:
 
 def check(task: str, context: int | None, used: int, max_tokens: int | None, echo: bool) -> None:
     """A scoring request this run can answer, or the ServeError that says why not."""
-    from peftlab.infer.engine import ServeError
+    from peftlab.infer.errors import ServeError
     from peftlab.tasks.spec import spec
 
     if not spec(task).decoder_only:

@@ -148,6 +148,13 @@ def validate_method(name: str, options: dict[str, Any], task: str, num_beams: in
     )
     if problem:
         raise MethodNotApplicable(f"method {method.name!r}: {problem}")
+    if options.get("quantize") not in (None, "none") and not method.quantizable:  # said, not an unknown option
+        able = ", ".join(n for n, m in REGISTRY.items() if m.quantizable)
+        raise MethodNotApplicable(
+            f"method {method.name!r} cannot train on a 4-bit base (`quantize: {options['quantize']}`): peft has no "
+            f"bitsandbytes 4-bit layer for its adapter, so its layers cannot wrap a quantized linear layer. "
+            f"Remove `quantize`, or use a method that has one: {able}"
+        )
     try:
         return method.parse_options(options)
     except ValidationError as e:

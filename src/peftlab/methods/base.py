@@ -135,18 +135,7 @@ class Method:
         return self.learning_rates.get(task, self.learning_rates["default"])
 
     def parse_options(self, raw: dict[str, Any]) -> MethodOptions:
-        """Validated options. A 4-bit base for a method whose peft tuner has no bitsandbytes layer is
-        refused here, with the reason, rather than as an unknown option."""
-        if raw.get("quantize") not in (None, "none") and not self.quantizable:
-            from peftlab.errors import MethodNotApplicable
-            from peftlab.methods import REGISTRY
-
-            able = ", ".join(n for n, m in REGISTRY.items() if m.quantizable)
-            raise MethodNotApplicable(
-                f"method {self.name!r} cannot train on a 4-bit base (`quantize: {raw['quantize']}`): peft has no "
-                f"bitsandbytes 4-bit layer for its adapter, so its layers cannot wrap a quantized linear layer. "
-                f"Remove `quantize`, or use a method that has one: {able}"
-            )
+        """Validated options (`methods.validate_method` says first why an option does not apply)."""
         return self.options.model_validate(raw)
 
     def quantized(self, opts: MethodOptions) -> bool:
@@ -157,8 +146,21 @@ class Method:
         """Trainable parameters once the method is applied to `model`, which may be an empty
         (meta-device) copy: the estimate applies the method itself, so it is the real count
         (heads and poolers that train with it included) for every method, present and future."""
-        from peftlab.methods.common import parameter_counts
-
         if not self.trains:
             return 0
         return parameter_counts(self.apply(model, opts, ctx) if self.apply is not None else model)[0]
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(trainable, total); counts 4-bit packed weights at their logical size, as peft does."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        if p.__class__.__name__ == "Params4bit":
+            n *= 2
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total

@@ -43,21 +43,6 @@ def _weighted(model: Any, names: list[str]) -> list[str]:
     return out
 
 
-def parameter_counts(model: Any) -> tuple[int, int]:
-    """(trainable, total); counts 4-bit packed weights at their logical size, as peft does."""
-    if hasattr(model, "get_nb_trainable_parameters"):
-        return model.get_nb_trainable_parameters()
-    trainable = total = 0
-    for p in model.parameters():
-        n = p.numel()
-        if p.__class__.__name__ == "Params4bit":
-            n *= 2
-        total += n
-        if p.requires_grad:
-            trainable += n
-    return trainable, total
-
-
 def apply_peft(model: Any, opts: Any, ctx: MethodContext, config_name: str, check: Any = None, **kw: Any) -> Any:
     """Wrap `model` with peft's `config_name` (e.g. "LoHaConfig") on the options' target modules
     (default: targets.lora_targets), the task's type and heads, and `kw`; on a 4-bit base when the

@@ -32,7 +32,6 @@ def majority_baseline(store: Store, experiment: str) -> dict[str, Any] | None:
     from peftlab.config import ExperimentConfig
     from peftlab.data.prepare import prepare_data
     from peftlab.evaluate.metrics import classification_metrics
-    from peftlab.report.leaderboard import COST_KEYS
 
     try:
         cfg = ExperimentConfig.model_validate(exp["config"])
@@ -59,7 +58,7 @@ def majority_baseline(store: Store, experiment: str) -> dict[str, Any] | None:
     m = classification_metrics([top] * len(gold), gold, names)
     m.pop("_per_class", None)
     out = {"run": MAJORITY, "method": MAJORITY, "status": "baseline", "baseline": True, "run_id": None,
-           **{k: None for k in COST_KEYS}, **m, "trainable_params": 0, "trainable_percent": 0.0,
+           **m, "trainable_params": 0, "trainable_percent": 0.0,
            "majority_label": names[top], "majority_id": top, "majority_train_share": 100.0 * counts[top] / max(1, len(data.train)),
            "test_examples": len(gold),
            "note": f"always predicts {names[top]!r}, the most frequent training label "

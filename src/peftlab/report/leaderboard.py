@@ -265,7 +265,7 @@ def _compute(store: Store, exps: list[dict[str, Any]], significance: bool, basel
         maj = majors.get(e["name"])
         if maj is None:
             continue
-        maj = {**maj, "experiment": e["name"], "rank": None, "main_metric": main}
+        maj = {**{k: None for k in COST_KEYS}, **maj, "experiment": e["name"], "rank": None, "main_metric": main}
         if several:
             maj["run"] = f"{e['name']}/{maj['run']}"
         at = next((i for i, r in enumerate(out) if r["status"] != "done" or not isinstance(r.get(main), int | float)

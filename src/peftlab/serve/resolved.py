@@ -31,7 +31,7 @@ def resolved_settings(cfg: Any) -> list[dict[str, Any]]:
     from peftlab.data.prepare import prepare_data
     from peftlab.errors import PeftlabError
     from peftlab.methods import get_method
-    from peftlab.methods.common import parameter_counts
+    from peftlab.methods.base import parameter_counts
     from peftlab.models import resolve_model
     from peftlab.train.preflight import _task, apply_to_empty_model
 

@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 import torch
 
-from peftlab.methods.common import parameter_counts as parameter_counts  # re-exported for the recipe
+from peftlab.methods.base import parameter_counts as parameter_counts  # re-exported for the recipe
 
 
 class PeakMemory:

@@ -127,7 +127,7 @@ def trainable_params(cfg: ExperimentConfig, rm: ResolvedModel, data: PreparedDat
     empty (meta-device) copy of the model, as preflight and the run apply it, and counted as the
     run counts them (classifier heads and poolers that train with every method included).
     None where that cannot be done without loading weights (the run will count them)."""
-    from peftlab.methods.common import parameter_counts
+    from peftlab.methods.base import parameter_counts
     from peftlab.train.preflight import apply_to_empty_model
 
     try:
