@@ -242,6 +242,50 @@ def test_peft_bench_records_a_method_that_fails_and_goes_on(tmp_path: Path, monk
     assert calls == [["zero-shot"], ["ia3"]] and again["failed"] == out["failed"]
 
 
+def test_peft_bench_finishes_a_method_whose_last_seed_was_stopped(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command killed during a method's last seed leaves a row with fewer seeds than the protocol:
+    the method is not done, and the next command finishes that seed instead of moving on."""
+    import importlib.util
+
+    import yaml
+
+    from peftlab.train import runs
+
+    sys.path.insert(0, str(BENCH))
+    from tiny import experiment, use_shared
+
+    use_shared()
+    spec = importlib.util.spec_from_file_location("peft_bench_run", BENCH / "peft-bench" / "run.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "peft_bench_run", bench)
+    spec.loader.exec_module(bench)
+    body = experiment("killed", [{"name": "zero-shot"}, {"name": "ia3"}], n_train=16, max_steps=2, precision="fp32")
+    body["data"]["max_validation_examples"] = 12  # tuning ranks trials on at least 10
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(body))
+    real, ran = runs._execute, []
+
+    def killed_at_the_last_seed(store, run_id, isolation):  # noqa: ANN001, ANN202
+        name = store.run(run_id).name
+        ran.append(name)
+        if name == "ia3.s43" and ran.count(name) == 1:
+            store.mark_interrupted(run_id, "the command was killed (test)")
+            raise KeyboardInterrupt
+        return real(store, run_id, isolation)
+
+    monkeypatch.setattr(runs, "_execute", killed_at_the_last_seed)
+    task = bench.Task("killed", str(tmp_path / "e.yaml"), tune=1, seeds=2)
+    args = (task, tmp_path / "stores", tmp_path / "results", ["zero-shot", "ia3"], [], "inprocess")
+    with pytest.raises(KeyboardInterrupt):  # the command stops: ia3 is not recorded as failed
+        bench.run_task(*args)
+    assert ran[-1] == "ia3.s43", ran
+    assert "ia3" not in json.loads((tmp_path / "results" / "killed.json").read_text())["done"]
+    out = bench.run_task(*args)
+    assert ran.count("ia3.s43") == 2 and out["done"] == ["ia3", "zero-shot"] and out["failed"] == {}
+    [row] = [r for r in out["rows"] if r["run"] == "ia3"]
+    assert row["n_seeds"] == 2
+
+
 def test_tiny_race(tmp_path: Path) -> None:
     """The exhaustive side and a race side, both ranked; the race's finalists and group 1 known."""
     r = run_tiny("race.py", tmp=tmp_path, timeout=600)

@@ -102,7 +102,10 @@ def write_results(task: Task, store: Any, experiment: str, methods: list[str], p
     with_ci = {k.removesuffix("_ci_low") for r in rs for k in r if k.endswith("_ci_low")} - {"forgetting", main}
     metrics = [main, *sorted(with_ci)] if main else []
     runs = {x.name: x for x in store.runs(experiment)}  # read once: each row's chosen configuration
-    done = sorted({r["run"] for r in rs if r.get("status") == "done"} | set(old.get("done", [])))
+    # done: every final run of the method is (a command killed during its last seed left a row
+    # of fewer seeds: not done, so the next command finishes it)
+    done = sorted({r["run"] for r in rs if r.get("status") == "done" and len(r.get("runs") or [r["run"]])
+                   == (r.get("n_seeds") or 1)} | set(old.get("done", [])))
     failed = {m: why for m, why in {**old.get("failed", {}), **(failed or {})}.items() if m not in done}
     out = {"task": task.name, "about": task.about, "experiment": task.experiment, "command": command,
            "code": task.code or _commit(),
@@ -150,6 +153,9 @@ def run_task(task: Task, stores: Path, results: Path, only: list[str] | None, re
         try:
             p = plan(exp, {**task.overrides, **tuning}, [m], seeds=task.seeds)
             ran = run_experiment(p, store, isolation=isolation, echo=lambda s: print(s, file=sys.stderr, flush=True))
+            if any(r.status == "interrupted" for r in ran):  # stopped, not failed: the next command resumes it
+                write_results(task, store, cfg.name, methods, path, command)
+                raise KeyboardInterrupt
             why = next((f"{r.name}: {r.error}" for r in ran if r.status == "failed"), None)
         except PeftlabError as e:  # refused before it trained (preflight: the method does not fit): said, not fatal
             why = str(e)
