@@ -55,6 +55,33 @@ def test_the_plan_keeps_the_most_configurations_then_rungs_that_fit() -> None:
     assert race_plan.finalists_affordable(costs, ms, remaining=10, seeds=1) == 1  # one finalist, always
 
 
+def test_before_the_last_rung_the_survivors_go_on_in_order_of_validation_loss() -> None:
+    """After a short rung most classifiers still predict the majority class: their macro-F1 differ
+    by an example or two, noise, and the budget's cut would keep whichever the noise favours. The
+    validation loss shows the learning the predictions do not show yet: before the last rung the
+    survivors are ordered by it; at the last rung (a trial's full budget) by the main metric."""
+    from types import SimpleNamespace
+
+    from peftlab.tune.race import decide
+    from peftlab.tune.race_state import said
+
+    def run(f1: float, loss: float) -> SimpleNamespace:
+        return SimpleNamespace(status="done", error=None, info={}, file=lambda _: None,
+                               metrics={"macro_f1": f1, "eval_loss": loss})
+
+    runs = {"slow.c0": run(24.6, 1.06), "fast.c0": run(24.5, 0.98), "mid.c0": run(23.5, 1.00)}
+    cands = {k: {"method": k.split(".")[0]} for k in runs}
+    early = decide(runs, cands, "macro_f1", True, task_generative=False, last=False)
+    assert early["survivors"] == ["fast.c0", "mid.c0", "slow.c0"] and early["order"] == "eval_loss"
+    assert early["leader"] == "slow.c0"  # the significance tests still compare with the best macro-F1
+    assert "first by validation loss fast.c0 (0.9800, macro_f1 24.50)" in said({**early, "rung": 0, "seconds": 9}, 3,
+                                                                              "macro_f1")
+    last = decide(runs, cands, "macro_f1", True, task_generative=False, last=True)
+    assert last["survivors"] == ["slow.c0", "fast.c0", "mid.c0"] and last["order"] == "macro_f1"
+    runs["mid.c0"].metrics.pop("eval_loss")  # a run without a loss: the main metric orders them all
+    assert decide(runs, cands, "macro_f1", True, task_generative=False, last=False)["order"] == "macro_f1"
+
+
 def _fpb(tmp_path: Path) -> dict:
     """Three configurations of LoRA on financial_phrasebank with MiniLM: `good` and its exact
     `twin` (tied), and `frozen`, whose learning rate leaves the untrained head as it is (clearly

@@ -113,8 +113,9 @@ def race(p: Plan, store: Store, checked: Any, task: Any, force: bool, isolation:
                                    f"{left[0]} steps and the finals: the race ends here")
                 k = len(ranked)
             for x in ranked[k:]:
-                rung["dropped"][x] = (f"cut for the budget: ranked {ranked.index(x) + 1} of {len(ranked)} on "
-                                      "validation, not significantly worse than the leader")
+                by = "validation loss" if rung["order"] == "eval_loss" else f"validation {s.main_metric}"
+                rung["dropped"][x] = (f"cut for the budget: ranked {ranked.index(x) + 1} of {len(ranked)} by {by}, "
+                                      "not significantly worse than the leader")
             rung["survivors"] = ranked[:k]
         rung["seconds"] = clock.spent() - t0
         state["rungs"].append(rung)
@@ -310,7 +311,11 @@ def _tell(store: Store, state: dict[str, Any], scores: dict[str, float]) -> None
 def decide(runs: dict[str, Run], cands: dict[str, dict[str, Any]], main: str, higher: bool,
            task_generative: bool, last: bool) -> dict[str, Any]:
     """One rung's scores and decisions: {scores, dropped: {label: why}, survivors: [labels, best
-    first], leader}. Cutting for the budget comes after (`race`)."""
+    first], leader, order}. Cutting for the budget comes after (`race`) and keeps the survivors'
+    first: before the last rung they are ordered by validation loss, whose every step of learning
+    shows, where the main metric is a step function of the predictions that after a few steps
+    (most classifiers still on the majority class) orders candidates by noise; at the last rung,
+    a trial's full budget, by the main metric, as tuning chooses."""
     from peftlab.report.significance import significance
 
     scores: dict[str, float] = {}
@@ -338,8 +343,13 @@ def decide(runs: dict[str, Run], cands: dict[str, dict[str, Any]], main: str, hi
         elif flags[x] and last and not flags[leader]:
             # only after a trial's full budget: a short rung leaves most classifiers on one class
             dropped[x] = f"collapsed after a trial's full budget: {flags[x]}"
-    return {"scores": scores, "dropped": dropped, "survivors": [x for x in order if x not in dropped],
-            "leader": leader}
+    kept = [x for x in order if x not in dropped]
+    loss = {x: (runs[x].metrics or {}).get("eval_loss") for x in kept}
+    by_loss = not last and all(isinstance(v, int | float) and math.isfinite(v) for v in loss.values())
+    if by_loss:
+        kept.sort(key=lambda x: (loss[x], x))
+    return {"scores": scores, "dropped": dropped, "survivors": kept, "leader": leader,
+            "order": "eval_loss" if by_loss else main, "losses": {x: loss[x] for x in kept} if by_loss else {}}
 
 
 def _collapsed(run: Run, generative: bool) -> str | None:

@@ -83,6 +83,8 @@ def describe(state: dict[str, Any], n_methods: int) -> str:
 def said(rung: dict[str, Any], n: int, main: str) -> str:
     top = rung["survivors"][:1]
     lead = f"; leader {top[0]} ({main} {rung['scores'][top[0]]:.2f})" if top else ""
+    if top and rung.get("order") == "eval_loss":
+        lead = f"; first by validation loss {top[0]} ({rung['losses'][top[0]]:.4f}, {main} {rung['scores'][top[0]]:.2f})"
     return (f"race: rung {rung['rung'] + 1}/{n} done in {minutes(rung['seconds'])}: {len(rung['survivors'])} go on, "
             f"{len(rung['dropped'])} dropped{lead}" + (f"; {rung['stopped']}" if rung.get("stopped") else ""))
 
