@@ -286,6 +286,22 @@ def test_peft_bench_finishes_a_method_whose_last_seed_was_stopped(tmp_path: Path
     assert row["n_seeds"] == 2
 
 
+def test_peft_bench_table_marks_collapsed_and_loaded_rows() -> None:
+    """A row whose predictions collapsed onto one class is marked ‡ with the leaderboard's flag; a
+    row timed under load † with its load: a reader sees both without opening the results file."""
+    sys.path.insert(0, str(BENCH / "peft-bench"))
+    from readme import table
+
+    rows = [{"run": "lora", "rank": 1, "rank_group": 1, "macro_f1": 65.0, "recommended": True,
+             "train_seconds": 27.0, "timed_under_load": 3.2},
+            {"run": "osf", "rank": 2, "rank_group": 2, "macro_f1": 24.4, "train_seconds": 30.0,
+             "collapsed": "predicts 'neutral' for 100% of the test examples"}]
+    text = table({"main_metric": "macro_f1", "rows": rows})
+    assert "| lora ★ |" in text and "| osf ‡ |" in text and "27.0 †" in text and "30.0 †" not in text
+    assert "‡ its test predictions collapsed onto one class (the leaderboard's flag): osf: predicts 'neutral'" in text
+    assert "lora 3.2" in text
+
+
 def test_tiny_race(tmp_path: Path) -> None:
     """The exhaustive side and a race side, both ranked; the race's finalists and group 1 known."""
     r = run_tiny("race.py", tmp=tmp_path, timeout=600)

@@ -37,7 +37,8 @@ def table(res: dict[str, Any]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         ci = f" [{_f(r.get(f'{main}_ci_low'))}, {_f(r.get(f'{main}_ci_high'))}]" if r.get(f"{main}_ci_low") is not None else ""
-        cells = [_f(r.get("rank"), "{}"), _f(r.get("rank_group"), "{}"), r["run"] + (" ★" if r.get("recommended") else ""),
+        mark = (" ★" if r.get("recommended") else "") + (" ‡" if r.get("collapsed") else "")
+        cells = [_f(r.get("rank"), "{}"), _f(r.get("rank_group"), "{}"), r["run"] + mark,
                  fmt_value(main, r.get(main)) + ci, *[fmt_value(m, r.get(m)) for m in others],
                  _config(r.get("configuration")),
                  fmt_value("trainable_percent", r.get("trainable_percent")),
@@ -48,6 +49,10 @@ def table(res: dict[str, Any]) -> str:
                 f" [{_f(r.get('forgetting_ci_low'), '{:.3f}')}, {_f(r.get('forgetting_ci_high'), '{:.3f}')}]"
                 if r.get("forgetting_ci_low") is not None else ""))
         out.append("| " + " | ".join(cells) + " |")
+    collapsed = [r for r in rows if r.get("collapsed")]
+    if collapsed:
+        out += ["", "‡ its test predictions collapsed onto one class (the leaderboard's flag): "
+                + "; ".join(f"{r['run']}: {r['collapsed']}" for r in collapsed) + "."]
     loaded = [r for r in rows if r.get("timed_under_load")]
     if loaded:
         out += ["", "† timed while other jobs shared the 2 cores (the highest load average around its runs: "

@@ -54,7 +54,7 @@ TASKS = {
 KEYS = ("run", "method", "family", "rank", "rank_group", "p_vs_best", "recommended", "status", "main_metric",
         "n_seeds", "runs", "trainable_params", "trainable_percent", "peak_memory_mb", "train_seconds",
         "train_cpu_seconds", "eval_seconds", "adapter_bytes", "forgetting", "forgetting_ci_low",
-        "forgetting_ci_high", "forgetting_na", "health_problems", "dropped_text", "timed_under_load")
+        "forgetting_ci_high", "forgetting_na", "health_problems", "collapsed", "dropped_text", "timed_under_load")
 
 
 def _row(r: dict[str, Any], metrics: list[str], runs: dict[str, Any]) -> dict[str, Any]:
