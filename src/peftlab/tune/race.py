@@ -328,7 +328,7 @@ def decide(runs: dict[str, Run], cands: dict[str, dict[str, Any]], main: str, hi
             dropped[label] = f"{run.status}" + (f": {run.error}" if run.error else f": no validation {main}")
     order = sorted(scores, key=lambda x: (-scores[x] if higher else scores[x], x))
     if not order:
-        return {"scores": scores, "dropped": dropped, "survivors": [], "leader": None}
+        return {"scores": scores, "dropped": dropped, "survivors": [], "leader": None, "order": main, "losses": {}}
     flags = {x: _collapsed(runs[x], task_generative) for x in order}
     leader = order[0]
     sig = significance({x: [runs[x]] for x in order}, main, higher, metrics=(main,)) if len(order) > 1 else {}
