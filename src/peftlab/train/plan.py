@@ -51,9 +51,9 @@ class Plan:
         """The entry's method (a tuned or raced copy of an entry keeps its method's name)."""
         return self.methods[entry.name]
 
-    def trained(self, entries: list[MethodEntry] | None = None) -> list[MethodEntry]:
-        """The entries (default: the plan's) whose method trains: not the zero-shot row."""
-        return [e for e in (self.cfg.methods if entries is None else entries) if self.method(e).trains]
+    def trained(self) -> list[MethodEntry]:
+        """The entries whose method trains: not the zero-shot row."""
+        return [e for e in self.cfg.methods if self.method(e).trains]
 
     def where(self, key: str) -> str:
         """`file:line` of a key of the experiment file, for a message about it."""
